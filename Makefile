@@ -1,0 +1,47 @@
+# `make run` and `make test` are all a fresh machine needs (Python 3.11+).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+PYTEST_ARGS ?=
+
+.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver spec clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# One stamp per extra: reinstall only when the dependency list changes.
+$(VENV)/.embedded: setup.cfg pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[embedded]'
+	touch $@
+
+$(VENV)/.dev: setup.cfg pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.embedded
+
+run: $(VENV)/.embedded
+	$(BIN)/pollybot-leads serve
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check pollybot_leads tests scripts
+	$(BIN)/ruff format --check pollybot_leads tests scripts
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff check --fix pollybot_leads tests scripts
+	$(BIN)/ruff format pollybot_leads tests scripts
+
+spec: $(VENV)/.dev
+	$(BIN)/python scripts/export_spec.py openapi.json
+
+bench-ratelimit: $(VENV)/.dev
+	$(BIN)/python scripts/bench_ratelimit.py --out bench-ratelimit.json
+
+bench-list: $(VENV)/.dev
+	$(BIN)/python scripts/bench_list.py --out bench-list.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

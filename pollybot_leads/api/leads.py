@@ -1,0 +1,202 @@
+"""The five lead operations: validated data in, one repository call, JSON out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
+from marshmallow import ValidationError
+
+from .. import keys
+from ..domain.timeutil import format_ts
+from ..errors import ConfirmationRequired, ValidationFailed
+from ..middleware.context import AUTH, REQUEST_ID
+from .body import read_json_object
+from .query import LeadListQuerySchema, parse_confirm, parse_list_query, reject_query
+from .schemas import (
+    DeleteEnvelopeSchema,
+    LeadCreateSchema,
+    LeadEnvelopeSchema,
+    LeadListEnvelopeSchema,
+    LeadUpdateSchema,
+)
+from .spec import error_responses
+
+_create_schema = LeadCreateSchema()
+_update_schema = LeadUpdateSchema()
+
+
+def lead_json(lead: dict[str, Any]) -> dict[str, Any]:
+    out = dict(lead)
+    out["createdAt"] = format_ts(lead["createdAt"])
+    out["updatedAt"] = format_ts(lead["updatedAt"])
+    if "statusHistory" in lead:
+        out["statusHistory"] = [
+            {"status": h["status"], "changedAt": format_ts(h["changedAt"])}
+            for h in lead["statusHistory"]
+        ]
+    return out
+
+
+def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
+    return web.json_response({"success": True, **extra, "data": data}, status=status)
+
+
+async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
+    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        raise ValidationFailed(details=exc.messages) from None
+
+
+@docs(
+    tags=["leads"],
+    summary="Create a lead",
+    description="Stores a new lead for the chatbot. Responds 201 with the lead and a "
+    "Location header pointing at it.",
+    responses=error_responses(400, 401, 404, 413, 415, 429, 503),
+)
+@json_schema(LeadCreateSchema, example={"name": "John Doe", "email": "john.doe@example.com",
+                                        "phone": "+1-555-123-4567", "source": "website",
+                                        "metadata": {"utm_source": "google"}})
+@response_schema(LeadEnvelopeSchema, 201, description="The new lead")
+async def create_lead(request: web.Request) -> web.Response:
+    reject_query(request.query)
+    auth = request[AUTH]
+    fields = await _load(request, _create_schema)
+    lead = await request.app[keys.leads_repo_key].create(
+        chatbot_id=auth.chatbot_id, workspace_id=auth.workspace_id, fields=fields
+    )
+    response = _ok(lead_json(lead), status=201)
+    response.headers["Location"] = str(
+        request.app.router["lead"].url_for(chatbotId=auth.chatbot_id, leadId=lead["id"])
+    )
+    return response
+
+
+@docs(
+    tags=["leads"],
+    summary="List leads",
+    description="Newest first by default. Page with page/limit, or with cursor "
+    "(pagination.nextCursor of the previous page), which stays correct while leads are "
+    "added. Filters combine (AND). `metadata.<key>=<value>` filters on a top-level "
+    "metadata key: the value matches the same string, and also the number or boolean it "
+    "spells (`5` matches 5 and \"5\", `true` matches true and \"true\"); an array matches "
+    "when one element does. Up to 5 metadata filters.",
+    responses=error_responses(400, 401, 404, 429, 503),
+)
+@querystring_schema(LeadListQuerySchema)
+@response_schema(LeadListEnvelopeSchema, 200, description="A page of leads")
+async def list_leads(request: web.Request) -> web.Response:
+    auth = request[AUTH]
+    codec = request.app[keys.cursor_codec_key]
+    query = parse_list_query(request.query, codec)
+    page = await request.app[keys.leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
+    total_pages = math.ceil(page.total / query.limit) if page.total else 0
+    next_cursor = codec.encode(page.last_position) if page.has_next and page.last_position else None
+    if query.after is None:
+        pagination = {
+            "page": query.page,
+            "limit": query.limit,
+            "total": page.total,
+            "totalPages": total_pages,
+            "hasNext": query.page < total_pages,
+            "hasPrev": query.page > 1,
+            "nextCursor": next_cursor,
+        }
+    else:
+        pagination = {
+            "page": None,
+            "limit": query.limit,
+            "total": page.total,
+            "totalPages": total_pages,
+            "hasNext": page.has_next,
+            "hasPrev": True,
+            "nextCursor": next_cursor,
+        }
+    return _ok({"leads": [lead_json(lead) for lead in page.leads], "pagination": pagination})
+
+
+@docs(
+    tags=["leads"],
+    summary="Get a lead",
+    description="The complete lead, with its status history.",
+    responses=error_responses(401, 404, 429, 503),
+)
+@response_schema(LeadEnvelopeSchema, 200, description="The lead")
+async def get_lead(request: web.Request) -> web.Response:
+    reject_query(request.query)
+    lead = await request.app[keys.leads_repo_key].get(
+        chatbot_id=request[AUTH].chatbot_id, lead_id=request.match_info["leadId"]
+    )
+    return _ok(lead_json(lead))
+
+
+@docs(
+    tags=["leads"],
+    summary="Update a lead",
+    description="Partial update: only the fields sent change. `metadata` is merged as a "
+    "JSON Merge Patch (RFC 7386); `phone` and `source` may be null to clear them; a new "
+    "status is appended to statusHistory. Concurrent updates never lose each other.",
+    responses=error_responses(400, 401, 404, 413, 415, 429, 503),
+)
+@json_schema(LeadUpdateSchema, example={"status": "contacted", "metadata": {"plan": "pro"}})
+@response_schema(LeadEnvelopeSchema, 200, description="The whole updated lead")
+async def update_lead(request: web.Request) -> web.Response:
+    reject_query(request.query)
+    changes = await _load(request, _update_schema)
+    if not changes:
+        raise ValidationFailed("No fields to update")
+    lead = await request.app[keys.leads_repo_key].update(
+        chatbot_id=request[AUTH].chatbot_id,
+        lead_id=request.match_info["leadId"],
+        changes=changes,
+    )
+    return _ok(lead_json(lead))
+
+
+@docs(
+    tags=["leads"],
+    summary="Delete a lead",
+    description="Permanent. Confirm with `?confirm=true` or the header "
+    "`X-Confirm-Delete: true`; without it nothing is deleted. An audit record (ids and "
+    "time, no personal data) is kept.",
+    parameters=[
+        {"in": "query", "name": "confirm", "schema": {"type": "string", "enum": ["true"]},
+         "description": "Must be true (or send X-Confirm-Delete: true)."},
+        {"in": "header", "name": "X-Confirm-Delete", "schema": {"type": "string",
+         "enum": ["true"]}, "description": "Alternative to ?confirm=true."},
+    ],
+    responses=error_responses(400, 401, 404, 429, 503),
+)
+@response_schema(DeleteEnvelopeSchema, 200, description="The lead is gone")
+async def delete_lead(request: web.Request) -> web.Response:
+    if not parse_confirm(request.query, request.headers.get("X-Confirm-Delete")):
+        raise ConfirmationRequired()
+    auth = request[AUTH]
+    lead_id = request.match_info["leadId"]
+    deleted_at = await request.app[keys.leads_repo_key].delete(
+        chatbot_id=auth.chatbot_id,
+        lead_id=lead_id,
+        audit={
+            "workspaceId": auth.workspace_id,
+            "apiKeyId": auth.key.id,
+            "requestId": request[REQUEST_ID],
+        },
+    )
+    return _ok(
+        {"id": lead_id, "deletedAt": format_ts(deleted_at)},
+        message="Lead deleted successfully",
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    base = "/api/v1/chatbots/{chatbotId}/leads"
+    app.router.add_post(base, create_lead, name="leads")
+    app.router.add_get(base, list_leads, allow_head=False)
+    app.router.add_get(base + "/{leadId}", get_lead, name="lead", allow_head=False)
+    app.router.add_put(base + "/{leadId}", update_lead)
+    app.router.add_delete(base + "/{leadId}", delete_lead)

@@ -1,0 +1,95 @@
+"""create_app(settings): the only way to build the application. No I/O happens here."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from . import keys
+from .api.leads import add_routes
+from .api.query import CursorCodec
+from .api.spec import setup_docs
+from .middleware.auth import Authenticator, auth_middleware_factory
+from .middleware.errors import error_middleware
+from .middleware.ratelimit import ratelimit_middleware_factory
+from .middleware.request_id import add_request_headers, request_id_middleware
+from .ratelimit.base import BucketPolicy, RateLimiter
+from .settings import Settings
+from .storage.accounts import AccountRepository
+from .storage.client import Mongo
+from .storage.indexes import ensure_indexes
+from .storage.leads import LeadRepository
+
+log = logging.getLogger(__name__)
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    if settings.redis_url:
+        from .ratelimit.redis_bucket import RedisTokenBucket
+
+        return RedisTokenBucket.from_settings(settings)
+    from .ratelimit.memory import InProcessTokenBucket
+
+    return InProcessTokenBucket()
+
+
+async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    try:
+        await ensure_indexes(mongo)
+        app[keys.mongo_key] = mongo
+        app[keys.leads_repo_key] = LeadRepository(mongo)
+        app[keys.accounts_repo_key] = AccountRepository(mongo)
+        yield
+    finally:
+        await mongo.close()
+
+
+async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    limiter = build_rate_limiter(settings)
+    app[keys.rate_limiter_key] = limiter
+    app[keys.authenticator_key] = Authenticator(
+        app[keys.accounts_repo_key],
+        key_cache_seconds=settings.key_cache_seconds,
+        limiter=limiter,
+        failure_policy=BucketPolicy(
+            settings.auth_failure_capacity, settings.auth_failure_refill_per_second
+        ),
+        trusted_proxies=settings.trusted_proxies,
+    )
+    try:
+        yield
+    finally:
+        await limiter.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            auth_middleware_factory(keys.authenticator_key),
+            ratelimit_middleware_factory(
+                keys.rate_limiter_key,
+                BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
+            ),
+        ],
+    )
+    app[keys.settings_key] = settings
+    secret = settings.cursor_secret
+    if not secret:
+        log.warning("CURSOR_SECRET is not set: list cursors only work within this process")
+        secret = secrets.token_urlsafe(32)
+    app[keys.cursor_codec_key] = CursorCodec(secret.encode())
+    app.cleanup_ctx.append(_mongo_ctx)
+    app.cleanup_ctx.append(_ratelimit_ctx)
+    app.on_response_prepare.append(add_request_headers)
+    add_routes(app)
+    setup_docs(app)
+    return app

@@ -1,0 +1,264 @@
+"""The pollybot-leads command: `serve`, and `admin …` commands printing one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .app import create_app
+from .errors import AppError
+from .settings import Settings, SettingsError, load_settings
+from .storage.accounts import AccountRepository, ApiKeyRecord
+from .storage.client import Mongo
+from .storage.embedded import EmbeddedStore, EmbeddedStoreError, port_open
+from .storage.indexes import ensure_indexes
+
+log = logging.getLogger("pollybot_leads")
+
+DEMO_FILE = "demo-credentials.json"
+CURSOR_SECRET_FILE = "cursor-secret"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pollybot-leads", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API")
+    serve.add_argument("--host", help="address to bind (default from config or HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (default from config or PORT)")
+
+    admin = commands.add_parser("admin", help="manage workspaces, chatbots and API keys")
+    sub = admin.add_subparsers(dest="admin_command", required=True)
+    p = sub.add_parser("create-workspace")
+    p.add_argument("--name", required=True)
+    p = sub.add_parser("create-chatbot")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--name", required=True)
+    p = sub.add_parser("create-key", help="issue a key; its secret is shown only now")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--name")
+    p.add_argument("--rate-limit-capacity", type=_positive_int)
+    p.add_argument("--rate-limit-refill", type=_positive_float, help="tokens per second")
+    p = sub.add_parser("revoke-key")
+    p.add_argument("key_id")
+    p = sub.add_parser("list-keys")
+    p.add_argument("--workspace", required=True)
+    p = sub.add_parser("set-rate-limit")
+    p.add_argument("key_id")
+    p.add_argument("--capacity", type=_positive_int, required=True)
+    p.add_argument("--refill", type=_positive_float, required=True, help="tokens per second")
+    return parser
+
+
+def key_json(key: ApiKeyRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": key.id,
+        "workspaceId": key.workspace_id,
+        "name": key.name,
+        "createdAt": key.created_at.isoformat().replace("+00:00", "Z"),
+        "revoked": not key.active,
+    }
+    if key.rate_limit_capacity is not None or key.rate_limit_refill is not None:
+        out["rateLimit"] = {
+            "capacity": key.rate_limit_capacity,
+            "refillPerSecond": key.rate_limit_refill,
+        }
+    return out
+
+
+async def run_admin(args: argparse.Namespace, accounts: AccountRepository) -> dict[str, Any]:
+    command = args.admin_command
+    if command == "create-workspace":
+        return await accounts.create_workspace(name=args.name)
+    if command == "create-chatbot":
+        return await accounts.create_chatbot(workspace_id=args.workspace, name=args.name)
+    if command == "create-key":
+        issued = await accounts.create_key(
+            workspace_id=args.workspace,
+            name=args.name,
+            rate_limit_capacity=args.rate_limit_capacity,
+            rate_limit_refill=args.rate_limit_refill,
+        )
+        return {**key_json(issued.record), "key": issued.secret}
+    if command == "revoke-key":
+        return key_json(await accounts.revoke_key(key_id=args.key_id))
+    if command == "list-keys":
+        keys = await accounts.list_keys(workspace_id=args.workspace)
+        return {"workspaceId": args.workspace, "keys": [key_json(k) for k in keys]}
+    if command == "set-rate-limit":
+        return key_json(
+            await accounts.set_rate_limit(
+                key_id=args.key_id, capacity=args.capacity, refill_per_second=args.refill
+            )
+        )
+    raise AssertionError(command)
+
+
+async def with_accounts(
+    settings: Settings, action: Callable[[AccountRepository], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    try:
+        await ensure_indexes(mongo)
+        return await action(AccountRepository(mongo))
+    finally:
+        await mongo.close()
+
+
+@contextlib.contextmanager
+def store_for(settings: Settings, *, owner: bool) -> Iterator[Settings]:
+    """Settings pointing at a reachable store: the configured one, or the embedded one.
+
+    ``owner`` (serve) starts the embedded server and stops it on exit; an admin command
+    uses the running one when `serve` has it up, else starts one just for itself.
+    """
+    if not settings.embedded:
+        yield settings
+        return
+    store = EmbeddedStore(settings.embedded_data_dir, settings.embedded_port)
+    with_uri = settings.replace(mongodb_uri=store.uri)
+    if not owner and port_open(store.host, store.port) and store.running_elsewhere():
+        yield with_uri
+        return
+    store.start()
+    try:
+        yield with_uri
+    finally:
+        store.stop()
+
+
+def _cursor_secret(settings: Settings) -> Settings:
+    """Embedded mode keeps a cursor secret under the data directory (owner-only)."""
+    if settings.cursor_secret or not settings.embedded:
+        return settings
+    path = settings.embedded_data_dir / CURSOR_SECRET_FILE
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32))
+    return settings.replace(cursor_secret=path.read_text().strip())
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+async def ensure_demo(settings: Settings) -> dict[str, Any] | None:
+    """On a first start with an empty store: a demo workspace, chatbot and key."""
+    path = settings.embedded_data_dir / DEMO_FILE
+
+    async def create(accounts: AccountRepository) -> dict[str, Any]:
+        if await accounts.count_workspaces() > 0:
+            return {}
+        workspace = await accounts.create_workspace(name="Demo workspace")
+        chatbot = await accounts.create_chatbot(workspace_id=workspace["id"], name="Demo chatbot")
+        issued = await accounts.create_key(workspace_id=workspace["id"], name="demo")
+        demo = {
+            "workspaceId": workspace["id"],
+            "chatbotId": chatbot["id"],
+            "keyId": issued.record.id,
+            "key": issued.secret,
+        }
+        _write_private(path, json.dumps(demo, indent=2) + "\n")
+        return demo
+
+    demo = await with_accounts(settings, create)
+    if demo:
+        return demo
+    if path.exists():
+        return json.loads(path.read_text())
+    return None
+
+
+def _banner(settings: Settings, host: str, port: int, demo: dict[str, Any] | None) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    lines = [
+        f"PollyBot Leads is serving on {base}",
+        f"  API docs:   {base}/api/docs   (OpenAPI: {base}/api/docs/openapi.json)",
+        f"  Store:      {'embedded SecantusDB, data in ' + str(settings.embedded_data_dir) if settings.embedded else 'MongoDB from MONGODB_URI'}",  # noqa: E501
+        f"  Rate limit: {'Redis (REDIS_URL)' if settings.redis_url else 'in-process bucket'}",
+    ]
+    if demo:
+        leads = f"{base}/api/v1/chatbots/{demo['chatbotId']}/leads"
+        lines += [
+            "",
+            f"Demo credentials (kept in {settings.embedded_data_dir / DEMO_FILE}, owner-only):",
+            f"  chatbot {demo['chatbotId']}  key {demo['key']}",
+            "",
+            "Try it:",
+            f"  curl -s -X POST {leads} \\",
+            f"    -H 'Authorization: Bearer {demo['key']}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            """    -d '{"name": "John Doe", "email": "john.doe@example.com"}'""",
+            f"  curl -s {leads} -H 'Authorization: Bearer {demo['key']}'",
+        ]
+    lines.append("\nStop with Ctrl-C.")
+    return "\n".join(lines)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    settings = _cursor_secret(settings)
+    with store_for(settings, owner=True) as ready:
+        demo = asyncio.run(ensure_demo(ready)) if settings.embedded else None
+        app = create_app(ready)
+        banner = _banner(settings, host, port, demo)
+        web.run_app(
+            app, host=host, port=port, print=lambda _: print(banner, flush=True),
+            access_log=logging.getLogger("pollybot_leads.access"),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "serve":
+            serve(settings, args.host or settings.host, args.port or settings.port)
+            return 0
+        with store_for(settings, owner=False) as ready:
+            result = asyncio.run(with_accounts(ready, lambda accounts: run_admin(args, accounts)))
+    except AppError as exc:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        return 1
+    except EmbeddedStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,138 @@
+"""Lead metadata: its limits and RFC 7386 JSON Merge Patch.
+
+Metadata is stored as a native document. Keys are restricted (no leading ``$``, no ``.``,
+no NUL) so every key is a safe field name and a safe dotted path segment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_KEY_LENGTH = 100
+MAX_KEYS_PER_OBJECT = 100
+MAX_DEPTH = 5
+MAX_SERIALIZED_BYTES = 16 * 1024
+
+
+def metadata_problems(value: Any, *, path: str = "metadata") -> dict[str, list[str]]:
+    """Every limit ``value`` breaks, keyed by the offending dotted path; empty when valid.
+
+    Depth counts containers, the metadata object itself included: ``{"a": 1}`` has depth
+    1, ``{"a": {"b": [1]}}`` depth 3; at most MAX_DEPTH levels may nest.
+    """
+    problems: dict[str, list[str]] = {}
+    if not isinstance(value, dict):
+        return {path: ["Must be an object."]}
+    _check_object(value, path, 1, problems)
+    if not problems:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_SERIALIZED_BYTES:
+            problems[path] = [
+                f"Serialized metadata is {size} bytes; the limit is {MAX_SERIALIZED_BYTES}."
+            ]
+    return problems
+
+
+def _check_object(obj: dict, path: str, depth: int, problems: dict[str, list[str]]) -> None:
+    if depth > MAX_DEPTH:
+        problems.setdefault(path, []).append(f"Nesting deeper than {MAX_DEPTH} levels.")
+        return
+    if len(obj) > MAX_KEYS_PER_OBJECT:
+        problems.setdefault(path, []).append(f"More than {MAX_KEYS_PER_OBJECT} keys.")
+    for key, item in obj.items():
+        key_path = f"{path}.{key}"
+        bad = _key_problem(key)
+        if bad:
+            problems.setdefault(f"{path}.{_printable(key)}", []).append(bad)
+            continue
+        _check_value(item, key_path, depth, problems)
+
+
+def _check_value(item: Any, path: str, depth: int, problems: dict[str, list[str]]) -> None:
+    if isinstance(item, dict):
+        _check_object(item, path, depth + 1, problems)
+    elif isinstance(item, list):
+        # Arrays count as a level too, so no container nests without bound.
+        if depth + 1 > MAX_DEPTH:
+            problems.setdefault(path, []).append(f"Nesting deeper than {MAX_DEPTH} levels.")
+            return
+        for index, element in enumerate(item):
+            _check_value(element, f"{path}[{index}]", depth + 1, problems)
+    elif isinstance(item, float) and item != item:  # NaN never comes from JSON; be safe
+        problems.setdefault(path, []).append("Not a finite number.")
+
+
+def _key_problem(key: str) -> str | None:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        return f"Keys must be 1-{MAX_KEY_LENGTH} characters."
+    if key.startswith("$"):
+        return "Keys may not start with '$'."
+    if "." in key:
+        return "Keys may not contain '.'."
+    if "\x00" in key:
+        return "Keys may not contain NUL."
+    return None
+
+
+def _printable(key: str) -> str:
+    return key.replace("\x00", "\\u0000")[:MAX_KEY_LENGTH + 10]
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: the result of merging ``patch`` into ``target`` (neither is modified)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+@dataclass
+class MetadataUpdate:
+    """A merge patch expressed as atomic field operations.
+
+    ``sets`` and ``unsets`` touch only the paths the patch names, so concurrent patches
+    of different keys never overwrite each other. ``guards`` are filter conditions that
+    hold while the stored structure is what the plan was computed from; when one fails
+    the caller re-reads and plans again.
+    """
+
+    sets: dict[str, Any] = field(default_factory=dict)
+    unsets: list[str] = field(default_factory=list)
+    guards: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_metadata_update(current: dict, patch: dict, prefix: str = "metadata") -> MetadataUpdate:
+    plan = MetadataUpdate()
+    _plan(current, patch, prefix, plan)
+    return plan
+
+
+def _plan(current: dict, patch: dict, prefix: str, plan: MetadataUpdate) -> None:
+    for key, value in patch.items():
+        path = f"{prefix}.{key}"
+        existing = current.get(key)
+        if value is None:
+            if key in current:
+                plan.unsets.append(path)
+        elif isinstance(value, dict) and isinstance(existing, dict):
+            # Merge into the stored object, key by key. It must still be an object (not
+            # an array: a numeric key would address an element).
+            plan.guards.append({path: {"$type": "object"}})
+            plan.guards.append({path: {"$not": {"$type": "array"}}})
+            _plan(existing, value, path, plan)
+        else:
+            # Replaced whole. For a patch object that is right only while the stored
+            # value is not an object; any other value replaces whatever is there.
+            plan.sets[path] = apply_merge_patch(None, value)
+            if isinstance(value, dict):
+                if isinstance(existing, list):
+                    plan.guards.append({path: {"$type": "array"}})
+                else:
+                    plan.guards.append({path: {"$not": {"$type": "object"}}})

@@ -1,0 +1,80 @@
+"""One error hierarchy; the error middleware maps each to the JSON envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+
+class ValidationFailed(AppError):
+    status, code, message = 400, "VALIDATION_ERROR", "Invalid data"
+
+
+class InvalidJson(AppError):
+    status, code, message = 400, "INVALID_JSON", "Request body must be a JSON object"
+
+
+class ConfirmationRequired(AppError):
+    status, code = 400, "CONFIRMATION_REQUIRED"
+    message = "Deletion is permanent: confirm with ?confirm=true or X-Confirm-Delete: true"
+
+
+class Unauthorized(AppError):
+    status, code, message = 401, "UNAUTHORIZED", "Invalid or missing API key"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="pollybot-leads"')
+
+
+class NotFound(AppError):
+    status, code, message = 404, "NOT_FOUND", "Resource not found"
+
+
+class ChatbotNotFound(NotFound):
+    code, message = "CHATBOT_NOT_FOUND", "Chatbot not found"
+
+
+class LeadNotFound(NotFound):
+    code, message = "LEAD_NOT_FOUND", "Lead not found"
+
+
+class MethodNotAllowed(AppError):
+    status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+
+
+class PayloadTooLarge(AppError):
+    status, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body is too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, code, message = 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json"
+
+
+class RateLimited(AppError):
+    status, code, message = 429, "RATE_LIMITED", "Too many requests"
+
+
+class ServiceUnavailable(AppError):
+    status, code, message = 503, "SERVICE_UNAVAILABLE", "A backing store is unavailable"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", "5")

@@ -1,0 +1,44 @@
+"""A token bucket per API key, taken after authentication; headers on every response."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import RateLimited, ServiceUnavailable
+from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
+from .context import AUTH, RESPONSE_HEADERS
+
+
+def ratelimit_middleware_factory(
+    limiter_key: web.AppKey[RateLimiter], default_policy: BucketPolicy
+):  # noqa: ANN201
+    @web.middleware
+    async def ratelimit_middleware(request: web.Request, handler):  # noqa: ANN001, ANN202
+        auth = request.get(AUTH)
+        if auth is None:
+            return await handler(request)
+        key = auth.key
+        policy = BucketPolicy(
+            capacity=key.rate_limit_capacity or default_policy.capacity,
+            refill_per_second=key.rate_limit_refill or default_policy.refill_per_second,
+        )
+        try:
+            decision = await request.app[limiter_key].take("key:" + key.id, policy)
+        except RateLimiterUnavailable:
+            raise ServiceUnavailable("Rate limiting is unavailable; retry shortly") from None
+        if not decision.degraded:
+            request[RESPONSE_HEADERS].update(
+                {
+                    "X-RateLimit-Limit": str(decision.limit),
+                    "X-RateLimit-Remaining": str(decision.remaining),
+                    "X-RateLimit-Reset": str(decision.reset_seconds),
+                }
+            )
+        if not decision.allowed:
+            raise RateLimited(
+                "Rate limit exceeded; retry after the time in Retry-After",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
+        return await handler(request)
+
+    return ratelimit_middleware

@@ -1,0 +1,114 @@
+"""The test session's real stores and app.
+
+MongoDB: MONGODB_URI when set (a real mongod must pass the same tests), else a
+SecantusDB server started as a subprocess for the session. Each session uses a database
+of its own, dropped at the end. Settings are loaded here once, from config/test.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pollybot_leads.app import create_app
+from pollybot_leads.settings import Settings, load_settings
+from pollybot_leads.storage.accounts import AccountRepository
+from pollybot_leads.storage.client import Mongo
+from pollybot_leads.storage.embedded import EmbeddedStore, free_port
+from pollybot_leads.storage.indexes import ensure_indexes
+from pollybot_leads.storage.leads import LeadRepository
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri() -> Iterator[str]:
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    with tempfile.TemporaryDirectory(prefix="pollybot-secantus-") as data_dir:
+        with EmbeddedStore(Path(data_dir), free_port()) as store:
+            yield store.uri
+
+
+@pytest.fixture(scope="session")
+def settings(mongodb_uri: str) -> Settings:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    base = load_settings(env, profile="test")
+    return base.replace(
+        mongodb_uri=mongodb_uri,
+        mongodb_database=f"{base.mongodb_database}_{secrets.token_hex(4)}",
+        cursor_secret="test-cursor-secret",
+        redis_url="",
+    )
+
+
+@pytest.fixture(scope="session")
+async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
+    mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    await ensure_indexes(mongo)
+    yield mongo
+    await mongo.client.drop_database(settings.mongodb_database)
+    await mongo.close()
+
+
+@pytest.fixture(scope="session")
+def accounts(mongo: Mongo) -> AccountRepository:
+    return AccountRepository(mongo)
+
+
+@pytest.fixture(scope="session")
+def leads_repo(mongo: Mongo) -> LeadRepository:
+    return LeadRepository(mongo)
+
+
+@pytest.fixture(scope="session")
+async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
+    """One server for the session, built by the same factory as production."""
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@dataclass
+class Tenant:
+    """A workspace with one chatbot and one key: what an integration holds."""
+
+    workspace_id: str
+    chatbot_id: str
+    key_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    @property
+    def leads_url(self) -> str:
+        return f"/api/v1/chatbots/{self.chatbot_id}/leads"
+
+    def lead_url(self, lead_id: str) -> str:
+        return f"{self.leads_url}/{lead_id}"
+
+
+async def make_tenant(accounts: AccountRepository, **key_options: object) -> Tenant:
+    workspace = await accounts.create_workspace(name="Acme")
+    chatbot = await accounts.create_chatbot(workspace_id=workspace["id"], name="Bot")
+    issued = await accounts.create_key(workspace_id=workspace["id"], **key_options)
+    return Tenant(workspace["id"], chatbot["id"], issued.record.id, issued.secret)
+
+
+@pytest.fixture
+async def tenant(accounts: AccountRepository) -> Tenant:
+    return await make_tenant(accounts)
+
+
+@pytest.fixture
+async def other_tenant(accounts: AccountRepository) -> Tenant:
+    return await make_tenant(accounts)
