@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..domain import ids
-from ..errors import ChatbotNotFound, RateLimited, Unauthorized
-from ..ratelimit.base import BucketPolicy, RateLimiter
+from ..errors import ChatbotNotFound, RateLimited, ServiceUnavailable, Unauthorized
+from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
 from ..storage.accounts import AccountRepository, ApiKeyRecord
 from .context import AUTH
 
@@ -107,9 +107,12 @@ class Authenticator:
 
     async def _count_failure(self, request: web.Request) -> None:
         """Bad credentials spend tokens of the client address's own bucket."""
-        decision = await self._limiter.take(
-            "authfail:" + self.client_address(request), self._failure_policy
-        )
+        try:
+            decision = await self._limiter.take(
+                "authfail:" + self.client_address(request), self._failure_policy
+            )
+        except RateLimiterUnavailable:
+            raise ServiceUnavailable("Rate limiting is unavailable; retry shortly") from None
         if not decision.allowed:
             raise RateLimited(
                 "Too many failed authentication attempts",

@@ -24,8 +24,12 @@ def ratelimit_middleware_factory(
         )
         try:
             decision = await request.app[limiter_key].take("key:" + key.id, policy)
-        except RateLimiterUnavailable:
-            raise ServiceUnavailable("Rate limiting is unavailable; retry shortly") from None
+        except RateLimiterUnavailable as exc:
+            retry_after = getattr(exc, "retry_after", 1)
+            raise ServiceUnavailable(
+                "Rate limiting is unavailable; retry shortly",
+                headers={"Retry-After": str(max(1, retry_after))},
+            ) from None
         if not decision.degraded:
             request[RESPONSE_HEADERS].update(
                 {

@@ -1,0 +1,327 @@
+"""A token bucket per key in Redis, shared by every server process.
+
+One ``take`` is one round trip: ``EVALSHA`` of :data:`TAKE_SCRIPT`, which reads the Redis
+server's own clock, refills, takes a token if there is one, writes the bucket back and sets
+its expiry, atomically. The script's SHA1 is computed here; when Redis does not know it
+(first use, restart, ``SCRIPT FLUSH``) the script is loaded with ``SCRIPT LOAD`` and the
+call retried once: the only case with more than one round trip.
+
+Each bucket is ONE hash key, ``<prefix><bucket>``, fields ``t`` (tokens, a float) and ``u``
+(the Redis server time of the last take, in microseconds), so the script touches a single
+key and runs unchanged on Redis Cluster. The key expires when the bucket would be full
+again: a missing key *is* a full bucket, so idle buckets cost nothing.
+
+When Redis cannot be asked (refused, timed out, any error reply other than ``NOSCRIPT``,
+an unexpected reply), the failure policy decides:
+
+* ``allow``: :func:`~pollybot_leads.ratelimit.memory.degraded_decision`, an allowed
+  :class:`Decision` with ``degraded=True`` that describes a full bucket after one take;
+* ``deny``: :class:`RedisRateLimiterUnavailable` (a :class:`RateLimiterUnavailable`),
+  whose ``retry_after`` is the whole seconds until Redis is tried again.
+
+After a failure Redis is left alone for ``backoff_seconds``: every ``take`` applies the
+policy at once. Then one request probes Redis (others keep applying the policy until that
+probe has answered); on success normal limiting resumes and one INFO line says so.
+Failures are logged at WARNING at most once per ``log_interval_seconds``, with the number
+of failures and of requests decided without Redis since the previous line.
+
+``take`` never waits longer than ``timeout_ms`` (a hard ``asyncio.timeout`` over the whole
+call, besides the client's socket timeouts) and raises nothing but
+:class:`RateLimiterUnavailable` (policy ``deny``) or ``ValueError`` (an invalid policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pollybot_leads.ratelimit.base import BucketPolicy, Decision, RateLimiterUnavailable
+from pollybot_leads.ratelimit.memory import check_policy, degraded_decision, make_decision
+
+__all__ = ["KEY_PREFIX", "TAKE_SCRIPT", "RedisRateLimiterUnavailable", "RedisTokenBucket"]
+
+KEY_PREFIX = "pb:rl:"
+FAILURE_POLICIES = ("allow", "deny")
+DEFAULT_LOGGER = logging.getLogger("pollybot_leads.ratelimit")
+
+# KEYS[1]: the bucket's hash. ARGV[1]: capacity (>= 1). ARGV[2]: refill, tokens/second (> 0).
+# Returns {allowed (1 or 0), remaining whole tokens (floor), ms until full (>= 1),
+#          ms until one token (0 when at least one is left)}, all integers. Milliseconds are
+# rounded up, ignoring float noise below 1e-6 ms (as memory.ms_until does).
+TAKE_SCRIPT = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local state = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens = tonumber(state[1])
+local stamp = tonumber(state[2])
+if tokens == nil or stamp == nil then
+  tokens = capacity
+else
+  local elapsed = now - stamp
+  if elapsed < 0 then elapsed = 0 end
+  tokens = math.min(capacity, tokens + elapsed * rate / 1000000)
+end
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+local to_full = math.ceil((capacity - tokens) * 1000 / rate - 1e-6)
+if to_full < 1 then to_full = 1 end
+local to_one = 0
+if tokens < 1 then to_one = math.max(0, math.ceil((1 - tokens) * 1000 / rate - 1e-6)) end
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens),
+           'u', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], to_full)
+return {allowed, math.floor(tokens), to_full, to_one}
+"""
+TAKE_SCRIPT_SHA = hashlib.sha1(TAKE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+class RedisRateLimiterUnavailable(RateLimiterUnavailable):
+    """Redis cannot be asked and the policy is ``deny``; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+class RedisTokenBucket:
+    """:class:`~pollybot_leads.ratelimit.base.RateLimiter` backed by Redis.
+
+    ``redis`` is a URL or a ``redis.asyncio.Redis`` client. From a URL the bucket builds
+    its own client: a ``BlockingConnectionPool`` of ``max_connections`` (requests beyond
+    that wait for a connection, within the timeout), ``timeout_ms`` socket and connect
+    timeouts, no client-side retries; :meth:`close` closes it. A client passed in is used
+    as it is and left open by :meth:`close`; the hard timeout still applies to it, but give
+    it a pool that can serve your concurrency (redis-py's default pool fails beyond 100
+    connections in use, which this bucket would treat as Redis being unavailable).
+    """
+
+    def __init__(
+        self,
+        redis: Redis | str,
+        *,
+        timeout_ms: int = 100,
+        failure_policy: str = "allow",
+        backoff_seconds: float = 2.0,
+        log_interval_seconds: float = 30.0,
+        logger: logging.Logger | None = None,
+        key_prefix: str = KEY_PREFIX,
+        max_connections: int = 50,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_policy not in FAILURE_POLICIES:
+            raise ValueError(f"failure_policy must be one of {FAILURE_POLICIES}")
+        if timeout_ms <= 0:
+            raise ValueError("timeout_ms must be positive")
+        if backoff_seconds < 0 or log_interval_seconds < 0:
+            raise ValueError("backoff_seconds and log_interval_seconds must not be negative")
+        self._timeout = timeout_ms / 1000.0
+        if isinstance(redis, str):
+            if not redis:
+                raise ValueError("no Redis URL")
+            # A blocking pool: a burst of requests waits (within the timeout) for one of
+            # ``max_connections`` connections instead of failing with "Too many connections".
+            pool = BlockingConnectionPool.from_url(
+                redis,
+                max_connections=max_connections,
+                timeout=self._timeout,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._redis: Redis = Redis.from_pool(pool)
+            self._owns_client = True
+        else:
+            self._redis = redis
+            self._owns_client = False
+        self._policy = failure_policy
+        self._backoff = backoff_seconds
+        self._log_interval = log_interval_seconds
+        self._log = logger if logger is not None else DEFAULT_LOGGER
+        self._prefix = key_prefix
+        self._clock = clock
+        self._sha = TAKE_SCRIPT_SHA
+        self._closed = False
+
+        # Failure state.
+        self._failing = False  # the last attempt failed; not yet recovered
+        self._down_since = 0.0
+        self._backoff_until = 0.0
+        self._probing = False  # one request is trying Redis again after the back-off
+        self._last_warning: float | None = None
+        self._failures_unreported = 0  # failures since the last WARNING line, not logged
+        self._skipped_unreported = 0  # requests decided without Redis since that line
+        self._outage_failures = 0
+        self._outage_skipped = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, *, logger: logging.Logger | None = None
+    ) -> RedisTokenBucket:
+        """Build from :class:`~pollybot_leads.settings.Settings`; needs ``redis_url``."""
+        if not settings.redis_url:
+            raise ValueError("settings.redis_url is empty: use InProcessTokenBucket")
+        return cls(
+            settings.redis_url,
+            timeout_ms=settings.redis_timeout_ms,
+            failure_policy=settings.ratelimit_failure_policy,
+            backoff_seconds=settings.ratelimit_failure_backoff_seconds,
+            log_interval_seconds=settings.ratelimit_failure_log_interval_seconds,
+            logger=logger,
+        )
+
+    @property
+    def client(self) -> Redis:
+        return self._redis
+
+    @property
+    def failure_policy(self) -> str:
+        return self._policy
+
+    @property
+    def available(self) -> bool:
+        """False from a failure until Redis has answered again."""
+        return not self._failing
+
+    def key(self, bucket: str) -> str:
+        """The Redis key holding ``bucket``."""
+        return self._prefix + bucket
+
+    async def take(self, bucket: str, policy: BucketPolicy) -> Decision:
+        check_policy(policy)
+        if self._failing and (self._probing or self._clock() < self._backoff_until):
+            self._skipped_unreported += 1
+            self._outage_skipped += 1
+            return self._unavailable(policy, None)
+
+        probe = self._failing
+        if probe:
+            self._probing = True
+        try:
+            reply = await self._call(self.key(bucket), policy)
+            allowed, remaining, ms_to_full, ms_to_one = (int(v) for v in reply)
+        # Anything at all means Redis could not be asked. CancelledError is no Exception.
+        except Exception as exc:
+            self._failed(exc)
+            return self._unavailable(policy, exc)
+        finally:
+            if probe:
+                self._probing = False
+
+        if self._failing:
+            self._recovered()
+        return make_decision(
+            allowed=allowed == 1,
+            capacity=policy.capacity,
+            remaining=remaining,
+            ms_to_full=ms_to_full,
+            ms_to_one=ms_to_one,
+        )
+
+    async def _call(self, key: str, policy: BucketPolicy) -> list[Any]:
+        if self._closed:
+            raise RuntimeError("the rate limiter is closed")
+        args = (key, policy.capacity, repr(float(policy.refill_per_second)))
+        async with asyncio.timeout(self._timeout):
+            try:
+                reply = await self._redis.evalsha(self._sha, 1, *args)
+            except NoScriptError:
+                loaded = await self._redis.script_load(TAKE_SCRIPT)
+                self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+                reply = await self._redis.evalsha(self._sha, 1, *args)
+        if not isinstance(reply, list) or len(reply) != 4:
+            raise TypeError(f"unexpected reply from the rate-limit script: {reply!r}")
+        return reply
+
+    async def load_script(self) -> bool:
+        """Load the script ahead of the first request (e.g. at start-up); True on success.
+
+        Optional, and it never raises: a failure is handled as in :meth:`take`.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                loaded = await self._redis.script_load(TAKE_SCRIPT)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+        if self._failing:
+            self._recovered()
+        return True
+
+    def _unavailable(self, policy: BucketPolicy, exc: BaseException | None) -> Decision:
+        if self._policy == "allow":
+            return degraded_decision(policy)
+        wait = max(1, math.ceil(self._backoff_until - self._clock()))
+        raise RedisRateLimiterUnavailable(
+            "the rate limiter's Redis is unavailable", retry_after=wait
+        ) from exc
+
+    def _failed(self, exc: BaseException) -> None:
+        now = self._clock()
+        if not self._failing:
+            self._failing = True
+            self._down_since = now
+            self._outage_failures = 0
+            self._outage_skipped = 0
+        self._outage_failures += 1
+        self._backoff_until = now + self._backoff
+        if self._last_warning is not None and now - self._last_warning < self._log_interval:
+            self._failures_unreported += 1
+            return
+        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+            reason = f"no answer within {self._timeout * 1000:.0f} ms"
+        else:
+            reason = _describe(exc)
+        self._log.warning(
+            "rate limiter: Redis unavailable (%s); failure policy %r, Redis left alone for "
+            "%.3g s; %d more failures and %d requests decided without Redis since the "
+            "previous report",
+            reason,
+            self._policy,
+            self._backoff,
+            self._failures_unreported,
+            self._skipped_unreported,
+        )
+        self._last_warning = now
+        self._failures_unreported = 0
+        self._skipped_unreported = 0
+
+    def _recovered(self) -> None:
+        self._failing = False
+        self._log.info(
+            "rate limiter: Redis reachable again after %.1f s (%d failures, %d requests "
+            "decided without Redis)",
+            self._clock() - self._down_since,
+            self._outage_failures,
+            self._outage_skipped,
+        )
+
+    async def close(self) -> None:
+        """Close the client if this bucket created it (from a URL); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self._redis.aclose()
