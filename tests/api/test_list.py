@@ -1,0 +1,229 @@
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from .helpers import create_lead, data_of, error_of
+
+
+async def listing(api, tenant, **params):
+    return await data_of(await api.get(tenant.leads_url, params=params, headers=tenant.headers))
+
+
+async def make(api, tenant, n, **fields):
+    return [await create_lead(api, tenant, name=f"Lead {i}", email=f"lead{i}@example.com",
+                              **fields) for i in range(n)]
+
+
+async def test_default_page_is_newest_first_without_history(api, tenant):
+    leads = await make(api, tenant, 12)
+    data = await listing(api, tenant)
+    assert [x["id"] for x in data["leads"]] == [x["id"] for x in reversed(leads)][:10]
+    assert all("statusHistory" not in x for x in data["leads"])
+    first = {k: v for k, v in leads[-1].items() if k != "statusHistory"}
+    assert data["leads"][0] == first
+    assert data["pagination"] == {"page": 1, "limit": 10, "total": 12, "totalPages": 2,
+                                  "hasNext": True, "hasPrev": False,
+                                  "nextCursor": data["pagination"]["nextCursor"]}
+
+
+async def test_pages_cover_everything_once(api, tenant):
+    leads = await make(api, tenant, 7)
+    seen = []
+    for page in (1, 2, 3):
+        data = await listing(api, tenant, page=page, limit=3)
+        seen += [x["id"] for x in data["leads"]]
+        p = data["pagination"]
+        assert (p["page"], p["limit"], p["total"], p["totalPages"]) == (page, 3, 7, 3)
+        assert p["hasNext"] is (page < 3) and p["hasPrev"] is (page > 1)
+    assert seen == [x["id"] for x in reversed(leads)]
+    beyond = await listing(api, tenant, page=9, limit=3)
+    assert beyond["leads"] == [] and beyond["pagination"]["hasNext"] is False
+
+
+async def test_empty_list(api, tenant):
+    data = await listing(api, tenant)
+    assert data == {"leads": [], "pagination": {"page": 1, "limit": 10, "total": 0,
+                                                "totalPages": 0, "hasNext": False,
+                                                "hasPrev": False, "nextCursor": None}}
+
+
+async def test_status_and_source_filters_take_several_values(api, tenant):
+    a = await create_lead(api, tenant, status="new", source="web")
+    b = await create_lead(api, tenant, status="lost", source="ads")
+    c = await create_lead(api, tenant, status="converted", source="web")
+    ids = lambda data: {x["id"] for x in data["leads"]}  # noqa: E731
+    assert ids(await listing(api, tenant, status="new")) == {a["id"]}
+    assert ids(await listing(api, tenant, status="new,lost")) == {a["id"], b["id"]}
+    assert ids(await listing(api, tenant, source="web")) == {a["id"], c["id"]}
+    assert ids(await listing(api, tenant, source="web", status="converted,lost")) == {c["id"]}
+    assert ids(await listing(api, tenant, source="ads,web", status="lost")) == {b["id"]}
+
+
+async def test_search_matches_word_beginnings_of_name_and_email(api, tenant):
+    john = await create_lead(api, tenant, name="John Doe", email="jd@acme.org")
+    mary = await create_lead(api, tenant, name="Mary Major", email="mary@jones.io")
+    zoe = await create_lead(api, tenant, name="Zoë Ångström", email="z.ang+crm@example.com")
+    cases = {
+        "jo": {john["id"], mary["id"]},
+        "JOHN": {john["id"]},
+        "doe": {john["id"]},
+        "example.com": {zoe["id"]},
+        "example": {zoe["id"]},
+        "zoe": {zoe["id"]},
+        "angstrom": {zoe["id"]},
+        "ÅNG": {zoe["id"]},
+        "crm": {zoe["id"]},
+        "mary@jones": {mary["id"]},
+        "ohn": set(),
+        "jo major": {mary["id"]},
+        "john mary": set(),
+        "acme.org jd": {john["id"]},
+    }
+    for search, expected in cases.items():
+        data = await listing(api, tenant, search=search)
+        assert {x["id"] for x in data["leads"]} == expected, search
+        assert data["pagination"]["total"] == len(expected)
+
+
+async def test_search_with_long_words(api, tenant):
+    lead = await create_lead(api, tenant, name="Wolfeschlegelsteinhausenbergerdorff Senior",
+                             email="w@example.com")
+    found = await listing(api, tenant, search="wolfeschlegelsteinhausenberger")
+    assert [x["id"] for x in found["leads"]] == [lead["id"]]
+    none = await listing(api, tenant, search="wolfeschlegelsteinhausenbergerX")
+    assert none["leads"] == []
+
+
+async def test_search_treats_regex_characters_literally(api, tenant):
+    await create_lead(api, tenant, name="Plain Name", email="p@example.com")
+    for search in (".*", "^p", "p|q", "p(q", "[a-z]", "\\"):
+        data = await listing(api, tenant, search=search)
+        assert data["leads"] == [], search
+
+
+async def test_email_filter_is_exact_and_case_insensitive(api, tenant):
+    lead = await create_lead(api, tenant, email="Mixed.Case@Example.com")
+    await create_lead(api, tenant, email="mixed.case@example.com.au")
+    data = await listing(api, tenant, email="mixed.case@EXAMPLE.com")
+    assert [x["id"] for x in data["leads"]] == [lead["id"]]
+
+
+async def test_date_ranges(api, tenant, leads_repo, mongo):
+    leads = await make(api, tenant, 4)
+    base = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
+    for i, lead in enumerate(leads):  # spread them over four days
+        await mongo.db["leads"].update_one(
+            {"_id": lead["id"]},
+            {"$set": {"createdAt": base + timedelta(days=i),
+                      "updatedAt": base + timedelta(days=i, hours=1)}},
+        )
+    ids = lambda data: [x["id"] for x in data["leads"]]  # noqa: E731
+    data = await listing(api, tenant, createdAfter="2024-01-16T10:00:00.000Z",
+                         createdBefore="2024-01-18T10:00:00Z")
+    assert ids(data) == [leads[2]["id"], leads[1]["id"]]  # after inclusive, before exclusive
+    data = await listing(api, tenant, updatedAfter="2024-01-17T11:00:00+00:00")
+    assert ids(data) == [leads[3]["id"], leads[2]["id"]]
+    data = await listing(api, tenant, updatedBefore="2024-01-16T12:30:00+01:00")
+    assert ids(data) == [leads[1]["id"], leads[0]["id"]]
+
+
+async def test_metadata_equality_filters(api, tenant):
+    a = await create_lead(api, tenant, metadata={"plan": "pro", "seats": 5, "trial": True,
+                                                 "tags": ["vip", "eu"]})
+    b = await create_lead(api, tenant, metadata={"plan": "free", "seats": "5", "trial": False})
+    c = await create_lead(api, tenant, metadata={"plan": "pro", "seats": 5.0})
+    ids = lambda data: {x["id"] for x in data["leads"]}  # noqa: E731
+    assert ids(await listing(api, tenant, **{"metadata.plan": "pro"})) == {a["id"], c["id"]}
+    assert ids(await listing(api, tenant, **{"metadata.seats": "5"})) == {a["id"], b["id"],
+                                                                          c["id"]}
+    assert ids(await listing(api, tenant, **{"metadata.trial": "true"})) == {a["id"]}
+    assert ids(await listing(api, tenant, **{"metadata.tags": "vip"})) == {a["id"]}
+    assert ids(await listing(api, tenant, **{"metadata.plan": "pro",
+                                            "metadata.trial": "true"})) == {a["id"]}
+    assert ids(await listing(api, tenant, **{"metadata.nothing": "x"})) == set()
+
+
+@pytest.mark.parametrize("sort", ["createdAt", "-createdAt", "updatedAt", "-updatedAt",
+                                  "name", "-name"])
+async def test_sorts_are_total_and_cursor_pages_follow_them(api, tenant, sort):
+    names = ["bob", "Alice", "carol", "alice", "Bob", "dave", "Éve"]
+    leads = [await create_lead(api, tenant, name=n, email=f"{i}@x.io")
+             for i, n in enumerate(names)]
+    full = await listing(api, tenant, sort=sort, limit=100)
+    order = [x["id"] for x in full["leads"]]
+    assert sorted(order) == sorted(x["id"] for x in leads)
+    if sort.endswith("name"):
+        folded = [x["name"].casefold().replace("é", "e") for x in full["leads"]]
+        assert folded == sorted(folded, reverse=sort.startswith("-"))
+    paged, cursor = [], None
+    while True:
+        params = {"sort": sort, "limit": 2, **({"cursor": cursor} if cursor else {})}
+        data = await listing(api, tenant, **params)
+        paged += [x["id"] for x in data["leads"]]
+        cursor = data["pagination"]["nextCursor"]
+        if cursor is None:
+            assert data["pagination"]["hasNext"] is False
+            break
+    assert paged == order
+
+
+async def test_cursor_paging_has_no_gaps_or_duplicates_while_leads_arrive(api, tenant):
+    existing = {x["id"] for x in await make(api, tenant, 15)}
+    seen, cursor = [], None
+    first = await listing(api, tenant, limit=4)
+    seen += [x["id"] for x in first["leads"]]
+    cursor = first["pagination"]["nextCursor"]
+    while cursor:
+        await asyncio.gather(*(create_lead(api, tenant) for _ in range(3)))
+        data = await listing(api, tenant, limit=4, cursor=cursor)
+        seen += [x["id"] for x in data["leads"]]
+        cursor = data["pagination"]["nextCursor"]
+    assert len(seen) == len(set(seen))
+    assert set(seen) == existing
+
+
+async def test_tampered_or_foreign_cursors_are_refused(api, tenant):
+    await make(api, tenant, 3)
+    cursor = (await listing(api, tenant, limit=1))["pagination"]["nextCursor"]
+    body, sig = cursor.split(".")
+    flipped = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
+    for bad in (flipped + "." + sig, body + "." + sig[::-1], "garbage", cursor + "x", "a.b.c"):
+        resp = await api.get(tenant.leads_url, params={"cursor": bad}, headers=tenant.headers)
+        error = await error_of(resp, 400, "VALIDATION_ERROR")
+        assert "cursor" in error["details"]
+    resp = await api.get(tenant.leads_url, params={"cursor": cursor, "sort": "name"},
+                         headers=tenant.headers)
+    assert "cursor" in (await error_of(resp, 400, "VALIDATION_ERROR"))["details"]
+    resp = await api.get(tenant.leads_url, params={"cursor": cursor, "page": 2},
+                         headers=tenant.headers)
+    assert "cursor" in (await error_of(resp, 400, "VALIDATION_ERROR"))["details"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"page": "0"}, "page"), ({"page": "-1"}, "page"), ({"page": "x"}, "page"),
+        ({"page": "1.5"}, "page"), ({"page": "99999999999999999999"}, "page"),
+        ({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"limit": ""}, "limit"),
+        ({"status": "won"}, "status"), ({"status": "new,"}, "status"),
+        ({"source": "x" * 65}, "source"), ({"search": ""}, "search"),
+        ({"search": "   "}, "search"), ({"search": "x" * 201}, "search"),
+        ({"email": "nope"}, "email"), ({"createdAfter": "yesterday"}, "createdAfter"),
+        ({"updatedBefore": "2024-13-01T00:00:00Z"}, "updatedBefore"),
+        ({"createdAfter": "2024-02-01T00:00:00Z", "createdBefore": "2024-01-01T00:00:00Z"},
+         "createdBefore"),
+        ({"sort": "email"}, "sort"), ({"sort": "--name"}, "sort"),
+        ({"bogus": "1"}, "bogus"), ({"metadata.": "x"}, "metadata."),
+        ({"metadata.$where": "1"}, "metadata.$where"), ({"metadata.a.b": "1"}, "metadata.a.b"),
+    ],
+)
+async def test_bad_list_parameters_are_named(api, tenant, params, named):
+    resp = await api.get(tenant.leads_url, params=params, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert named in error["details"], error
+
+
+async def test_repeated_parameters_are_refused(api, tenant):
+    resp = await api.get(tenant.leads_url + "?status=new&status=lost", headers=tenant.headers)
+    assert "status" in (await error_of(resp, 400, "VALIDATION_ERROR"))["details"]
