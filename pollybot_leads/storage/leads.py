@@ -217,13 +217,11 @@ class LeadRepository:
             raise LeadNotFound()
         return deleted_at
 
-    @store_errors
-    async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
-        base = self._filter(chatbot_id, query)
+    def _find_spec(self, chatbot_id: str, query: LeadQuery) -> dict[str, Any]:
+        """The find a list query runs: filter, sort, index hint, skip and limit."""
         field, direction = SORTS[query.sort]
-        sort = [(field, direction), ("_id", direction)]
-        hint = choose_lead_index(query)
-        page_filter = dict(base)
+        page_filter = self._filter(chatbot_id, query)
+        skip = (query.page - 1) * query.limit
         if query.after is not None:
             op = "$lt" if direction < 0 else "$gt"
             value = query.after.value
@@ -232,20 +230,39 @@ class LeadRepository:
                 {field: value, "_id": {op: query.after.lead_id}},
             ]
             skip = 0
-        else:
-            skip = (query.page - 1) * query.limit
+        return {
+            "filter": page_filter,
+            "sort": {field: direction, "_id": direction},
+            "hint": choose_lead_index(query),
+            "skip": skip,
+            "limit": query.limit + 1,  # one more tells whether there is a next page
+        }
+
+    @store_errors
+    async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
+        spec = self._find_spec(chatbot_id, query)
         cursor = self._leads.find(
-            page_filter, LIST_PROJECTION, sort=sort, skip=skip, limit=query.limit + 1, hint=hint
+            spec["filter"], LIST_PROJECTION, sort=list(spec["sort"].items()),
+            skip=spec["skip"], limit=spec["limit"], hint=spec["hint"],
         )
-        docs = await cursor.to_list(length=query.limit + 1)
+        docs = await cursor.to_list(length=spec["limit"])
         has_next = len(docs) > query.limit
         docs = docs[: query.limit]
-        total = await self._leads.count_documents(base, hint=hint)
+        total = await self._leads.count_documents(
+            self._filter(chatbot_id, query), hint=spec["hint"]
+        )
         last = None
         if docs:
-            last_doc = docs[-1]
-            last = CursorPosition(query.sort, last_doc.get(field), last_doc["_id"])
+            field = SORTS[query.sort][0]
+            last = CursorPosition(query.sort, docs[-1].get(field), docs[-1]["_id"])
         return LeadPage([_to_lead(d) for d in docs], total, has_next, last)
+
+    @store_errors
+    async def explain_list(self, *, chatbot_id: str, query: LeadQuery) -> dict[str, Any]:
+        """The server's query plan for a list query, exactly as ``list`` would run it."""
+        spec = self._find_spec(chatbot_id, query)
+        command = {"find": self._leads.name, **spec}
+        return await self._leads.database.command("explain", command, verbosity="queryPlanner")
 
     def _filter(self, chatbot_id: str, query: LeadQuery) -> dict[str, Any]:
         filter_: dict[str, Any] = {"chatbotId": chatbot_id}
