@@ -14,6 +14,8 @@ MAX_KEY_LENGTH = 100
 MAX_KEYS_PER_OBJECT = 100
 MAX_DEPTH = 5
 MAX_SERIALIZED_BYTES = 16 * 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INF = float("inf")
 
 
 def metadata_problems(value: Any, *, path: str = "metadata") -> dict[str, list[str]]:
@@ -60,7 +62,11 @@ def _check_value(item: Any, path: str, depth: int, problems: dict[str, list[str]
             return
         for index, element in enumerate(item):
             _check_value(element, f"{path}[{index}]", depth + 1, problems)
-    elif isinstance(item, float) and item != item:  # NaN never comes from JSON; be safe
+    elif isinstance(item, bool):
+        return
+    elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+        problems.setdefault(path, []).append("Integers must fit in 64 bits.")
+    elif isinstance(item, float) and (item != item or item in (INF, -INF)):
         problems.setdefault(path, []).append("Not a finite number.")
 
 
