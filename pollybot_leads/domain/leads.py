@@ -15,8 +15,6 @@ PHONE_MAX = 32
 SOURCE_MAX = 64
 PHONE_RE = re.compile(r"^[0-9 +\-().]+\Z")
 
-# Longest prefix indexed per search term; longer query words are checked in full too.
-SEARCH_PREFIX_MAX = 16
 SEARCH_MAX_WORDS = 8
 
 _WORD_SPLIT = re.compile(r"[^0-9a-z]+")
@@ -55,13 +53,16 @@ def search_terms(name: str, email: str) -> list[str]:
     return sorted(terms)
 
 
-def search_prefixes(terms: list[str]) -> list[str]:
-    """Every prefix (up to SEARCH_PREFIX_MAX characters) of every term."""
-    out: set[str] = set()
-    for term in terms:
-        for end in range(1, min(len(term), SEARCH_PREFIX_MAX) + 1):
-            out.add(term[:end])
-    return sorted(out)
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (None: no bound).
+
+    Strings compare by code point, as MongoDB compares UTF-8 bytes, so ``[prefix, bound)``
+    is exactly the strings that start with ``prefix``.
+    """
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
 def query_words(search: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 from ..domain.queries import SORTS, LeadQuery
 from .client import Mongo
@@ -29,7 +30,7 @@ LEAD_INDEXES = [
     _sorted_by("by_source", [("chatbotId", ASCENDING), ("source", ASCENDING)], "createdAt"),
     _sorted_by("by_email", [("chatbotId", ASCENDING), ("emailFolded", ASCENDING)], "createdAt"),
     _sorted_by(
-        "by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"
+        "by_search", [("chatbotId", ASCENDING), ("searchTerms", ASCENDING)], "createdAt"
     ),
 ]
 SORT_INDEX = {"createdAt": "by_created", "updatedAt": "by_updated", "nameSort": "by_name"}
@@ -66,8 +67,21 @@ def choose_lead_index(query: LeadQuery) -> str:
     return SORT_INDEX[field]
 
 
+INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
+
 async def ensure_indexes(mongo: Mongo) -> None:
-    await mongo.db["leads"].create_indexes(LEAD_INDEXES)
-    for collection, models in OTHER_INDEXES.items():
-        await mongo.db[collection].create_indexes(models)
+    """Create every index; one whose definition changed under the same name is rebuilt."""
+    for collection, models in {"leads": LEAD_INDEXES, **OTHER_INDEXES}.items():
+        coll = mongo.db[collection]
+        for model in models:
+            try:
+                await coll.create_indexes([model])
+            except OperationFailure as exc:
+                if exc.code not in INDEX_CONFLICTS:
+                    raise
+                name = model.document["name"]
+                log.warning("index %s.%s changed definition: rebuilding it", collection, name)
+                await coll.drop_index(name)
+                await coll.create_indexes([model])
     log.debug("indexes ensured")

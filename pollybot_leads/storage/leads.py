@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from datetime import datetime
 from typing import Any
 
@@ -15,10 +14,9 @@ from pymongo.errors import DuplicateKeyError, WriteError
 from ..domain import ids
 from ..domain.leads import (
     DEFAULT_STATUS,
-    SEARCH_PREFIX_MAX,
     STATUS_HISTORY_LIMIT,
     fold,
-    search_prefixes,
+    prefix_upper_bound,
     search_terms,
 )
 from ..domain.metadata import apply_merge_patch, metadata_problems, plan_metadata_update
@@ -55,12 +53,10 @@ def _to_lead(doc: dict) -> dict:
 
 def _derived(name: str, email: str) -> dict[str, Any]:
     """Fields kept beside name and email so that sorting and search use an index."""
-    terms = search_terms(name, email)
     return {
         "nameSort": fold(name),
         "emailFolded": fold(email),
-        "searchTerms": terms,
-        "searchPrefixes": search_prefixes(terms),
+        "searchTerms": search_terms(name, email),
     }
 
 
@@ -286,14 +282,22 @@ class LeadRepository:
         for key, values in query.metadata:
             filter_[f"metadata.{key}"] = _one_or_in(values)
         if query.words:
-            prefixes = [w[:SEARCH_PREFIX_MAX] for w in query.words]
-            filter_["searchPrefixes"] = prefixes[0] if len(prefixes) == 1 else {"$all": prefixes}
-            long_words = [w for w in query.words if len(w) > SEARCH_PREFIX_MAX]
-            if long_words:
-                filter_["$and"] = [
-                    {"searchTerms": {"$regex": "^" + re.escape(w)}} for w in long_words
-                ]
+            # Each word is a prefix range over the terms. $elemMatch makes one term meet
+            # both bounds (on an array each bound could otherwise be met by another term)
+            # and lets the index bound the scan to the range.
+            ranges = [{"searchTerms": {"$elemMatch": _prefix_range(w)}} for w in query.words]
+            if len(ranges) == 1:
+                filter_.update(ranges[0])
+            else:
+                filter_["$and"] = ranges
         return filter_
+
+
+def _prefix_range(word: str) -> dict[str, Any]:
+    upper = prefix_upper_bound(word)
+    if upper is None:
+        return {"$gte": word}
+    return {"$gte": word, "$lt": upper}
 
 
 def _one_or_in(values: tuple) -> Any:

@@ -1,4 +1,4 @@
-from pollybot_leads.domain.leads import fold, query_words, search_prefixes, search_terms
+from pollybot_leads.domain.leads import fold, prefix_upper_bound, query_words, search_terms
 
 
 def test_terms_cover_name_words_and_email_parts():
@@ -14,6 +14,12 @@ def test_folding_removes_case_and_accents():
     assert query_words("  Zoë,  ÅNG ") == ["zoe", "ang"]
 
 
-def test_prefixes_are_bounded():
-    prefixes = search_prefixes(["a" * 40])
-    assert max(map(len, prefixes)) == 16 and "a" in prefixes
+def test_prefix_bounds_enclose_exactly_the_words_that_start_with_the_prefix():
+    upper = prefix_upper_bound("jo")
+    assert upper == "jp"
+    for word in ("jo", "john", "jo\U0010ffff", "joz"):
+        assert "jo" <= word < upper
+    for word in ("j", "jn\uffff", "jp", "k"):
+        assert not ("jo" <= word < upper)
+    assert prefix_upper_bound("a\U0010ffff") == "b"
+    assert prefix_upper_bound("\U0010ffff") is None
