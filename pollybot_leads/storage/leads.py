@@ -60,6 +60,27 @@ def _derived(name: str, email: str) -> dict[str, Any]:
     }
 
 
+def build_lead_document(
+    chatbot_id: str, workspace_id: str, fields: dict, now: datetime
+) -> dict[str, Any]:
+    """A new lead as stored (without its ``_id``): validated fields plus derived ones."""
+    status = fields.get("status") or DEFAULT_STATUS
+    return {
+        "chatbotId": chatbot_id,
+        "workspaceId": workspace_id,
+        "name": fields["name"],
+        "email": fields["email"],
+        "phone": fields.get("phone"),
+        "source": fields.get("source"),
+        "status": status,
+        "metadata": fields.get("metadata") or {},
+        "statusHistory": [{"status": status, "changedAt": now}],
+        "createdAt": now,
+        "updatedAt": now,
+        **_derived(fields["name"], fields["email"]),
+    }
+
+
 class LeadRepository:
     def __init__(self, mongo: Mongo) -> None:
         self._leads = mongo.db["leads"]
@@ -67,22 +88,7 @@ class LeadRepository:
 
     @store_errors
     async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
-        now = utcnow()
-        status = fields.get("status") or DEFAULT_STATUS
-        doc = {
-            "chatbotId": chatbot_id,
-            "workspaceId": workspace_id,
-            "name": fields["name"],
-            "email": fields["email"],
-            "phone": fields.get("phone"),
-            "source": fields.get("source"),
-            "status": status,
-            "metadata": fields.get("metadata") or {},
-            "statusHistory": [{"status": status, "changedAt": now}],
-            "createdAt": now,
-            "updatedAt": now,
-            **_derived(fields["name"], fields["email"]),
-        }
+        doc = build_lead_document(chatbot_id, workspace_id, fields, utcnow())
         for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
             doc["_id"] = ids.new_id(ids.LEAD)
             try:
@@ -91,6 +97,14 @@ class LeadRepository:
                 continue
             return _to_lead(doc)
         raise ServiceUnavailable("Could not allocate a lead id")
+
+    @store_errors
+    async def insert_many(self, *, docs: list[dict[str, Any]]) -> int:
+        """Bulk load of documents made by build_lead_document (seeding, benchmarks)."""
+        for doc in docs:
+            doc.setdefault("_id", ids.new_id(ids.LEAD))
+        result = await self._leads.insert_many(docs, ordered=False)
+        return len(result.inserted_ids)
 
     @store_errors
     async def get(self, *, chatbot_id: str, lead_id: str) -> dict:

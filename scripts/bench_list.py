@@ -1,0 +1,250 @@
+"""List latency at scale: `make bench-list`.
+
+Seeds 100,000 leads into one chatbot and 50,000 over ten others (bulk inserts of
+realistic leads), serves the API from a separate process, and measures through HTTP the
+p50/p95 latency of the list queries integrations run all day. Beside each HTTP figure it
+measures the same query as a direct repository call in this process (the driver's find
+and count, no HTTP), so the ratio shows what the API adds on top of the store. The index
+each query used comes from the server's own explain.
+
+Without MONGODB_URI it starts its own SecantusDB in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession
+from multidict import MultiDict
+
+from pollybot_leads.api.query import CursorCodec, parse_list_query
+from pollybot_leads.domain.leads import STATUSES
+from pollybot_leads.storage.accounts import AccountRepository
+from pollybot_leads.storage.client import Mongo
+from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open
+from pollybot_leads.storage.indexes import ensure_indexes
+from pollybot_leads.storage.leads import LeadRepository, build_lead_document
+
+FIRST = ["John", "Mary", "José", "Zoë", "Ahmed", "Li", "Anna", "Jonas", "Chloé", "Mateo",
+         "Priya", "Olga", "Sven", "Aïsha", "Noah", "Emma", "Lucas", "Sofia", "Yuki", "Omar",
+         "Joanna", "Björn", "Renée", "Diego", "Fatima", "Liam", "Maya", "Ivan", "Léa", "Kofi"]
+LAST = ["Doe", "Smith", "García", "Müller", "Jones", "Nguyen", "Rossi", "Kowalski", "Dubois",
+        "Johansson", "Kim", "Silva", "O'Brien", "Novák", "Haddad", "Tanaka", "Okafor", "Brown",
+        "Martínez", "Schmidt", "Fischer", "López", "Wilson", "Andersen", "Costa", "Meyer"]
+DOMAINS = ["example.com", "gmail.com", "acme.io", "jones.io", "outlook.com", "corp.example",
+           "startup.dev", "mail.de", "yahoo.fr", "company.co.uk"]
+SOURCES = ["website", "facebook", "google_ads", "referral", "linkedin", "chat_widget"]
+STATUS_WEIGHTS = [40, 20, 15, 10, 10, 5]
+PLANS = ["free", "starter", "pro", "enterprise"]
+
+
+def fake_lead(rng: random.Random, i: int, now: datetime) -> tuple[dict[str, Any], datetime]:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    sep = rng.choice([".", "_", "-", ""])
+    local = f"{first}{sep}{last}".lower().replace("'", "")
+    email = f"{local}{i}@{rng.choice(DOMAINS)}"
+    fields = {
+        "name": f"{first} {last}",
+        "email": email,
+        "phone": f"+1-555-{rng.randrange(1000):03d}-{rng.randrange(10000):04d}",
+        "source": rng.choice(SOURCES),
+        "status": rng.choices(STATUSES, STATUS_WEIGHTS)[0],
+        "metadata": {
+            "utm_source": rng.choice(["google", "bing", "newsletter", "direct"]),
+            "plan": rng.choices(PLANS, [50, 30, 15, 5])[0],
+            "seats": rng.randrange(1, 200),
+            "interests": rng.sample(["product_a", "product_b", "pricing", "demo"], 2),
+        },
+    }
+    created = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
+    return fields, created
+
+
+async def seed(repo: LeadRepository, targets: list[tuple[str, str, int]], seed_value: int,
+               batch: int = 1000) -> float:
+    rng = random.Random(seed_value)
+    now = datetime.now(UTC).replace(microsecond=0)
+    started = time.perf_counter()
+    done = 0
+    for chatbot_id, workspace_id, count in targets:
+        for offset in range(0, count, batch):
+            docs = []
+            for i in range(offset, min(count, offset + batch)):
+                fields, created = fake_lead(rng, i, now)
+                doc = build_lead_document(chatbot_id, workspace_id, fields, created)
+                doc["updatedAt"] = created + timedelta(seconds=rng.uniform(0, 30 * 86400))
+                docs.append(doc)
+            done += await repo.insert_many(docs=docs)
+            if done % 10000 == 0:
+                rate = done / (time.perf_counter() - started)
+                print(f"  seeded {done:,} leads ({rate:,.0f}/s)", flush=True)
+    return time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def index_used(plan: dict[str, Any]) -> str:
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("stage") == "COLLSCAN":
+                names.append("COLLSCAN")
+            if node.get("stage") == "IXSCAN":
+                names.append(node.get("indexName", "?"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(plan.get("queryPlanner", plan))
+    return ",".join(dict.fromkeys(names)) or "?"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--others", type=int, default=50_000)
+    parser.add_argument("--reps", type=int, default=7, help="timed runs per query")
+    parser.add_argument("--out", default="bench-list.json")
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="pollybot-bench-")
+    store = None
+    uri = os.environ.get("MONGODB_URI")
+    if not uri:
+        store = EmbeddedStore(Path(tmp.name), free_port())
+        store.start()
+        uri = store.uri
+    database = f"pollybot_bench_{random.randrange(16**6):06x}"
+    mongo = Mongo(uri, database, os.environ.get("MONGODB_DRIVER", "motor"))
+    server = None
+    try:
+        await ensure_indexes(mongo)
+        accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
+        ws = await accounts.create_workspace(name="Bench")
+        main_bot = await accounts.create_chatbot(workspace_id=ws["id"], name="Busy bot")
+        others = [await accounts.create_chatbot(workspace_id=ws["id"], name=f"Bot {i}")
+                  for i in range(10)]
+        key = await accounts.create_key(workspace_id=ws["id"], rate_limit_capacity=10**9,
+                                        rate_limit_refill=10**9)
+        targets = [(main_bot["id"], ws["id"], args.leads)] + [
+            (bot["id"], ws["id"], args.others // len(others)) for bot in others
+        ]
+        print(f"seeding {args.leads:,} + {args.others:,} leads ...", flush=True)
+        seed_seconds = await seed(repo, targets, 7)
+        total = args.leads + args.others
+        print(f"seeded {total:,} in {seed_seconds:.0f} s ({total / seed_seconds:,.0f}/s)")
+
+        port = free_port()
+        secret = "bench-cursor-secret"
+        env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
+               "PORT": str(port), "LOG_LEVEL": "WARNING", "CURSOR_SECRET": secret}
+        env.pop("REDIS_URL", None)
+        server = subprocess.Popen([sys.executable, "-m", "pollybot_leads", "serve"], env=env,
+                                  stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the API server did not start")
+            await asyncio.sleep(0.1)
+
+        base = f"http://127.0.0.1:{port}/api/v1/chatbots/{main_bot['id']}/leads"
+        headers = {"Authorization": f"Bearer {key.secret}"}
+        codec = CursorCodec(secret.encode())
+        results = []
+        async with ClientSession() as http:
+            async with http.get(base, params={"page": "499", "limit": "10"},
+                                headers=headers) as resp:
+                deep_cursor = (await resp.json())["data"]["pagination"]["nextCursor"]
+            queries = {
+                "page 1": {},
+                "page 500": {"page": "500"},
+                "cursor page (after 4,990 leads)": {"cursor": deep_cursor},
+                "status filter": {"status": "qualified"},
+                "date range (7 days)": {
+                    "createdAfter": (datetime.now(UTC) - timedelta(days=60)).isoformat(),
+                    "createdBefore": (datetime.now(UTC) - timedelta(days=53)).isoformat(),
+                },
+                "metadata filter": {"metadata.plan": "enterprise"},
+                "search, one word": {"search": "joanna"},
+                "search, two words": {"search": "jo garcía"},
+            }
+            for label, params in queries.items():
+                query = parse_list_query(MultiDict(params), codec)
+                plan = await repo.explain_list(chatbot_id=main_bot["id"], query=query)
+                http_ms, repo_ms, count = [], [], None
+                for _ in range(args.reps):
+                    t0 = time.perf_counter()
+                    async with http.get(base, params=params, headers=headers) as resp:
+                        body = await resp.json()
+                    http_ms.append((time.perf_counter() - t0) * 1000)
+                    assert resp.status == 200, body
+                    count = body["data"]["pagination"]["total"]
+                    t0 = time.perf_counter()
+                    await repo.list(chatbot_id=main_bot["id"], query=query)
+                    repo_ms.append((time.perf_counter() - t0) * 1000)
+                row = {
+                    "query": label,
+                    "params": params if "cursor" not in params else {"cursor": "…"},
+                    "matches": count,
+                    "http_p50_ms": round(statistics.median(http_ms), 1),
+                    "http_p95_ms": round(percentile(http_ms, 0.95), 1),
+                    "repo_p50_ms": round(statistics.median(repo_ms), 1),
+                    "http_over_repo": round(statistics.median(http_ms)
+                                            / max(statistics.median(repo_ms), 0.01), 2),
+                    "index": index_used(plan),
+                    "reps": args.reps,
+                }
+                results.append(row)
+                print(f"  {label:34} p50 {row['http_p50_ms']:8.1f} ms  p95 "
+                      f"{row['http_p95_ms']:8.1f} ms  repo p50 {row['repo_p50_ms']:8.1f} ms  "
+                      f"{row['index']}", flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        await mongo.client.drop_database(database)
+        await mongo.close()
+        if store is not None:
+            store.stop()
+        tmp.cleanup()
+
+    print()
+    print(f"{'query':34} {'matches':>8} {'p50 ms':>9} {'p95 ms':>9} {'repo p50':>9} "
+          f"{'http/repo':>9}  index")
+    for row in results:
+        print(f"{row['query']:34} {row['matches']:>8} {row['http_p50_ms']:>9} "
+              f"{row['http_p95_ms']:>9} {row['repo_p50_ms']:>9} {row['http_over_repo']:>9}  "
+              f"{row['index']}")
+    report = {
+        "store": "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded SecantusDB",
+        "driver": os.environ.get("MONGODB_DRIVER", "motor"),
+        "leads_in_chatbot": args.leads,
+        "leads_elsewhere": args.others,
+        "seed_seconds": round(seed_seconds, 1),
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
