@@ -69,18 +69,19 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        middlewares=[
-            request_id_middleware,
-            error_middleware,
-            auth_middleware_factory(keys.authenticator_key),
+    middlewares = [
+        request_id_middleware,
+        error_middleware,
+        auth_middleware_factory(keys.authenticator_key),
+    ]
+    if settings.ratelimit_enabled:
+        middlewares.append(
             ratelimit_middleware_factory(
                 keys.rate_limiter_key,
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
-            ),
-        ],
-    )
+            )
+        )
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[keys.settings_key] = settings
     secret = settings.cursor_secret
     if not secret:

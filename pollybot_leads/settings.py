@@ -50,6 +50,8 @@ class Settings:
     key_cache_seconds: float = 30.0
 
     redis_url: str = field(default="", repr=False)
+    # False: no per-key limiting at all (benchmarks); bad credentials are still limited.
+    ratelimit_enabled: bool = True
     ratelimit_capacity: int = 100
     ratelimit_refill_per_second: float = 10.0
     auth_failure_capacity: int = 20
@@ -96,6 +98,18 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _flag(value: object, name: str) -> bool:
+    """A TOML boolean, or 1/0/true/false/yes/no/on/off from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false (1 or 0), not {value!r}")
 
 
 def _read_toml(path: Path) -> dict:
@@ -155,6 +169,9 @@ def load_settings(
             embedded_port=int(pick("PB_EMBEDDED_PORT", embedded.get("port", 27027))),
             key_cache_seconds=float(auth.get("key_cache_seconds", 30)),
             redis_url=str(pick("REDIS_URL", rl.get("redis_url", ""))),
+            ratelimit_enabled=_flag(
+                pick("RATELIMIT_ENABLED", rl.get("enabled", True)), "ratelimit.enabled"
+            ),
             ratelimit_capacity=int(rl.get("capacity", 100)),
             ratelimit_refill_per_second=float(rl.get("refill_per_second", 10.0)),
             auth_failure_capacity=int(rl.get("auth_failure_capacity", 20)),
