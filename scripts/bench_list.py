@@ -150,6 +150,8 @@ async def main() -> None:
         ]
         print(f"seeding {args.leads:,} + {args.others:,} leads ...", flush=True)
         seed_seconds = await seed(repo, targets, 7)
+        for bot_id, _, _ in targets:  # a bulk load bypasses the per-chatbot lead counters
+            await repo.recount(chatbot_id=bot_id)
         total = args.leads + args.others
         print(f"seeded {total:,} in {seed_seconds:.0f} s ({total / seed_seconds:,.0f}/s)")
 
@@ -189,7 +191,7 @@ async def main() -> None:
             }
             for label, params in queries.items():
                 query = parse_list_query(MultiDict(params), codec)
-                plan = await repo.explain_list(chatbot_id=main_bot["id"], query=query)
+                plans = await repo.explain_list(chatbot_id=main_bot["id"], query=query)
                 http_ms, repo_ms, count = [], [], None
                 for _ in range(args.reps):
                     t0 = time.perf_counter()
@@ -210,7 +212,7 @@ async def main() -> None:
                     "repo_p50_ms": round(statistics.median(repo_ms), 1),
                     "http_over_repo": round(statistics.median(http_ms)
                                             / max(statistics.median(repo_ms), 0.01), 2),
-                    "index": index_used(plan),
+                    "index": " + ".join(dict.fromkeys(index_used(p) for p in plans)),
                     "reps": args.reps,
                 }
                 results.append(row)

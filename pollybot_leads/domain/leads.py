@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from typing import Any
 
 STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
 DEFAULT_STATUS = "new"
@@ -16,6 +18,11 @@ SOURCE_MAX = 64
 PHONE_RE = re.compile(r"^[0-9 +\-().]+\Z")
 
 SEARCH_MAX_WORDS = 8
+# Longest prefix of a search term kept for exact-match lookup; longer words are checked
+# against the whole terms as well.
+SEARCH_PREFIX_MAX = 16
+# Metadata values longer than this are not indexed (a filter value cannot be longer).
+METADATA_FILTER_VALUE_MAX = 200
 
 _WORD_SPLIT = re.compile(r"[^0-9a-z]+")
 _LOCAL_SPLIT = re.compile(r"[._+\-]+")
@@ -51,6 +58,52 @@ def search_terms(name: str, email: str) -> list[str]:
     terms.update(piece for piece in _LOCAL_SPLIT.split(local) if piece)
     terms.update(label for label in domain.split(".") if label)
     return sorted(terms)
+
+
+def search_prefixes(terms: list[str]) -> list[str]:
+    """Every prefix, up to SEARCH_PREFIX_MAX characters, of every term."""
+    out: set[str] = set()
+    for term in terms:
+        out.update(term[:end] for end in range(1, min(len(term), SEARCH_PREFIX_MAX) + 1))
+    return sorted(out)
+
+
+def word_matches(word: str, terms: list[str]) -> bool:
+    """Whether a (folded) search word begins one of a lead's terms."""
+    return any(term.startswith(word) for term in terms)
+
+
+def metadata_entry(key: str, value: Any) -> str | None:
+    """One (key, value) of metadata as a single indexable string, or None if not indexed.
+
+    Numbers are written so that 5 and 5.0 give the same entry (as they compare equal),
+    and each value is tagged with its kind so that "5" and 5 stay different entries.
+    """
+    if isinstance(value, bool):
+        tag, text = "b", "true" if value else "false"
+    elif isinstance(value, int):
+        tag, text = "n", str(value)
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        whole = value.is_integer() and abs(value) < 2**63
+        tag, text = "n", str(int(value)) if whole else repr(value)
+    elif isinstance(value, str) and len(value) <= METADATA_FILTER_VALUE_MAX:
+        tag, text = "s", value
+    else:
+        return None
+    return json.dumps([key, tag, text], ensure_ascii=False, separators=(",", ":"))
+
+
+def metadata_index_entries(metadata: dict[str, Any]) -> list[str]:
+    """Entries for every top-level scalar value, and every scalar element of an array."""
+    entries: set[str] = set()
+    for key, value in metadata.items():
+        for item in value if isinstance(value, list) else (value,):
+            entry = metadata_entry(key, item)
+            if entry is not None:
+                entries.add(entry)
+    return sorted(entries)
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

@@ -30,9 +30,16 @@ LEAD_INDEXES = [
     _sorted_by("by_source", [("chatbotId", ASCENDING), ("source", ASCENDING)], "createdAt"),
     _sorted_by("by_email", [("chatbotId", ASCENDING), ("emailFolded", ASCENDING)], "createdAt"),
     _sorted_by(
-        "by_search", [("chatbotId", ASCENDING), ("searchTerms", ASCENDING)], "createdAt"
+        "by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"
+    ),
+    _sorted_by(
+        "by_metadata", [("chatbotId", ASCENDING), ("metadataIndex", ASCENDING)], "createdAt"
     ),
 ]
+# The fields each lead index holds: a filter on these alone is answered by the index.
+INDEX_FIELDS: dict[str, frozenset[str]] = {
+    model.document["name"]: frozenset(model.document["key"]) for model in LEAD_INDEXES
+}
 SORT_INDEX = {"createdAt": "by_created", "updatedAt": "by_updated", "nameSort": "by_name"}
 
 OTHER_INDEXES = {
@@ -49,22 +56,22 @@ OTHER_INDEXES = {
 
 
 def choose_lead_index(query: LeadQuery) -> str:
-    """The index a list query runs on: the most selective filter, else its sort.
-
-    Chosen here rather than left to the planner so that every engine behind the driver
-    answers every query shape from an index (tests explain each shape).
-    """
-    field, _ = SORTS[query.sort]
-    default_sort = field == "createdAt"
+    """The index a list query runs on: its most selective filter's, else its sort's."""
     if query.words:
         return "by_search"
     if query.email is not None:
         return "by_email"
-    if default_sort and query.statuses:
+    if query.metadata:
+        return "by_metadata"
+    if query.statuses:
         return "by_status"
-    if default_sort and query.sources:
+    if query.sources:
         return "by_source"
-    return SORT_INDEX[field]
+    updated = query.updated_after is not None or query.updated_before is not None
+    created = query.created_after is not None or query.created_before is not None
+    if updated and not created:
+        return "by_updated"
+    return SORT_INDEX[SORTS[query.sort][0]]
 
 
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict

@@ -9,22 +9,24 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, WriteError
+from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 
 from ..domain import ids
 from ..domain.leads import (
     DEFAULT_STATUS,
     STATUS_HISTORY_LIMIT,
+    STATUSES,
     fold,
-    prefix_upper_bound,
+    metadata_index_entries,
+    search_prefixes,
     search_terms,
 )
 from ..domain.metadata import apply_merge_patch, metadata_problems, plan_metadata_update
-from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
+from ..domain.queries import LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, to_ms, utcnow
 from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
 from .client import Mongo, store_errors
-from .indexes import choose_lead_index
+from .listing import LeadLister
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,9 @@ PUBLIC_FIELDS = (
 LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistory"} | {
     "nameSort": 1
 }
-FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS} | {"nameSort": 1}
+FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS} | {
+    "metadataIndex": 1, "metadataVersion": 1
+}
 UPDATE_ATTEMPTS = 50
 PATH_NOT_VIABLE = 28  # $set through a value that is not an object
 
@@ -53,10 +57,12 @@ def _to_lead(doc: dict) -> dict:
 
 def _derived(name: str, email: str) -> dict[str, Any]:
     """Fields kept beside name and email so that sorting and search use an index."""
+    terms = search_terms(name, email)
     return {
         "nameSort": fold(name),
         "emailFolded": fold(email),
-        "searchTerms": search_terms(name, email),
+        "searchTerms": terms,
+        "searchPrefixes": search_prefixes(terms),
     }
 
 
@@ -74,6 +80,8 @@ def build_lead_document(
         "source": fields.get("source"),
         "status": status,
         "metadata": fields.get("metadata") or {},
+        "metadataIndex": metadata_index_entries(fields.get("metadata") or {}),
+        "metadataVersion": 0,
         "statusHistory": [{"status": status, "changedAt": now}],
         "createdAt": now,
         "updatedAt": now,
@@ -85,6 +93,8 @@ class LeadRepository:
     def __init__(self, mongo: Mongo) -> None:
         self._leads = mongo.db["leads"]
         self._audit = mongo.db["audit_log"]
+        self._chatbots = mongo.db["chatbots"]
+        self._lister = LeadLister(self._leads, self._chatbots, LIST_PROJECTION)
 
     @store_errors
     async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
@@ -95,6 +105,7 @@ class LeadRepository:
                 await self._leads.insert_one(doc)
             except DuplicateKeyError:
                 continue
+            await self._count(chatbot_id, {"total": 1, doc["status"]: 1})
             return _to_lead(doc)
         raise ServiceUnavailable("Could not allocate a lead id")
 
@@ -143,15 +154,34 @@ class LeadRepository:
                     raise
                 doc = None  # metadata changed shape under us: plan again
             if doc is not None:
+                if doc["status"] != current["status"]:
+                    await self._count(chatbot_id, {current["status"]: -1, doc["status"]: 1})
+                if "metadata" in changes:
+                    await self._refresh_metadata_index(doc)
                 return _to_lead(doc)
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise ServiceUnavailable("The lead is being changed too often; retry")
+
+    async def _refresh_metadata_index(self, doc: dict) -> None:
+        """Bring ``metadataIndex`` in line with the metadata this update produced.
+
+        Merges of different keys run concurrently without conflict, so the index is
+        derived afterwards from the merged document. The write is guarded by the
+        metadata version: if a later merge got in first, that merge refreshes instead.
+        """
+        entries = metadata_index_entries(doc.get("metadata") or {})
+        if entries != doc.get("metadataIndex"):
+            await self._leads.update_one(
+                {"_id": doc["_id"], "metadataVersion": doc.get("metadataVersion")},
+                {"$set": {"metadataIndex": entries}},
+            )
 
     def _plan_update(self, current: dict, changes: dict) -> tuple[dict, dict]:
         filter_: dict[str, Any] = {"_id": current["_id"], "chatbotId": current["chatbotId"]}
         sets: dict[str, Any] = {}
         unsets: dict[str, str] = {}
         push: dict[str, Any] = {}
+        inc: dict[str, int] = {}
         guards: list[dict] = []
         now = utcnow()
 
@@ -184,6 +214,7 @@ class LeadRepository:
             sets.update(plan.sets)
             unsets.update({path: "" for path in plan.unsets})
             guards.extend(plan.guards)
+            inc["metadataVersion"] = 1
         if guards:
             filter_["$and"] = guards
 
@@ -197,6 +228,8 @@ class LeadRepository:
             update["$unset"] = unsets
         if push:
             update["$push"] = push
+        if inc:
+            update["$inc"] = inc
         return filter_, update
 
     @store_errors
@@ -221,98 +254,44 @@ class LeadRepository:
                 **audit,
             }
         )
-        result = await self._leads.delete_one({"_id": lead_id, "chatbotId": chatbot_id})
-        if result.deleted_count != 1:  # a concurrent delete won: it has its own record
+        removed = await self._leads.find_one_and_delete(
+            {"_id": lead_id, "chatbotId": chatbot_id}, projection={"status": 1}
+        )
+        if removed is None:  # a concurrent delete won: it has its own record
             await self._audit.delete_one({"_id": record_id})
             raise LeadNotFound()
+        await self._count(chatbot_id, {"total": -1, removed["status"]: -1})
         return deleted_at
-
-    def _find_spec(self, chatbot_id: str, query: LeadQuery) -> dict[str, Any]:
-        """The find a list query runs: filter, sort, index hint, skip and limit."""
-        field, direction = SORTS[query.sort]
-        page_filter = self._filter(chatbot_id, query)
-        skip = (query.page - 1) * query.limit
-        if query.after is not None:
-            op = "$lt" if direction < 0 else "$gt"
-            value = query.after.value
-            page_filter["$or"] = [
-                {field: {op: value}},
-                {field: value, "_id": {op: query.after.lead_id}},
-            ]
-            skip = 0
-        return {
-            "filter": page_filter,
-            "sort": {field: direction, "_id": direction},
-            "hint": choose_lead_index(query),
-            "skip": skip,
-            "limit": query.limit + 1,  # one more tells whether there is a next page
-        }
 
     @store_errors
     async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
-        spec = self._find_spec(chatbot_id, query)
-        cursor = self._leads.find(
-            spec["filter"], LIST_PROJECTION, sort=list(spec["sort"].items()),
-            skip=spec["skip"], limit=spec["limit"], hint=spec["hint"],
+        page = await self._lister.list(chatbot_id, query)
+        return LeadPage(
+            [_to_lead(doc) for doc in page.leads], page.total, page.has_next, page.last_position
         )
-        docs = await cursor.to_list(length=spec["limit"])
-        has_next = len(docs) > query.limit
-        docs = docs[: query.limit]
-        total = await self._leads.count_documents(
-            self._filter(chatbot_id, query), hint=spec["hint"]
-        )
-        last = None
-        if docs:
-            field = SORTS[query.sort][0]
-            last = CursorPosition(query.sort, docs[-1].get(field), docs[-1]["_id"])
-        return LeadPage([_to_lead(d) for d in docs], total, has_next, last)
 
     @store_errors
-    async def explain_list(self, *, chatbot_id: str, query: LeadQuery) -> dict[str, Any]:
-        """The server's query plan for a list query, exactly as ``list`` would run it."""
-        spec = self._find_spec(chatbot_id, query)
-        command = {"find": self._leads.name, **spec}
-        return await self._leads.database.command("explain", command, verbosity="queryPlanner")
+    async def explain_list(self, *, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+        """The server's plans for the queries ``list`` runs for this query."""
+        return await self._lister.explain(chatbot_id, query)
 
-    def _filter(self, chatbot_id: str, query: LeadQuery) -> dict[str, Any]:
-        filter_: dict[str, Any] = {"chatbotId": chatbot_id}
-        if query.statuses:
-            filter_["status"] = _one_or_in(query.statuses)
-        if query.sources:
-            filter_["source"] = _one_or_in(query.sources)
-        if query.email is not None:
-            filter_["emailFolded"] = query.email
-        for field, low, high in (
-            ("createdAt", query.created_after, query.created_before),
-            ("updatedAt", query.updated_after, query.updated_before),
-        ):
-            bounds = {}
-            if low is not None:
-                bounds["$gte"] = low
-            if high is not None:
-                bounds["$lt"] = high
-            if bounds:
-                filter_[field] = bounds
-        for key, values in query.metadata:
-            filter_[f"metadata.{key}"] = _one_or_in(values)
-        if query.words:
-            # Each word is a prefix range over the terms. $elemMatch makes one term meet
-            # both bounds (on an array each bound could otherwise be met by another term)
-            # and lets the index bound the scan to the range.
-            ranges = [{"searchTerms": {"$elemMatch": _prefix_range(w)}} for w in query.words]
-            if len(ranges) == 1:
-                filter_.update(ranges[0])
-            else:
-                filter_["$and"] = ranges
-        return filter_
+    @store_errors
+    async def recount(self, *, chatbot_id: str) -> dict[str, Any]:
+        """Recompute a chatbot's lead counters from its leads (after a bulk load)."""
+        by_status = {
+            status: await self._leads.count_documents({"chatbotId": chatbot_id, "status": status})
+            for status in STATUSES
+        }
+        counts = {"total": sum(by_status.values()), "byStatus": by_status}
+        await self._chatbots.update_one({"_id": chatbot_id}, {"$set": {"leadCounts": counts}})
+        return counts
 
-
-def _prefix_range(word: str) -> dict[str, Any]:
-    upper = prefix_upper_bound(word)
-    if upper is None:
-        return {"$gte": word}
-    return {"$gte": word, "$lt": upper}
-
-
-def _one_or_in(values: tuple) -> Any:
-    return values[0] if len(values) == 1 else {"$in": list(values)}
+    async def _count(self, chatbot_id: str, changes: dict[str, int]) -> None:
+        """Move a chatbot's lead counters after a create, delete or status change."""
+        inc = {f"leadCounts.byStatus.{s}": n for s, n in changes.items() if s != "total"}
+        if "total" in changes:
+            inc["leadCounts.total"] = changes["total"]
+        try:
+            await self._chatbots.update_one({"_id": chatbot_id}, {"$inc": inc})
+        except PyMongoError:  # the lead write stands; `admin recount` repairs the counters
+            log.exception("lead counters of %s not updated: %s", chatbot_id, inc)

@@ -26,6 +26,10 @@ FILTERS = {
     "search": {"words": ("jo",)},
     "search_two": {"words": ("jo", "example")},
     "search_long": {"words": ("wolfeschlegelsteinhausen",)},
+    "search_long_two": {"words": ("wolfeschlegelsteinhausen", "jo")},
+    "metadata_two": {"metadata": (("plan", ("pro",)), ("seats", ("5", 5)))},
+    "status_and_source": {"statuses": ("new",), "sources": ("web",)},
+    "email_and_status": {"email": "a@b.co", "statuses": ("new",)},
     "page_500": {"page": 500},
     "everything": {
         "statuses": ("new", "lost"), "sources": ("web",), "created_after": T1,
@@ -56,15 +60,21 @@ def cursor_for(sort: str) -> CursorPosition:
 
 
 @pytest.mark.parametrize("sort", list(SORTS))
-@pytest.mark.parametrize("shape", [*FILTERS, "cursor", "cursor_with_filters"])
+@pytest.mark.parametrize(
+    "shape", [*FILTERS, "cursor", "cursor_with_filters", "cursor_with_statuses"]
+)
 async def test_list_query_uses_an_index_and_never_scans(leads_repo, tenant, sort, shape):
     if shape == "cursor":
         query = LeadQuery(sort=sort, after=cursor_for(sort))
+    elif shape == "cursor_with_statuses":
+        query = LeadQuery(sort=sort, after=cursor_for(sort), **FILTERS["statuses"])
     elif shape == "cursor_with_filters":
         query = LeadQuery(sort=sort, after=cursor_for(sort), **FILTERS["everything"])
     else:
         query = LeadQuery(sort=sort, **FILTERS[shape])
-    plan = await leads_repo.explain_list(chatbot_id=tenant.chatbot_id, query=query)
-    names = stages(plan["queryPlanner"])
-    assert "IXSCAN" in names, names
-    assert "COLLSCAN" not in names, names
+    plans = await leads_repo.explain_list(chatbot_id=tenant.chatbot_id, query=query)
+    assert plans
+    for plan in plans:
+        names = stages(plan["queryPlanner"])
+        assert "IXSCAN" in names, names
+        assert "COLLSCAN" not in names, names

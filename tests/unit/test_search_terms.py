@@ -23,3 +23,14 @@ def test_prefix_bounds_enclose_exactly_the_words_that_start_with_the_prefix():
         assert not ("jo" <= word < upper)
     assert prefix_upper_bound("a\U0010ffff") == "b"
     assert prefix_upper_bound("\U0010ffff") is None
+
+
+def test_ranges_intersect_to_the_tighter_bounds():
+    from pollybot_leads.storage.listing import intersect_ranges
+
+    assert intersect_ranges({"$gte": 5, "$lt": 9}, {"$gte": 3}) == {"$gte": 5, "$lt": 9}
+    assert intersect_ranges({"$gte": 5, "$lt": 9}, {"$gte": 7}) == {"$gte": 7, "$lt": 9}
+    assert intersect_ranges({"$lt": 9}, {"$lte": 8}) == {"$lte": 8}
+    assert intersect_ranges({"$lte": 8}, {"$lt": 8}) == {"$lt": 8}
+    assert intersect_ranges({"$gt": 1}, {"$gte": 1}) == {"$gt": 1}
+    assert intersect_ranges({}, {"$gte": 2}) == {"$gte": 2}

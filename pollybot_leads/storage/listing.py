@@ -1,0 +1,320 @@
+"""Listing a chatbot's leads: filters, sorts, pages and cursors, each from an index.
+
+Queries are shaped so that a plain planner answers them from an index without a hint:
+every condition is an equality, ``$in`` or range on a field of the chosen index. Only
+shapes that cannot be (several metadata filters, status and source together) carry a
+hint. Sorted queries on a time field are read in growing windows back from the start
+point (now, or the cursor), so a page costs the leads near it, not the whole chatbot;
+the windows only narrow the scan and never change the result.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..domain.leads import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound, word_matches
+from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
+from ..domain.timeutil import MILLISECOND, utcnow
+from .indexes import INDEX_FIELDS, choose_lead_index
+
+WINDOW_START = timedelta(hours=1)
+WINDOW_GROWTH = 8
+WINDOW_MAX = timedelta(days=365 * 30)
+TIME_FIELDS = ("createdAt", "updatedAt")
+# A multi-word search reads the candidates of its longest word; past this many it lets
+# the database intersect the words instead.
+CANDIDATES_MAX = 20_000
+
+
+class ListPlan:
+    """The conditions of one list query and how they are run."""
+
+    def __init__(self, chatbot_id: str, query: LeadQuery) -> None:
+        self.query = query
+        self.field, self.direction = SORTS[query.sort]
+        self.index = choose_lead_index(query)
+        self.simple: dict[str, Any] = {"chatbotId": chatbot_id}
+        self.residual: list[dict[str, Any]] = []
+        if query.statuses:
+            self.simple["status"] = _one_or_in(query.statuses)
+        if query.sources:
+            self.simple["source"] = _one_or_in(query.sources)
+        if query.email is not None:
+            self.simple["emailFolded"] = query.email
+        for field, low, high in (
+            ("createdAt", query.created_after, query.created_before),
+            ("updatedAt", query.updated_after, query.updated_before),
+        ):
+            bounds = {}
+            if low is not None:
+                bounds["$gte"] = low
+            if high is not None:
+                bounds["$lt"] = high
+            if bounds:
+                self.simple[field] = bounds
+        for position, (key, values) in enumerate(query.metadata):
+            entries = [e for e in (metadata_entry(key, v) for v in values) if e is not None]
+            condition = {"metadataIndex": _one_or_in(tuple(entries))}
+            if position == 0:
+                self.simple.update(condition)
+            else:
+                self.residual.append(condition)
+        for position, word in enumerate(_longest_first(query.words)):
+            condition = {"searchPrefixes": word[:SEARCH_PREFIX_MAX]}
+            if position == 0:
+                self.simple.update(condition)
+            else:
+                self.residual.append(condition)
+            if len(word) > SEARCH_PREFIX_MAX:
+                self.residual.append({"searchTerms": {"$elemMatch": _prefix_range(word)}})
+        fields = INDEX_FIELDS[self.index]
+        self.windowable = self.field in TIME_FIELDS and self.field in fields
+        ranged = any(_is_range(v) for v in self.simple.values())
+        self.count_hint = None if self._plain(set(self.simple), ranged) else self.index
+        # Finds add a range on the sort field (window, cursor) when they can.
+        self.find_hint = (
+            None
+            if self._plain(
+                set(self.simple) | {self.field, "_id"},
+                ranged or self.windowable or query.after is not None,
+            )
+            else self.index
+        )
+
+    def _plain(self, used: set[str], ranged: bool) -> bool:
+        """Whether any planner picks our index unprompted: only equality, $in or ranges
+        on its own fields (and never $in beside a range, which simple planners refuse)."""
+        has_in = any(isinstance(v, dict) and "$in" in v for v in self.simple.values())
+        return not self.residual and used <= INDEX_FIELDS[self.index] and not (
+            has_in and ranged
+        )
+
+    def filter(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        out = dict(self.simple)
+        for field, condition in (extra or {}).items():
+            if field in out and isinstance(out[field], dict) and isinstance(condition, dict):
+                out[field] = intersect_ranges(out[field], condition)
+            else:
+                out[field] = condition
+        for field in TIME_FIELDS:
+            if isinstance(out.get(field), dict):
+                out[field] = _exclusive_bounds(out[field])
+        if self.residual:
+            out["$and"] = list(self.residual)
+        return out
+
+    @property
+    def sort(self) -> list[tuple[str, int]]:
+        return [(self.field, self.direction), ("_id", self.direction)]
+
+    @property
+    def counted_by_status_only(self) -> bool:
+        """Whether `total` is the chatbot's own lead counters (no filter but status)."""
+        return set(self.simple) <= {"chatbotId", "status"} and not self.residual
+
+    @property
+    def search_by_candidates(self) -> bool:
+        q = self.query
+        return len(q.words) > 1 and set(self.simple) == {"chatbotId", "searchPrefixes"}
+
+
+class LeadLister:
+    """Runs list queries for the lead repository (which owns the collections)."""
+
+    def __init__(self, leads: Any, chatbots: Any, projection: dict[str, int]) -> None:
+        self._leads, self._chatbots, self._projection = leads, chatbots, projection
+
+    async def list(self, chatbot_id: str, query: LeadQuery) -> LeadPage:
+        plan = ListPlan(chatbot_id, query)
+        if plan.search_by_candidates:
+            page = await self._list_by_candidates(plan)
+            if page is not None:
+                return page
+        total = await self._total(chatbot_id, plan)
+        docs = await self._page(plan)
+        return _page_of(docs, total, query, plan.field)
+
+    async def _total(self, chatbot_id: str, plan: ListPlan) -> int:
+        if plan.counted_by_status_only:
+            doc = await self._chatbots.find_one({"_id": chatbot_id}, {"leadCounts": 1})
+            counts = (doc or {}).get("leadCounts")
+            if counts is not None:
+                statuses = plan.query.statuses
+                if not statuses:
+                    return counts.get("total", 0)
+                return sum(counts.get("byStatus", {}).get(s, 0) for s in statuses)
+        options = {"hint": plan.count_hint} if plan.count_hint else {}
+        return await self._leads.count_documents(plan.filter(), **options)
+
+    async def _find(
+        self, plan: ListPlan, extra: dict[str, Any], *, skip: int = 0, limit: int
+    ) -> list[dict[str, Any]]:
+        options: dict[str, Any] = {"sort": plan.sort, "skip": skip, "limit": limit}
+        if plan.find_hint:
+            options["hint"] = plan.find_hint
+        cursor = self._leads.find(plan.filter(extra), self._projection, **options)
+        return await cursor.to_list(length=limit)
+
+    async def _page(self, plan: ListPlan) -> list[dict[str, Any]]:
+        """The leads of the page, and one more when there is a next page."""
+        query, field = plan.query, plan.field
+        want, skip, found = query.limit + 1, (query.page - 1) * query.limit, []
+        beyond: dict[str, Any] = {}
+        origin = utcnow() if plan.direction < 0 else None
+        if query.after is not None:
+            op = "$lt" if plan.direction < 0 else "$gt"
+            value, skip = query.after.value, 0
+            # Leads sharing the last lead's sort value come first, in id order.
+            found = await self._find(
+                plan, {field: value, "_id": {op: query.after.lead_id}}, limit=want
+            )
+            if len(found) >= want:
+                return found
+            beyond, origin = {field: {op: value}}, value
+        if not plan.windowable or origin is None:
+            return found + await self._find(plan, beyond, skip=skip, limit=want - len(found))
+        width = WINDOW_START
+        while True:
+            extra = dict(beyond)
+            last = width > WINDOW_MAX
+            if not last:
+                edge = origin - width if plan.direction < 0 else origin + width
+                window = {"$gte": edge} if plan.direction < 0 else {"$lte": edge}
+                extra[field] = intersect_ranges(extra.get(field, {}), window)
+                # Once the query's own bounds are tighter than the window, it is the last.
+                last = plan.filter(extra) == plan.filter(beyond)
+            docs = await self._find(plan, extra, skip=skip, limit=want - len(found))
+            if len(found) + len(docs) >= want or last:
+                return found + docs
+            width *= WINDOW_GROWTH
+
+    async def _list_by_candidates(self, plan: ListPlan) -> LeadPage | None:
+        """Several search words: read the longest word's matches, keep those matching all."""
+        query, field = plan.query, plan.field
+        words = _longest_first(query.words)
+        projection = {"searchTerms": 1, field: 1}
+        cursor = self._leads.find(dict(plan.simple), projection, limit=CANDIDATES_MAX + 1)
+        candidates = await cursor.to_list(length=CANDIDATES_MAX + 1)
+        if len(candidates) > CANDIDATES_MAX:
+            return None
+        matches = [
+            doc for doc in candidates
+            if all(word_matches(w, doc.get("searchTerms", [])) for w in words)
+        ]
+        reverse = plan.direction < 0
+        matches.sort(key=lambda d: (d.get(field), d["_id"]), reverse=reverse)
+        total = len(matches)
+        if query.after is not None:
+            position = (query.after.value, query.after.lead_id)
+            matches = [
+                d for d in matches
+                if ((d.get(field), d["_id"]) < position if reverse
+                    else (d.get(field), d["_id"]) > position)
+            ]
+            chosen = matches[: query.limit + 1]
+        else:
+            start = (query.page - 1) * query.limit
+            chosen = matches[start : start + query.limit + 1]
+        ids = [d["_id"] for d in chosen]
+        found = await self._leads.find({"_id": {"$in": ids}}, self._projection).to_list(None)
+        by_id = {d["_id"]: d for d in found}
+        docs = [by_id[i] for i in ids if i in by_id]
+        return _page_of(docs, total, query, field)
+
+    async def explain(self, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+        """The server's plans for the queries a list request runs (first window, count)."""
+        plan = ListPlan(chatbot_id, query)
+        db, name = self._leads.database, self._leads.name
+        finds = []
+        if plan.search_by_candidates:
+            finds.append((dict(plan.simple), None))
+        extra: dict[str, Any] = {}
+        if query.after is not None:
+            op = "$lt" if plan.direction < 0 else "$gt"
+            finds.append((plan.filter({plan.field: query.after.value,
+                                       "_id": {op: query.after.lead_id}}), plan.find_hint))
+            extra = {plan.field: {op: query.after.value}}
+        if plan.windowable:
+            origin = query.after.value if query.after else utcnow()
+            edge = origin - WINDOW_START if plan.direction < 0 else origin + WINDOW_START
+            window = {"$gte": edge} if plan.direction < 0 else {"$lte": edge}
+            extra = {plan.field: {**extra.get(plan.field, {}), **window}}
+        finds.append((plan.filter(extra), plan.find_hint))
+        if not plan.counted_by_status_only:
+            finds.append((plan.filter(), plan.count_hint))
+        plans = []
+        for filter_, hint in finds:
+            command: dict[str, Any] = {"find": name, "filter": filter_, "sort": dict(plan.sort),
+                                       "limit": query.limit + 1}
+            if hint:
+                command["hint"] = hint
+            plans.append(await db.command("explain", command, verbosity="queryPlanner"))
+        return plans
+
+
+def intersect_ranges(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The range both ``a`` and ``b`` allow ($gt/$gte lower bounds, $lt/$lte upper)."""
+    out = dict(a)
+    for op, value in b.items():
+        side = [o for o in out if _same_side(o, op)]
+        if not side:
+            out[op] = value
+            continue
+        (current_op,) = side
+        current = out[current_op]
+        lower = op in ("$gt", "$gte")
+        tighter = value > current if lower else value < current
+        stricter = value == current and op in ("$gt", "$lt")
+        if tighter or stricter:
+            del out[current_op]
+            out[op] = value
+    return out
+
+
+def _exclusive_bounds(condition: dict[str, Any]) -> dict[str, Any]:
+    """Inclusive time bounds as exclusive ones a millisecond further out.
+
+    Stored times have millisecond precision, so this selects the same leads. Some
+    MongoDB-wire servers (SecantusDB 0.7) drop the leads equal to an inclusive bound at
+    the far end of an index range; exclusive bounds are read right everywhere.
+    """
+    out = {}
+    for op, value in condition.items():
+        if op == "$gte" and isinstance(value, datetime):
+            op, value = "$gt", value - MILLISECOND
+        elif op == "$lte" and isinstance(value, datetime):
+            op, value = "$lt", value + MILLISECOND
+        out[op] = value
+    return out
+
+
+def _same_side(a: str, b: str) -> bool:
+    lower = ("$gt", "$gte")
+    return (a in lower) == (b in lower) and a in ("$gt", "$gte", "$lt", "$lte")
+
+
+def _page_of(docs: list[dict], total: int, query: LeadQuery, field: str) -> LeadPage:
+    has_next = len(docs) > query.limit
+    docs = docs[: query.limit]
+    last = None
+    if docs:
+        last = CursorPosition(query.sort, docs[-1].get(field), docs[-1]["_id"])
+    return LeadPage(docs, total, has_next, last)
+
+
+def _is_range(condition: Any) -> bool:
+    return isinstance(condition, dict) and bool({"$gt", "$gte", "$lt", "$lte"} & set(condition))
+
+
+def _longest_first(words: tuple[str, ...]) -> list[str]:
+    return sorted(words, key=len, reverse=True)
+
+
+def _prefix_range(word: str) -> dict[str, Any]:
+    upper = prefix_upper_bound(word)
+    return {"$gte": word} if upper is None else {"$gte": word, "$lt": upper}
+
+
+def _one_or_in(values: tuple) -> Any:
+    return values[0] if len(values) == 1 else {"$in": list(values)}
