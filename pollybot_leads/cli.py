@@ -17,12 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from .app import create_app
-from .errors import AppError
+from .errors import AppError, NotFound
 from .settings import Settings, SettingsError, load_settings
 from .storage.accounts import AccountRepository, ApiKeyRecord
 from .storage.client import Mongo
 from .storage.embedded import EmbeddedStore, EmbeddedStoreError, port_open
 from .storage.indexes import ensure_indexes
+from .storage.leads import LeadRepository
 
 log = logging.getLogger("pollybot_leads")
 
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id")
     p.add_argument("--capacity", type=_positive_int, required=True)
     p.add_argument("--refill", type=_positive_float, required=True, help="tokens per second")
+    p = sub.add_parser("recount", help="recompute a chatbot's lead counters from its leads")
+    p.add_argument("--chatbot", required=True)
     return parser
 
 
@@ -119,15 +122,29 @@ async def run_admin(args: argparse.Namespace, accounts: AccountRepository) -> di
     raise AssertionError(command)
 
 
-async def with_accounts(
-    settings: Settings, action: Callable[[AccountRepository], Awaitable[dict[str, Any]]]
+async def run_recount(args: argparse.Namespace, mongo: Mongo) -> dict[str, Any]:
+    accounts, leads = AccountRepository(mongo), LeadRepository(mongo)
+    if await accounts.chatbot_workspace(chatbot_id=args.chatbot) is None:
+        raise NotFound(f"No chatbot {args.chatbot}")
+    counts = await leads.recount(chatbot_id=args.chatbot)
+    return {"chatbotId": args.chatbot, "leadCounts": counts}
+
+
+async def with_mongo(
+    settings: Settings, action: Callable[[Mongo], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
     try:
         await ensure_indexes(mongo)
-        return await action(AccountRepository(mongo))
+        return await action(mongo)
     finally:
         await mongo.close()
+
+
+async def with_accounts(
+    settings: Settings, action: Callable[[AccountRepository], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    return await with_mongo(settings, lambda mongo: action(AccountRepository(mongo)))
 
 
 @contextlib.contextmanager
@@ -253,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
             serve(settings, args.host or settings.host, args.port or settings.port)
             return 0
         with store_for(settings, owner=False) as ready:
-            result = asyncio.run(with_accounts(ready, lambda accounts: run_admin(args, accounts)))
+            if args.admin_command == "recount":
+                result = asyncio.run(with_mongo(ready, lambda mongo: run_recount(args, mongo)))
+            else:
+                result = asyncio.run(
+                    with_accounts(ready, lambda accounts: run_admin(args, accounts))
+                )
     except AppError as exc:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
         return 1

@@ -152,3 +152,26 @@ def test_admin_works_in_embedded_mode_without_a_server(embedded_env):
     code, listed = run_cli("admin", "list-keys", "--workspace", ws["id"], env=embedded_env)
     assert code == 0 and listed == {"workspaceId": ws["id"], "keys": []}
     assert not port_open("127.0.0.1", int(embedded_env["PB_EMBEDDED_PORT"]))
+
+
+async def test_recount_repairs_lead_counters_after_a_bulk_load(uri_env, api, accounts, leads_repo):
+    from datetime import UTC, datetime
+
+    from pollybot_leads.storage.leads import build_lead_document
+
+    from .conftest import make_tenant
+
+    tenant = await make_tenant(accounts)
+    now = datetime.now(UTC)
+    docs = [build_lead_document(tenant.chatbot_id, tenant.workspace_id,
+                                {"name": f"L{i}", "email": f"l{i}@x.io",
+                                 "status": "lost" if i % 2 else "new"}, now)
+            for i in range(6)]
+    await leads_repo.insert_many(docs=docs)
+    code, out = run_cli("admin", "recount", "--chatbot", tenant.chatbot_id, env=uri_env)
+    assert code == 0 and out["leadCounts"]["total"] == 6
+    assert out["leadCounts"]["byStatus"]["lost"] == 3
+    resp = await api.get(tenant.leads_url, params={"status": "lost"}, headers=tenant.headers)
+    assert (await resp.json())["data"]["pagination"]["total"] == 3
+    code, out = run_cli("admin", "recount", "--chatbot", "cb_0000000000000000", env=uri_env)
+    assert code == 1 and out["error"]["code"] == "NOT_FOUND"
