@@ -28,7 +28,7 @@ from .storage.leads import LeadRepository
 log = logging.getLogger("pollybot_leads")
 
 DEMO_FILE = "demo-credentials.json"
-CURSOR_SECRET_FILE = "cursor-secret"
+CURSOR_SECRET_FILE = "cursor-secret"  # noqa: S105 - a file name, not a secret
 
 
 def _positive_int(text: str) -> int:
@@ -215,7 +215,7 @@ async def ensure_demo(settings: Settings) -> dict[str, Any] | None:
 
 
 def _banner(settings: Settings, host: str, port: int, demo: dict[str, Any] | None) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     base = f"http://{shown}:{port}"
     lines = [
         f"PollyBot Leads is serving on {base}",
@@ -248,7 +248,10 @@ def serve(settings: Settings, host: str, port: int) -> None:
         app = create_app(ready)
         banner = _banner(settings, host, port, demo)
         web.run_app(
-            app, host=host, port=port, print=lambda _: print(banner, flush=True),
+            app,
+            host=host,
+            port=port,
+            print=lambda _: print(banner, flush=True),
             access_log=logging.getLogger("pollybot_leads.access"),
         )
 

@@ -82,7 +82,9 @@ class Settings:
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError as exc:
-                raise SettingsError(f"ratelimit.trusted_proxies: {proxy!r} is not an address") from exc
+                raise SettingsError(
+                    f"ratelimit.trusted_proxies: {proxy!r} is not an address"
+                ) from exc
 
     @property
     def embedded(self) -> bool:
@@ -132,9 +134,7 @@ def _config_dir() -> Path:
     return CONFIG_DIR
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, *, profile: str | None = None
-) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None = None) -> Settings:
     """Build Settings from config/default.toml, an optional profile file and ``env``.
 
     ``profile`` (or ``PB_CONFIG`` in ``env``) names ``config/<profile>.toml``.

@@ -37,14 +37,78 @@ from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open
 from pollybot_leads.storage.indexes import ensure_indexes
 from pollybot_leads.storage.leads import LeadRepository, build_lead_document
 
-FIRST = ["John", "Mary", "José", "Zoë", "Ahmed", "Li", "Anna", "Jonas", "Chloé", "Mateo",
-         "Priya", "Olga", "Sven", "Aïsha", "Noah", "Emma", "Lucas", "Sofia", "Yuki", "Omar",
-         "Joanna", "Björn", "Renée", "Diego", "Fatima", "Liam", "Maya", "Ivan", "Léa", "Kofi"]
-LAST = ["Doe", "Smith", "García", "Müller", "Jones", "Nguyen", "Rossi", "Kowalski", "Dubois",
-        "Johansson", "Kim", "Silva", "O'Brien", "Novák", "Haddad", "Tanaka", "Okafor", "Brown",
-        "Martínez", "Schmidt", "Fischer", "López", "Wilson", "Andersen", "Costa", "Meyer"]
-DOMAINS = ["example.com", "gmail.com", "acme.io", "jones.io", "outlook.com", "corp.example",
-           "startup.dev", "mail.de", "yahoo.fr", "company.co.uk"]
+FIRST = [
+    "John",
+    "Mary",
+    "José",
+    "Zoë",
+    "Ahmed",
+    "Li",
+    "Anna",
+    "Jonas",
+    "Chloé",
+    "Mateo",
+    "Priya",
+    "Olga",
+    "Sven",
+    "Aïsha",
+    "Noah",
+    "Emma",
+    "Lucas",
+    "Sofia",
+    "Yuki",
+    "Omar",
+    "Joanna",
+    "Björn",
+    "Renée",
+    "Diego",
+    "Fatima",
+    "Liam",
+    "Maya",
+    "Ivan",
+    "Léa",
+    "Kofi",
+]
+LAST = [
+    "Doe",
+    "Smith",
+    "García",
+    "Müller",
+    "Jones",
+    "Nguyen",
+    "Rossi",
+    "Kowalski",
+    "Dubois",
+    "Johansson",
+    "Kim",
+    "Silva",
+    "O'Brien",
+    "Novák",
+    "Haddad",
+    "Tanaka",
+    "Okafor",
+    "Brown",
+    "Martínez",
+    "Schmidt",
+    "Fischer",
+    "López",
+    "Wilson",
+    "Andersen",
+    "Costa",
+    "Meyer",
+]
+DOMAINS = [
+    "example.com",
+    "gmail.com",
+    "acme.io",
+    "jones.io",
+    "outlook.com",
+    "corp.example",
+    "startup.dev",
+    "mail.de",
+    "yahoo.fr",
+    "company.co.uk",
+]
 SOURCES = ["website", "facebook", "google_ads", "referral", "linkedin", "chat_widget"]
 STATUS_WEIGHTS = [40, 20, 15, 10, 10, 5]
 PLANS = ["free", "starter", "pro", "enterprise"]
@@ -72,8 +136,9 @@ def fake_lead(rng: random.Random, i: int, now: datetime) -> tuple[dict[str, Any]
     return fields, created
 
 
-async def seed(repo: LeadRepository, targets: list[tuple[str, str, int]], seed_value: int,
-               batch: int = 1000) -> float:
+async def seed(
+    repo: LeadRepository, targets: list[tuple[str, str, int]], seed_value: int, batch: int = 1000
+) -> float:
     rng = random.Random(seed_value)
     now = datetime.now(UTC).replace(microsecond=0)
     started = time.perf_counter()
@@ -141,10 +206,12 @@ async def main() -> None:
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         ws = await accounts.create_workspace(name="Bench")
         main_bot = await accounts.create_chatbot(workspace_id=ws["id"], name="Busy bot")
-        others = [await accounts.create_chatbot(workspace_id=ws["id"], name=f"Bot {i}")
-                  for i in range(10)]
-        key = await accounts.create_key(workspace_id=ws["id"], rate_limit_capacity=10**9,
-                                        rate_limit_refill=10**9)
+        others = [
+            await accounts.create_chatbot(workspace_id=ws["id"], name=f"Bot {i}") for i in range(10)
+        ]
+        key = await accounts.create_key(
+            workspace_id=ws["id"], rate_limit_capacity=10**9, rate_limit_refill=10**9
+        )
         targets = [(main_bot["id"], ws["id"], args.leads)] + [
             (bot["id"], ws["id"], args.others // len(others)) for bot in others
         ]
@@ -157,11 +224,18 @@ async def main() -> None:
 
         port = free_port()
         secret = "bench-cursor-secret"
-        env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database,
-               "PORT": str(port), "LOG_LEVEL": "WARNING", "CURSOR_SECRET": secret}
+        env = {
+            **os.environ,
+            "MONGODB_URI": uri,
+            "MONGODB_DATABASE": database,
+            "PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            "CURSOR_SECRET": secret,
+        }
         env.pop("REDIS_URL", None)
-        server = subprocess.Popen([sys.executable, "-m", "pollybot_leads", "serve"], env=env,
-                                  stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pollybot_leads", "serve"], env=env, stdout=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while not port_open("127.0.0.1", port):
             if time.monotonic() > deadline or server.poll() is not None:
@@ -173,8 +247,9 @@ async def main() -> None:
         codec = CursorCodec(secret.encode())
         results = []
         async with ClientSession() as http:
-            async with http.get(base, params={"page": "499", "limit": "10"},
-                                headers=headers) as resp:
+            async with http.get(
+                base, params={"page": "499", "limit": "10"}, headers=headers
+            ) as resp:
                 deep_cursor = (await resp.json())["data"]["pagination"]["nextCursor"]
             queries = {
                 "page 1": {},
@@ -210,15 +285,19 @@ async def main() -> None:
                     "http_p50_ms": round(statistics.median(http_ms), 1),
                     "http_p95_ms": round(percentile(http_ms, 0.95), 1),
                     "repo_p50_ms": round(statistics.median(repo_ms), 1),
-                    "http_over_repo": round(statistics.median(http_ms)
-                                            / max(statistics.median(repo_ms), 0.01), 2),
+                    "http_over_repo": round(
+                        statistics.median(http_ms) / max(statistics.median(repo_ms), 0.01), 2
+                    ),
                     "index": " + ".join(dict.fromkeys(index_used(p) for p in plans)),
                     "reps": args.reps,
                 }
                 results.append(row)
-                print(f"  {label:34} p50 {row['http_p50_ms']:8.1f} ms  p95 "
-                      f"{row['http_p95_ms']:8.1f} ms  repo p50 {row['repo_p50_ms']:8.1f} ms  "
-                      f"{row['index']}", flush=True)
+                print(
+                    f"  {label:34} p50 {row['http_p50_ms']:8.1f} ms  p95 "
+                    f"{row['http_p95_ms']:8.1f} ms  repo p50 {row['repo_p50_ms']:8.1f} ms  "
+                    f"{row['index']}",
+                    flush=True,
+                )
     finally:
         if server is not None:
             server.terminate()
@@ -230,12 +309,16 @@ async def main() -> None:
         tmp.cleanup()
 
     print()
-    print(f"{'query':34} {'matches':>8} {'p50 ms':>9} {'p95 ms':>9} {'repo p50':>9} "
-          f"{'http/repo':>9}  index")
+    print(
+        f"{'query':34} {'matches':>8} {'p50 ms':>9} {'p95 ms':>9} {'repo p50':>9} "
+        f"{'http/repo':>9}  index"
+    )
     for row in results:
-        print(f"{row['query']:34} {row['matches']:>8} {row['http_p50_ms']:>9} "
-              f"{row['http_p95_ms']:>9} {row['repo_p50_ms']:>9} {row['http_over_repo']:>9}  "
-              f"{row['index']}")
+        print(
+            f"{row['query']:34} {row['matches']:>8} {row['http_p50_ms']:>9} "
+            f"{row['http_p95_ms']:>9} {row['repo_p50_ms']:>9} {row['http_over_repo']:>9}  "
+            f"{row['index']}"
+        )
     report = {
         "store": "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded SecantusDB",
         "driver": os.environ.get("MONGODB_DRIVER", "motor"),

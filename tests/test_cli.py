@@ -20,7 +20,10 @@ from pollybot_leads.storage.embedded import free_port, port_open
 def run_cli(*args: str, env: dict[str, str]) -> tuple[int, dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "pollybot_leads", *args],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = proc.stdout.strip()
     return proc.returncode, (json.loads(out) if out else {"stderr": proc.stderr})
@@ -29,22 +32,39 @@ def run_cli(*args: str, env: dict[str, str]) -> tuple[int, dict]:
 @pytest.fixture
 def uri_env(settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env.update(MONGODB_URI=settings.mongodb_uri, MONGODB_DATABASE=settings.mongodb_database,
-               LOG_LEVEL="WARNING")
+    env.update(
+        MONGODB_URI=settings.mongodb_uri,
+        MONGODB_DATABASE=settings.mongodb_database,
+        LOG_LEVEL="WARNING",
+    )
     return env
 
 
 async def test_admin_commands_manage_keys_that_work(uri_env, api):
     code, ws = run_cli("admin", "create-workspace", "--name", "CLI Co", env=uri_env)
     assert code == 0 and re.match(r"^ws_[0-9a-f]{16}$", ws["id"]) and ws["name"] == "CLI Co"
-    code, cb = run_cli("admin", "create-chatbot", "--workspace", ws["id"], "--name", "Helper",
-                       env=uri_env)
+    code, cb = run_cli(
+        "admin", "create-chatbot", "--workspace", ws["id"], "--name", "Helper", env=uri_env
+    )
     assert code == 0 and cb["workspaceId"] == ws["id"] and cb["id"].startswith("cb_")
-    code, key = run_cli("admin", "create-key", "--workspace", ws["id"], "--name", "zapier",
-                        "--rate-limit-capacity", "7", "--rate-limit-refill", "0.5", env=uri_env)
+    code, key = run_cli(
+        "admin",
+        "create-key",
+        "--workspace",
+        ws["id"],
+        "--name",
+        "zapier",
+        "--rate-limit-capacity",
+        "7",
+        "--rate-limit-refill",
+        "0.5",
+        env=uri_env,
+    )
     assert code == 0 and key["key"].startswith("sk-workspace_") and key["id"].startswith("key_")
-    assert key["workspaceId"] == ws["id"] and key["rateLimit"] == {"capacity": 7,
-                                                                   "refillPerSecond": 0.5}
+    assert key["workspaceId"] == ws["id"] and key["rateLimit"] == {
+        "capacity": 7,
+        "refillPerSecond": 0.5,
+    }
     headers = {"Authorization": f"Bearer {key['key']}"}
     resp = await api.get(f"/api/v1/chatbots/{cb['id']}/leads", headers=headers)
     assert resp.status == 200 and resp.headers["X-RateLimit-Limit"] == "7"
@@ -53,8 +73,9 @@ async def test_admin_commands_manage_keys_that_work(uri_env, api):
     assert code == 0 and [k["id"] for k in listed["keys"]] == [key["id"]]
     assert key["key"] not in json.dumps(listed) and "digest" not in json.dumps(listed)
 
-    code, changed = run_cli("admin", "set-rate-limit", key["id"], "--capacity", "50",
-                            "--refill", "5", env=uri_env)
+    code, changed = run_cli(
+        "admin", "set-rate-limit", key["id"], "--capacity", "50", "--refill", "5", env=uri_env
+    )
     assert code == 0 and changed["rateLimit"] == {"capacity": 50, "refillPerSecond": 5.0}
 
     code, revoked = run_cli("admin", "revoke-key", key["id"], env=uri_env)
@@ -65,23 +86,43 @@ async def test_admin_commands_manage_keys_that_work(uri_env, api):
 
 
 def test_admin_errors_are_json_and_nonzero(uri_env):
-    code, out = run_cli("admin", "create-chatbot", "--workspace", "ws_0000000000000000",
-                        "--name", "x", env=uri_env)
+    code, out = run_cli(
+        "admin", "create-chatbot", "--workspace", "ws_0000000000000000", "--name", "x", env=uri_env
+    )
     assert code == 1 and out["error"]["code"] == "NOT_FOUND"
     code, out = run_cli("admin", "revoke-key", "key_0000000000000000", env=uri_env)
     assert code == 1 and out["error"]["code"] == "NOT_FOUND"
-    proc = subprocess.run([sys.executable, "-m", "pollybot_leads", "admin", "set-rate-limit",
-                           "key_0000000000000000", "--capacity", "0", "--refill", "1"],
-                          env=uri_env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pollybot_leads",
+            "admin",
+            "set-rate-limit",
+            "key_0000000000000000",
+            "--capacity",
+            "0",
+            "--refill",
+            "1",
+        ],
+        env=uri_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "capacity" in proc.stderr
 
 
 @pytest.fixture
 def embedded_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MONGODB_URI", "REDIS_URL", "MONGODB_DATABASE")}
-    env.update(PB_DATA_DIR=str(tmp_path / "var"), PB_EMBEDDED_PORT=str(free_port()),
-               LOG_LEVEL="WARNING")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MONGODB_URI", "REDIS_URL", "MONGODB_DATABASE")
+    }
+    env.update(
+        PB_DATA_DIR=str(tmp_path / "var"), PB_EMBEDDED_PORT=str(free_port()), LOG_LEVEL="WARNING"
+    )
     return env
 
 
@@ -103,8 +144,13 @@ async def test_serve_embedded_prints_a_working_curl_and_stops_its_store(embedded
     data_dir = Path(env["PB_DATA_DIR"])
 
     def start():
-        return subprocess.Popen([sys.executable, "-m", "pollybot_leads", "serve"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pollybot_leads", "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
 
     proc = start()
     try:
@@ -115,8 +161,11 @@ async def test_serve_embedded_prints_a_working_curl_and_stops_its_store(embedded
         assert demo["key"] == key
         assert (data_dir / "demo-credentials.json").stat().st_mode & 0o077 == 0
         async with ClientSession() as http:
-            resp = await http.post(url, json={"name": "John Doe", "email": "john@example.com"},
-                                   headers={"Authorization": f"Bearer {key}"})
+            resp = await http.post(
+                url,
+                json={"name": "John Doe", "email": "john@example.com"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
             assert resp.status == 201
         # An admin command while serving uses the running store.
         code, ws = run_cli("admin", "create-workspace", "--name", "Second", env=env)
@@ -163,10 +212,15 @@ async def test_recount_repairs_lead_counters_after_a_bulk_load(uri_env, api, acc
 
     tenant = await make_tenant(accounts)
     now = datetime.now(UTC)
-    docs = [build_lead_document(tenant.chatbot_id, tenant.workspace_id,
-                                {"name": f"L{i}", "email": f"l{i}@x.io",
-                                 "status": "lost" if i % 2 else "new"}, now)
-            for i in range(6)]
+    docs = [
+        build_lead_document(
+            tenant.chatbot_id,
+            tenant.workspace_id,
+            {"name": f"L{i}", "email": f"l{i}@x.io", "status": "lost" if i % 2 else "new"},
+            now,
+        )
+        for i in range(6)
+    ]
     await leads_repo.insert_many(docs=docs)
     code, out = run_cli("admin", "recount", "--chatbot", tenant.chatbot_id, env=uri_env)
     assert code == 0 and out["leadCounts"]["total"] == 6

@@ -59,9 +59,16 @@ async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
     "Location header pointing at it.",
     responses=error_responses(400, 401, 404, 413, 415, 429, 503),
 )
-@json_schema(LeadCreateSchema, example={"name": "John Doe", "email": "john.doe@example.com",
-                                        "phone": "+1-555-123-4567", "source": "website",
-                                        "metadata": {"utm_source": "google"}})
+@json_schema(
+    LeadCreateSchema,
+    example={
+        "name": "John Doe",
+        "email": "john.doe@example.com",
+        "phone": "+1-555-123-4567",
+        "source": "website",
+        "metadata": {"utm_source": "google"},
+    },
+)
 @response_schema(LeadEnvelopeSchema, 201, description="The new lead")
 async def create_lead(request: web.Request) -> web.Response:
     reject_query(request.query)
@@ -84,7 +91,7 @@ async def create_lead(request: web.Request) -> web.Response:
     "(pagination.nextCursor of the previous page), which stays correct while leads are "
     "added. Filters combine (AND). `metadata.<key>=<value>` filters on a top-level "
     "metadata key: the value matches the same string, and also the number or boolean it "
-    "spells (`5` matches 5 and \"5\", `true` matches true and \"true\"); an array matches "
+    'spells (`5` matches 5 and "5", `true` matches true and "true"); an array matches '
     "when one element does. Up to 5 metadata filters.",
     responses=error_responses(400, 401, 404, 429, 503),
 )
@@ -165,10 +172,18 @@ async def update_lead(request: web.Request) -> web.Response:
     "`X-Confirm-Delete: true`; without it nothing is deleted. An audit record (ids and "
     "time, no personal data) is kept.",
     parameters=[
-        {"in": "query", "name": "confirm", "schema": {"type": "string", "enum": ["true"]},
-         "description": "Must be true (or send X-Confirm-Delete: true)."},
-        {"in": "header", "name": "X-Confirm-Delete", "schema": {"type": "string",
-         "enum": ["true"]}, "description": "Alternative to ?confirm=true."},
+        {
+            "in": "query",
+            "name": "confirm",
+            "schema": {"type": "string", "enum": ["true"]},
+            "description": "Must be true (or send X-Confirm-Delete: true).",
+        },
+        {
+            "in": "header",
+            "name": "X-Confirm-Delete",
+            "schema": {"type": "string", "enum": ["true"]},
+            "description": "Alternative to ?confirm=true.",
+        },
     ],
     responses=error_responses(400, 401, 404, 429, 503),
 )

@@ -67,7 +67,9 @@ class LeadListQuerySchema(CamelSchema):
     """Every list parameter; ``metadata.<key>`` parameters are handled beside it."""
 
     page = fields.Integer(
-        load_default=1, strict=False, validate=validate.Range(1, MAX_PAGE),
+        load_default=1,
+        strict=False,
+        validate=validate.Range(1, MAX_PAGE),
         metadata={"description": "1-based page number (page/limit paging)."},
     )
     limit = fields.Integer(load_default=10, validate=validate.Range(1, 100))
@@ -188,7 +190,7 @@ def parse_list_query(query: MultiMapping[str], codec: CursorCodec) -> LeadQuery:
             errors[name] = ["Give this parameter once (use commas for several values)."]
             continue
         if name.startswith(METADATA_PREFIX):
-            key = name[len(METADATA_PREFIX):]
+            key = name[len(METADATA_PREFIX) :]
             if not 1 <= len(key) <= MAX_KEY_LENGTH or key.startswith("$") or "." in key:
                 errors[name] = ["Filter on a top-level metadata key: metadata.<key>."]
             elif len(values[0]) > 200:

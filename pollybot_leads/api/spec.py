@@ -25,18 +25,38 @@ STATIC_URL = "/api/docs/static"
 SPEC_APP_KEY = "swagger_dict"  # where aiohttp-apispec keeps the document
 
 _ERRORS: dict[int, tuple[str, str, str, dict | None]] = {
-    400: ("Invalid data, invalid JSON or missing confirmation", "VALIDATION_ERROR",
-          "Invalid data", {"email": ["Not a valid email address."]}),
-    401: ("Missing, malformed, unknown or revoked API key", "UNAUTHORIZED",
-          "Invalid or missing API key", None),
+    400: (
+        "Invalid data, invalid JSON or missing confirmation",
+        "VALIDATION_ERROR",
+        "Invalid data",
+        {"email": ["Not a valid email address."]},
+    ),
+    401: (
+        "Missing, malformed, unknown or revoked API key",
+        "UNAUTHORIZED",
+        "Invalid or missing API key",
+        None,
+    ),
     404: ("Chatbot or lead not found", "LEAD_NOT_FOUND", "Lead not found", None),
-    413: ("Request body over the size limit", "PAYLOAD_TOO_LARGE",
-          "Request body is too large", None),
-    415: ("Request body is not application/json", "UNSUPPORTED_MEDIA_TYPE",
-          "Content-Type must be application/json", None),
+    413: (
+        "Request body over the size limit",
+        "PAYLOAD_TOO_LARGE",
+        "Request body is too large",
+        None,
+    ),
+    415: (
+        "Request body is not application/json",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "Content-Type must be application/json",
+        None,
+    ),
     429: ("Rate limit exceeded (see Retry-After)", "RATE_LIMITED", "Too many requests", None),
-    503: ("A backing store is unavailable (see Retry-After)", "SERVICE_UNAVAILABLE",
-          "A backing store is unavailable", None),
+    503: (
+        "A backing store is unavailable (see Retry-After)",
+        "SERVICE_UNAVAILABLE",
+        "A backing store is unavailable",
+        None,
+    ),
 }
 
 _INT_HEADER = {"schema": {"type": "integer"}}
@@ -121,9 +141,13 @@ def _fix_operation(operation: dict[str, Any]) -> None:
             continue
         if param.get("in") == "path":
             description, pattern, example = PATH_PARAMS.get(param["name"], ("", None, None))
-            param = {"in": "path", "name": param["name"], "required": True,
-                     "description": description,
-                     "schema": {"type": "string", **({"pattern": pattern} if pattern else {})}}
+            param = {
+                "in": "path",
+                "name": param["name"],
+                "required": True,
+                "description": description,
+                "schema": {"type": "string", **({"pattern": pattern} if pattern else {})},
+            }
             if example:
                 param["example"] = example
         params.append(param)
@@ -132,14 +156,18 @@ def _fix_operation(operation: dict[str, Any]) -> None:
         operation.pop(oas2_only, None)
     for status, response in operation.get("responses", {}).items():
         code = int(status)
-        headers = dict(RATE_LIMIT_HEADERS) if code != 401 else {
-            "X-Request-Id": RATE_LIMIT_HEADERS["X-Request-Id"]
-        }
+        headers = (
+            dict(RATE_LIMIT_HEADERS)
+            if code != 401
+            else {"X-Request-Id": RATE_LIMIT_HEADERS["X-Request-Id"]}
+        )
         if code in (429, 503):
             headers.update(RETRY_AFTER)
         if code == 201:
-            headers["Location"] = {"description": "The new lead's URL",
-                                   "schema": {"type": "string"}}
+            headers["Location"] = {
+                "description": "The new lead's URL",
+                "schema": {"type": "string"},
+            }
         response["headers"] = headers
         if code >= 400 and "content" in response:
             response["content"]["application/json"]["example"] = _error_example(code)

@@ -83,7 +83,7 @@ def _key_problem(key: str) -> str | None:
 
 
 def _printable(key: str) -> str:
-    return key.replace("\x00", "\\u0000")[:MAX_KEY_LENGTH + 10]
+    return key.replace("\x00", "\\u0000")[: MAX_KEY_LENGTH + 10]
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -138,9 +138,9 @@ class Authenticator:
         return any(ip in network for network in self._proxies)
 
 
-def auth_middleware_factory(authenticator_key: web.AppKey):  # noqa: ANN201
+def auth_middleware_factory(authenticator_key: web.AppKey):
     @web.middleware
-    async def auth_middleware(request: web.Request, handler):  # noqa: ANN001, ANN202
+    async def auth_middleware(request: web.Request, handler):
         info = request.match_info
         if info.http_exception is not None or not request.path.startswith(PROTECTED_PREFIX):
             return await handler(request)

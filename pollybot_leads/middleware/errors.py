@@ -53,7 +53,7 @@ def _from_http(exc: web.HTTPException) -> AppError:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):  # noqa: ANN001, ANN201
+async def error_middleware(request: web.Request, handler):
     request_id = request.get(REQUEST_ID, "")
     try:
         return await handler(request)

@@ -11,9 +11,9 @@ from .context import AUTH, RESPONSE_HEADERS
 
 def ratelimit_middleware_factory(
     limiter_key: web.AppKey[RateLimiter], default_policy: BucketPolicy
-):  # noqa: ANN201
+):
     @web.middleware
-    async def ratelimit_middleware(request: web.Request, handler):  # noqa: ANN001, ANN202
+    async def ratelimit_middleware(request: web.Request, handler):
         auth = request.get(AUTH)
         if auth is None:
             return await handler(request)

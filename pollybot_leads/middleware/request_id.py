@@ -13,7 +13,7 @@ _SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler):  # noqa: ANN001, ANN201
+async def request_id_middleware(request: web.Request, handler):
     given = request.headers.get("X-Request-Id", "")
     request[REQUEST_ID] = given if _SANE.match(given) else uuid.uuid4().hex
     request[RESPONSE_HEADERS] = {}

@@ -109,16 +109,20 @@ class EmbeddedStore:
             self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
                 [
                     _binary(),
-                    "--host", self.host,
-                    "--port", str(self.port),
-                    "--storage-path", str(self.storage_path),
-                    "--log-level", "WARNING",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--storage-path",
+                    str(self.storage_path),
+                    "--log-level",
+                    "WARNING",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet
+                preexec_fn=_die_with_parent,
             )
         self.pid_file.write_text(str(self.process.pid))
         deadline = time.monotonic() + START_TIMEOUT_SECONDS

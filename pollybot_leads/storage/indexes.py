@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def _sorted_by(name: str, prefix: list[tuple[str, int]], field: str) -> IndexModel:
-    return IndexModel(prefix + [(field, DESCENDING), ("_id", DESCENDING)], name=name)
+    return IndexModel([*prefix, (field, DESCENDING), ("_id", DESCENDING)], name=name)
 
 
 # One index per sort (so every filter on top of it is still an index scan) and one per
@@ -29,9 +29,7 @@ LEAD_INDEXES = [
     _sorted_by("by_status", [("chatbotId", ASCENDING), ("status", ASCENDING)], "createdAt"),
     _sorted_by("by_source", [("chatbotId", ASCENDING), ("source", ASCENDING)], "createdAt"),
     _sorted_by("by_email", [("chatbotId", ASCENDING), ("emailFolded", ASCENDING)], "createdAt"),
-    _sorted_by(
-        "by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"
-    ),
+    _sorted_by("by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"),
     _sorted_by(
         "by_metadata", [("chatbotId", ASCENDING), ("metadataIndex", ASCENDING)], "createdAt"
     ),

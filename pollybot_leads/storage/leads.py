@@ -31,15 +31,22 @@ from .listing import LeadLister
 log = logging.getLogger(__name__)
 
 PUBLIC_FIELDS = (
-    "chatbotId", "workspaceId", "name", "email", "phone", "source", "status",
-    "metadata", "statusHistory", "createdAt", "updatedAt",
+    "chatbotId",
+    "workspaceId",
+    "name",
+    "email",
+    "phone",
+    "source",
+    "status",
+    "metadata",
+    "statusHistory",
+    "createdAt",
+    "updatedAt",
 )
 LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistory"} | {
     "nameSort": 1
 }
-FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS} | {
-    "metadataIndex": 1, "metadataVersion": 1
-}
+FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS} | {"metadataIndex": 1, "metadataVersion": 1}
 UPDATE_ATTEMPTS = 50
 PATH_NOT_VIABLE = 28  # $set through a value that is not an object
 
@@ -121,9 +128,7 @@ class LeadRepository:
     async def get(self, *, chatbot_id: str, lead_id: str) -> dict:
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
-        doc = await self._leads.find_one(
-            {"_id": lead_id, "chatbotId": chatbot_id}, FULL_PROJECTION
-        )
+        doc = await self._leads.find_one({"_id": lead_id, "chatbotId": chatbot_id}, FULL_PROJECTION)
         if doc is None:
             raise LeadNotFound()
         return _to_lead(doc)
@@ -146,7 +151,9 @@ class LeadRepository:
             filter_, update = self._plan_update(current, changes)
             try:
                 doc = await self._leads.find_one_and_update(
-                    filter_, update, projection=FULL_PROJECTION,
+                    filter_,
+                    update,
+                    projection=FULL_PROJECTION,
                     return_document=ReturnDocument.AFTER,
                 )
             except WriteError as exc:
@@ -159,7 +166,7 @@ class LeadRepository:
                 if "metadata" in changes:
                     await self._refresh_metadata_index(doc)
                 return _to_lead(doc)
-            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
         raise ServiceUnavailable("The lead is being changed too often; retry")
 
     async def _refresh_metadata_index(self, doc: dict) -> None:
@@ -233,9 +240,7 @@ class LeadRepository:
         return filter_, update
 
     @store_errors
-    async def delete(
-        self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any]
-    ) -> datetime:
+    async def delete(self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any]) -> datetime:
         """Remove the lead for good; the audit record is written first, so none is missed."""
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()

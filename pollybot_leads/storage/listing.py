@@ -86,9 +86,7 @@ class ListPlan:
         """Whether any planner picks our index unprompted: only equality, $in or ranges
         on its own fields (and never $in beside a range, which simple planners refuse)."""
         has_in = any(isinstance(v, dict) and "$in" in v for v in self.simple.values())
-        return not self.residual and used <= INDEX_FIELDS[self.index] and not (
-            has_in and ranged
-        )
+        return not self.residual and used <= INDEX_FIELDS[self.index] and not (has_in and ranged)
 
     def filter(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         out = dict(self.simple)
@@ -199,7 +197,8 @@ class LeadLister:
         if len(candidates) > CANDIDATES_MAX:
             return None
         matches = [
-            doc for doc in candidates
+            doc
+            for doc in candidates
             if all(word_matches(w, doc.get("searchTerms", [])) for w in words)
         ]
         reverse = plan.direction < 0
@@ -208,9 +207,13 @@ class LeadLister:
         if query.after is not None:
             position = (query.after.value, query.after.lead_id)
             matches = [
-                d for d in matches
-                if ((d.get(field), d["_id"]) < position if reverse
-                    else (d.get(field), d["_id"]) > position)
+                d
+                for d in matches
+                if (
+                    (d.get(field), d["_id"]) < position
+                    if reverse
+                    else (d.get(field), d["_id"]) > position
+                )
             ]
             chosen = matches[: query.limit + 1]
         else:
@@ -232,8 +235,12 @@ class LeadLister:
         extra: dict[str, Any] = {}
         if query.after is not None:
             op = "$lt" if plan.direction < 0 else "$gt"
-            finds.append((plan.filter({plan.field: query.after.value,
-                                       "_id": {op: query.after.lead_id}}), plan.find_hint))
+            finds.append(
+                (
+                    plan.filter({plan.field: query.after.value, "_id": {op: query.after.lead_id}}),
+                    plan.find_hint,
+                )
+            )
             extra = {plan.field: {op: query.after.value}}
         if plan.windowable:
             origin = query.after.value if query.after else utcnow()
@@ -245,8 +252,12 @@ class LeadLister:
             finds.append((plan.filter(), plan.count_hint))
         plans = []
         for filter_, hint in finds:
-            command: dict[str, Any] = {"find": name, "filter": filter_, "sort": dict(plan.sort),
-                                       "limit": query.limit + 1}
+            command: dict[str, Any] = {
+                "find": name,
+                "filter": filter_,
+                "sort": dict(plan.sort),
+                "limit": query.limit + 1,
+            }
             if hint:
                 command["hint"] = hint
             plans.append(await db.command("explain", command, verbosity="queryPlanner"))

@@ -47,8 +47,7 @@ async def test_secret_is_stored_only_as_a_digest(mongo, tenant):
 
 async def test_unknown_and_foreign_chatbots_are_the_same_404(api, tenant, other_tenant):
     foreign = await api.get(other_tenant.leads_url, headers=tenant.headers)
-    missing = await api.get("/api/v1/chatbots/cb_0000000000000000/leads",
-                            headers=tenant.headers)
+    missing = await api.get("/api/v1/chatbots/cb_0000000000000000/leads", headers=tenant.headers)
     malformed = await api.get("/api/v1/chatbots/whatever/leads", headers=tenant.headers)
     bodies = []
     for resp in (foreign, missing, malformed):
@@ -65,19 +64,23 @@ async def test_a_workspace_never_reaches_another_workspaces_leads(api, tenant, o
     h = tenant.headers
     await error_of(await api.get(url, headers=h), 404, "CHATBOT_NOT_FOUND")
     await error_of(await api.put(url, json={"name": "x"}, headers=h), 404, "CHATBOT_NOT_FOUND")
-    await error_of(await api.delete(url, params={"confirm": "true"}, headers=h), 404,
-                   "CHATBOT_NOT_FOUND")
+    await error_of(
+        await api.delete(url, params={"confirm": "true"}, headers=h), 404, "CHATBOT_NOT_FOUND"
+    )
     await error_of(await api.get(other_tenant.leads_url, headers=h), 404, "CHATBOT_NOT_FOUND")
-    await error_of(await api.post(other_tenant.leads_url, json={"name": "x", "email": "x@y.io"},
-                                  headers=h), 404, "CHATBOT_NOT_FOUND")
+    await error_of(
+        await api.post(other_tenant.leads_url, json={"name": "x", "email": "x@y.io"}, headers=h),
+        404,
+        "CHATBOT_NOT_FOUND",
+    )
     # Their lead id under my own chatbot: not found either.
     mine_url = tenant.lead_url(theirs["id"])
     await error_of(await api.get(mine_url, headers=h), 404, "LEAD_NOT_FOUND")
     await error_of(await api.put(mine_url, json={"name": "x"}, headers=h), 404, "LEAD_NOT_FOUND")
-    await error_of(await api.delete(mine_url, params={"confirm": "true"}, headers=h), 404,
-                   "LEAD_NOT_FOUND")
-    listing = await data_of(await api.get(tenant.leads_url, params={"search": "their"},
-                                          headers=h))
+    await error_of(
+        await api.delete(mine_url, params={"confirm": "true"}, headers=h), 404, "LEAD_NOT_FOUND"
+    )
+    listing = await data_of(await api.get(tenant.leads_url, params={"search": "their"}, headers=h))
     assert listing["leads"] == []
     # Nothing of theirs changed.
     still = await data_of(await api.get(url, headers=other_tenant.headers))

@@ -34,8 +34,18 @@ async def test_create_returns_the_whole_lead_with_location(api, tenant):
     assert abs((created - before).total_seconds()) < 5
     assert lead["statusHistory"] == [{"status": "new", "changedAt": lead["createdAt"]}]
     assert set(lead) == {
-        "id", "chatbotId", "workspaceId", "name", "email", "phone", "source", "status",
-        "metadata", "statusHistory", "createdAt", "updatedAt",
+        "id",
+        "chatbotId",
+        "workspaceId",
+        "name",
+        "email",
+        "phone",
+        "source",
+        "status",
+        "metadata",
+        "statusHistory",
+        "createdAt",
+        "updatedAt",
     }
 
 
@@ -56,9 +66,17 @@ async def test_ids_are_unique(api, tenant):
 
 
 async def test_metadata_types_round_trip_exactly(api, tenant):
-    metadata = {"int": 3, "float": 2.5, "neg": -7, "big": 2**62, "bool": False, "none": None,
-                "list": [1, "a", {"b": [True]}], "nested": {"a": {"b": {"c": "d"}}},
-                "unicode": "Zoë ✓"}
+    metadata = {
+        "int": 3,
+        "float": 2.5,
+        "neg": -7,
+        "big": 2**62,
+        "bool": False,
+        "none": None,
+        "list": [1, "a", {"b": [True]}],
+        "nested": {"a": {"b": {"c": "d"}}},
+        "unicode": "Zoë ✓",
+    }
     lead = await create_lead(api, tenant, metadata=metadata)
     resp = await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers)
     assert (await data_of(resp))["metadata"] == metadata
@@ -85,8 +103,15 @@ async def test_metadata_types_round_trip_exactly(api, tenant):
         ({"name": "A", "email": "a@b.co", "favourite": 1}, {"favourite"}),
         ({"name": "A", "email": "a@b.co", "id": "lead_0000000000000000"}, {"id"}),
         (
-            {"name": "A", "email": "a@b.co", "chatbotId": "cb_1", "workspaceId": "ws_1",
-             "createdAt": "2024-01-01T00:00:00.000Z", "updatedAt": "x", "statusHistory": []},
+            {
+                "name": "A",
+                "email": "a@b.co",
+                "chatbotId": "cb_1",
+                "workspaceId": "ws_1",
+                "createdAt": "2024-01-01T00:00:00.000Z",
+                "updatedAt": "x",
+                "statusHistory": [],
+            },
             {"chatbotId", "workspaceId", "createdAt", "updatedAt", "statusHistory"},
         ),
     ],
@@ -116,7 +141,8 @@ async def test_every_bad_field_is_named(api, tenant, payload, fields):
 )
 async def test_metadata_limits_name_the_path(api, tenant, metadata, path):
     resp = await api.post(
-        tenant.leads_url, json={"name": "A", "email": "a@b.co", "metadata": metadata},
+        tenant.leads_url,
+        json={"name": "A", "email": "a@b.co", "metadata": metadata},
         headers=tenant.headers,
     )
     error = await error_of(resp, 400, "VALIDATION_ERROR")

@@ -53,15 +53,29 @@ async def test_every_operation_is_documented_completely(spec):
     scheme = spec["components"]["securitySchemes"]["bearerAuth"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
     assert spec["security"] == [{"bearerAuth": []}]
-    list_params = {p["name"] for p in
-                   spec["paths"]["/api/v1/chatbots/{chatbotId}/leads"]["get"]["parameters"]}
-    assert {"page", "limit", "status", "source", "search", "email", "createdAfter",
-            "createdBefore", "updatedAfter", "updatedBefore", "sort", "cursor"} <= list_params
+    list_params = {
+        p["name"] for p in spec["paths"]["/api/v1/chatbots/{chatbotId}/leads"]["get"]["parameters"]
+    }
+    assert {
+        "page",
+        "limit",
+        "status",
+        "source",
+        "search",
+        "email",
+        "createdAfter",
+        "createdBefore",
+        "updatedAfter",
+        "updatedBefore",
+        "sort",
+        "cursor",
+    } <= list_params
 
 
 def _validator(spec, path, method, status):
-    schema = spec["paths"][path][method]["responses"][str(status)]["content"][
-        "application/json"]["schema"]
+    schema = spec["paths"][path][method]["responses"][str(status)]["content"]["application/json"][
+        "schema"
+    ]
     resolver_doc = {"components": spec["components"], **schema}
     return OAS30Validator(resolver_doc)  # understands OpenAPI's nullable
 
@@ -70,15 +84,31 @@ async def test_real_responses_match_the_documented_schemas(api, tenant, spec):
     lead = await create_lead(api, tenant, phone="+1 555", metadata={"a": [1]})
     base = "/api/v1/chatbots/{chatbotId}/leads"
     checks = [
-        (await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers),
-         base + "/{leadId}", "get", 200),
+        (
+            await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers),
+            base + "/{leadId}",
+            "get",
+            200,
+        ),
         (await api.get(tenant.leads_url, headers=tenant.headers), base, "get", 200),
-        (await api.put(tenant.lead_url(lead["id"]), json={"status": "lost"},
-                       headers=tenant.headers), base + "/{leadId}", "put", 200),
+        (
+            await api.put(
+                tenant.lead_url(lead["id"]), json={"status": "lost"}, headers=tenant.headers
+            ),
+            base + "/{leadId}",
+            "put",
+            200,
+        ),
         (await api.post(tenant.leads_url, json={}, headers=tenant.headers), base, "post", 400),
         (await api.get(tenant.leads_url), base, "get", 401),
-        (await api.delete(tenant.lead_url(lead["id"]), params={"confirm": "true"},
-                          headers=tenant.headers), base + "/{leadId}", "delete", 200),
+        (
+            await api.delete(
+                tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+            ),
+            base + "/{leadId}",
+            "delete",
+            200,
+        ),
     ]
     for resp, path, method, status in checks:
         assert resp.status == status

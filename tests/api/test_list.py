@@ -11,8 +11,10 @@ async def listing(api, tenant, **params):
 
 
 async def make(api, tenant, n, **fields):
-    return [await create_lead(api, tenant, name=f"Lead {i}", email=f"lead{i}@example.com",
-                              **fields) for i in range(n)]
+    return [
+        await create_lead(api, tenant, name=f"Lead {i}", email=f"lead{i}@example.com", **fields)
+        for i in range(n)
+    ]
 
 
 async def test_default_page_is_newest_first_without_history(api, tenant):
@@ -22,9 +24,15 @@ async def test_default_page_is_newest_first_without_history(api, tenant):
     assert all("statusHistory" not in x for x in data["leads"])
     first = {k: v for k, v in leads[-1].items() if k != "statusHistory"}
     assert data["leads"][0] == first
-    assert data["pagination"] == {"page": 1, "limit": 10, "total": 12, "totalPages": 2,
-                                  "hasNext": True, "hasPrev": False,
-                                  "nextCursor": data["pagination"]["nextCursor"]}
+    assert data["pagination"] == {
+        "page": 1,
+        "limit": 10,
+        "total": 12,
+        "totalPages": 2,
+        "hasNext": True,
+        "hasPrev": False,
+        "nextCursor": data["pagination"]["nextCursor"],
+    }
 
 
 async def test_pages_cover_everything_once(api, tenant):
@@ -43,9 +51,18 @@ async def test_pages_cover_everything_once(api, tenant):
 
 async def test_empty_list(api, tenant):
     data = await listing(api, tenant)
-    assert data == {"leads": [], "pagination": {"page": 1, "limit": 10, "total": 0,
-                                                "totalPages": 0, "hasNext": False,
-                                                "hasPrev": False, "nextCursor": None}}
+    assert data == {
+        "leads": [],
+        "pagination": {
+            "page": 1,
+            "limit": 10,
+            "total": 0,
+            "totalPages": 0,
+            "hasNext": False,
+            "hasPrev": False,
+            "nextCursor": None,
+        },
+    }
 
 
 async def test_status_and_source_filters_take_several_values(api, tenant):
@@ -87,8 +104,9 @@ async def test_search_matches_word_beginnings_of_name_and_email(api, tenant):
 
 
 async def test_search_with_long_words(api, tenant):
-    lead = await create_lead(api, tenant, name="Wolfeschlegelsteinhausenbergerdorff Senior",
-                             email="w@example.com")
+    lead = await create_lead(
+        api, tenant, name="Wolfeschlegelsteinhausenbergerdorff Senior", email="w@example.com"
+    )
     found = await listing(api, tenant, search="wolfeschlegelsteinhausenberger")
     assert [x["id"] for x in found["leads"]] == [lead["id"]]
     none = await listing(api, tenant, search="wolfeschlegelsteinhausenbergerX")
@@ -115,12 +133,17 @@ async def test_date_ranges(api, tenant, leads_repo, mongo):
     for i, lead in enumerate(leads):  # spread them over four days
         await mongo.db["leads"].update_one(
             {"_id": lead["id"]},
-            {"$set": {"createdAt": base + timedelta(days=i),
-                      "updatedAt": base + timedelta(days=i, hours=1)}},
+            {
+                "$set": {
+                    "createdAt": base + timedelta(days=i),
+                    "updatedAt": base + timedelta(days=i, hours=1),
+                }
+            },
         )
     ids = lambda data: [x["id"] for x in data["leads"]]  # noqa: E731
-    data = await listing(api, tenant, createdAfter="2024-01-16T10:00:00.000Z",
-                         createdBefore="2024-01-18T10:00:00Z")
+    data = await listing(
+        api, tenant, createdAfter="2024-01-16T10:00:00.000Z", createdBefore="2024-01-18T10:00:00Z"
+    )
     assert ids(data) == [leads[2]["id"], leads[1]["id"]]  # after inclusive, before exclusive
     data = await listing(api, tenant, updatedAfter="2024-01-17T11:00:00+00:00")
     assert ids(data) == [leads[3]["id"], leads[2]["id"]]
@@ -129,27 +152,28 @@ async def test_date_ranges(api, tenant, leads_repo, mongo):
 
 
 async def test_metadata_equality_filters(api, tenant):
-    a = await create_lead(api, tenant, metadata={"plan": "pro", "seats": 5, "trial": True,
-                                                 "tags": ["vip", "eu"]})
+    a = await create_lead(
+        api, tenant, metadata={"plan": "pro", "seats": 5, "trial": True, "tags": ["vip", "eu"]}
+    )
     b = await create_lead(api, tenant, metadata={"plan": "free", "seats": "5", "trial": False})
     c = await create_lead(api, tenant, metadata={"plan": "pro", "seats": 5.0})
     ids = lambda data: {x["id"] for x in data["leads"]}  # noqa: E731
     assert ids(await listing(api, tenant, **{"metadata.plan": "pro"})) == {a["id"], c["id"]}
-    assert ids(await listing(api, tenant, **{"metadata.seats": "5"})) == {a["id"], b["id"],
-                                                                          c["id"]}
+    assert ids(await listing(api, tenant, **{"metadata.seats": "5"})) == {a["id"], b["id"], c["id"]}
     assert ids(await listing(api, tenant, **{"metadata.trial": "true"})) == {a["id"]}
     assert ids(await listing(api, tenant, **{"metadata.tags": "vip"})) == {a["id"]}
-    assert ids(await listing(api, tenant, **{"metadata.plan": "pro",
-                                            "metadata.trial": "true"})) == {a["id"]}
+    assert ids(
+        await listing(api, tenant, **{"metadata.plan": "pro", "metadata.trial": "true"})
+    ) == {a["id"]}
     assert ids(await listing(api, tenant, **{"metadata.nothing": "x"})) == set()
 
 
-@pytest.mark.parametrize("sort", ["createdAt", "-createdAt", "updatedAt", "-updatedAt",
-                                  "name", "-name"])
+@pytest.mark.parametrize(
+    "sort", ["createdAt", "-createdAt", "updatedAt", "-updatedAt", "name", "-name"]
+)
 async def test_sorts_are_total_and_cursor_pages_follow_them(api, tenant, sort):
     names = ["bob", "Alice", "carol", "alice", "Bob", "dave", "Éve"]
-    leads = [await create_lead(api, tenant, name=n, email=f"{i}@x.io")
-             for i, n in enumerate(names)]
+    leads = [await create_lead(api, tenant, name=n, email=f"{i}@x.io") for i, n in enumerate(names)]
     full = await listing(api, tenant, sort=sort, limit=100)
     order = [x["id"] for x in full["leads"]]
     assert sorted(order) == sorted(x["id"] for x in leads)
@@ -192,30 +216,46 @@ async def test_tampered_or_foreign_cursors_are_refused(api, tenant):
         resp = await api.get(tenant.leads_url, params={"cursor": bad}, headers=tenant.headers)
         error = await error_of(resp, 400, "VALIDATION_ERROR")
         assert "cursor" in error["details"]
-    resp = await api.get(tenant.leads_url, params={"cursor": cursor, "sort": "name"},
-                         headers=tenant.headers)
+    resp = await api.get(
+        tenant.leads_url, params={"cursor": cursor, "sort": "name"}, headers=tenant.headers
+    )
     assert "cursor" in (await error_of(resp, 400, "VALIDATION_ERROR"))["details"]
-    resp = await api.get(tenant.leads_url, params={"cursor": cursor, "page": 2},
-                         headers=tenant.headers)
+    resp = await api.get(
+        tenant.leads_url, params={"cursor": cursor, "page": 2}, headers=tenant.headers
+    )
     assert "cursor" in (await error_of(resp, 400, "VALIDATION_ERROR"))["details"]
 
 
 @pytest.mark.parametrize(
     ("params", "named"),
     [
-        ({"page": "0"}, "page"), ({"page": "-1"}, "page"), ({"page": "x"}, "page"),
-        ({"page": "1.5"}, "page"), ({"page": "99999999999999999999"}, "page"),
-        ({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"limit": ""}, "limit"),
-        ({"status": "won"}, "status"), ({"status": "new,"}, "status"),
-        ({"source": "x" * 65}, "source"), ({"search": ""}, "search"),
-        ({"search": "   "}, "search"), ({"search": "x" * 201}, "search"),
-        ({"email": "nope"}, "email"), ({"createdAfter": "yesterday"}, "createdAfter"),
+        ({"page": "0"}, "page"),
+        ({"page": "-1"}, "page"),
+        ({"page": "x"}, "page"),
+        ({"page": "1.5"}, "page"),
+        ({"page": "99999999999999999999"}, "page"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"limit": ""}, "limit"),
+        ({"status": "won"}, "status"),
+        ({"status": "new,"}, "status"),
+        ({"source": "x" * 65}, "source"),
+        ({"search": ""}, "search"),
+        ({"search": "   "}, "search"),
+        ({"search": "x" * 201}, "search"),
+        ({"email": "nope"}, "email"),
+        ({"createdAfter": "yesterday"}, "createdAfter"),
         ({"updatedBefore": "2024-13-01T00:00:00Z"}, "updatedBefore"),
-        ({"createdAfter": "2024-02-01T00:00:00Z", "createdBefore": "2024-01-01T00:00:00Z"},
-         "createdBefore"),
-        ({"sort": "email"}, "sort"), ({"sort": "--name"}, "sort"),
-        ({"bogus": "1"}, "bogus"), ({"metadata.": "x"}, "metadata."),
-        ({"metadata.$where": "1"}, "metadata.$where"), ({"metadata.a.b": "1"}, "metadata.a.b"),
+        (
+            {"createdAfter": "2024-02-01T00:00:00Z", "createdBefore": "2024-01-01T00:00:00Z"},
+            "createdBefore",
+        ),
+        ({"sort": "email"}, "sort"),
+        ({"sort": "--name"}, "sort"),
+        ({"bogus": "1"}, "bogus"),
+        ({"metadata.": "x"}, "metadata."),
+        ({"metadata.$where": "1"}, "metadata.$where"),
+        ({"metadata.a.b": "1"}, "metadata.a.b"),
     ],
 )
 async def test_bad_list_parameters_are_named(api, tenant, params, named):

@@ -17,8 +17,16 @@ async def listing(api, tenant, **params):
 @pytest.fixture
 async def spread(api, tenant, mongo):
     """40 leads spread over ten years (several share a timestamp), newest first."""
-    leads = [await create_lead(api, tenant, name=f"Person {i:02d}", email=f"p{i}@spread.io",
-                               status="new" if i % 3 else "lost") for i in range(40)]
+    leads = [
+        await create_lead(
+            api,
+            tenant,
+            name=f"Person {i:02d}",
+            email=f"p{i}@spread.io",
+            status="new" if i % 3 else "lost",
+        )
+        for i in range(40)
+    ]
     now = datetime.now(UTC).replace(microsecond=0)
     for i, lead in enumerate(leads):
         age = timedelta(minutes=7 * (i // 2) ** 3)  # pairs share a time; gaps grow to years
@@ -61,15 +69,25 @@ async def test_pages_and_cursors_agree_with_a_full_sort(api, tenant, mongo, spre
 
 async def test_totals_stay_exact_through_concurrent_writes(api, tenant, mongo):
     leads = await asyncio.gather(*(create_lead(api, tenant) for _ in range(20)))
-    changes = [
-        api.put(tenant.lead_url(lead["id"]), json={"status": s}, headers=tenant.headers)
-        for lead, s in zip(leads[:10], ["lost", "contacted"] * 5, strict=True)
-    ] + [
-        api.delete(tenant.lead_url(lead["id"]), params={"confirm": "true"},
-                   headers=tenant.headers)
-        for lead in leads[10:15]
-    ] + [api.put(tenant.lead_url(leads[0]["id"]), json={"status": "converted"},
-                 headers=tenant.headers)]
+    changes = (
+        [
+            api.put(tenant.lead_url(lead["id"]), json={"status": s}, headers=tenant.headers)
+            for lead, s in zip(leads[:10], ["lost", "contacted"] * 5, strict=True)
+        ]
+        + [
+            api.delete(
+                tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+            )
+            for lead in leads[10:15]
+        ]
+        + [
+            api.put(
+                tenant.lead_url(leads[0]["id"]),
+                json={"status": "converted"},
+                headers=tenant.headers,
+            )
+        ]
+    )
     assert {r.status for r in await asyncio.gather(*changes)} == {200}
     for status in (None, "new", "lost", "contacted", "converted", "new,lost"):
         params = {"status": status} if status else {}
@@ -82,15 +100,28 @@ async def test_totals_stay_exact_through_concurrent_writes(api, tenant, mongo):
 
 async def test_metadata_filters_see_every_concurrent_merge(api, tenant):
     lead = await create_lead(api, tenant, metadata={"keep": "yes"})
-    await asyncio.gather(*(
-        api.put(tenant.lead_url(lead["id"]), json={"metadata": {f"k{i}": f"v{i}"}},
-                headers=tenant.headers)
-        for i in range(30)
-    ))
-    await api.put(tenant.lead_url(lead["id"]), json={"metadata": {"k3": None, "keep": 7}},
-                  headers=tenant.headers)
-    for key, value, found in (("k0", "v0", 1), ("k29", "v29", 1), ("k3", "v3", 0),
-                              ("keep", "7", 1), ("keep", "yes", 0)):
+    await asyncio.gather(
+        *(
+            api.put(
+                tenant.lead_url(lead["id"]),
+                json={"metadata": {f"k{i}": f"v{i}"}},
+                headers=tenant.headers,
+            )
+            for i in range(30)
+        )
+    )
+    await api.put(
+        tenant.lead_url(lead["id"]),
+        json={"metadata": {"k3": None, "keep": 7}},
+        headers=tenant.headers,
+    )
+    for key, value, found in (
+        ("k0", "v0", 1),
+        ("k29", "v29", 1),
+        ("k3", "v3", 0),
+        ("keep", "7", 1),
+        ("keep", "yes", 0),
+    ):
         data = await listing(api, tenant, **{f"metadata.{key}": value})
         assert data["pagination"]["total"] == found, (key, value)
 
@@ -103,8 +134,9 @@ async def test_two_word_search_pages_like_one_word(api, tenant):
     assert first["pagination"]["total"] == 12
     seen = [x["id"] for x in first["leads"]]
     second = await listing(api, tenant, search="garcia joan", limit=5, page=2)
-    cursor_page = await listing(api, tenant, search="garcia joan", limit=5,
-                                cursor=first["pagination"]["nextCursor"])
+    cursor_page = await listing(
+        api, tenant, search="garcia joan", limit=5, cursor=first["pagination"]["nextCursor"]
+    )
     assert [x["id"] for x in second["leads"]] == [x["id"] for x in cursor_page["leads"]]
     seen += [x["id"] for x in second["leads"]]
     assert len(set(seen)) == 10

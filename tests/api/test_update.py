@@ -17,8 +17,18 @@ async def test_only_sent_fields_change(api, tenant):
     lead = await create_lead(api, tenant, phone="123", source="web", metadata={"a": 1})
     updated = await data_of(await put(api, tenant, lead["id"], {"name": "Jane Roe"}))
     assert updated["name"] == "Jane Roe"
-    for field in ("email", "phone", "source", "status", "metadata", "createdAt", "id",
-                  "chatbotId", "workspaceId", "statusHistory"):
+    for field in (
+        "email",
+        "phone",
+        "source",
+        "status",
+        "metadata",
+        "createdAt",
+        "id",
+        "chatbotId",
+        "workspaceId",
+        "statusHistory",
+    ):
         assert updated[field] == lead[field], field
     assert TS.match(updated["updatedAt"]) and updated["updatedAt"] > lead["updatedAt"]
     assert await get(api, tenant, lead["id"]) == updated
@@ -33,8 +43,9 @@ async def test_null_clears_phone_and_source(api, tenant):
 @pytest.mark.parametrize("field", ["name", "email", "status", "metadata"])
 async def test_null_is_refused_for_required_fields(api, tenant, field):
     lead = await create_lead(api, tenant)
-    error = await error_of(await put(api, tenant, lead["id"], {field: None}), 400,
-                           "VALIDATION_ERROR")
+    error = await error_of(
+        await put(api, tenant, lead["id"], {field: None}), 400, "VALIDATION_ERROR"
+    )
     assert set(error["details"]) == {field}
     assert await get(api, tenant, lead["id"]) == lead
 
@@ -58,27 +69,46 @@ async def test_server_owned_fields_are_refused(api, tenant, field):
 
 async def test_several_bad_fields_are_all_named_and_nothing_changes(api, tenant):
     lead = await create_lead(api, tenant)
-    resp = await put(api, tenant, lead["id"],
-                     {"name": "", "email": "nope", "status": "won", "bogus": 1, "phone": "x"})
+    resp = await put(
+        api,
+        tenant,
+        lead["id"],
+        {"name": "", "email": "nope", "status": "won", "bogus": 1, "phone": "x"},
+    )
     error = await error_of(resp, 400, "VALIDATION_ERROR")
     assert set(error["details"]) == {"name", "email", "status", "bogus", "phone"}
     assert await get(api, tenant, lead["id"]) == lead
 
 
 async def test_metadata_is_merged_as_rfc7386(api, tenant):
-    lead = await create_lead(api, tenant, metadata={
-        "keep": 1, "replace": "old", "remove": True,
-        "nested": {"a": 1, "b": {"c": 2, "d": 3}}, "list": [1, 2, 3], "scalar": 5,
-    })
+    lead = await create_lead(
+        api,
+        tenant,
+        metadata={
+            "keep": 1,
+            "replace": "old",
+            "remove": True,
+            "nested": {"a": 1, "b": {"c": 2, "d": 3}},
+            "list": [1, 2, 3],
+            "scalar": 5,
+        },
+    )
     patch = {
-        "replace": "new", "remove": None, "added": {"x": [1]},
-        "nested": {"b": {"c": None, "e": 4}, "f": 5}, "list": [9], "scalar": {"now": "obj"},
+        "replace": "new",
+        "remove": None,
+        "added": {"x": [1]},
+        "nested": {"b": {"c": None, "e": 4}, "f": 5},
+        "list": [9],
+        "scalar": {"now": "obj"},
         "absent": None,
     }
     updated = await data_of(await put(api, tenant, lead["id"], {"metadata": patch}))
     assert updated["metadata"] == {
-        "keep": 1, "replace": "new", "added": {"x": [1]},
-        "nested": {"a": 1, "b": {"d": 3, "e": 4}, "f": 5}, "list": [9],
+        "keep": 1,
+        "replace": "new",
+        "added": {"x": [1]},
+        "nested": {"a": 1, "b": {"d": 3, "e": 4}, "f": 5},
+        "list": [9],
         "scalar": {"now": "obj"},
     }
     assert (await get(api, tenant, lead["id"]))["metadata"] == updated["metadata"]
@@ -86,8 +116,9 @@ async def test_metadata_is_merged_as_rfc7386(api, tenant):
 
 async def test_an_object_replaces_an_array_of_objects(api, tenant):
     lead = await create_lead(api, tenant, metadata={"a": [{"x": 1}], "b": {"0": "zero"}})
-    updated = await data_of(await put(api, tenant, lead["id"],
-                                      {"metadata": {"a": {"0": "obj"}, "b": {"0": None}}}))
+    updated = await data_of(
+        await put(api, tenant, lead["id"], {"metadata": {"a": {"0": "obj"}, "b": {"0": None}}})
+    )
     assert updated["metadata"] == {"a": {"0": "obj"}, "b": {}}
 
 
@@ -115,8 +146,9 @@ async def test_status_history_keeps_the_latest_100(api, tenant, leads_repo):
     lead = await create_lead(api, tenant)
     statuses = ["contacted", "qualified"] * 55
     for status in statuses:
-        await leads_repo.update(chatbot_id=tenant.chatbot_id, lead_id=lead["id"],
-                                changes={"status": status})
+        await leads_repo.update(
+            chatbot_id=tenant.chatbot_id, lead_id=lead["id"], changes={"status": status}
+        )
     history = (await get(api, tenant, lead["id"]))["statusHistory"]
     assert len(history) == 100
     assert [h["status"] for h in history] == statuses[-100:]
@@ -126,8 +158,9 @@ async def test_updated_at_moves_forward_on_rapid_updates(api, tenant):
     lead = await create_lead(api, tenant)
     stamps = [lead["updatedAt"]]
     for i in range(5):
-        stamps.append((await data_of(await put(api, tenant, lead["id"], {"source": f"s{i}"})))
-                      ["updatedAt"])
+        stamps.append(
+            (await data_of(await put(api, tenant, lead["id"], {"source": f"s{i}"})))["updatedAt"]
+        )
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
 
 
@@ -135,8 +168,9 @@ async def test_fifty_concurrent_metadata_merges_all_survive(api, tenant):
     lead = await create_lead(api, tenant, metadata={"base": True, "shared": {"x": 0}})
 
     async def merge(i):
-        return await put(api, tenant, lead["id"],
-                         {"metadata": {f"k{i}": i, "shared": {f"s{i}": i}}})
+        return await put(
+            api, tenant, lead["id"], {"metadata": {f"k{i}": i, "shared": {f"s{i}": i}}}
+        )
 
     responses = await asyncio.gather(*(merge(i) for i in range(50)))
     assert [r.status for r in responses] == [200] * 50

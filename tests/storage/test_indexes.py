@@ -7,8 +7,9 @@ async def test_ensure_indexes_is_idempotent_and_rebuilds_changed_ones(mongo):
     await ensure_indexes(mongo)
     leads = mongo.db["leads"]
     await leads.drop_index("by_email")
-    await leads.create_indexes([IndexModel([("chatbotId", ASCENDING), ("email", ASCENDING)],
-                                           name="by_email")])  # an older definition
+    await leads.create_indexes(
+        [IndexModel([("chatbotId", ASCENDING), ("email", ASCENDING)], name="by_email")]
+    )  # an older definition
     await ensure_indexes(mongo)
     await ensure_indexes(mongo)
     info = await leads.index_information()

@@ -32,8 +32,12 @@ FILTERS = {
     "email_and_status": {"email": "a@b.co", "statuses": ("new",)},
     "page_500": {"page": 500},
     "everything": {
-        "statuses": ("new", "lost"), "sources": ("web",), "created_after": T1,
-        "updated_before": T2, "metadata": (("plan", ("pro",)),), "words": ("jo",),
+        "statuses": ("new", "lost"),
+        "sources": ("web",),
+        "created_after": T1,
+        "updated_before": T2,
+        "metadata": (("plan", ("pro",)),),
+        "words": ("jo",),
     },
 }
 

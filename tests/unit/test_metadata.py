@@ -36,8 +36,9 @@ def test_plan_touches_only_the_named_paths():
 
 
 def test_plan_replaces_non_objects_whole_and_guards_that():
-    plan = plan_metadata_update({"a": 5, "l": [{"x": 1}]}, {"a": {"b": None, "c": 1},
-                                                            "l": {"k": 1}})
+    plan = plan_metadata_update(
+        {"a": 5, "l": [{"x": 1}]}, {"a": {"b": None, "c": 1}, "l": {"k": 1}}
+    )
     assert plan.sets == {"metadata.a": {"c": 1}, "metadata.l": {"k": 1}}
     assert {"metadata.a": {"$not": {"$type": "object"}}} in plan.guards
     assert {"metadata.l": {"$type": "array"}} in plan.guards

@@ -3,9 +3,20 @@ from pollybot_leads.domain.leads import fold, prefix_upper_bound, query_words, s
 
 def test_terms_cover_name_words_and_email_parts():
     terms = search_terms("Jean-Luc Picard", "j.l.picard+crm@star-fleet.org")
-    for term in ("jean-luc", "jean", "luc", "picard", "j", "l", "crm",
-                 "j.l.picard+crm@star-fleet.org", "j.l.picard+crm", "star-fleet.org",
-                 "star-fleet", "org"):
+    for term in (
+        "jean-luc",
+        "jean",
+        "luc",
+        "picard",
+        "j",
+        "l",
+        "crm",
+        "j.l.picard+crm@star-fleet.org",
+        "j.l.picard+crm",
+        "star-fleet.org",
+        "star-fleet",
+        "org",
+    ):
         assert term in terms, term
 
 

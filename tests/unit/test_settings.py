@@ -4,9 +4,15 @@ from pollybot_leads.settings import SettingsError, load_settings
 
 
 def test_environment_overrides_config():
-    s = load_settings({"MONGODB_URI": "mongodb://u:hunter2@db:27017", "REDIS_URL":
-                       "redis://:pw@cache:6379/0", "HOST": "0.0.0.0", "PORT": "9000",
-                       "LOG_LEVEL": "debug"})
+    s = load_settings(
+        {
+            "MONGODB_URI": "mongodb://u:hunter2@db:27017",
+            "REDIS_URL": "redis://:pw@cache:6379/0",
+            "HOST": "0.0.0.0",
+            "PORT": "9000",
+            "LOG_LEVEL": "debug",
+        }
+    )
     assert (s.host, s.port, s.log_level) == ("0.0.0.0", 9000, "DEBUG")
     assert not s.embedded
     assert "hunter2" not in repr(s) and ":pw@" not in repr(s)
