@@ -104,26 +104,17 @@ async def list_leads(request: web.Request) -> web.Response:
     page = await request.app[keys.leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
     total_pages = math.ceil(page.total / query.limit) if page.total else 0
     next_cursor = codec.encode(page.last_position) if page.has_next and page.last_position else None
-    if query.after is None:
-        pagination = {
-            "page": query.page,
-            "limit": query.limit,
-            "total": page.total,
-            "totalPages": total_pages,
-            "hasNext": query.page < total_pages,
-            "hasPrev": query.page > 1,
-            "nextCursor": next_cursor,
-        }
-    else:
-        pagination = {
-            "page": None,
-            "limit": query.limit,
-            "total": page.total,
-            "totalPages": total_pages,
-            "hasNext": page.has_next,
-            "hasPrev": True,
-            "nextCursor": next_cursor,
-        }
+    pagination: dict[str, Any] = {
+        "page": query.page if query.after is None else None,
+        "limit": query.limit,
+        "total": page.total,
+        "totalPages": total_pages,
+        "hasNext": page.has_next,
+        "hasPrev": query.page > 1 or query.after is not None,
+        "nextCursor": next_cursor,
+    }
+    if not page.total_exact:  # only where list.max_count bounds counting
+        pagination["totalExact"] = False
     return _ok({"leads": [lead_json(lead) for lead in page.leads], "pagination": pagination})
 
 

@@ -163,6 +163,12 @@ class PaginationSchema(CamelSchema):
     total_pages = fields.Integer(metadata={"example": 3})
     has_next = fields.Boolean(metadata={"example": True})
     has_prev = fields.Boolean(metadata={"example": False})
+    total_exact = fields.Boolean(
+        metadata={
+            "description": "Present (false) only when the deployment bounds counting "
+            "(list.max_count) and the count reached the bound: total is then that bound."
+        }
+    )
     next_cursor = fields.String(
         allow_none=True,
         metadata={"description": "Pass as `cursor` for the page after this one; null at the end."},

@@ -50,3 +50,4 @@ class LeadPage:
     total: int
     has_next: bool
     last_position: CursorPosition | None  # of the last lead returned, for nextCursor
+    total_exact: bool = True  # False when counting stopped at the configured bound

@@ -97,11 +97,11 @@ def build_lead_document(
 
 
 class LeadRepository:
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(self, mongo: Mongo, *, max_count: int = 0) -> None:
         self._leads = mongo.db["leads"]
         self._audit = mongo.db["audit_log"]
         self._chatbots = mongo.db["chatbots"]
-        self._lister = LeadLister(self._leads, self._chatbots, LIST_PROJECTION)
+        self._lister = LeadLister(self._leads, self._chatbots, LIST_PROJECTION, max_count=max_count)
 
     @store_errors
     async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
@@ -272,7 +272,11 @@ class LeadRepository:
     async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
         page = await self._lister.list(chatbot_id, query)
         return LeadPage(
-            [_to_lead(doc) for doc in page.leads], page.total, page.has_next, page.last_position
+            [_to_lead(doc) for doc in page.leads],
+            page.total,
+            page.has_next,
+            page.last_position,
+            page.total_exact,
         )
 
     @store_errors

@@ -120,8 +120,11 @@ class ListPlan:
 class LeadLister:
     """Runs list queries for the lead repository (which owns the collections)."""
 
-    def __init__(self, leads: Any, chatbots: Any, projection: dict[str, int]) -> None:
+    def __init__(
+        self, leads: Any, chatbots: Any, projection: dict[str, int], *, max_count: int = 0
+    ) -> None:
         self._leads, self._chatbots, self._projection = leads, chatbots, projection
+        self._max_count = max_count  # 0: counts are always exact
 
     async def list(self, chatbot_id: str, query: LeadQuery) -> LeadPage:
         plan = ListPlan(chatbot_id, query)
@@ -129,21 +132,25 @@ class LeadLister:
             page = await self._list_by_candidates(plan)
             if page is not None:
                 return page
-        total = await self._total(chatbot_id, plan)
+        total, exact = await self._total(chatbot_id, plan)
         docs = await self._page(plan)
-        return _page_of(docs, total, query, plan.field)
+        return _page_of(docs, total, query, plan.field, total_exact=exact)
 
-    async def _total(self, chatbot_id: str, plan: ListPlan) -> int:
+    async def _total(self, chatbot_id: str, plan: ListPlan) -> tuple[int, bool]:
+        """The number of matching leads, and whether it is exact (not cut at the bound)."""
         if plan.counted_by_status_only:
             doc = await self._chatbots.find_one({"_id": chatbot_id}, {"leadCounts": 1})
             counts = (doc or {}).get("leadCounts")
             if counts is not None:
                 statuses = plan.query.statuses
                 if not statuses:
-                    return counts.get("total", 0)
-                return sum(counts.get("byStatus", {}).get(s, 0) for s in statuses)
-        options = {"hint": plan.count_hint} if plan.count_hint else {}
-        return await self._leads.count_documents(plan.filter(), **options)
+                    return counts.get("total", 0), True
+                return sum(counts.get("byStatus", {}).get(s, 0) for s in statuses), True
+        options: dict[str, Any] = {"hint": plan.count_hint} if plan.count_hint else {}
+        if self._max_count:
+            options["limit"] = self._max_count
+        total = await self._leads.count_documents(plan.filter(), **options)
+        return total, not (self._max_count and total >= self._max_count)
 
     async def _find(
         self, plan: ListPlan, extra: dict[str, Any], *, skip: int = 0, limit: int
@@ -305,13 +312,15 @@ def _same_side(a: str, b: str) -> bool:
     return (a in lower) == (b in lower) and a in ("$gt", "$gte", "$lt", "$lte")
 
 
-def _page_of(docs: list[dict], total: int, query: LeadQuery, field: str) -> LeadPage:
+def _page_of(
+    docs: list[dict], total: int, query: LeadQuery, field: str, *, total_exact: bool = True
+) -> LeadPage:
     has_next = len(docs) > query.limit
     docs = docs[: query.limit]
     last = None
     if docs:
         last = CursorPosition(query.sort, docs[-1].get(field), docs[-1]["_id"])
-    return LeadPage(docs, total, has_next, last)
+    return LeadPage(docs, total, has_next, last, total_exact)
 
 
 def _is_range(condition: Any) -> bool:

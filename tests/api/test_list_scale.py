@@ -141,3 +141,28 @@ async def test_two_word_search_pages_like_one_word(api, tenant):
     seen += [x["id"] for x in second["leads"]]
     assert len(set(seen)) == 10
     assert all(x["name"].startswith("Joan Garcia") for x in first["leads"] + second["leads"])
+
+
+async def test_a_deployment_can_bound_counting(settings, mongo, accounts):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pollybot_leads.app import create_app
+
+    from ..conftest import make_tenant
+
+    tenant = await make_tenant(accounts)
+    client = TestClient(TestServer(create_app(settings.replace(list_max_count=5))))
+    await client.start_server()
+    try:
+        for i in range(7):
+            await create_lead(client, tenant, source="web", email=f"b{i}@x.io")
+        bounded = await listing(client, tenant, source="web", limit=2)
+        assert bounded["pagination"]["total"] == 5
+        assert bounded["pagination"]["totalExact"] is False
+        assert bounded["pagination"]["hasNext"] is True
+        exact = await listing(client, tenant, limit=2)  # counters: exact and cheap
+        assert exact["pagination"]["total"] == 7 and "totalExact" not in exact["pagination"]
+        few = await listing(client, tenant, source="web", search="b1")
+        assert few["pagination"]["total"] == 1 and "totalExact" not in few["pagination"]
+    finally:
+        await client.close()
