@@ -43,5 +43,8 @@ bench-ratelimit: $(VENV)/.dev
 bench-list: $(VENV)/.dev
 	$(BIN)/python scripts/bench_list.py --out bench-list.json
 
+bench-driver: $(VENV)/.dev
+	$(BIN)/python scripts/bench_driver.py --out bench-driver.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

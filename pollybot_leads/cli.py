@@ -157,7 +157,9 @@ def store_for(settings: Settings, *, owner: bool) -> Iterator[Settings]:
     if not settings.embedded:
         yield settings
         return
-    store = EmbeddedStore(settings.embedded_data_dir, settings.embedded_port)
+    store = EmbeddedStore(
+        settings.embedded_data_dir, settings.embedded_port, cache_size=settings.embedded_cache_size
+    )
     with_uri = settings.replace(mongodb_uri=store.uri)
     if not owner and port_open(store.host, store.port) and store.running_elsewhere():
         yield with_uri

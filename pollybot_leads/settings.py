@@ -46,6 +46,7 @@ class Settings:
 
     embedded_data_dir: Path = Path("var")
     embedded_port: int = 27027
+    embedded_cache_size: str = "4G"
 
     key_cache_seconds: float = 30.0
 
@@ -167,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             mongodb_driver=str(pick("MONGODB_DRIVER", mongo.get("driver", "motor"))),
             embedded_data_dir=Path(str(pick("PB_DATA_DIR", embedded.get("data_dir", "var")))),
             embedded_port=int(pick("PB_EMBEDDED_PORT", embedded.get("port", 27027))),
+            embedded_cache_size=str(embedded.get("cache_size", "4G")),
             key_cache_seconds=float(auth.get("key_cache_seconds", 30)),
             redis_url=str(pick("REDIS_URL", rl.get("redis_url", ""))),
             ratelimit_enabled=_flag(

@@ -189,13 +189,18 @@ async def main() -> None:
     parser.add_argument("--others", type=int, default=50_000)
     parser.add_argument("--reps", type=int, default=7, help="timed runs per query")
     parser.add_argument("--out", default="bench-list.json")
+    parser.add_argument(
+        "--cache-size",
+        default="6G",
+        help="SecantusDB's WiredTiger cache (its 1G default stalls inserts past ~30k leads)",
+    )
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="pollybot-bench-")
     store = None
     uri = os.environ.get("MONGODB_URI")
     if not uri:
-        store = EmbeddedStore(Path(tmp.name), free_port())
+        store = EmbeddedStore(Path(tmp.name), free_port(), cache_size=args.cache_size)
         store.start()
         uri = store.uri
     database = f"pollybot_bench_{random.randrange(16**6):06x}"

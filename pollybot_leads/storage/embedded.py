@@ -70,9 +70,10 @@ class EmbeddedStore:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *, cache_size: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
+        self.cache_size = cache_size  # WiredTiger cache, e.g. "4G"; None: its default
         self.process: subprocess.Popen | None = None
 
     @property
@@ -117,6 +118,7 @@ class EmbeddedStore:
                     str(self.storage_path),
                     "--log-level",
                     "WARNING",
+                    *(["--cache-size", self.cache_size] if self.cache_size else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
