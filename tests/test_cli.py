@@ -229,3 +229,27 @@ async def test_recount_repairs_lead_counters_after_a_bulk_load(uri_env, api, acc
     assert (await resp.json())["data"]["pagination"]["total"] == 3
     code, out = run_cli("admin", "recount", "--chatbot", "cb_0000000000000000", env=uri_env)
     assert code == 1 and out["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_killed_server_leaves_no_store_behind(embedded_env):
+    port = free_port()
+    env = {**embedded_env, "PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pollybot_leads", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _wait_for_banner(proc)
+        store_port = int(env["PB_EMBEDDED_PORT"])
+        assert port_open("127.0.0.1", store_port)
+        proc.kill()  # no chance to clean up: the kernel must stop the store
+        proc.wait(30)
+        deadline = time.monotonic() + 15
+        while port_open("127.0.0.1", store_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not port_open("127.0.0.1", store_port)
+    finally:
+        proc.stdout.close()

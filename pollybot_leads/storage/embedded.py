@@ -2,7 +2,7 @@
 
 It runs in its own process, never in ours (it would fight the service for the GIL), keeps
 its data under a directory that survives restarts, and dies with its parent: a clean stop
-terminates it, and on Linux the kernel signals it if the parent is killed outright.
+terminates it, and on Linux the kernel kills it if the parent is killed outright.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def _binary() -> str:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        # PR_SET_PDEATHSIG. A parent that dies without stopping us was killed outright;
+        # a busy server can ignore SIGTERM for minutes, and its journal makes SIGKILL safe.
+        libc.prctl(1, signal.SIGKILL)
     except OSError:
         pass
     os.setpgrp()  # a Ctrl-C in the terminal reaches us; we stop the child in order

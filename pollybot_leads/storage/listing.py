@@ -228,7 +228,8 @@ class LeadLister:
             chosen = matches[start : start + query.limit + 1]
         ids = [d["_id"] for d in chosen]
         found = await self._leads.find({"_id": {"$in": ids}}, self._projection).to_list(None)
-        by_id = {d["_id"]: d for d in found}
+        # The ids came from this chatbot's leads; check again rather than trust it.
+        by_id = {d["_id"]: d for d in found if d.get("chatbotId") == plan.simple["chatbotId"]}
         docs = [by_id[i] for i in ids if i in by_id]
         return _page_of(docs, total, query, field)
 
