@@ -102,6 +102,21 @@ class ListPlan:
             out["$and"] = list(self.residual)
         return out
 
+    def scan_origin(self) -> datetime | None:
+        """Where a windowed read starts: the nearest of now (for newest first), the
+        cursor, and the query's own bound on the sort field; None when nothing bounds it."""
+        if not self.windowable:
+            return None
+        own = self.simple.get(self.field)
+        own = own if isinstance(own, dict) else {}
+        after = self.query.after.value if self.query.after is not None else None
+        if self.direction < 0:
+            points = [utcnow(), after, own.get("$lt"), own.get("$lte")]
+            return min(p for p in points if p is not None)
+        points = [after, own.get("$gt"), own.get("$gte")]
+        present = [p for p in points if p is not None]
+        return max(present) if present else None
+
     @property
     def sort(self) -> list[tuple[str, int]]:
         return [(self.field, self.direction), ("_id", self.direction)]
@@ -166,7 +181,6 @@ class LeadLister:
         query, field = plan.query, plan.field
         want, skip, found = query.limit + 1, (query.page - 1) * query.limit, []
         beyond: dict[str, Any] = {}
-        origin = utcnow() if plan.direction < 0 else None
         if query.after is not None:
             op = "$lt" if plan.direction < 0 else "$gt"
             value, skip = query.after.value, 0
@@ -176,7 +190,8 @@ class LeadLister:
             )
             if len(found) >= want:
                 return found
-            beyond, origin = {field: {op: value}}, value
+            beyond = {field: {op: value}}
+        origin = plan.scan_origin()
         if not plan.windowable or origin is None:
             return found + await self._find(plan, beyond, skip=skip, limit=want - len(found))
         width = WINDOW_START
@@ -250,8 +265,8 @@ class LeadLister:
                 )
             )
             extra = {plan.field: {op: query.after.value}}
-        if plan.windowable:
-            origin = query.after.value if query.after else utcnow()
+        origin = plan.scan_origin()
+        if plan.windowable and origin is not None:
             edge = origin - WINDOW_START if plan.direction < 0 else origin + WINDOW_START
             window = {"$gte": edge} if plan.direction < 0 else {"$lte": edge}
             extra = {plan.field: {**extra.get(plan.field, {}), **window}}
