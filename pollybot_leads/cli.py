@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .app import create_app
+from .domain.timeutil import format_ts
 from .errors import AppError, NotFound
 from .settings import Settings, SettingsError, load_settings
 from .storage.accounts import AccountRepository, ApiKeyRecord
@@ -83,7 +84,7 @@ def key_json(key: ApiKeyRecord) -> dict[str, Any]:
         "id": key.id,
         "workspaceId": key.workspace_id,
         "name": key.name,
-        "createdAt": key.created_at.isoformat().replace("+00:00", "Z"),
+        "createdAt": format_ts(key.created_at),
         "revoked": not key.active,
     }
     if key.rate_limit_capacity is not None or key.rate_limit_refill is not None:

@@ -65,6 +65,7 @@ async def test_admin_commands_manage_keys_that_work(uri_env, api):
         "capacity": 7,
         "refillPerSecond": 0.5,
     }
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", key["createdAt"])
     headers = {"Authorization": f"Bearer {key['key']}"}
     resp = await api.get(f"/api/v1/chatbots/{cb['id']}/leads", headers=headers)
     assert resp.status == 200 and resp.headers["X-RateLimit-Limit"] == "7"
