@@ -8,7 +8,6 @@ import random
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 
 from ..domain import ids
@@ -150,19 +149,22 @@ class LeadRepository:
                 raise LeadNotFound()
             filter_, update = self._plan_update(current, changes)
             try:
-                doc = await self._leads.find_one_and_update(
-                    filter_,
-                    update,
-                    projection=FULL_PROJECTION,
-                    return_document=ReturnDocument.AFTER,
-                )
+                # update_one, then a read: findAndModify skips the _id fast path on some
+                # MongoDB-wire servers and costs a scan there.
+                matched = (await self._leads.update_one(filter_, update)).matched_count
             except WriteError as exc:
                 if exc.code != PATH_NOT_VIABLE:
                     raise
-                doc = None  # metadata changed shape under us: plan again
-            if doc is not None:
-                if doc["status"] != current["status"]:
-                    await self._count(chatbot_id, {current["status"]: -1, doc["status"]: 1})
+                matched = 0  # metadata changed shape under us: plan again
+            if matched:
+                new_status = changes.get("status", current["status"])
+                if new_status != current["status"]:  # the filter held the old status
+                    await self._count(chatbot_id, {current["status"]: -1, new_status: 1})
+                doc = await self._leads.find_one(
+                    {"_id": lead_id, "chatbotId": chatbot_id}, FULL_PROJECTION
+                )
+                if doc is None:  # deleted right after this update
+                    raise LeadNotFound()
                 if "metadata" in changes:
                     await self._refresh_metadata_index(doc)
                 return _to_lead(doc)
@@ -222,8 +224,9 @@ class LeadRepository:
             unsets.update({path: "" for path in plan.unsets})
             guards.extend(plan.guards)
             inc["metadataVersion"] = 1
-        if guards:
-            filter_["$and"] = guards
+        for guard in guards:  # path conditions at the top level (no $and: planners
+            for path, condition in guard.items():  # keep the _id fast path then)
+                filter_.setdefault(path, {}).update(condition)
 
         # updatedAt always moves forward, even within one millisecond of the last update.
         previous = current.get("updatedAt")
@@ -244,8 +247,10 @@ class LeadRepository:
         """Remove the lead for good; the audit record is written first, so none is missed."""
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
-        found = await self._leads.find_one({"_id": lead_id, "chatbotId": chatbot_id}, {"_id": 1})
-        if found is None:
+        if (
+            await self._leads.find_one({"_id": lead_id, "chatbotId": chatbot_id}, {"_id": 1})
+            is None
+        ):
             raise LeadNotFound()
         deleted_at = utcnow()
         record_id = ids.new_id("aud_")
@@ -259,14 +264,23 @@ class LeadRepository:
                 **audit,
             }
         )
-        removed = await self._leads.find_one_and_delete(
-            {"_id": lead_id, "chatbotId": chatbot_id}, projection={"status": 1}
-        )
-        if removed is None:  # a concurrent delete won: it has its own record
-            await self._audit.delete_one({"_id": record_id})
-            raise LeadNotFound()
-        await self._count(chatbot_id, {"total": -1, removed["status"]: -1})
-        return deleted_at
+        # delete_one guarded by the status just read (not findAndModify: see update), so
+        # the counters move for the status the lead really had.
+        for _ in range(UPDATE_ATTEMPTS):
+            lead = await self._leads.find_one(
+                {"_id": lead_id, "chatbotId": chatbot_id}, {"status": 1}
+            )
+            if lead is None:  # a concurrent delete won: it has its own record
+                await self._audit.delete_one({"_id": record_id})
+                raise LeadNotFound()
+            result = await self._leads.delete_one(
+                {"_id": lead_id, "chatbotId": chatbot_id, "status": lead["status"]}
+            )
+            if result.deleted_count == 1:
+                await self._count(chatbot_id, {"total": -1, lead["status"]: -1})
+                return deleted_at
+        await self._audit.delete_one({"_id": record_id})  # nothing was deleted
+        raise ServiceUnavailable("The lead is being changed too often; retry")
 
     @store_errors
     async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
