@@ -102,6 +102,34 @@ class ListPlan:
             out["$and"] = list(self.residual)
         return out
 
+    def cursor_ties(self) -> dict[str, Any] | None:
+        """After a cursor: the leads sharing its sort value, which come first in id order."""
+        after = self.query.after
+        if after is None:
+            return None
+        op = "$lt" if self.direction < 0 else "$gt"
+        return {self.field: after.value, "_id": {op: after.lead_id}}
+
+    def window(self, width: timedelta | None) -> dict[str, Any] | None:
+        """The sort-field range of a read ``width`` wide from the scan origin, beyond any
+        cursor. ``None`` width: the whole range beyond the cursor. Returns None when the
+        width is past the widest window or the query cannot be read in windows."""
+        extra: dict[str, Any] = {}
+        if self.query.after is not None:
+            op = "$lt" if self.direction < 0 else "$gt"
+            extra[self.field] = {op: self.query.after.value}
+        if width is None:
+            return extra
+        origin = self.scan_origin()
+        if origin is None or width > WINDOW_MAX:
+            return None
+        if self.direction < 0:
+            window = {"$gte": origin - width}
+        else:
+            window = {"$lte": origin + width}
+        extra[self.field] = intersect_ranges(extra.get(self.field, {}), window)
+        return extra
+
     def scan_origin(self) -> datetime | None:
         """Where a windowed read starts: the nearest of now (for newest first), the
         cursor, and the query's own bound on the sort field; None when nothing bounds it."""
@@ -178,32 +206,21 @@ class LeadLister:
 
     async def _page(self, plan: ListPlan) -> list[dict[str, Any]]:
         """The leads of the page, and one more when there is a next page."""
-        query, field = plan.query, plan.field
-        want, skip, found = query.limit + 1, (query.page - 1) * query.limit, []
-        beyond: dict[str, Any] = {}
-        if query.after is not None:
-            op = "$lt" if plan.direction < 0 else "$gt"
-            value, skip = query.after.value, 0
-            # Leads sharing the last lead's sort value come first, in id order.
-            found = await self._find(
-                plan, {field: value, "_id": {op: query.after.lead_id}}, limit=want
-            )
+        query = plan.query
+        want, found = query.limit + 1, []
+        skip = 0 if query.after is not None else (query.page - 1) * query.limit
+        tie = plan.cursor_ties()
+        if tie is not None:
+            found = await self._find(plan, tie, limit=want)
             if len(found) >= want:
                 return found
-            beyond = {field: {op: value}}
-        origin = plan.scan_origin()
-        if not plan.windowable or origin is None:
-            return found + await self._find(plan, beyond, skip=skip, limit=want - len(found))
         width = WINDOW_START
         while True:
-            extra = dict(beyond)
-            last = width > WINDOW_MAX
-            if not last:
-                edge = origin - width if plan.direction < 0 else origin + width
-                window = {"$gte": edge} if plan.direction < 0 else {"$lte": edge}
-                extra[field] = intersect_ranges(extra.get(field, {}), window)
-                # Once the query's own bounds are tighter than the window, it is the last.
-                last = plan.filter(extra) == plan.filter(beyond)
+            extra = plan.window(width)
+            # Past the widest window, or once the query's own bounds are tighter than the
+            # window, this read is the whole remaining range: it is the last.
+            last = extra is None or plan.filter(extra) == plan.filter(plan.window(None))
+            extra = plan.window(None) if extra is None else extra
             docs = await self._find(plan, extra, skip=skip, limit=want - len(found))
             if len(found) + len(docs) >= want or last:
                 return found + docs
@@ -255,22 +272,11 @@ class LeadLister:
         finds = []
         if plan.search_by_candidates:
             finds.append((dict(plan.simple), None))
-        extra: dict[str, Any] = {}
-        if query.after is not None:
-            op = "$lt" if plan.direction < 0 else "$gt"
-            finds.append(
-                (
-                    plan.filter({plan.field: query.after.value, "_id": {op: query.after.lead_id}}),
-                    plan.find_hint,
-                )
-            )
-            extra = {plan.field: {op: query.after.value}}
-        origin = plan.scan_origin()
-        if plan.windowable and origin is not None:
-            edge = origin - WINDOW_START if plan.direction < 0 else origin + WINDOW_START
-            window = {"$gte": edge} if plan.direction < 0 else {"$lte": edge}
-            extra = {plan.field: {**extra.get(plan.field, {}), **window}}
-        finds.append((plan.filter(extra), plan.find_hint))
+        tie = plan.cursor_ties()
+        if tie is not None:
+            finds.append((plan.filter(tie), plan.find_hint))
+        first = plan.window(WINDOW_START)
+        finds.append((plan.filter(plan.window(None) if first is None else first), plan.find_hint))
         if not plan.counted_by_status_only:
             finds.append((plan.filter(), plan.count_hint))
         plans = []
