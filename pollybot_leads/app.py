@@ -41,7 +41,6 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
     try:
         await ensure_indexes(mongo)
-        app[keys.mongo_key] = mongo
         app[keys.leads_repo_key] = LeadRepository(mongo, max_count=settings.list_max_count)
         app[keys.accounts_repo_key] = AccountRepository(mongo)
         yield

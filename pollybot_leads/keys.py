@@ -9,11 +9,9 @@ from .middleware.auth import Authenticator
 from .ratelimit.base import RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
-from .storage.client import Mongo
 from .storage.leads import LeadRepository
 
 settings_key = web.AppKey("settings", Settings)
-mongo_key = web.AppKey("mongo", Mongo)
 leads_repo_key = web.AppKey("leads_repo", LeadRepository)
 accounts_repo_key = web.AppKey("accounts_repo", AccountRepository)
 authenticator_key = web.AppKey("authenticator", Authenticator)

@@ -130,18 +130,13 @@ def _merge(base: dict, over: Mapping) -> dict:
     return out
 
 
-def _config_dir() -> Path:
-    # A source checkout has config/ beside the package.
-    return CONFIG_DIR
-
-
 def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None = None) -> Settings:
     """Build Settings from config/default.toml, an optional profile file and ``env``.
 
     ``profile`` (or ``PB_CONFIG`` in ``env``) names ``config/<profile>.toml``.
     """
     env = os.environ if env is None else env
-    directory = Path(env["PB_CONFIG_DIR"]) if env.get("PB_CONFIG_DIR") else _config_dir()
+    directory = Path(env["PB_CONFIG_DIR"]) if env.get("PB_CONFIG_DIR") else CONFIG_DIR
     raw = _read_toml(directory / "default.toml")
     profile = profile or env.get("PB_CONFIG") or None
     if profile:

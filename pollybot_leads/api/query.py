@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates
 from multidict import MultiMapping
 
 from ..domain.leads import SEARCH_MAX_WORDS, STATUSES, fold, query_words
@@ -19,7 +19,7 @@ from ..domain.metadata import MAX_KEY_LENGTH
 from ..domain.queries import DEFAULT_SORT, SORTS, CursorPosition, LeadQuery
 from ..domain.timeutil import to_ms
 from ..errors import ValidationFailed
-from .schemas import CamelSchema
+from .schemas import CamelSchema, camel
 
 MAX_PAGE = 1_000_000
 METADATA_PREFIX = "metadata."
@@ -251,11 +251,6 @@ def _flatten(messages: Any) -> dict[str, list[str]]:
     return {"_query": list(messages)}
 
 
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def parse_confirm(query: MultiMapping[str], header: str | None) -> bool:
     """Delete's confirmation: ``?confirm=true`` or ``X-Confirm-Delete: true``."""
     unknown = [name for name in query if name != "confirm"]
@@ -265,10 +260,6 @@ def parse_confirm(query: MultiMapping[str], header: str | None) -> bool:
         )
     values = query.getall("confirm", [])
     return (values == ["true"]) or (header or "").strip().lower() == "true"
-
-
-class NoQuerySchema(Schema):
-    """Operations that take no query parameters."""
 
 
 def reject_query(query: MultiMapping[str]) -> None:
