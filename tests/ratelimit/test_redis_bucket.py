@@ -1,4 +1,8 @@
-"""RedisTokenBucket against a real, private redis-server (see conftest.py)."""
+"""RedisTokenBucket against a real, private redis-server (see conftest.py).
+
+Buckets built from a URL run every test twice: with the lean RespClient (what a
+``redis://`` URL gets) and with redis-py's client (``client_kind``, see conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from pollybot_leads.ratelimit.redis_bucket import (
     RedisRateLimiterUnavailable,
     RedisTokenBucket,
 )
+from pollybot_leads.ratelimit.resp import INCOMPLETE, RespClient, RespParser
 from pollybot_leads.settings import Settings
+from tests.ratelimit.conftest import bucket_url
 from tests.redis_server import RedisServer
 
 FROZEN = 0.001  # tokens per second: refill negligible during a test
@@ -28,10 +34,28 @@ MakeBucket = Callable[..., RedisTokenBucket]
 
 
 class CallSpy:
-    """Counts the commands a client sends (each is one round trip)."""
+    """Counts the commands a client sends (each is one round trip).
 
-    def __init__(self, client: Redis) -> None:
+    A RespClient is spied on where every command goes out, packed (so the wire bytes are
+    what is recorded); redis-py's client at ``execute_command``.
+    """
+
+    def __init__(self, client: Redis | RespClient) -> None:
         self.commands: list[str] = []
+        if isinstance(client, RespClient):
+            send_packed = client.send_packed
+
+            def spy_send(data: bytes) -> Any:
+                parser = RespParser()
+                parser.feed(data)
+                args = parser.gets()
+                assert parser.gets() is INCOMPLETE  # exactly one command
+                self.commands.append(b" ".join(args[:2]).decode().upper())
+                return send_packed(data)
+
+            client.send_packed = spy_send  # type: ignore[method-assign]
+            return
+
         original = client.execute_command
 
         async def execute_command(*args: Any, **options: Any) -> Any:
@@ -78,7 +102,9 @@ async def test_two_instances_with_separate_pools_share_one_bucket(
     make_bucket: MakeBucket,
 ) -> None:
     first, second = make_bucket(), make_bucket()
-    assert first.client.connection_pool is not second.client.connection_pool
+    assert first.client is not second.client
+    if not first.lean:
+        assert first.client.connection_pool is not second.client.connection_pool
     policy = BucketPolicy(capacity=30, refill_per_second=FROZEN)
 
     decisions = await asyncio.gather(
@@ -244,14 +270,42 @@ async def test_from_settings(redis_server: RedisServer) -> None:
         assert limiter.failure_policy == "deny"
         assert limiter._timeout == 0.25 and limiter._backoff == 1.5
         assert limiter._log_interval == 7.0
-        kwargs = limiter.client.connection_pool.connection_kwargs
-        assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.25
+        assert limiter.lean and isinstance(limiter.client, RespClient)
+        assert limiter.client.connect_timeout == 0.25
+        assert not limiter.client.connected  # lazily: nothing before the first take
         assert (await limiter.take("settings", BucketPolicy(2, FROZEN))).remaining == 1
+        assert limiter.client.connected
     finally:
         await limiter.close()
+    assert limiter.client.closed
 
     with pytest.raises(ValueError):
         RedisTokenBucket.from_settings(Settings())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://cache.example:6380/0",
+        "unix:///run/redis.sock?db=2",
+        "redis://127.0.0.1:6379/0?socket_keepalive=true",
+    ],
+)
+async def test_urls_the_lean_client_does_not_handle_get_redis_py(url: str) -> None:
+    settings = Settings(redis_url=url, redis_timeout_ms=250)
+    limiter = RedisTokenBucket.from_settings(settings)
+    try:
+        assert not limiter.lean and isinstance(limiter.client, Redis)
+        kwargs = limiter.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.25
+    finally:
+        await limiter.close()
+
+
+def test_a_malformed_redis_url_is_a_value_error() -> None:
+    for url in ("redis://host:notaport/0", "redis://host:6379/zero", "redis://host/0?db=x"):
+        with pytest.raises(ValueError):
+            RedisTokenBucket(url)
 
 
 async def test_close_closes_only_a_client_it_created(
@@ -281,17 +335,18 @@ def records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRec
     return [r for r in caplog.records if r.name == LOGGER_NAME and r.levelno == level]
 
 
-def failing_bucket(server: RedisServer, **kwargs: Any) -> RedisTokenBucket:
+def failing_bucket(server: RedisServer, kind: str = "resp", **kwargs: Any) -> RedisTokenBucket:
     kwargs.setdefault("timeout_ms", 100)
     kwargs.setdefault("backoff_seconds", 0.3)
     kwargs.setdefault("log_interval_seconds", 60.0)
-    return RedisTokenBucket(server.url, logger=logging.getLogger(LOGGER_NAME), **kwargs)
+    url = bucket_url(server, kind)
+    return RedisTokenBucket(url, logger=logging.getLogger(LOGGER_NAME), **kwargs)
 
 
 async def test_stopped_redis_policy_allow_degrades_then_recovers(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture
+    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
-    limiter = failing_bucket(own_redis_server, failure_policy="allow")
+    limiter = failing_bucket(own_redis_server, client_kind, failure_policy="allow")
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         assert not (await limiter.take("down", policy)).degraded
@@ -329,9 +384,9 @@ async def test_stopped_redis_policy_allow_degrades_then_recovers(
 
 
 async def test_stopped_redis_policy_deny_raises(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture
+    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
-    limiter = failing_bucket(own_redis_server, failure_policy="deny")
+    limiter = failing_bucket(own_redis_server, client_kind, failure_policy="deny")
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         assert (await limiter.take("deny", policy)).allowed
@@ -357,15 +412,17 @@ async def test_stopped_redis_policy_deny_raises(
         await limiter.close()
 
 
-@pytest.mark.parametrize("own_client", [False, True], ids=["url", "client-without-timeouts"])
+@pytest.mark.parametrize("kind", ["resp", "redis-py", "client-without-timeouts"])
 async def test_hung_redis_times_out(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, own_client: bool
+    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, kind: str
 ) -> None:
     # A client built without socket timeouts (and with redis-py's default retries) is
     # still cut off by the bucket's hard asyncio timeout.
+    own_client = kind == "client-without-timeouts"
     client = Redis.from_url(own_redis_server.url) if own_client else None
-    limiter = failing_bucket(own_redis_server, failure_policy="allow")
-    if client is not None:
+    if client is None:
+        limiter = failing_bucket(own_redis_server, kind)
+    else:
         limiter = RedisTokenBucket(
             client, timeout_ms=100, backoff_seconds=0.3, logger=logging.getLogger(LOGGER_NAME)
         )
@@ -391,8 +448,10 @@ async def test_hung_redis_times_out(
             await client.aclose()
 
 
-async def test_hung_redis_policy_deny_raises_within_timeout(own_redis_server: RedisServer) -> None:
-    limiter = failing_bucket(own_redis_server, failure_policy="deny")
+async def test_hung_redis_policy_deny_raises_within_timeout(
+    own_redis_server: RedisServer, client_kind: str
+) -> None:
+    limiter = failing_bucket(own_redis_server, client_kind, failure_policy="deny")
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         await limiter.take("hung-deny", policy)
@@ -404,8 +463,12 @@ async def test_hung_redis_policy_deny_raises_within_timeout(own_redis_server: Re
         await limiter.close()
 
 
-async def test_after_back_off_a_single_request_probes(own_redis_server: RedisServer) -> None:
-    limiter = failing_bucket(own_redis_server, failure_policy="allow", backoff_seconds=0.1)
+async def test_after_back_off_a_single_request_probes(
+    own_redis_server: RedisServer, client_kind: str
+) -> None:
+    limiter = failing_bucket(
+        own_redis_server, client_kind, failure_policy="allow", backoff_seconds=0.1
+    )
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         await limiter.take("probe", policy)
@@ -425,10 +488,12 @@ async def test_after_back_off_a_single_request_probes(own_redis_server: RedisSer
 
 
 async def test_failures_are_logged_once_per_interval(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture
+    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
     # No back-off: every take tries Redis and fails; the log stays quiet in between.
-    limiter = failing_bucket(own_redis_server, backoff_seconds=0.0, log_interval_seconds=0.3)
+    limiter = failing_bucket(
+        own_redis_server, client_kind, backoff_seconds=0.0, log_interval_seconds=0.3
+    )
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         own_redis_server.stop()
@@ -451,9 +516,11 @@ async def test_failures_are_logged_once_per_interval(
 
 
 async def test_back_off_requests_are_counted_in_the_next_warning(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture
+    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
 ) -> None:
-    limiter = failing_bucket(own_redis_server, backoff_seconds=0.1, log_interval_seconds=0.2)
+    limiter = failing_bucket(
+        own_redis_server, client_kind, backoff_seconds=0.1, log_interval_seconds=0.2
+    )
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         own_redis_server.stop()
