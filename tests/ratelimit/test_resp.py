@@ -817,3 +817,20 @@ async def test_a_timeout_drops_the_connection_and_what_else_is_in_flight(
     finally:
         own_redis_server.resume()
         await limiter.close()
+
+
+def test_bucket_works_on_uvloop(redis_server: RedisServer) -> None:
+    """`serve` runs on uvloop, whose transports are not asyncio's own classes."""
+    import uvloop
+
+    async def takes() -> list:
+        bucket = RedisTokenBucket(f"redis://127.0.0.1:{redis_server.port}/0", timeout_ms=1000)
+        try:
+            return [await bucket.take("uvloop", BucketPolicy(3, 0.001)) for _ in range(4)]
+        finally:
+            await bucket.close()
+
+    decisions = uvloop.run(takes())
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert not any(d.degraded for d in decisions)
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
