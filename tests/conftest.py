@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,6 +25,9 @@ from pollybot_leads.storage.client import Mongo
 from pollybot_leads.storage.embedded import EmbeddedStore, free_port
 from pollybot_leads.storage.indexes import ensure_indexes
 from pollybot_leads.storage.leads import LeadRepository
+from tests.redis_server import RedisServer, RedisServerError, find_redis_server
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +116,40 @@ async def tenant(accounts: AccountRepository) -> Tenant:
 @pytest.fixture
 async def other_tenant(accounts: AccountRepository) -> Tenant:
     return await make_tenant(accounts)
+
+
+def redis_unavailable(reason: str) -> NoReturn:
+    """No Redis to test with: a local run skips, a CI run fails (it must never skip)."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: Redis tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def start_redis_or_skip() -> RedisServer:
+    """A private redis-server on a free port."""
+    if find_redis_server() is None:
+        redis_unavailable("redis-server not found (set REDIS_SERVER_BIN or put it on PATH)")
+    try:
+        return RedisServer().start()
+    except RedisServerError as exc:
+        redis_unavailable(f"could not start redis-server: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests must leave it running."""
+    server = start_redis_or_skip()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, free to be stopped, paused and restarted."""
+    server = start_redis_or_skip()
+    try:
+        yield server
+    finally:
+        server.close()

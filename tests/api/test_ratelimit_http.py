@@ -9,10 +9,9 @@ separate, so it never spends the tokens of the app under test.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,49 +22,14 @@ from redis.asyncio import Redis
 from pollybot_leads.app import create_app
 from pollybot_leads.settings import Settings
 from tests.conftest import Tenant, make_tenant
-from tests.redis_server import RedisServer, RedisServerError, find_redis_server
+from tests.redis_server import RedisServer
 
 from .helpers import create_lead, data_of, error_of
 
 FROZEN = 0.001  # tokens per second: no refill worth counting during a test
 LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 Serve = Callable[..., Awaitable[TestClient]]
-
-
-def _start_redis() -> RedisServer:
-    reason = None
-    if find_redis_server() is None:
-        reason = "redis-server not found (set REDIS_SERVER_BIN or put it on PATH)"
-    else:
-        try:
-            return RedisServer().start()
-        except RedisServerError as exc:
-            reason = f"could not start redis-server: {exc}"
-    if IN_CI:  # in CI a missing Redis is a failure, never a skip
-        pytest.fail(f"{reason} (CI=true: Redis tests must run)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """The module's private redis-server; tests that stop Redis use their own."""
-    server = _start_redis()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server for one test, free to be stopped, paused and started again."""
-    server = _start_redis()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -298,11 +262,11 @@ async def until_limited_again(client: TestClient, tenant: Tenant) -> ClientRespo
 
 
 async def test_redis_stopped_policy_allow_serves_without_headers_then_resumes(
-    serve: Serve, own_redis: RedisServer, accounts
+    serve: Serve, own_redis_server: RedisServer, accounts
 ) -> None:
     tenant = await make_tenant(accounts)
     client = await serve(
-        redis=own_redis,
+        redis=own_redis_server,
         ratelimit_capacity=4,
         ratelimit_refill_per_second=FROZEN,
         ratelimit_failure_policy="allow",
@@ -312,7 +276,7 @@ async def test_redis_stopped_policy_allow_serves_without_headers_then_resumes(
     resp, _ = await timed_get(client, tenant)
     assert resp.status == 200 and limits(resp)[:2] == (4, 3)
 
-    own_redis.stop()
+    own_redis_server.stop()
     for _ in range(8):  # more than the bucket holds: nobody is refused
         resp, elapsed = await timed_get(client, tenant)
         await data_of(resp)
@@ -320,7 +284,7 @@ async def test_redis_stopped_policy_allow_serves_without_headers_then_resumes(
         assert no_limit_headers(resp)
         await asyncio.sleep(0.03)  # spans a back-off, so Redis is probed again
 
-    own_redis.start()  # empty again: the bucket starts full, the script is reloaded
+    own_redis_server.start()  # empty again: the bucket starts full, the script is reloaded
     resp = await until_limited_again(client, tenant)
     await data_of(resp)
     assert limits(resp)[:2] == (4, 3)
@@ -329,11 +293,11 @@ async def test_redis_stopped_policy_allow_serves_without_headers_then_resumes(
 
 
 async def test_redis_hung_policy_allow_answers_within_the_timeout(
-    serve: Serve, own_redis: RedisServer, accounts
+    serve: Serve, own_redis_server: RedisServer, accounts
 ) -> None:
     tenant = await make_tenant(accounts)
     client = await serve(
-        redis=own_redis,
+        redis=own_redis_server,
         ratelimit_capacity=4,
         ratelimit_refill_per_second=FROZEN,
         ratelimit_failure_backoff_seconds=0.2,
@@ -342,7 +306,7 @@ async def test_redis_hung_policy_allow_answers_within_the_timeout(
     resp, _ = await timed_get(client, tenant)
     assert limits(resp)[1] == 3
 
-    own_redis.pause()  # connections accepted, nothing answered
+    own_redis_server.pause()  # connections accepted, nothing answered
     try:
         for _ in range(4):
             resp, elapsed = await timed_get(client, tenant)
@@ -351,7 +315,7 @@ async def test_redis_hung_policy_allow_answers_within_the_timeout(
             assert no_limit_headers(resp)
             await asyncio.sleep(0.1)
     finally:
-        own_redis.resume()
+        own_redis_server.resume()
 
     resp = await until_limited_again(client, tenant)
     await data_of(resp)
@@ -359,11 +323,11 @@ async def test_redis_hung_policy_allow_answers_within_the_timeout(
 
 
 async def test_redis_stopped_policy_deny_is_503_then_resumes(
-    serve: Serve, own_redis: RedisServer, accounts
+    serve: Serve, own_redis_server: RedisServer, accounts
 ) -> None:
     tenant = await make_tenant(accounts)
     client = await serve(
-        redis=own_redis,
+        redis=own_redis_server,
         ratelimit_capacity=4,
         ratelimit_refill_per_second=FROZEN,
         ratelimit_failure_policy="deny",
@@ -373,7 +337,7 @@ async def test_redis_stopped_policy_deny_is_503_then_resumes(
     resp, _ = await timed_get(client, tenant)
     assert resp.status == 200
 
-    own_redis.stop()
+    own_redis_server.stop()
     for _ in range(3):
         resp, elapsed = await timed_get(client, tenant)
         assert elapsed < 0.5
@@ -381,7 +345,7 @@ async def test_redis_stopped_policy_deny_is_503_then_resumes(
         assert int(resp.headers["Retry-After"]) >= 1
         assert no_limit_headers(resp)
 
-    own_redis.start()
+    own_redis_server.start()
     deadline = time.monotonic() + 5
     while resp.status == 503 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

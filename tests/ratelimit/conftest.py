@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
@@ -17,45 +16,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pollybot_leads.ratelimit.redis_bucket import RedisTokenBucket
+from tests.conftest import redis_unavailable
 from tests.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
-
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:  # in CI a missing Redis is a failure, never a skip
-        pytest.fail(f"{reason} (CI=true: Redis tests must run)", pytrace=False)
-    pytest.skip(reason)
-
-
-def _start_server() -> RedisServer:
-    if find_redis_server() is None:
-        _unavailable("redis-server not found (set REDIS_SERVER_BIN or put it on PATH)")
-    try:
-        return RedisServer().start()
-    except RedisServerError as exc:
-        _unavailable(f"could not start redis-server: {exc}")
-        raise  # not reached
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One private redis-server for the session; tests must leave it running."""
-    server = _start_server()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def own_redis_server() -> Iterator[RedisServer]:
-    """A redis-server of the test's own, free to be stopped, paused and restarted."""
-    server = _start_server()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -165,14 +127,14 @@ def password_redis() -> Iterator[PasswordRedis]:
     """A private redis-server that wants the password :data:`PASSWORD`."""
     binary = find_redis_server()
     if binary is None:
-        _unavailable("redis-server not found (set REDIS_SERVER_BIN or put it on PATH)")
+        redis_unavailable("redis-server not found (set REDIS_SERVER_BIN or put it on PATH)")
     assert binary is not None
     server = PasswordRedis(binary, PASSWORD)
     try:
         server.wait()
     except RedisServerError as exc:
         server.close()
-        _unavailable(f"could not start redis-server --requirepass: {exc}")
+        redis_unavailable(f"could not start redis-server --requirepass: {exc}")
     try:
         yield server
     finally:
