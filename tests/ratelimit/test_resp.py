@@ -279,13 +279,15 @@ def test_repr_hides_the_password() -> None:
     assert "hunter2" not in repr(client) and "cache:6379/3" in repr(client)
 
 
-# --- against fake servers ------------------------------------------------------------------------
+# --- against scripted TCP peers: wire-level cases a real server does not produce ----------
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class FakeRedis:
-    """A TCP server on a free port whose every connection is served by ``handler``."""
+class ScriptedRedisPeer:
+    """A TCP server on a free port whose every connection is served by ``handler``: it
+    sends replies byte by byte, garbage or nothing, to test the parser and connection
+    handling. Store behaviour is tested against a real redis-server elsewhere."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
@@ -302,7 +304,7 @@ class FakeRedis:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
 
-    async def __aenter__(self) -> FakeRedis:
+    async def __aenter__(self) -> ScriptedRedisPeer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -354,7 +356,7 @@ async def test_replies_dribbled_byte_by_byte_reach_the_right_callers(
             await asyncio.sleep(0)
         await reader.read()  # until the client closes
 
-    async with FakeRedis(dribble) as fake:
+    async with ScriptedRedisPeer(dribble) as fake:
         client = RespClient.from_url(fake.url())
         closing.append(client)
         first, second, third = await asyncio.gather(
@@ -380,7 +382,7 @@ async def test_handshake_is_pipelined_auth_then_select(closing: list[RespClient]
         writer.write(b"+PONG\r\n")
         await reader.read()
 
-    async with FakeRedis(server) as fake:
+    async with ScriptedRedisPeer(server) as fake:
         client = RespClient.from_url(f"redis://al%40x:p%3Aw@127.0.0.1:{fake.port}/9")
         closing.append(client)
         assert await client.ping()
@@ -396,7 +398,7 @@ async def test_garbage_fails_what_is_in_flight_and_the_next_command_reconnects(
             command = await read_command(reader)
             writer.write(b"?what\r\n" if command == [b"BAD"] else b"+PONG\r\n")
 
-    async with FakeRedis(server) as fake:
+    async with ScriptedRedisPeer(server) as fake:
         client = RespClient.from_url(fake.url())
         closing.append(client)
         assert await client.ping()
@@ -418,7 +420,7 @@ async def test_a_reply_nobody_asked_for_drops_the_connection(closing: list[RespC
         writer.write(b"+PONG\r\n+SURPRISE\r\n")
         await reader.read()
 
-    async with FakeRedis(server) as fake:
+    async with ScriptedRedisPeer(server) as fake:
         client = RespClient.from_url(fake.url())
         closing.append(client)
         assert await client.ping()
@@ -434,7 +436,7 @@ async def test_connect_timeout_covers_the_handshake(closing: list[RespClient]) -
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
 
-    async with FakeRedis(silent) as fake:
+    async with ScriptedRedisPeer(silent) as fake:
         client = RespClient.from_url(fake.url(suffix="/1"), connect_timeout=0.1)
         closing.append(client)
         start = time.perf_counter()
@@ -451,7 +453,7 @@ async def test_concurrent_first_commands_share_one_connect(closing: list[RespCli
             _, value = await read_command(reader)
             writer.write(b"$%d\r\n%s\r\n" % (len(value), value))
 
-    async with FakeRedis(echo) as fake:
+    async with ScriptedRedisPeer(echo) as fake:
         client = RespClient.from_url(fake.url())
         closing.append(client)
         replies = await asyncio.gather(*(client.execute_command("ECHO", i) for i in range(300)))
