@@ -91,7 +91,7 @@ class Authenticator:
         digest = ids.secret_digest(secret)  # the cache is keyed by digest, never the secret
         key = self._keys.get(digest)
         if key is None:
-            key = await self._accounts.key_by_secret(secret=secret)
+            key = await self._accounts.key_by_digest(digest=digest)
             if key is None or not key.active:
                 return None
             self._keys.put(digest, key)

@@ -120,8 +120,9 @@ class AccountRepository:
         return IssuedKey(_key(doc), secret)
 
     @store_errors
-    async def key_by_secret(self, *, secret: str) -> ApiKeyRecord | None:
-        doc = await self._keys.find_one({"digest": ids.secret_digest(secret)})
+    async def key_by_digest(self, *, digest: str) -> ApiKeyRecord | None:
+        """The key whose secret has this SHA-256 digest (see ids.secret_digest)."""
+        doc = await self._keys.find_one({"digest": digest})
         return _key(doc) if doc else None
 
     @store_errors
