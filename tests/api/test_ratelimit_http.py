@@ -261,18 +261,24 @@ async def until_limited_again(client: TestClient, tenant: Tenant) -> ClientRespo
         await asyncio.sleep(0.05)
 
 
+async def serve_through_outage(serve: Serve, redis: RedisServer, **changes: object) -> TestClient:
+    """An app for Redis outage tests: 4 tokens per key and no refill worth counting;
+    Redis answers within 100 ms or counts as down, and is tried again after 0.2 s."""
+    return await serve(
+        redis=redis,
+        ratelimit_capacity=4,
+        ratelimit_refill_per_second=FROZEN,
+        ratelimit_failure_backoff_seconds=0.2,
+        redis_timeout_ms=100,
+        **changes,
+    )
+
+
 async def test_redis_stopped_policy_allow_serves_without_headers_then_resumes(
     serve: Serve, own_redis_server: RedisServer, accounts
 ) -> None:
     tenant = await make_tenant(accounts)
-    client = await serve(
-        redis=own_redis_server,
-        ratelimit_capacity=4,
-        ratelimit_refill_per_second=FROZEN,
-        ratelimit_failure_policy="allow",
-        ratelimit_failure_backoff_seconds=0.2,
-        redis_timeout_ms=100,
-    )
+    client = await serve_through_outage(serve, own_redis_server, ratelimit_failure_policy="allow")
     resp, _ = await timed_get(client, tenant)
     assert resp.status == 200 and limits(resp)[:2] == (4, 3)
 
@@ -296,13 +302,7 @@ async def test_redis_hung_policy_allow_answers_within_the_timeout(
     serve: Serve, own_redis_server: RedisServer, accounts
 ) -> None:
     tenant = await make_tenant(accounts)
-    client = await serve(
-        redis=own_redis_server,
-        ratelimit_capacity=4,
-        ratelimit_refill_per_second=FROZEN,
-        ratelimit_failure_backoff_seconds=0.2,
-        redis_timeout_ms=100,
-    )
+    client = await serve_through_outage(serve, own_redis_server)
     resp, _ = await timed_get(client, tenant)
     assert limits(resp)[1] == 3
 
@@ -326,14 +326,7 @@ async def test_redis_stopped_policy_deny_is_503_then_resumes(
     serve: Serve, own_redis_server: RedisServer, accounts
 ) -> None:
     tenant = await make_tenant(accounts)
-    client = await serve(
-        redis=own_redis_server,
-        ratelimit_capacity=4,
-        ratelimit_refill_per_second=FROZEN,
-        ratelimit_failure_policy="deny",
-        ratelimit_failure_backoff_seconds=0.2,
-        redis_timeout_ms=100,
-    )
+    client = await serve_through_outage(serve, own_redis_server, ratelimit_failure_policy="deny")
     resp, _ = await timed_get(client, tenant)
     assert resp.status == 200
 
