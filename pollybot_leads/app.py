@@ -13,6 +13,7 @@ from .api.leads import add_routes
 from .api.query import CursorCodec
 from .api.spec import setup_docs
 from .middleware.auth import Authenticator, auth_middleware_factory
+from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
 from .middleware.ratelimit import ratelimit_middleware_factory
 from .middleware.request_id import add_request_headers, request_id_middleware
@@ -38,10 +39,19 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
 
 async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
-    mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    mongo = Mongo(
+        settings.mongodb_uri,
+        settings.mongodb_database,
+        settings.mongodb_driver,
+        w=settings.mongodb_w,
+        journal=settings.mongodb_journal,
+    )
     try:
+        await mongo.connect()
         await ensure_indexes(mongo)
-        app[keys.leads_repo_key] = LeadRepository(mongo, max_count=settings.list_max_count)
+        leads = LeadRepository(mongo, max_count=settings.list_max_count)
+        await leads.migrate_counters(mongo.db["chatbots"])
+        app[keys.leads_repo_key] = leads
         app[keys.accounts_repo_key] = AccountRepository(mongo)
         yield
     finally:
@@ -71,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     middlewares = [
         request_id_middleware,
         error_middleware,
+        deadline_middleware_factory(settings.mongodb_timeout_ms / 1000),
         auth_middleware_factory(keys.authenticator_key),
     ]
     if settings.ratelimit_enabled:

@@ -134,8 +134,15 @@ async def run_recount(args: argparse.Namespace, mongo: Mongo) -> dict[str, Any]:
 async def with_mongo(
     settings: Settings, action: Callable[[Mongo], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
-    mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    mongo = Mongo(
+        settings.mongodb_uri,
+        settings.mongodb_database,
+        settings.mongodb_driver,
+        w=settings.mongodb_w,
+        journal=settings.mongodb_journal,
+    )
     try:
+        await mongo.connect()
         await ensure_indexes(mongo)
         return await action(mongo)
     finally:

@@ -42,7 +42,13 @@ class Settings:
 
     mongodb_uri: str = field(default="", repr=False)
     mongodb_database: str = "pollybot_leads"
-    mongodb_driver: str = "motor"
+    mongodb_driver: str = "pymongo"
+    # Write concern of every write and commit: journaled by default, so a 2xx survives
+    # a crash of the store. "majority" suits a replica set of several members.
+    mongodb_w: int | str = 1
+    mongodb_journal: bool = True
+    # One budget for all the store calls of a request; past it the request is a 503.
+    mongodb_timeout_ms: int = 1500
 
     embedded_data_dir: Path = Path("var")
     embedded_port: int = 27027
@@ -69,6 +75,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
             raise SettingsError(f"mongodb.driver must be one of {DRIVERS}")
+        if not (
+            self.mongodb_w == "majority"
+            or (isinstance(self.mongodb_w, int) and self.mongodb_w >= 0)
+        ):
+            raise SettingsError('mongodb.w must be a number of members or "majority"')
+        if not 10 <= self.mongodb_timeout_ms <= 600_000:
+            raise SettingsError("MONGODB_TIMEOUT_MS must be between 10 and 600000")
         if self.ratelimit_failure_policy not in FAILURE_POLICIES:
             raise SettingsError(f"ratelimit.failure_policy must be one of {FAILURE_POLICIES}")
         if not 1 <= self.port <= 65535:
@@ -113,6 +126,13 @@ def _flag(value: object, name: str) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be true or false (1 or 0), not {value!r}")
+
+
+def _write_members(value: object) -> int | str:
+    """``w``: a number of members, or "majority"."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        return value.strip()
+    return int(value)  # type: ignore[call-overload]
 
 
 def _read_toml(path: Path) -> dict:
@@ -160,7 +180,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             max_body_bytes=int(server.get("max_body_bytes", 65536)),
             mongodb_uri=str(pick("MONGODB_URI", mongo.get("uri", ""))),
             mongodb_database=str(pick("MONGODB_DATABASE", mongo.get("database", "pollybot_leads"))),
-            mongodb_driver=str(pick("MONGODB_DRIVER", mongo.get("driver", "motor"))),
+            mongodb_driver=str(pick("MONGODB_DRIVER", mongo.get("driver", "pymongo"))),
+            mongodb_w=_write_members(pick("MONGODB_W", mongo.get("w", 1))),
+            mongodb_journal=_flag(
+                pick("MONGODB_JOURNAL", mongo.get("journal", True)), "mongodb.journal"
+            ),
+            mongodb_timeout_ms=int(pick("MONGODB_TIMEOUT_MS", mongo.get("timeout_ms", 1500))),
             embedded_data_dir=Path(str(pick("PB_DATA_DIR", embedded.get("data_dir", "var")))),
             embedded_port=int(pick("PB_EMBEDDED_PORT", embedded.get("port", 27027))),
             embedded_cache_size=str(embedded.get("cache_size", "4G")),

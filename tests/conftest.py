@@ -55,6 +55,7 @@ def settings(mongodb_uri: str) -> Settings:
 @pytest.fixture(scope="session")
 async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    await mongo.connect()
     await ensure_indexes(mongo)
     yield mongo
     await mongo.client.drop_database(settings.mongodb_database)

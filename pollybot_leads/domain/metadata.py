@@ -7,7 +7,6 @@ no NUL) so every key is a safe field name and a safe dotted path segment.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 MAX_KEY_LENGTH = 100
@@ -97,48 +96,3 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = apply_merge_patch(result.get(key), value)
     return result
-
-
-@dataclass
-class MetadataUpdate:
-    """A merge patch expressed as atomic field operations.
-
-    ``sets`` and ``unsets`` touch only the paths the patch names, so concurrent patches
-    of different keys never overwrite each other. ``guards`` are filter conditions that
-    hold while the stored structure is what the plan was computed from; when one fails
-    the caller re-reads and plans again.
-    """
-
-    sets: dict[str, Any] = field(default_factory=dict)
-    unsets: list[str] = field(default_factory=list)
-    guards: list[dict[str, Any]] = field(default_factory=list)
-
-
-def plan_metadata_update(current: dict, patch: dict, prefix: str = "metadata") -> MetadataUpdate:
-    plan = MetadataUpdate()
-    _plan(current, patch, prefix, plan)
-    return plan
-
-
-def _plan(current: dict, patch: dict, prefix: str, plan: MetadataUpdate) -> None:
-    for key, value in patch.items():
-        path = f"{prefix}.{key}"
-        existing = current.get(key)
-        if value is None:
-            if key in current:
-                plan.unsets.append(path)
-        elif isinstance(value, dict) and isinstance(existing, dict):
-            # Merge into the stored object, key by key. It must still be an object (not
-            # an array: a numeric key would address an element).
-            plan.guards.append({path: {"$type": "object"}})
-            plan.guards.append({path: {"$not": {"$type": "array"}}})
-            _plan(existing, value, path, plan)
-        else:
-            # Replaced whole. For a patch object that is right only while the stored
-            # value is not an object; any other value replaces whatever is there.
-            plan.sets[path] = apply_merge_patch(None, value)
-            if isinstance(value, dict):
-                if isinstance(existing, list):
-                    plan.guards.append({path: {"$type": "array"}})
-                else:
-                    plan.guards.append({path: {"$not": {"$type": "object"}}})

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain import ids
-from ..domain.leads import STATUSES
 from ..domain.timeutil import utcnow
 from ..errors import NotFound
 from .client import Mongo, store_errors
@@ -73,9 +72,6 @@ class AccountRepository:
             "workspaceId": workspace_id,
             "name": name,
             "createdAt": utcnow(),
-            # Kept by the lead repository on every create, delete and status change, so
-            # an unfiltered list does not count its leads one by one.
-            "leadCounts": {"total": 0, "byStatus": {status: 0 for status in STATUSES}},
         }
         await self._chatbots.insert_one(doc)
         return {"id": doc["_id"], "workspaceId": workspace_id, "name": name}

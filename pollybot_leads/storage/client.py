@@ -1,16 +1,39 @@
-"""The MongoDB driver, chosen by one setting. The only module that imports a driver."""
+"""The MongoDB driver, chosen by one setting. The only module that imports a driver.
+
+Three guarantees of the store path live here:
+
+- **Durable acknowledgements.** Every write, and every transaction's commit, uses the
+  configured write concern: journaled by default (``w: 1, j: true``), so a write the
+  API has answered survives a crash of the store right after. Measured on SecantusDB
+  0.7.0b3: the default write concern lost 2-29 acknowledged inserts per SIGKILL,
+  journaled writes none.
+- **Bounded time.** :func:`store_deadline` gives a request one budget for all its store
+  calls (PyMongo's client-side operation timeout: server selection, connection checkout,
+  the round trip, and ``maxTimeMS`` on the server). A store that is stalled, dead or
+  unreachable costs a request that budget at most, then a 503.
+- **Atomic bookkeeping.** :meth:`Mongo.transaction` runs a function in a multi-document
+  transaction and retries it on transient conflicts while the budget lasts.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+import pymongo
+from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from ..errors import ServiceUnavailable
+from .quirks import PLAIN, StoreQuirks, detect
 
 log = logging.getLogger(__name__)
 
@@ -18,18 +41,63 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
+RETRY_AFTER_SECONDS = 2
+# Transient transaction conflicts are retried this often at most (and never past the
+# request's deadline), with a short random back-off that grows with each attempt.
+TRANSACTION_ATTEMPTS = 30
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "store_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def store_deadline(seconds: float) -> Iterator[None]:
+    """Every store call inside shares one budget of ``seconds`` (nested: the tighter)."""
+    end = time.monotonic() + seconds
+    outer = _deadline.get()
+    token = _deadline.set(end if outer is None else min(outer, end))
+    try:
+        with pymongo.timeout(seconds):
+            yield
+    finally:
+        _deadline.reset(token)
+
+
+def remaining() -> float | None:
+    """Seconds left of the current deadline; None outside one."""
+    end = _deadline.get()
+    return None if end is None else end - time.monotonic()
+
+
+def write_concern(w: int | str, journal: bool) -> WriteConcern:
+    return WriteConcern(w=w, j=journal)
 
 
 class Mongo:
     """A connected client and database, whichever driver is behind them."""
 
-    def __init__(self, uri: str, database: str, driver: str = "motor") -> None:
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        driver: str = "pymongo",
+        *,
+        w: int | str = 1,
+        journal: bool = True,
+        event_listeners: list[Any] | None = None,
+    ) -> None:
+        self.write_concern = write_concern(w, journal)
         options: dict[str, Any] = {
             "tz_aware": True,
             "serverSelectionTimeoutMS": SERVER_SELECTION_TIMEOUT_MS,
             "connectTimeoutMS": 5000,
             "appname": "pollybot-leads",
+            "w": w,
+            "journal": journal,
         }
+        if event_listeners:
+            options["event_listeners"] = event_listeners
         if driver == "motor":
             from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -42,6 +110,18 @@ class Mongo:
             raise ValueError(f"unknown driver {driver!r}")
         self.driver = driver
         self.db = self.client[database]
+        self.quirks: StoreQuirks = PLAIN
+
+    async def connect(self) -> StoreQuirks:
+        """Learn what the server is (its quirks) and check it can run transactions."""
+        self.quirks = await detect(self.db)
+        hello = await self.db.command("hello")
+        if not (hello.get("setName") or hello.get("msg") == "isdbgrid"):
+            raise RuntimeError(
+                "MongoDB must be a replica set member or mongos (a single-node replica set "
+                "is fine): lead writes and their counters commit in one transaction"
+            )
+        return self.quirks
 
     async def ping(self) -> None:
         await self.db.command("ping")
@@ -50,6 +130,60 @@ class Mongo:
         result = self.client.close()
         if result is not None:  # AsyncMongoClient.close() is a coroutine; motor's is not
             await result
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Any]:
+        session = self.client.start_session()
+        if inspect.isawaitable(session):  # motor: a coroutine; PyMongo: the session
+            session = await session
+        try:
+            yield session
+        finally:
+            ended = session.end_session()
+            if inspect.isawaitable(ended):
+                await ended
+
+    async def transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(session)`` in a transaction, committed with the write concern.
+
+        A transient error (a write conflict with a concurrent transaction) aborts and
+        runs ``work`` again from the start, while the deadline lasts.
+        """
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            async with self._session() as session:
+                started = session.start_transaction(write_concern=self.write_concern)
+                if inspect.isawaitable(started):  # PyMongo: a coroutine; motor: not
+                    await started
+                try:
+                    result = await work(session)
+                    await session.commit_transaction()
+                    return result
+                except PyMongoError as exc:
+                    await _abort_quietly(session)
+                    if not _transient(exc) or attempt == TRANSACTION_ATTEMPTS - 1:
+                        raise
+                except BaseException:
+                    await _abort_quietly(session)
+                    raise
+            pause = random.uniform(0, 0.002 * (attempt + 1))  # noqa: S311 - jitter
+            left = remaining()
+            if left is not None and left <= pause:
+                break
+            await asyncio.sleep(pause)
+        raise ServiceUnavailable(
+            "The lead is being changed by other requests; retry",
+            headers={"Retry-After": "1"},
+        )
+
+
+def _transient(exc: PyMongoError) -> bool:
+    return exc.has_error_label("TransientTransactionError") and not exc.timeout
+
+
+async def _abort_quietly(session: Any) -> None:
+    if session.in_transaction:
+        with contextlib.suppress(PyMongoError):
+            await session.abort_transaction()
 
 
 async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> list[dict]:
@@ -60,21 +194,35 @@ async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> li
     return await cursor.to_list(None)
 
 
+def unavailable(exc: BaseException | None = None) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The database is unavailable; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def store_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Turn driver failures into an AppError, so no driver message reaches a client."""
+    """Turn driver failures into an AppError, so no driver message reaches a client.
+
+    Unreachable, stalled and too-slow stores (and a query past its budget) are a 503
+    with Retry-After; anything else the driver raises is a bug and stays one.
+    """
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await func(*args, **kwargs)
-        except ConnectionFailure as exc:
-            log.warning("database unreachable in %s: %s", func.__qualname__, exc)
-            raise ServiceUnavailable("The database is unavailable; retry shortly") from exc
-        except OperationFailure as exc:
-            log.error("database refused %s: %s", func.__qualname__, exc)
-            raise
+        except (ConnectionFailure, TimeoutError) as exc:
+            log.warning("database unreachable or too slow in %s: %s", func.__qualname__, exc)
+            raise unavailable(exc) from exc
         except PyMongoError as exc:
-            log.error("database error in %s: %r", func.__qualname__, exc)
+            if exc.timeout:  # also a server-side maxTimeMS expiry
+                log.warning("database too slow in %s: %s", func.__qualname__, exc)
+                raise unavailable(exc) from exc
+            if isinstance(exc, OperationFailure):
+                log.error("database refused %s: %s", func.__qualname__, exc)
+            else:
+                log.error("database error in %s: %r", func.__qualname__, exc)
             raise
 
     return wrapper

@@ -1,14 +1,15 @@
-"""The lead repository: every query is scoped to one chatbot."""
+"""The lead repository: every query is scoped to one chatbot, every write is atomic."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
+from pymongo.errors import DuplicateKeyError
 
 from ..domain import ids
 from ..domain.leads import (
@@ -20,11 +21,12 @@ from ..domain.leads import (
     search_prefixes,
     search_terms,
 )
-from ..domain.metadata import apply_merge_patch, metadata_problems, plan_metadata_update
+from ..domain.metadata import apply_merge_patch, metadata_problems
 from ..domain.queries import LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, to_ms, utcnow
 from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
-from .client import Mongo, store_errors
+from .client import Mongo, remaining, store_errors
+from .counters import LeadCounters
 from .listing import LeadLister
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,9 @@ PUBLIC_FIELDS = (
 LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistory"} | {
     "nameSort": 1
 }
-FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS} | {"metadataIndex": 1, "metadataVersion": 1}
-UPDATE_ATTEMPTS = 50
-PATH_NOT_VIABLE = 28  # $set through a value that is not an object
+FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS}
+# Fields earlier versions kept on leads; an update removes them.
+LEGACY_FIELDS = ("metadataVersion",)
 
 
 def _to_lead(doc: dict) -> dict:
@@ -87,7 +89,6 @@ def build_lead_document(
         "status": status,
         "metadata": fields.get("metadata") or {},
         "metadataIndex": metadata_index_entries(fields.get("metadata") or {}),
-        "metadataVersion": 0,
         "statusHistory": [{"status": status, "changedAt": now}],
         "createdAt": now,
         "updatedAt": now,
@@ -96,11 +97,52 @@ def build_lead_document(
 
 
 class LeadRepository:
+    """Leads, their counters and the delete audit.
+
+    Every write commits in one transaction with the bookkeeping it implies (the
+    chatbot's lead counters, the audit record), so no crash of the server or the store
+    can leave them apart: ``total`` stays exact without a recount. Single leads are read
+    and written by ``_id`` alone and checked against the chatbot in the application
+    (see quirks.id_lookup_alone; the check runs inside the transaction on every store).
+    """
+
     def __init__(self, mongo: Mongo, *, max_count: int = 0) -> None:
+        quirks = mongo.quirks  # learnt by mongo.connect()
+        self._mongo = mongo
         self._leads = mongo.db["leads"]
         self._audit = mongo.db["audit_log"]
-        self._chatbots = mongo.db["chatbots"]
-        self._lister = LeadLister(self._leads, self._chatbots, LIST_PROJECTION, max_count=max_count)
+        self._counters = LeadCounters(mongo.db["lead_counts"])
+        self._quirks = quirks
+        self._locks = KeyedLocks()
+        self._lister = LeadLister(
+            self._leads,
+            LIST_PROJECTION,
+            counts=self.read_counts,
+            quirks=quirks,
+            max_count=max_count,
+        )
+
+    async def read_counts(self, chatbot_id: str) -> dict[str, Any]:
+        """The chatbot's lead counters: ``{"total": n, "byStatus": {status: n}}``."""
+        return await self._counters.read(chatbot_id)
+
+    async def _find_lead(
+        self, chatbot_id: str, lead_id: str, projection: dict[str, int] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        """The chatbot's lead ``lead_id``, or LeadNotFound (also for another tenant's)."""
+        if not ids.is_id(ids.LEAD, lead_id):
+            raise LeadNotFound()
+        if self._quirks.id_lookup_alone:
+            if projection is not None:
+                projection = {**projection, "chatbotId": 1}
+            doc = await self._leads.find_one({"_id": lead_id}, projection, **kw)
+        else:
+            doc = await self._leads.find_one(
+                {"_id": lead_id, "chatbotId": chatbot_id}, projection, **kw
+            )
+        if doc is None or doc.get("chatbotId") != chatbot_id:
+            raise LeadNotFound()
+        return doc
 
     @store_errors
     async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
@@ -108,16 +150,24 @@ class LeadRepository:
         for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
             doc["_id"] = ids.new_id(ids.LEAD)
             try:
-                await self._leads.insert_one(doc)
+                async with self._counters.shard(chatbot_id) as shard:
+
+                    async def write(session: Any) -> None:
+                        await self._leads.insert_one(doc, session=session)
+                        await shard.add(session, {"total": 1, doc["status"]: 1})
+
+                    await self._mongo.transaction(write)
             except DuplicateKeyError:
                 continue
-            await self._count(chatbot_id, {"total": 1, doc["status"]: 1})
             return _to_lead(doc)
         raise ServiceUnavailable("Could not allocate a lead id")
 
     @store_errors
     async def insert_many(self, *, docs: list[dict[str, Any]]) -> int:
-        """Bulk load of documents made by build_lead_document (seeding, benchmarks)."""
+        """Bulk load of documents made by build_lead_document (seeding, benchmarks).
+
+        Bypasses the counters: run ``recount`` for each chatbot afterwards.
+        """
         for doc in docs:
             doc.setdefault("_id", ids.new_id(ids.LEAD))
         result = await self._leads.insert_many(docs, ordered=False)
@@ -125,162 +175,62 @@ class LeadRepository:
 
     @store_errors
     async def get(self, *, chatbot_id: str, lead_id: str) -> dict:
-        if not ids.is_id(ids.LEAD, lead_id):
-            raise LeadNotFound()
-        doc = await self._leads.find_one({"_id": lead_id, "chatbotId": chatbot_id}, FULL_PROJECTION)
-        if doc is None:
-            raise LeadNotFound()
-        return _to_lead(doc)
+        return _to_lead(await self._find_lead(chatbot_id, lead_id, FULL_PROJECTION))
 
     @store_errors
     async def update(self, *, chatbot_id: str, lead_id: str, changes: dict) -> dict:
-        """Apply a partial update atomically; concurrent updates never lose each other.
+        """Apply a partial update; the result is the lead exactly as this update left it.
 
-        The update is planned from the stored lead and guarded by what the plan assumed
-        (its status, the structure of merged metadata, the name and email that search
-        terms derive from). When a concurrent writer broke an assumption the guard fails,
-        the lead is read again and the update planned again.
+        The lead is read, changed and written in one transaction: a concurrent writer
+        makes it conflict and run again on the newer lead, so no update is lost, status
+        times never run backwards, and the counters move with the status. Updates of one
+        lead from this process queue rather than conflict.
         """
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
-        for attempt in range(UPDATE_ATTEMPTS):
-            current = await self._leads.find_one({"_id": lead_id, "chatbotId": chatbot_id})
-            if current is None:
-                raise LeadNotFound()
-            filter_, update = self._plan_update(current, changes)
-            try:
-                # update_one, then a read: findAndModify skips the _id fast path on some
-                # MongoDB-wire servers and costs a scan there.
-                matched = (await self._leads.update_one(filter_, update)).matched_count
-            except WriteError as exc:
-                if exc.code != PATH_NOT_VIABLE:
-                    raise
-                matched = 0  # metadata changed shape under us: plan again
-            if matched:
-                new_status = changes.get("status", current["status"])
-                if new_status != current["status"]:  # the filter held the old status
-                    await self._count(chatbot_id, {current["status"]: -1, new_status: 1})
-                doc = await self._leads.find_one(
-                    {"_id": lead_id, "chatbotId": chatbot_id}, FULL_PROJECTION
+
+        async def write(session: Any) -> dict[str, Any]:
+            current = await self._find_lead(chatbot_id, lead_id, session=session)
+            sets, unsets, after = plan_update(current, changes, utcnow())
+            update: dict[str, Any] = {"$set": sets}
+            if unsets:
+                update["$unset"] = dict.fromkeys(unsets, "")
+            await self._leads.update_one({"_id": lead_id}, update, session=session)
+            if after["status"] != current["status"]:
+                await self._counters.add_any(
+                    session, chatbot_id, {current["status"]: -1, after["status"]: 1}
                 )
-                if doc is None:  # deleted right after this update
-                    raise LeadNotFound()
-                if "metadata" in changes:
-                    await self._refresh_metadata_index(doc)
-                return _to_lead(doc)
-            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
-        raise ServiceUnavailable("The lead is being changed too often; retry")
+            return after
 
-    async def _refresh_metadata_index(self, doc: dict) -> None:
-        """Bring ``metadataIndex`` in line with the metadata this update produced.
-
-        Merges of different keys run concurrently without conflict, so the index is
-        derived afterwards from the merged document. The write is guarded by the
-        metadata version: if a later merge got in first, that merge refreshes instead.
-        """
-        entries = metadata_index_entries(doc.get("metadata") or {})
-        if entries != doc.get("metadataIndex"):
-            await self._leads.update_one(
-                {"_id": doc["_id"], "metadataVersion": doc.get("metadataVersion")},
-                {"$set": {"metadataIndex": entries}},
-            )
-
-    def _plan_update(self, current: dict, changes: dict) -> tuple[dict, dict]:
-        filter_: dict[str, Any] = {"_id": current["_id"], "chatbotId": current["chatbotId"]}
-        sets: dict[str, Any] = {}
-        unsets: dict[str, str] = {}
-        push: dict[str, Any] = {}
-        inc: dict[str, int] = {}
-        guards: list[dict] = []
-        now = utcnow()
-
-        for field in ("name", "email", "phone", "source"):
-            if field in changes:
-                sets[field] = changes[field]
-        if "name" in changes or "email" in changes:
-            name = changes.get("name", current["name"])
-            email = changes.get("email", current["email"])
-            sets.update(_derived(name, email))
-            # Search terms derive from both: the one not sent must still be as read.
-            for field in ("name", "email"):
-                if field not in changes:
-                    filter_[field] = current[field]
-        if "status" in changes:
-            filter_["status"] = current["status"]
-            if changes["status"] != current["status"]:
-                sets["status"] = changes["status"]
-                push["statusHistory"] = {
-                    "$each": [{"status": changes["status"], "changedAt": now}],
-                    "$slice": -STATUS_HISTORY_LIMIT,
-                }
-        if "metadata" in changes:
-            stored = current.get("metadata") or {}
-            merged = apply_merge_patch(stored, changes["metadata"])
-            problems = metadata_problems(merged)
-            if problems:
-                raise ValidationFailed("Metadata after the merge breaks a limit", details=problems)
-            plan = plan_metadata_update(stored, changes["metadata"])
-            sets.update(plan.sets)
-            unsets.update({path: "" for path in plan.unsets})
-            guards.extend(plan.guards)
-            inc["metadataVersion"] = 1
-        for guard in guards:  # path conditions at the top level (no $and: planners
-            for path, condition in guard.items():  # keep the _id fast path then)
-                filter_.setdefault(path, {}).update(condition)
-
-        # updatedAt always moves forward, even within one millisecond of the last update.
-        previous = current.get("updatedAt")
-        updated_at = max(now, to_ms(previous) + MILLISECOND) if previous else now
-        update: dict[str, Any] = {"$max": {"updatedAt": updated_at}}
-        if sets:
-            update["$set"] = sets
-        if unsets:
-            update["$unset"] = unsets
-        if push:
-            update["$push"] = push
-        if inc:
-            update["$inc"] = inc
-        return filter_, update
+        async with self._locks.hold(lead_id):
+            return _to_lead(await self._mongo.transaction(write))
 
     @store_errors
     async def delete(self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any]) -> datetime:
-        """Remove the lead for good; the audit record is written first, so none is missed."""
+        """Remove the lead for good, with its audit record and counters in one commit."""
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
-        if (
-            await self._leads.find_one({"_id": lead_id, "chatbotId": chatbot_id}, {"_id": 1})
-            is None
-        ):
-            raise LeadNotFound()
         deleted_at = utcnow()
-        record_id = ids.new_id("aud_")
-        await self._audit.insert_one(
-            {
-                "_id": record_id,
-                "action": "lead.delete",
-                "leadId": lead_id,
-                "chatbotId": chatbot_id,
-                "at": deleted_at,
-                **audit,
-            }
-        )
-        # delete_one guarded by the status just read (not findAndModify: see update), so
-        # the counters move for the status the lead really had.
-        for _ in range(UPDATE_ATTEMPTS):
-            lead = await self._leads.find_one(
-                {"_id": lead_id, "chatbotId": chatbot_id}, {"status": 1}
+
+        async def write(session: Any) -> None:
+            lead = await self._find_lead(chatbot_id, lead_id, {"status": 1}, session=session)
+            await self._audit.insert_one(
+                {
+                    "_id": ids.new_id("aud_"),
+                    "action": "lead.delete",
+                    "leadId": lead_id,
+                    "chatbotId": chatbot_id,
+                    "at": deleted_at,
+                    **audit,
+                },
+                session=session,
             )
-            if lead is None:  # a concurrent delete won: it has its own record
-                await self._audit.delete_one({"_id": record_id})
-                raise LeadNotFound()
-            result = await self._leads.delete_one(
-                {"_id": lead_id, "chatbotId": chatbot_id, "status": lead["status"]}
-            )
-            if result.deleted_count == 1:
-                await self._count(chatbot_id, {"total": -1, lead["status"]: -1})
-                return deleted_at
-        await self._audit.delete_one({"_id": record_id})  # nothing was deleted
-        raise ServiceUnavailable("The lead is being changed too often; retry")
+            await self._leads.delete_one({"_id": lead_id}, session=session)
+            await self._counters.add_any(session, chatbot_id, {"total": -1, lead["status"]: -1})
+
+        async with self._locks.hold(lead_id):
+            await self._mongo.transaction(write)
+        return deleted_at
 
     @store_errors
     async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
@@ -300,21 +250,101 @@ class LeadRepository:
 
     @store_errors
     async def recount(self, *, chatbot_id: str) -> dict[str, Any]:
-        """Recompute a chatbot's lead counters from its leads (after a bulk load)."""
-        by_status = {
-            status: await self._leads.count_documents({"chatbotId": chatbot_id, "status": status})
-            for status in STATUSES
-        }
-        counts = {"total": sum(by_status.values()), "byStatus": by_status}
-        await self._chatbots.update_one({"_id": chatbot_id}, {"$set": {"leadCounts": counts}})
-        return counts
+        """Recompute a chatbot's lead counters from its leads (after a bulk load).
 
-    async def _count(self, chatbot_id: str, changes: dict[str, int]) -> None:
-        """Move a chatbot's lead counters after a create, delete or status change."""
-        inc = {f"leadCounts.byStatus.{s}": n for s, n in changes.items() if s != "total"}
-        if "total" in changes:
-            inc["leadCounts.total"] = changes["total"]
+        Counted inside a transaction and written in the same one, so a create or delete
+        running meanwhile either is in the count or conflicts and runs again.
+        """
+
+        async def work(session: Any) -> dict[str, Any]:
+            by_status = {
+                status: await self._leads.count_documents(
+                    {"chatbotId": chatbot_id, "status": status}, session=session
+                )
+                for status in STATUSES
+            }
+            counts = {"total": sum(by_status.values()), "byStatus": by_status}
+            await self._counters.replace(session, chatbot_id, counts)
+            return counts
+
+        return await self._mongo.transaction(work)
+
+    async def migrate_counters(self, chatbots: Any) -> int:
+        """Move counters kept on chatbot documents (before 0.2) into ``lead_counts``."""
+        moved = 0
+        async for doc in chatbots.find({"leadCounts": {"$exists": True}}, {"_id": 1}):
+            await self.recount(chatbot_id=doc["_id"])
+            await chatbots.update_one({"_id": doc["_id"]}, {"$unset": {"leadCounts": ""}})
+            moved += 1
+        if moved:
+            log.info("lead counters of %d chatbots recounted into lead_counts", moved)
+        return moved
+
+
+def plan_update(
+    current: dict[str, Any], changes: dict[str, Any], now: datetime
+) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """The ``$set`` and ``$unset`` that apply ``changes`` to ``current``, and the result."""
+    sets: dict[str, Any] = {}
+    for field in ("name", "email", "phone", "source"):
+        if field in changes:
+            sets[field] = changes[field]
+    if "name" in changes or "email" in changes:
+        name = changes.get("name", current["name"])
+        email = changes.get("email", current["email"])
+        sets.update(_derived(name, email))
+    if "status" in changes and changes["status"] != current["status"]:
+        history = list(current.get("statusHistory") or [])
+        # Times of the history never run backwards, even within one millisecond.
+        last = to_ms(history[-1]["changedAt"]) if history else None
+        changed_at = max(now, last + MILLISECOND) if last else now
+        history.append({"status": changes["status"], "changedAt": changed_at})
+        sets["status"] = changes["status"]
+        sets["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
+    if "metadata" in changes:
+        merged = apply_merge_patch(current.get("metadata") or {}, changes["metadata"])
+        problems = metadata_problems(merged)
+        if problems:
+            raise ValidationFailed("Metadata after the merge breaks a limit", details=problems)
+        sets["metadata"] = merged
+        sets["metadataIndex"] = metadata_index_entries(merged)
+    # updatedAt always moves forward, even within one millisecond of the last update.
+    previous = current.get("updatedAt")
+    sets["updatedAt"] = max(now, to_ms(previous) + MILLISECOND) if previous else now
+    after = {**current, **sets}
+    unsets = [f for f in LEGACY_FIELDS if f in current]
+    for field in unsets:
+        after.pop(field)
+    return sets, unsets, after
+
+
+class KeyedLocks:
+    """One asyncio lock per key while anyone holds or waits for it.
+
+    Writers of one lead in this process take turns instead of conflicting in the store;
+    the wait is bounded by the request's store deadline.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
         try:
-            await self._chatbots.update_one({"_id": chatbot_id}, {"$inc": inc})
-        except PyMongoError:  # the lead write stands; `admin recount` repairs the counters
-            log.exception("lead counters of %s not updated: %s", chatbot_id, inc)
+            left = remaining()
+            async with asyncio.timeout(left if left is not None else None):
+                await lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

@@ -1,10 +1,6 @@
 import pytest
 
-from pollybot_leads.domain.metadata import (
-    apply_merge_patch,
-    metadata_problems,
-    plan_metadata_update,
-)
+from pollybot_leads.domain.metadata import apply_merge_patch, metadata_problems
 
 # RFC 7386, Appendix A (the object-valued cases; metadata is always an object).
 RFC_CASES = [
@@ -26,27 +22,6 @@ def test_merge_patch_follows_rfc_7386(target, patch, expected):
     original = repr(target)
     assert apply_merge_patch(target, patch) == expected
     assert repr(target) == original  # inputs are not modified
-
-
-def test_plan_touches_only_the_named_paths():
-    plan = plan_metadata_update({"a": {"x": 1}, "b": 2, "c": 3}, {"a": {"y": 2}, "c": None})
-    assert plan.sets == {"metadata.a.y": 2}
-    assert plan.unsets == ["metadata.c"]
-    assert {"metadata.a": {"$type": "object"}} in plan.guards
-
-
-def test_plan_replaces_non_objects_whole_and_guards_that():
-    plan = plan_metadata_update(
-        {"a": 5, "l": [{"x": 1}]}, {"a": {"b": None, "c": 1}, "l": {"k": 1}}
-    )
-    assert plan.sets == {"metadata.a": {"c": 1}, "metadata.l": {"k": 1}}
-    assert {"metadata.a": {"$not": {"$type": "object"}}} in plan.guards
-    assert {"metadata.l": {"$type": "array"}} in plan.guards
-
-
-def test_removing_an_absent_key_plans_nothing():
-    plan = plan_metadata_update({}, {"gone": None})
-    assert (plan.sets, plan.unsets, plan.guards) == ({}, [], [])
 
 
 def test_problems_are_reported_per_path():

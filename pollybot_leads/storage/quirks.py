@@ -1,0 +1,90 @@
+"""Every workaround for a MongoDB-wire server's quirks, in one place.
+
+The service runs on MongoDB (``mongod``) and on SecantusDB, the embedded default. Where
+SecantusDB 0.7 answers a plain query shape with a whole-collection scan, or answers it
+wrongly, the repositories ask this module for the shape to use instead. Each quirk says
+what it works around, the version it was found on, and what plain MongoDB does; against
+``mongod`` every flag is off and the plain forms run. ``tests/storage/test_quirks.py``
+shows that each quirk is still there, so a flag can be dropped the day it is not.
+
+Detected once at start-up from ``buildInfo`` (SecantusDB reports ``secantusVersion``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreQuirks:
+    """What the connected server needs worked around. All False: plain MongoDB."""
+
+    # Name and version of the server, for logs and the benchmark reports.
+    server: str = "mongod"
+
+    # SecantusDB 0.7.0b3: a filter that adds any condition to an ``_id`` equality
+    # (``{_id, chatbotId}``) is a whole-collection scan (~3x the cost of ``{_id}`` alone at
+    # 5k leads, growing with the collection). Workaround: look single documents up by
+    # ``_id`` alone and check the tenant (and any guard) in the application, inside the
+    # write's transaction. MongoDB: ``{_id, chatbotId}`` is an ``_id`` index point lookup.
+    id_lookup_alone: bool = False
+
+    # SecantusDB 0.7.0b3: a find is an index scan only when every filter field belongs to
+    # one index, with at most one ``$in``, never ``$in`` beside a range, and no ``$and``,
+    # ``$or``, ``$all`` or ``$elemMatch``; anything else (and any ``hint``, which scans
+    # the whole index) reads the whole collection, every tenant's leads. Workaround: split
+    # ``$in`` lists into equality reads merged in the application, and check conditions
+    # outside the chosen index on this chatbot's candidates in the application.
+    # MongoDB: one query with ``$in``, ``$all`` and residual conditions, index-bounded.
+    index_only_filters: bool = False
+
+    # SecantusDB 0.7.0b3: an inclusive bound at the far end of an index range drops the
+    # keys equal to it. Workaround: millisecond-precision times are sent as exclusive
+    # bounds one millisecond further out (the same leads). MongoDB: inclusive bounds.
+    exclusive_time_bounds: bool = False
+
+    # SecantusDB 0.7.0b3: findAndModify skips the ``_id`` fast path (~130 ms at 20k
+    # documents). Workaround: update_one then a read of the result, in one transaction.
+    # MongoDB: find_one_and_update.
+    slow_find_and_modify: bool = False
+
+    @property
+    def any(self) -> bool:
+        return any(
+            (
+                self.id_lookup_alone,
+                self.index_only_filters,
+                self.exclusive_time_bounds,
+                self.slow_find_and_modify,
+            )
+        )
+
+
+PLAIN = StoreQuirks()
+SECANTUS_0_7 = StoreQuirks(
+    server="secantusdb 0.7",
+    id_lookup_alone=True,
+    index_only_filters=True,
+    exclusive_time_bounds=True,
+    slow_find_and_modify=True,
+)
+
+
+def quirks_for(build_info: dict[str, Any]) -> StoreQuirks:
+    """The quirks of the server that answered ``buildInfo`` with ``build_info``."""
+    secantus = build_info.get("secantusVersion")
+    if secantus:
+        # Found on 0.7.0b3; assumed of every 0.7.x until a test shows otherwise.
+        return replace(SECANTUS_0_7, server=f"secantusdb {secantus}")
+    return replace(PLAIN, server=f"mongod {build_info.get('version', '?')}")
+
+
+async def detect(db: Any) -> StoreQuirks:
+    quirks = quirks_for(await db.command("buildInfo"))
+    if quirks.any:
+        log.info("store is %s: its query-shape workarounds are on", quirks.server)
+    return quirks
