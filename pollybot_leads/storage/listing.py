@@ -10,6 +10,7 @@ the windows only narrow the scan and never change the result.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, utcnow
 from .client import aggregate
 from .indexes import INDEX_FIELDS, choose_lead_index
+from .quirks import PLAIN, StoreQuirks
 
 WINDOW_START = timedelta(hours=1)
 WINDOW_GROWTH = 8
@@ -165,9 +167,17 @@ class LeadLister:
     """Runs list queries for the lead repository (which owns the collections)."""
 
     def __init__(
-        self, leads: Any, chatbots: Any, projection: dict[str, int], *, max_count: int = 0
+        self,
+        leads: Any,
+        projection: dict[str, int],
+        *,
+        counts: Callable[[str], Awaitable[dict[str, Any] | None]],
+        quirks: StoreQuirks = PLAIN,
+        max_count: int = 0,
     ) -> None:
-        self._leads, self._chatbots, self._projection = leads, chatbots, projection
+        self._leads, self._projection = leads, projection
+        self._counts = counts  # the chatbot's lead counters (total and by status)
+        self._quirks = quirks
         self._max_count = max_count  # 0: counts are always exact
 
     async def list(self, chatbot_id: str, query: LeadQuery) -> LeadPage:
@@ -183,8 +193,7 @@ class LeadLister:
     async def _total(self, chatbot_id: str, plan: ListPlan) -> tuple[int, bool]:
         """The number of matching leads, and whether it is exact (not cut at the bound)."""
         if plan.counted_by_status_only:
-            doc = await self._chatbots.find_one({"_id": chatbot_id}, {"leadCounts": 1})
-            counts = (doc or {}).get("leadCounts")
+            counts = await self._counts(chatbot_id)
             if counts is not None:
                 statuses = plan.query.statuses
                 if not statuses:
