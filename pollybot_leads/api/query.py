@@ -53,6 +53,12 @@ class CsvField(fields.String):
         return _csv(text.split(","), self.allowed, self.max_len)
 
 
+# Times a filter may name. Wider than any lead's, and far enough from the ends of what
+# Python and BSON dates hold that bounds and windows computed from them stay in range.
+DATE_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+DATE_MAX = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 class UtcDateTime(fields.AwareDateTime):
     """ISO 8601; a time without an offset is taken as UTC."""
 
@@ -60,7 +66,12 @@ class UtcDateTime(fields.AwareDateTime):
         super().__init__(format="iso", default_timezone=UTC, **kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
-        return to_ms(super()._deserialize(value, attr, data, **kwargs))
+        parsed = to_ms(super()._deserialize(value, attr, data, **kwargs))
+        if not DATE_MIN <= parsed <= DATE_MAX:
+            raise ValidationError(
+                "Must be between 1900-01-01T00:00:00Z and 9999-01-01T00:00:00Z."
+            )
+        return parsed
 
 
 class LeadListQuerySchema(CamelSchema):

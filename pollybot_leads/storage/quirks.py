@@ -42,15 +42,10 @@ class StoreQuirks:
     # MongoDB: one query with ``$in``, ``$all`` and residual conditions, index-bounded.
     index_only_filters: bool = False
 
-    # SecantusDB 0.7.0b3: an inclusive bound at the far end of an index range drops the
-    # keys equal to it. Workaround: millisecond-precision times are sent as exclusive
+    # SecantusDB 0.7.0b3: an inclusive bound at the far end of a descending index range
+    # drops the keys equal to it. Workaround: millisecond-precision times are sent as exclusive
     # bounds one millisecond further out (the same leads). MongoDB: inclusive bounds.
     exclusive_time_bounds: bool = False
-
-    # SecantusDB 0.7.0b3: findAndModify skips the ``_id`` fast path (~130 ms at 20k
-    # documents). Workaround: update_one then a read of the result, in one transaction.
-    # MongoDB: find_one_and_update.
-    slow_find_and_modify: bool = False
 
     @property
     def any(self) -> bool:
@@ -59,7 +54,6 @@ class StoreQuirks:
                 self.id_lookup_alone,
                 self.index_only_filters,
                 self.exclusive_time_bounds,
-                self.slow_find_and_modify,
             )
         )
 
@@ -70,7 +64,6 @@ SECANTUS_0_7 = StoreQuirks(
     id_lookup_alone=True,
     index_only_filters=True,
     exclusive_time_bounds=True,
-    slow_find_and_modify=True,
 )
 
 

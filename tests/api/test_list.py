@@ -245,6 +245,11 @@ async def test_tampered_or_foreign_cursors_are_refused(api, tenant):
         ({"search": "x" * 201}, "search"),
         ({"email": "nope"}, "email"),
         ({"createdAfter": "yesterday"}, "createdAfter"),
+        ({"createdAfter": "0001-01-01T00:00:00Z"}, "createdAfter"),
+        ({"updatedAfter": "0001-01-01T00:00:00Z"}, "updatedAfter"),
+        ({"createdBefore": "0001-01-01T00:00:00Z"}, "createdBefore"),
+        ({"updatedBefore": "9999-12-31T23:59:59.999Z"}, "updatedBefore"),
+        ({"createdAfter": "1899-12-31T23:59:59+00:00"}, "createdAfter"),
         ({"updatedBefore": "2024-13-01T00:00:00Z"}, "updatedBefore"),
         (
             {"createdAfter": "2024-02-01T00:00:00Z", "createdBefore": "2024-01-01T00:00:00Z"},

@@ -209,3 +209,55 @@ async def test_unknown_and_malformed_lead_ids_are_404(api, tenant):
     for lead_id in ("lead_0123456789abcdef", "nope", "lead_XYZ", "lead_0123456789ABCDEF"):
         resp = await put(api, tenant, lead_id, {"name": "x"})
         await error_of(resp, 404, "LEAD_NOT_FOUND")
+
+
+async def test_fifty_concurrent_status_changes_keep_history_in_order(api, tenant):
+    """Each response is the lead as that PUT left it; history times never run backwards."""
+    lead = await create_lead(api, tenant)
+    statuses = ["contacted", "qualified", "converted", "lost", "follow_up"] * 10
+
+    responses = await asyncio.gather(
+        *(
+            put(api, tenant, lead["id"], {"status": s, "metadata": {f"k{i}": i}})
+            for i, s in enumerate(statuses)
+        )
+    )
+    bodies = [await data_of(r) for r in responses]
+    for i, (sent, body) in enumerate(zip(statuses, bodies, strict=True)):
+        assert body["status"] == sent  # this PUT's status, not another request's
+        assert body["metadata"][f"k{i}"] == i
+        times = [h["changedAt"] for h in body["statusHistory"]]
+        assert times == sorted(times)
+        assert body["statusHistory"][-1]["status"] == sent
+    final = await get(api, tenant, lead["id"])
+    times = [h["changedAt"] for h in final["statusHistory"]]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert final["metadata"] == {f"k{i}": i for i in range(50)}
+    # The update that wrote last is the one whose updatedAt is newest.
+    newest = max(bodies, key=lambda b: b["updatedAt"])
+    assert final == newest
+
+
+async def test_totals_stay_exact_under_concurrent_writes(api, tenant):
+    created = await asyncio.gather(*(create_lead(api, tenant) for _ in range(30)))
+    ids = [lead["id"] for lead in created]
+    await asyncio.gather(
+        *(put(api, tenant, i, {"status": "lost"}) for i in ids[:10]),
+        *(
+            api.delete(tenant.lead_url(i) + "?confirm=true", headers=tenant.headers)
+            for i in ids[5:15]
+        ),
+        *(put(api, tenant, i, {"status": "qualified"}) for i in ids[20:25]),
+    )
+    listed = await data_of(
+        await api.get(tenant.leads_url, headers=tenant.headers, params={"limit": 100})
+    )
+    assert listed["pagination"]["total"] == len(listed["leads"]) == 20
+    for status in ("new", "lost", "qualified"):
+        page = await data_of(
+            await api.get(
+                tenant.leads_url, headers=tenant.headers, params={"status": status, "limit": 100}
+            )
+        )
+        assert page["pagination"]["total"] == len(page["leads"]), status
+        assert all(lead["status"] == status for lead in page["leads"])
