@@ -23,8 +23,12 @@ $(VENV)/.dev: setup.cfg pyproject.toml | $(BIN)/python
 run: $(VENV)/.embedded
 	$(BIN)/pollybot-leads serve
 
+# The whole suite on the default driver (PyMongo's AsyncMongoClient), then the storage
+# and HTTP tests again on motor, which stays one setting away (MONGODB_DRIVER=motor).
+MOTOR_TESTS ?= tests/api tests/storage
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	MONGODB_DRIVER=motor $(BIN)/python -m pytest $(PYTEST_ARGS) $(MOTOR_TESTS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check pollybot_leads tests scripts
