@@ -132,9 +132,11 @@ class LeadRepository:
         """The chatbot's lead ``lead_id``, or LeadNotFound (also for another tenant's)."""
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
+        if self._quirks.projection_in_app:
+            projection = None
+        elif projection is not None:
+            projection = {**projection, "chatbotId": 1}  # for the tenant check below
         if self._quirks.id_lookup_alone:
-            if projection is not None:
-                projection = {**projection, "chatbotId": 1}
             doc = await self._leads.find_one({"_id": lead_id}, projection, **kw)
         else:
             doc = await self._leads.find_one(
