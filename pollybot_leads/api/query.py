@@ -68,9 +68,7 @@ class UtcDateTime(fields.AwareDateTime):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
         parsed = to_ms(super()._deserialize(value, attr, data, **kwargs))
         if not DATE_MIN <= parsed <= DATE_MAX:
-            raise ValidationError(
-                "Must be between 1900-01-01T00:00:00Z and 9999-01-01T00:00:00Z."
-            )
+            raise ValidationError("Must be between 1900-01-01T00:00:00Z and 9999-01-01T00:00:00Z.")
         return parsed
 
 
