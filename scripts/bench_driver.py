@@ -96,6 +96,8 @@ async def main() -> None:
     clients = {driver: Mongo(uri, database, driver) for driver in DRIVERS}
     samples: dict[str, dict[str, list[dict]]] = {d: {} for d in DRIVERS}
     try:
+        for client in clients.values():
+            await client.connect()
         await ensure_indexes(clients["motor"])
         accounts = AccountRepository(clients["motor"])
         ws = await accounts.create_workspace(name="Driver bench")

@@ -204,9 +204,10 @@ async def main() -> None:
         store.start()
         uri = store.uri
     database = f"pollybot_bench_{random.randrange(16**6):06x}"
-    mongo = Mongo(uri, database, os.environ.get("MONGODB_DRIVER", "motor"))
+    mongo = Mongo(uri, database, os.environ.get("MONGODB_DRIVER", "pymongo"))
     server = None
     try:
+        await mongo.connect()
         await ensure_indexes(mongo)
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         ws = await accounts.create_workspace(name="Bench")

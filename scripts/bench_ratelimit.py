@@ -174,6 +174,7 @@ def wait_until_listening(server: Server, timeout: float = 60.0) -> None:
 async def create_tenant(mongodb_uri: str, database: str) -> dict[str, str]:
     mongo = Mongo(mongodb_uri, database)
     try:
+        await mongo.connect()
         await ensure_indexes(mongo)
         accounts = AccountRepository(mongo)
         workspace = await accounts.create_workspace(name="Bench")
