@@ -19,7 +19,8 @@ def _sorted_by(name: str, prefix: list[tuple[str, int]], field: str) -> IndexMod
 
 # One index per sort (so every filter on top of it is still an index scan) and one per
 # selective filter, each ending in the default sort so the common case never sorts in
-# memory. Names are stable: queries hint them, tests explain them.
+# memory. Every one begins with chatbotId: a query that names the chatbot reads only
+# its leads. Names are stable: tests explain them. No query hints an index.
 LEAD_INDEXES = [
     _sorted_by("by_created", [("chatbotId", ASCENDING)], "createdAt"),
     _sorted_by("by_updated", [("chatbotId", ASCENDING)], "updatedAt"),
@@ -34,9 +35,12 @@ LEAD_INDEXES = [
         "by_metadata", [("chatbotId", ASCENDING), ("metadataIndex", ASCENDING)], "createdAt"
     ),
 ]
-# The fields each lead index holds: a filter on these alone is answered by the index.
+# The fields each lead index holds, in order: a filter on these alone is answered by it.
+INDEX_KEYS: dict[str, tuple[str, ...]] = {
+    model.document["name"]: tuple(model.document["key"]) for model in LEAD_INDEXES
+}
 INDEX_FIELDS: dict[str, frozenset[str]] = {
-    model.document["name"]: frozenset(model.document["key"]) for model in LEAD_INDEXES
+    name: frozenset(keys) for name, keys in INDEX_KEYS.items()
 }
 SORT_INDEX = {"createdAt": "by_created", "updatedAt": "by_updated", "nameSort": "by_name"}
 
@@ -70,6 +74,16 @@ def choose_lead_index(query: LeadQuery) -> str:
     if updated and not created:
         return "by_updated"
     return SORT_INDEX[SORTS[query.sort][0]]
+
+
+def index_layout(name: str) -> tuple[str | None, str]:
+    """A lead index's two fields between ``chatbotId`` and ``_id``: the field it pins by
+    equality (None for the sort indexes) and the field it can read a range of."""
+    inner = [k for k in INDEX_KEYS[name] if k not in ("chatbotId", "_id")]
+    if len(inner) == 1:
+        return None, inner[0]
+    key, ranged = inner
+    return key, ranged
 
 
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict

@@ -1,16 +1,34 @@
 """Listing a chatbot's leads: filters, sorts, pages and cursors, each from an index.
 
-Queries are shaped so that a plain planner answers them from an index without a hint:
-every condition is an equality, ``$in`` or range on a field of the chosen index. Only
-shapes that cannot be (several metadata filters, status and source together) carry a
-hint. Sorted queries on a time field are read in growing windows back from the start
-point (now, or the cursor), so a page costs the leads near it, not the whole chatbot;
-the windows only narrow the scan and never change the result.
+Every query a list sends names the chatbot and is answered from one index that begins
+with ``chatbotId``, so a list costs this chatbot's leads, never another tenant's. No
+query hints an index. A list runs one of two ways, after the store's quirks
+(``quirks.index_only_filters``):
+
+- Plain (MongoDB): one query holds every condition (``$in``, ``$all``, conditions on
+  fields outside the chosen index); the server's planner bounds it by an index.
+- Index-only (SecantusDB 0.7, which reads the whole collection for anything else):
+  each query names only fields of the chosen index, as equalities and at most one range
+  (on the index's time or name field). A list of values (several statuses or sources,
+  the values a metadata filter matches) becomes one equality read per value, merged here
+  in sort order; conditions on fields outside the index (another filter, more search
+  words, a date range on the other time field) are checked here, on the chatbot's
+  candidates read from the index.
+
+A page sorted on a time field is read in a window back from its start point (now, or
+the cursor). The number of matches is known before the page is read, so the first
+window is sized to hold the page, and it is widened only when it did not; a cursor
+page's window starts at the cursor's own value, so the leads sharing it come in the
+same read. Windows narrow the scan and never change the result.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import operator
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,135 +36,234 @@ from ..domain.leads import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound
 from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, utcnow
 from .client import aggregate
-from .indexes import INDEX_FIELDS, choose_lead_index
+from .indexes import INDEX_FIELDS, choose_lead_index, index_layout
 from .quirks import PLAIN, StoreQuirks
 
-WINDOW_START = timedelta(hours=1)
-WINDOW_GROWTH = 8
-WINDOW_MAX = timedelta(days=365 * 30)
 TIME_FIELDS = ("createdAt", "updatedAt")
-# A multi-word search reads the candidates of its longest word; past this many it lets
-# the database intersect the words instead.
-CANDIDATES_MAX = 20_000
+# Up to this many matches (or no more than the page needs), a page is one read of them
+# all: a window would save little.
+FULL_READ_MAX = 100
+# A first window is sized to hold this many times the leads the page needs, were the
+# matches spread evenly over the chatbot's span (the time its leads cover).
+WINDOW_SLACK = 4
+# The span assumed for a chatbot until a windowed read has measured it (per process).
+DEFAULT_SPAN = timedelta(days=365)
+SPANS_KEPT = 10_000
+WINDOW_MIN = timedelta(minutes=1)
+WINDOW_MAX = timedelta(days=365 * 30)
+WINDOW_GROWTH = 8  # when a window held nothing
+WINDOW_GROWTH_MAX = 64
+# A cursor page's read also returns up to this many leads that share the cursor's value
+# and that earlier pages showed (the cursor's own lead is one), and drops them.
+TIES_READ = 5
+READ_BATCH = 100_000  # candidates come back in one batch (the server caps it at 16 MiB)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A condition checked here on a candidate: its field is not in the chosen index."""
+
+    field: str
+    test: Callable[[Any], bool]
+
+    def __call__(self, doc: dict[str, Any]) -> bool:
+        return self.test(doc.get(self.field))
 
 
 class ListPlan:
-    """The conditions of one list query and how they are run."""
+    """The conditions of one list query and how they are read.
 
-    def __init__(self, chatbot_id: str, query: LeadQuery) -> None:
+    ``parts``: the filters read, one per value of the index's equality field when the
+    store needs ``$in`` split (their results are merged), else one. ``own``: the query's
+    bounds on ``range_field``, kept apart because reads narrow them (cursor, window).
+    ``checks``: conditions tested here. ``ordered``: pages are read from the index in
+    sort order; otherwise every candidate is read and sorted here.
+    """
+
+    def __init__(self, chatbot_id: str, query: LeadQuery, quirks: StoreQuirks = PLAIN) -> None:
+        self.chatbot_id = chatbot_id
         self.query = query
+        self.quirks = quirks
         self.field, self.direction = SORTS[query.sort]
         self.index = choose_lead_index(query)
-        self.simple: dict[str, Any] = {"chatbotId": chatbot_id}
-        self.residual: list[dict[str, Any]] = []
-        if query.statuses:
-            self.simple["status"] = _one_or_in(query.statuses)
-        if query.sources:
-            self.simple["source"] = _one_or_in(query.sources)
-        if query.email is not None:
-            self.simple["emailFolded"] = query.email
-        for field, low, high in (
-            ("createdAt", query.created_after, query.created_before),
-            ("updatedAt", query.updated_after, query.updated_before),
-        ):
-            bounds = {}
-            if low is not None:
-                bounds["$gte"] = low
-            if high is not None:
-                bounds["$lt"] = high
+        self.parts: list[dict[str, Any]] = []
+        self.checks: list[Check] = []
+        self.overlap = False  # whether a lead can match two parts
+        self.range_field = self.field
+        self.own: dict[str, Any] = {}
+        if quirks.index_only_filters:
+            self._index_only()
+        else:
+            self._plain()
+
+    def _plain(self) -> None:
+        """One query with every condition; the server's planner picks the index."""
+        q = self.query
+        base: dict[str, Any] = {"chatbotId": self.chatbot_id}
+        more: list[dict[str, Any]] = []
+        if q.statuses:
+            base["status"] = _one_or_in(q.statuses)
+        if q.sources:
+            base["source"] = _one_or_in(q.sources)
+        if q.email is not None:
+            base["emailFolded"] = q.email
+        for field, bounds in _date_bounds(q).items():
+            if field == self.field:
+                self.own = bounds
+            else:
+                base[field] = bounds
+        for position, entries in enumerate(_metadata_entries(q)):
+            condition = _one_or_in(entries)
+            if position == 0:
+                base["metadataIndex"] = condition
+            else:
+                more.append({"metadataIndex": condition})
+        words = _longest_first(q.words)
+        if words:
+            prefixes = list(dict.fromkeys(w[:SEARCH_PREFIX_MAX] for w in words))
+            base["searchPrefixes"] = prefixes[0] if len(prefixes) == 1 else {"$all": prefixes}
+            more += [
+                {"searchTerms": {"$elemMatch": _prefix_range(w)}}
+                for w in words
+                if len(w) > SEARCH_PREFIX_MAX
+            ]
+        if more:
+            base["$and"] = more
+        self.parts = [base]
+        self.ordered = True
+        self.windowable = self.field in TIME_FIELDS and self.field in INDEX_FIELDS[self.index]
+
+    def _index_only(self) -> None:
+        """Equality reads on the chosen index's fields; everything else checked here."""
+        q = self.query
+        key, ranged = index_layout(self.index)
+        values: list[Any] = []
+        if q.statuses:
+            if key == "status":
+                values = list(q.statuses)
+            else:
+                self.checks.append(Check("status", _one_of(q.statuses)))
+        if q.sources:
+            if key == "source":
+                values = list(q.sources)
+            else:
+                self.checks.append(Check("source", _one_of(q.sources)))
+        if q.email is not None:
+            if key == "emailFolded":
+                values = [q.email]
+            else:
+                self.checks.append(Check("emailFolded", _one_of((q.email,))))
+        for field, bounds in _date_bounds(q).items():
+            if field == ranged:
+                self.own = bounds
+            else:
+                self.checks.append(Check(field, _within(bounds)))
+        for position, entries in enumerate(_metadata_entries(q)):
+            if position == 0 and key == "metadataIndex":
+                values = list(entries)
+                self.overlap = len(entries) > 1  # [5, "5"] holds the entries of both
+            else:
+                self.checks.append(Check("metadataIndex", _holds_any(entries)))
+        for position, word in enumerate(_longest_first(q.words)):
+            if position == 0 and key == "searchPrefixes":
+                values = [word[:SEARCH_PREFIX_MAX]]
+                if len(word) <= SEARCH_PREFIX_MAX:
+                    continue  # the prefix lookup is the whole condition
+            self.checks.append(Check("searchTerms", _begins_a_term(word)))
+        if key is None:
+            self.parts = [{"chatbotId": self.chatbot_id}]
+        else:  # no values (a metadata value that is never indexed): nothing matches
+            self.parts = [{"chatbotId": self.chatbot_id, key: v} for v in values]
+        self.range_field = ranged
+        self.ordered = not self.checks and self.field == ranged
+        self.windowable = self.ordered and self.field in TIME_FIELDS
+
+    def filter(
+        self, part: dict[str, Any], extra: dict[str, Any] | None = None, *, tie: bool = False
+    ) -> dict[str, Any]:
+        """The filter of one read of ``part``: the query's own bounds narrowed by ``extra``
+        (a cursor, a window), or with ``tie`` the leads sharing the cursor's sort value."""
+        out = dict(part)
+        if tie:
+            after = self.query.after
+            assert after is not None
+            out[self.field] = after.value
+            out["_id"] = {"$lt" if self.direction < 0 else "$gt": after.lead_id}
+        else:
+            bounds = intersect_ranges(self.own, extra or {})
             if bounds:
-                self.simple[field] = bounds
-        for position, (key, values) in enumerate(query.metadata):
-            entries = [e for e in (metadata_entry(key, v) for v in values) if e is not None]
-            condition = {"metadataIndex": _one_or_in(tuple(entries))}
-            if position == 0:
-                self.simple.update(condition)
-            else:
-                self.residual.append(condition)
-        for position, word in enumerate(_longest_first(query.words)):
-            condition = {"searchPrefixes": word[:SEARCH_PREFIX_MAX]}
-            if position == 0:
-                self.simple.update(condition)
-            else:
-                self.residual.append(condition)
-            if len(word) > SEARCH_PREFIX_MAX:
-                self.residual.append({"searchTerms": {"$elemMatch": _prefix_range(word)}})
-        fields = INDEX_FIELDS[self.index]
-        self.windowable = self.field in TIME_FIELDS and self.field in fields
-        ranged = any(_is_range(v) for v in self.simple.values())
-        self.count_hint = None if self._plain(set(self.simple), ranged) else self.index
-        # Finds add a range on the sort field (window, cursor) when they can.
-        self.find_hint = (
-            None
-            if self._plain(
-                set(self.simple) | {self.field, "_id"},
-                ranged or self.windowable or query.after is not None,
-            )
-            else self.index
-        )
-
-    def _plain(self, used: set[str], ranged: bool) -> bool:
-        """Whether any planner picks our index unprompted: only equality, $in or ranges
-        on its own fields (and never $in beside a range, which simple planners refuse)."""
-        has_in = any(isinstance(v, dict) and "$in" in v for v in self.simple.values())
-        return not self.residual and used <= INDEX_FIELDS[self.index] and not (has_in and ranged)
-
-    def filter(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        out = dict(self.simple)
-        for field, condition in (extra or {}).items():
-            if field in out and isinstance(out[field], dict) and isinstance(condition, dict):
-                out[field] = intersect_ranges(out[field], condition)
-            else:
-                out[field] = condition
-        for field in TIME_FIELDS:
-            if isinstance(out.get(field), dict):
-                out[field] = _exclusive_bounds(out[field])
-        if self.residual:
-            out["$and"] = list(self.residual)
+                out[self.range_field] = bounds
+        if self.quirks.exclusive_time_bounds:
+            for field in TIME_FIELDS:
+                if isinstance(out.get(field), dict):
+                    out[field] = _exclusive_bounds(out[field])
         return out
 
-    def cursor_ties(self) -> dict[str, Any] | None:
-        """After a cursor: the leads sharing its sort value, which come first in id order."""
+    @property
+    def reads_ties(self) -> bool:
+        """Whether a cursor page reads the leads sharing the cursor's sort value (they
+        come first, in id order): not when the query's own bounds exclude that value."""
+        after = self.query.after
+        return after is not None and _within(self.own)(after.value)
+
+    @property
+    def ties_in_window(self) -> bool:
+        """Whether those leads are read with the window (its cursor bound inclusive, the
+        leads at the cursor's value that earlier pages showed dropped here) rather than
+        apart. Only on the time fields: an inclusive bound at the far end of a range is
+        sent as an exclusive one a millisecond further out (quirks.exclusive_time_bounds)."""
+        return self.reads_ties and self.field in TIME_FIELDS
+
+    def beyond_cursor(self, doc: dict[str, Any]) -> bool:
         after = self.query.after
         if after is None:
-            return None
-        op = "$lt" if self.direction < 0 else "$gt"
-        return {self.field: after.value, "_id": {op: after.lead_id}}
+            return True
+        position = _position(after.value, after.lead_id)
+        key = _position(doc.get(self.field), doc["_id"])
+        return key < position if self.direction < 0 else key > position
 
-    def window(self, width: timedelta | None) -> dict[str, Any] | None:
+    def window(
+        self, width: timedelta | None, *, with_ties: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         """The sort-field range of a read ``width`` wide from the scan origin, beyond any
-        cursor. ``None`` width: the whole range beyond the cursor. Returns None when the
-        width is past the widest window or the query cannot be read in windows."""
+        cursor (``with_ties``: from the cursor's value on), and whether that read covers
+        all that is left (``None`` width: no window)."""
         extra: dict[str, Any] = {}
         if self.query.after is not None:
-            op = "$lt" if self.direction < 0 else "$gt"
-            extra[self.field] = {op: self.query.after.value}
-        if width is None:
-            return extra
+            if self.direction < 0:
+                op = "$lte" if with_ties else "$lt"
+            else:
+                op = "$gte" if with_ties else "$gt"
+            extra = {op: self.query.after.value}
         origin = self.scan_origin()
-        if origin is None or width > WINDOW_MAX:
-            return None
+        if width is None or origin is None or width > WINDOW_MAX:
+            return extra, True
+        far = self.far_bound()
         if self.direction < 0:
-            window = {"$gte": origin - width}
+            edge = origin - width
+            window, last = {"$gte": edge}, far is not None and edge <= far
         else:
-            window = {"$lte": origin + width}
-        extra[self.field] = intersect_ranges(extra.get(self.field, {}), window)
-        return extra
+            edge = origin + width
+            window, last = {"$lte": edge}, far is not None and edge >= far
+        return intersect_ranges(extra, window), last
 
     def scan_origin(self) -> datetime | None:
         """Where a windowed read starts: the nearest of now (for newest first), the
         cursor, and the query's own bound on the sort field; None when nothing bounds it."""
         if not self.windowable:
             return None
-        own = self.simple.get(self.field)
-        own = own if isinstance(own, dict) else {}
         after = self.query.after.value if self.query.after is not None else None
         if self.direction < 0:
-            points = [utcnow(), after, own.get("$lt"), own.get("$lte")]
+            points = [utcnow(), after, self.own.get("$lt"), self.own.get("$lte")]
             return min(p for p in points if p is not None)
-        points = [after, own.get("$gt"), own.get("$gte")]
+        points = [after, self.own.get("$gt"), self.own.get("$gte")]
         present = [p for p in points if p is not None]
         return max(present) if present else None
+
+    def far_bound(self) -> datetime | None:
+        """The query's own bound on the sort field at the far end of the scan."""
+        ops = ("$gte", "$gt") if self.direction < 0 else ("$lt", "$lte")
+        return next((self.own[op] for op in ops if op in self.own), None)
 
     @property
     def sort(self) -> list[tuple[str, int]]:
@@ -155,12 +272,8 @@ class ListPlan:
     @property
     def counted_by_status_only(self) -> bool:
         """Whether `total` is the chatbot's own lead counters (no filter but status)."""
-        return set(self.simple) <= {"chatbotId", "status"} and not self.residual
-
-    @property
-    def search_by_candidates(self) -> bool:
         q = self.query
-        return len(q.words) > 1 and set(self.simple) == {"chatbotId", "searchPrefixes"}
+        return not (q.sources or q.email is not None or q.metadata or q.words or _date_bounds(q))
 
 
 class LeadLister:
@@ -179,133 +292,248 @@ class LeadLister:
         self._counts = counts  # the chatbot's lead counters (total and by status)
         self._quirks = quirks
         self._max_count = max_count  # 0: counts are always exact
+        # (chatbot, sort field) -> the time its leads span, as a windowed read measured
+        # it: sizes the next first window. Only ever a guess; never changes a result.
+        self._spans: dict[tuple[str, str], timedelta] = {}
 
     async def list(self, chatbot_id: str, query: LeadQuery) -> LeadPage:
-        plan = ListPlan(chatbot_id, query)
-        if plan.search_by_candidates:
-            page = await self._list_by_candidates(plan)
-            if page is not None:
-                return page
-        total, exact = await self._total(chatbot_id, plan)
-        docs = await self._page(plan)
-        return _page_of(docs, total, query, plan.field, total_exact=exact)
+        plan = ListPlan(chatbot_id, query, self._quirks)
+        return await self._list(_Reads(self._leads), plan)
 
-    async def _total(self, chatbot_id: str, plan: ListPlan) -> tuple[int, bool]:
-        """The number of matching leads, and whether it is exact (not cut at the bound)."""
+    async def explain(self, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+        """Runs the list and returns the server's ``explain`` (executionStats) of each
+        find and count it sent to the leads, in the order they completed. (The lead
+        counters, read through ``counts``, are not among them.)"""
+        reads = _Reads(self._leads, explain=True)
+        await self._list(reads, ListPlan(chatbot_id, query, self._quirks))
+        assert reads.plans is not None
+        return reads.plans
+
+    async def _list(self, reads: _Reads, plan: ListPlan) -> LeadPage:
+        if not plan.ordered:
+            return await self._list_by_candidates(reads, plan)
+        total, exact, counted = await self._total(reads, plan)
+        if counted and total == 0:
+            docs: list[dict[str, Any]] = []  # just counted: nothing to read
+        else:
+            docs = await self._page(reads, plan, total)
+        return _page_of(docs, total, plan.query, plan.field, total_exact=exact)
+
+    async def _total(self, reads: _Reads, plan: ListPlan) -> tuple[int, bool, bool]:
+        """The number of matching leads, whether it is exact (not cut at the bound), and
+        whether it was counted now (rather than read from the counters)."""
         if plan.counted_by_status_only:
-            counts = await self._counts(chatbot_id)
+            counts = await self._counts(plan.chatbot_id)
             if counts is not None:
                 statuses = plan.query.statuses
                 if not statuses:
-                    return counts.get("total", 0), True
-                return sum(counts.get("byStatus", {}).get(s, 0) for s in statuses), True
-        # $match + $count rather than count_documents ($group): the same result, and
-        # SecantusDB runs it about a third faster.
-        pipeline: list[dict[str, Any]] = [{"$match": plan.filter()}]
-        if self._max_count:
-            pipeline.append({"$limit": self._max_count})
-        pipeline.append({"$count": "n"})
-        options = {"hint": plan.count_hint} if plan.count_hint else {}
-        rows = await aggregate(self._leads, pipeline, **options)
-        total = rows[0]["n"] if rows else 0
-        return total, not (self._max_count and total >= self._max_count)
+                    return counts.get("total", 0), True, False
+                by_status = counts.get("byStatus", {})
+                return sum(by_status.get(s, 0) for s in statuses), True, False
+        bound = self._max_count
+        filters = [plan.filter(part) for part in plan.parts]
+        if plan.overlap:  # a lead can be in two parts: count it once
+            found = await asyncio.gather(*(reads.ids(f, limit=bound) for f in filters))
+            total = len(set().union(*found))
+            sizes = [len(ids) for ids in found]
+        else:  # parts are disjoint (one status, source... each)
+            sizes = list(await asyncio.gather(*(reads.count(f, limit=bound) for f in filters)))
+            total = sum(sizes)
+        if bound and any(n >= bound for n in sizes):
+            return bound, False, True
+        return total, True, True
 
-    async def _find(
-        self, plan: ListPlan, extra: dict[str, Any], *, skip: int = 0, limit: int
-    ) -> list[dict[str, Any]]:
-        options: dict[str, Any] = {"sort": plan.sort, "skip": skip, "limit": limit}
-        if plan.find_hint:
-            options["hint"] = plan.find_hint
-        cursor = self._leads.find(plan.filter(extra), self._projection, **options)
-        return await cursor.to_list(length=limit)
-
-    async def _page(self, plan: ListPlan) -> list[dict[str, Any]]:
+    async def _page(self, reads: _Reads, plan: ListPlan, total: int) -> list[dict[str, Any]]:
         """The leads of the page, and one more when there is a next page."""
         query = plan.query
-        want, found = query.limit + 1, []
-        skip = 0 if query.after is not None else (query.page - 1) * query.limit
-        tie = plan.cursor_ties()
-        if tie is not None:
-            found = await self._find(plan, tie, limit=want)
+        want = query.limit + 1
+        if query.after is None:
+            skip = (query.page - 1) * query.limit
+            docs = await self._windows(reads, plan, total, skip=skip, want=want)
+            assert docs is not None
+            return docs
+        if plan.ties_in_window:
+            docs = await self._windows(reads, plan, total, skip=0, want=want, with_ties=True)
+            if docs is not None:
+                return docs
+        found: list[dict[str, Any]] = []
+        if plan.reads_ties:  # apart: many leads share the cursor's value, or not a time
+            filters = [plan.filter(part, tie=True) for part in plan.parts]
+            found, _, _ = await self._merged(reads, plan, filters, skip=0, want=want)
             if len(found) >= want:
                 return found
-        width = WINDOW_START
-        while True:
-            extra = plan.window(width)
-            # Past the widest window, or once the query's own bounds are tighter than the
-            # window, this read is the whole remaining range: it is the last.
-            last = extra is None or plan.filter(extra) == plan.filter(plan.window(None))
-            extra = plan.window(None) if extra is None else extra
-            docs = await self._find(plan, extra, skip=skip, limit=want - len(found))
-            if len(found) + len(docs) >= want or last:
-                return found + docs
-            width *= WINDOW_GROWTH
+        docs = await self._windows(reads, plan, total, skip=0, want=want - len(found))
+        assert docs is not None
+        return found + docs
 
-    async def _list_by_candidates(self, plan: ListPlan) -> LeadPage | None:
-        """Several search words: read the longest word's matches, keep those matching all."""
-        query, field = plan.query, plan.field
-        words = _longest_first(query.words)
-        projection = {"searchTerms": 1, field: 1}
-        cursor = self._leads.find(dict(plan.simple), projection, limit=CANDIDATES_MAX + 1)
-        candidates = await cursor.to_list(length=CANDIDATES_MAX + 1)
-        if len(candidates) > CANDIDATES_MAX:
+    async def _windows(
+        self,
+        reads: _Reads,
+        plan: ListPlan,
+        total: int,
+        *,
+        skip: int,
+        want: int,
+        with_ties: bool = False,
+    ) -> list[dict[str, Any]] | None:
+        """Up to ``want`` leads after the first ``skip``, read in windows that widen until
+        they hold them. ``with_ties``: the windows start at the cursor's own value, and
+        the leads there that are not beyond the cursor are dropped; None when more of
+        them than TIES_READ filled the read."""
+        slack = TIES_READ if with_ties else 0
+        width = self._first_width(plan, total, skip + want)
+        while True:
+            extra, last = plan.window(width, with_ties=with_ties)
+            filters = [plan.filter(part, extra) for part in plan.parts]
+            docs, seen, whole = await self._merged(
+                reads, plan, filters, skip=skip, want=want + slack
+            )
+            if with_ties:
+                docs = [doc for doc in docs if plan.beyond_cursor(doc)]
+            if len(docs) >= want:
+                if width is not None:
+                    self._measured(plan, total, skip + want, docs[want - 1])
+                return docs[:want]
+            if not whole:  # the read was cut at its limit by leads that were dropped
+                return None
+            if last:
+                return docs
+            width = _grow(width, seen, skip + want)
+
+    async def _merged(
+        self,
+        reads: _Reads,
+        plan: ListPlan,
+        filters: list[dict[str, Any]],
+        *,
+        skip: int,
+        want: int,
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Up to ``want`` leads after the first ``skip`` in sort order, over all filters;
+        how many leads the read saw (0: unknown); and whether it read every match (no
+        read was cut at its limit)."""
+        if len(filters) == 1:
+            docs = await reads.find(
+                filters[0], self._projection, sort=plan.sort, skip=skip, limit=want
+            )
+            return docs, (skip + len(docs) if docs else 0), len(docs) < want
+        limit = skip + want
+        runs = await asyncio.gather(
+            *(reads.find(f, self._projection, sort=plan.sort, limit=limit) for f in filters)
+        )
+        merged = _merge(runs, plan.field, plan.direction)
+        whole = all(len(run) < limit for run in runs)
+        return merged[skip : skip + want], len(merged), whole
+
+    def _first_width(self, plan: ListPlan, total: int, target: int) -> timedelta | None:
+        """The first window: wide enough to hold ``target`` leads a few times over, were
+        the matches spread evenly; None (no window) when there are few matches."""
+        if not plan.windowable or total <= max(FULL_READ_MAX, target):
             return None
-        matches = [
-            doc
-            for doc in candidates
-            if all(word_matches(w, doc.get("searchTerms", [])) for w in words)
-        ]
+        origin = plan.scan_origin()
+        if origin is None:
+            return None
+        span = self._spans.get((plan.chatbot_id, plan.field), DEFAULT_SPAN)
+        far = plan.far_bound()
+        if far is not None:
+            span = min(span, abs(origin - far))
+        return max(WINDOW_MIN, span * (WINDOW_SLACK * target / total))
+
+    def _measured(self, plan: ListPlan, total: int, target: int, doc: dict[str, Any]) -> None:
+        """Remember the span a full window implies: its ``target``-th lead lay this far
+        from the origin, so all ``total`` would lie about ``total / target`` times as far."""
+        origin, value = plan.scan_origin(), doc.get(plan.field)
+        if plan.own or origin is None or not isinstance(value, datetime):
+            return  # a date filter's matches say nothing of the chatbot's span
+        key = (plan.chatbot_id, plan.field)
+        if key not in self._spans and len(self._spans) >= SPANS_KEPT:
+            self._spans.pop(next(iter(self._spans)))
+        self._spans[key] = abs(origin - value) * (total / target)
+
+    async def _list_by_candidates(self, reads: _Reads, plan: ListPlan) -> LeadPage:
+        """Read every candidate of the chosen index (this chatbot's), keep those passing
+        the checks, sort them here, then fetch the page's leads by id."""
+        query, field = plan.query, plan.field
+        projection = {"_id": 1, field: 1} | {check.field: 1 for check in plan.checks}
+        runs = await asyncio.gather(
+            *(reads.find(plan.filter(part), projection) for part in plan.parts)
+        )
+        matches, seen = [], set()
+        for run in runs:
+            for doc in run:
+                if doc["_id"] not in seen and all(check(doc) for check in plan.checks):
+                    seen.add(doc["_id"])
+                    matches.append(doc)
         reverse = plan.direction < 0
-        matches.sort(key=lambda d: (d.get(field), d["_id"]), reverse=reverse)
+        key = _sort_key(field)
+        matches.sort(key=key, reverse=reverse)
         total = len(matches)
         if query.after is not None:
-            position = (query.after.value, query.after.lead_id)
-            matches = [
-                d
-                for d in matches
-                if (
-                    (d.get(field), d["_id"]) < position
-                    if reverse
-                    else (d.get(field), d["_id"]) > position
-                )
-            ]
-            chosen = matches[: query.limit + 1]
+            position = _position(query.after.value, query.after.lead_id)
+            beyond = [d for d in matches if (key(d) < position if reverse else key(d) > position)]
+            chosen = beyond[: query.limit + 1]
         else:
             start = (query.page - 1) * query.limit
             chosen = matches[start : start + query.limit + 1]
         ids = [d["_id"] for d in chosen]
-        found = await self._leads.find({"_id": {"$in": ids}}, self._projection).to_list(None)
-        # The ids came from this chatbot's leads; check again rather than trust it.
-        by_id = {d["_id"]: d for d in found if d.get("chatbotId") == plan.simple["chatbotId"]}
-        docs = [by_id[i] for i in ids if i in by_id]
+        docs: list[dict[str, Any]] = []
+        if ids:
+            found = await reads.find({"_id": {"$in": ids}}, self._projection)
+            # The ids came from this chatbot's leads; check again rather than trust it.
+            by_id = {d["_id"]: d for d in found if d.get("chatbotId") == plan.chatbot_id}
+            docs = [by_id[i] for i in ids if i in by_id]
         return _page_of(docs, total, query, field)
 
-    async def explain(self, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
-        """The server's plans for the queries a list request runs (first window, count)."""
-        plan = ListPlan(chatbot_id, query)
-        db, name = self._leads.database, self._leads.name
-        finds = []
-        if plan.search_by_candidates:
-            finds.append((dict(plan.simple), None))
-        tie = plan.cursor_ties()
-        if tie is not None:
-            finds.append((plan.filter(tie), plan.find_hint))
-        first = plan.window(WINDOW_START)
-        finds.append((plan.filter(plan.window(None) if first is None else first), plan.find_hint))
-        if not plan.counted_by_status_only:
-            finds.append((plan.filter(), plan.count_hint))
-        plans = []
-        for filter_, hint in finds:
-            command: dict[str, Any] = {
-                "find": name,
-                "filter": filter_,
-                "sort": dict(plan.sort),
-                "limit": query.limit + 1,
-            }
-            if hint:
-                command["hint"] = hint
-            plans.append(await db.command("explain", command, verbosity="queryPlanner"))
-        return plans
+
+class _Reads:
+    """The queries of one list, sent to the leads; with ``explain``, each is explained
+    (executionStats) before it runs, and the explanations kept in ``plans``."""
+
+    def __init__(self, leads: Any, *, explain: bool = False) -> None:
+        self._leads = leads
+        self.plans: list[dict[str, Any]] | None = [] if explain else None
+
+    async def _explain(self, command: dict[str, Any]) -> None:
+        if self.plans is not None:
+            db = self._leads.database
+            self.plans.append(await db.command("explain", command, verbosity="executionStats"))
+
+    async def find(
+        self,
+        filter_: dict[str, Any],
+        projection: dict[str, int],
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        command: dict[str, Any] = {"find": self._leads.name, "filter": filter_}
+        command["projection"] = projection
+        if sort:
+            command["sort"] = dict(sort)
+        if skip:
+            command["skip"] = skip
+        if limit:
+            command["limit"] = limit
+        await self._explain(command)
+        cursor = self._leads.find(
+            filter_, projection, sort=sort, skip=skip, limit=limit, batch_size=limit or READ_BATCH
+        )
+        return await cursor.to_list(None)
+
+    async def ids(self, filter_: dict[str, Any], *, limit: int = 0) -> set[Any]:
+        return {doc["_id"] for doc in await self.find(filter_, {"_id": 1}, limit=limit)}
+
+    async def count(self, filter_: dict[str, Any], *, limit: int = 0) -> int:
+        # $match + $count rather than count_documents ($group): the same result, and
+        # SecantusDB runs it about a third faster.
+        pipeline: list[dict[str, Any]] = [{"$match": filter_}]
+        if limit:
+            pipeline.append({"$limit": limit})
+        pipeline.append({"$count": "n"})
+        await self._explain({"aggregate": self._leads.name, "pipeline": pipeline, "cursor": {}})
+        rows = await aggregate(self._leads, pipeline)
+        return rows[0]["n"] if rows else 0
 
 
 def intersect_ranges(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -330,9 +558,9 @@ def intersect_ranges(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def _exclusive_bounds(condition: dict[str, Any]) -> dict[str, Any]:
     """Inclusive time bounds as exclusive ones a millisecond further out.
 
-    Stored times have millisecond precision, so this selects the same leads. Some
-    MongoDB-wire servers (SecantusDB 0.7) drop the leads equal to an inclusive bound at
-    the far end of an index range; exclusive bounds are read right everywhere.
+    Stored times have millisecond precision, so this selects the same leads. SecantusDB
+    0.7 drops the leads equal to an inclusive bound at the far end of an index range
+    (quirks.exclusive_time_bounds); exclusive bounds are read right.
     """
     out = {}
     for op, value in condition.items():
@@ -349,6 +577,33 @@ def _same_side(a: str, b: str) -> bool:
     return (a in lower) == (b in lower) and a in ("$gt", "$gte", "$lt", "$lte")
 
 
+def _grow(width: timedelta, seen: int, target: int) -> timedelta:
+    """The next window after one that held ``seen`` leads (0: none, or unknown) of the
+    ``target`` needed: wide enough for twice what is missing, were they spread evenly."""
+    if seen <= 0:
+        return width * WINDOW_GROWTH
+    return width * min(max(2.0, 2 * target / seen), WINDOW_GROWTH_MAX)
+
+
+def _merge(runs: list[list[dict[str, Any]]], field: str, direction: int) -> list[dict[str, Any]]:
+    """Runs each in sort order, merged into one; a lead found by two runs appears once."""
+    key = _sort_key(field)
+    merged: list[dict[str, Any]] = []
+    for doc in heapq.merge(*runs, key=key, reverse=direction < 0):
+        if not merged or merged[-1]["_id"] != doc["_id"]:  # equal keys are adjacent
+            merged.append(doc)
+    return merged
+
+
+def _position(value: Any, lead_id: Any) -> tuple[Any, ...]:
+    """A sort position that orders like the server: a missing value (null) first."""
+    return (value is not None, value if value is not None else 0, lead_id)
+
+
+def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    return lambda doc: _position(doc.get(field), doc["_id"])
+
+
 def _page_of(
     docs: list[dict], total: int, query: LeadQuery, field: str, *, total_exact: bool = True
 ) -> LeadPage:
@@ -360,8 +615,59 @@ def _page_of(
     return LeadPage(docs, total, has_next, last, total_exact)
 
 
-def _is_range(condition: Any) -> bool:
-    return isinstance(condition, dict) and bool({"$gt", "$gte", "$lt", "$lte"} & set(condition))
+def _date_bounds(query: LeadQuery) -> dict[str, dict[str, Any]]:
+    """The query's ranges on the time fields: after inclusive, before exclusive."""
+    out = {}
+    for field, low, high in (
+        ("createdAt", query.created_after, query.created_before),
+        ("updatedAt", query.updated_after, query.updated_before),
+    ):
+        bounds = {}
+        if low is not None:
+            bounds["$gte"] = low
+        if high is not None:
+            bounds["$lt"] = high
+        if bounds:
+            out[field] = bounds
+    return out
+
+
+def _metadata_entries(query: LeadQuery) -> list[tuple[str, ...]]:
+    """For each metadata filter, the index entries of the values it matches."""
+    return [
+        tuple(dict.fromkeys(e for e in (metadata_entry(key, v) for v in values) if e is not None))
+        for key, values in query.metadata
+    ]
+
+
+def _one_of(values: tuple[Any, ...]) -> Callable[[Any], bool]:
+    allowed = set(values)
+    return lambda value: value in allowed
+
+
+def _holds_any(entries: tuple[str, ...]) -> Callable[[Any], bool]:
+    wanted = set(entries)
+    return lambda held: isinstance(held, list) and not wanted.isdisjoint(held)
+
+
+def _begins_a_term(word: str) -> Callable[[Any], bool]:
+    return lambda terms: isinstance(terms, list) and word_matches(word, terms)
+
+
+def _within(bounds: dict[str, Any]) -> Callable[[Any], bool]:
+    """Whether a value lies in a range ($gt, $gte, $lt, $lte); a missing value never does."""
+    tests = [(_COMPARE[op], bound) for op, bound in bounds.items()]
+    return lambda value: (
+        not tests or (value is not None and all(compare(value, bound) for compare, bound in tests))
+    )
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
 
 
 def _longest_first(words: tuple[str, ...]) -> list[str]:
