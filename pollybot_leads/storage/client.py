@@ -25,7 +25,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import pymongo
@@ -131,18 +131,6 @@ class Mongo:
         if result is not None:  # AsyncMongoClient.close() is a coroutine; motor's is not
             await result
 
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[Any]:
-        session = self.client.start_session()
-        if inspect.isawaitable(session):  # motor: a coroutine; PyMongo: the session
-            session = await session
-        try:
-            yield session
-        finally:
-            ended = session.end_session()
-            if inspect.isawaitable(ended):
-                await ended
-
     async def transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``work(session)`` in a transaction, committed with the write concern.
 
@@ -150,7 +138,11 @@ class Mongo:
         runs ``work`` again from the start, while the deadline lasts.
         """
         for attempt in range(TRANSACTION_ATTEMPTS):
-            async with self._session() as session:
+            session = self.client.start_session()
+            if inspect.isawaitable(session):  # motor: a coroutine; PyMongo: the session
+                session = await session
+            ended_elsewhere = False
+            try:
                 started = session.start_transaction(write_concern=self.write_concern)
                 if inspect.isawaitable(started):  # PyMongo: a coroutine; motor: not
                     await started
@@ -158,13 +150,14 @@ class Mongo:
                     result = await work(session)
                     await session.commit_transaction()
                     return result
-                except PyMongoError as exc:
-                    await _abort_quietly(session)
-                    if not _transient(exc) or attempt == TRANSACTION_ATTEMPTS - 1:
+                except BaseException as exc:
+                    ended_elsewhere = await _abort(session, exc)
+                    transient = isinstance(exc, PyMongoError) and _transient(exc)
+                    if not transient or attempt == TRANSACTION_ATTEMPTS - 1:
                         raise
-                except BaseException:
-                    await _abort_quietly(session)
-                    raise
+            finally:
+                if not ended_elsewhere:
+                    await _end(session)
             pause = random.uniform(0, 0.002 * (attempt + 1))  # noqa: S311 - jitter
             left = remaining()
             if left is not None and left <= pause:
@@ -180,10 +173,48 @@ def _transient(exc: PyMongoError) -> bool:
     return exc.has_error_label("TransientTransactionError") and not exc.timeout
 
 
-async def _abort_quietly(session: Any) -> None:
-    if session.in_transaction:
+# Aborts still running in the background (a reference keeps each task alive).
+_ABORTS: set[asyncio.Task[None]] = set()
+ABORT_TIMEOUT_SECONDS = 5.0
+
+
+async def _end(session: Any) -> None:
+    with contextlib.suppress(PyMongoError):
+        ended = session.end_session()
+        if inspect.isawaitable(ended):
+            await ended
+
+
+async def _abort(session: Any, exc: BaseException) -> bool:
+    """Abort the session's transaction, also when the request's time ran out.
+
+    A transaction left open holds its documents: every later write of the same lead (or
+    counter shard) would conflict until the server reaps it. PyMongo drops an abort it
+    could not send, so after a timeout or a lost connection (the request's deadline is
+    spent) the abort runs in the background with a budget of its own, outside the
+    request's deadline, and ends the session there (returns True).
+    """
+    if not session.in_transaction:
+        return False
+    out_of_time = isinstance(exc, TimeoutError | ConnectionFailure | asyncio.CancelledError) or (
+        isinstance(exc, PyMongoError) and exc.timeout
+    )
+    if not out_of_time:
         with contextlib.suppress(PyMongoError):
             await session.abort_transaction()
+        return False
+
+    async def abort_and_end() -> None:
+        with pymongo.timeout(ABORT_TIMEOUT_SECONDS):
+            with contextlib.suppress(PyMongoError):
+                await session.abort_transaction()
+            await _end(session)
+
+    # A fresh context: no request deadline applies to it.
+    task = asyncio.get_running_loop().create_task(abort_and_end(), context=contextvars.Context())
+    _ABORTS.add(task)
+    task.add_done_callback(_ABORTS.discard)
+    return True
 
 
 async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> list[dict]:
@@ -194,7 +225,7 @@ async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> li
     return await cursor.to_list(None)
 
 
-def unavailable(exc: BaseException | None = None) -> ServiceUnavailable:
+def unavailable() -> ServiceUnavailable:
     return ServiceUnavailable(
         "The database is unavailable; retry shortly",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
@@ -214,11 +245,11 @@ def store_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             return await func(*args, **kwargs)
         except (ConnectionFailure, TimeoutError) as exc:
             log.warning("database unreachable or too slow in %s: %s", func.__qualname__, exc)
-            raise unavailable(exc) from exc
+            raise unavailable() from exc
         except PyMongoError as exc:
             if exc.timeout:  # also a server-side maxTimeMS expiry
                 log.warning("database too slow in %s: %s", func.__qualname__, exc)
-                raise unavailable(exc) from exc
+                raise unavailable() from exc
             if isinstance(exc, OperationFailure):
                 log.error("database refused %s: %s", func.__qualname__, exc)
             else:

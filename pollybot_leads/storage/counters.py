@@ -33,13 +33,23 @@ def _inc(changes: dict[str, int]) -> dict[str, int]:
     return inc
 
 
-class Shard:
-    def __init__(self, collection: Any, chatbot_id: str, number: int) -> None:
-        self._collection, self._chatbot_id, self.number = collection, chatbot_id, number
+class Claim:
+    """The counter shards one write uses: a new one on every attempt of its transaction.
+
+    A retried transaction conflicted, perhaps on its shard (held by a transaction still
+    open, e.g. of a server killed mid-write, until the store reaps it after 60 s), so
+    each attempt takes a shard the earlier attempts did not use.
+    """
+
+    def __init__(self, counters: LeadCounters, chatbot_id: str) -> None:
+        self._counters, self._chatbot_id = counters, chatbot_id
+        self.used: list[int] = []
 
     async def add(self, session: Any, changes: dict[str, int]) -> None:
-        await self._collection.update_one(
-            {"_id": f"{self._chatbot_id}:{self.number:02d}"},
+        number = self._counters.take(self._chatbot_id, avoid=self.used)
+        self.used.append(number)
+        await self._counters.collection.update_one(
+            {"_id": f"{self._chatbot_id}:{number:02d}"},
             {"$inc": _inc(changes), "$setOnInsert": {"chatbotId": self._chatbot_id}},
             upsert=True,
             session=session,
@@ -48,39 +58,41 @@ class Shard:
 
 class LeadCounters:
     def __init__(self, collection: Any) -> None:
-        self._collection = collection
+        self.collection = collection
         self._busy: dict[str, set[int]] = {}
 
     async def read(self, chatbot_id: str) -> dict[str, Any]:
         counts: dict[str, Any] = {"total": 0, "byStatus": dict.fromkeys(STATUSES, 0)}
-        async for doc in self._collection.find(_range(chatbot_id)):
+        async for doc in self.collection.find(_range(chatbot_id)):
             counts["total"] += doc.get("total", 0)
             for status, n in (doc.get("byStatus") or {}).items():
                 counts["byStatus"][status] = counts["byStatus"].get(status, 0) + n
         return counts
 
     @contextlib.asynccontextmanager
-    async def shard(self, chatbot_id: str) -> AsyncIterator[Shard]:
-        """A shard of the chatbot's counters that no other write of this process holds."""
-        busy = self._busy.setdefault(chatbot_id, set())
-        free = [n for n in range(SHARDS) if n not in busy]
-        number = random.choice(free or range(SHARDS))  # noqa: S311 - spreading, not secrecy
-        busy.add(number)
+    async def claim(self, chatbot_id: str) -> AsyncIterator[Claim]:
+        """Shards for one write (see Claim), free for others of this process after it."""
+        claim = Claim(self, chatbot_id)
         try:
-            yield Shard(self._collection, chatbot_id, number)
+            yield claim
         finally:
-            busy.discard(number)
+            busy = self._busy.get(chatbot_id, set())
+            busy.difference_update(claim.used)
             if not busy:
                 self._busy.pop(chatbot_id, None)
 
-    async def add_any(self, session: Any, chatbot_id: str, changes: dict[str, int]) -> None:
-        async with self.shard(chatbot_id) as shard:
-            await shard.add(session, changes)
+    def take(self, chatbot_id: str, *, avoid: list[int]) -> int:
+        """A shard no other write of this process holds, and not one of ``avoid``."""
+        busy = self._busy.setdefault(chatbot_id, set())
+        free = [n for n in range(SHARDS) if n not in busy and n not in avoid]
+        number = random.choice(free or range(SHARDS))  # noqa: S311 - spreading, not secrecy
+        busy.add(number)
+        return number
 
     async def replace(self, session: Any, chatbot_id: str, counts: dict[str, Any]) -> None:
         """Set the chatbot's counters to ``counts`` (one shard; the others removed)."""
-        await self._collection.delete_many(_range(chatbot_id), session=session)
-        await self._collection.insert_one(
+        await self.collection.delete_many(_range(chatbot_id), session=session)
+        await self.collection.insert_one(
             {
                 "_id": f"{chatbot_id}:00",
                 "chatbotId": chatbot_id,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..domain.metadata import apply_merge_patch, metadata_problems
 from ..domain.queries import LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, to_ms, utcnow
 from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
-from .client import Mongo, remaining, store_errors
+from .client import Mongo, remaining, store_errors, unavailable
 from .counters import LeadCounters
 from .listing import LeadLister
 
@@ -114,6 +115,7 @@ class LeadRepository:
         self._counters = LeadCounters(mongo.db["lead_counts"])
         self._quirks = quirks
         self._locks = KeyedLocks()
+        self._pending: dict[str, list[PendingUpdate]] = {}
         self._lister = LeadLister(
             self._leads,
             LIST_PROJECTION,
@@ -152,11 +154,11 @@ class LeadRepository:
         for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
             doc["_id"] = ids.new_id(ids.LEAD)
             try:
-                async with self._counters.shard(chatbot_id) as shard:
+                async with self._counters.claim(chatbot_id) as counts:
 
                     async def write(session: Any) -> None:
                         await self._leads.insert_one(doc, session=session)
-                        await shard.add(session, {"total": 1, doc["status"]: 1})
+                        await counts.add(session, {"total": 1, doc["status"]: 1})
 
                     await self._mongo.transaction(write)
             except DuplicateKeyError:
@@ -185,27 +187,75 @@ class LeadRepository:
 
         The lead is read, changed and written in one transaction: a concurrent writer
         makes it conflict and run again on the newer lead, so no update is lost, status
-        times never run backwards, and the counters move with the status. Updates of one
-        lead from this process queue rather than conflict.
+        times never run backwards, and the counters move with the status.
+
+        Updates of one lead that arrive at this process while one is being written are
+        committed together, in arrival order, in the next transaction (a group commit):
+        each still gets the lead as its own change left it, and 50 concurrent updates
+        cost a few transactions instead of 50 conflicting ones.
         """
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
+        entry = PendingUpdate(chatbot_id, changes, asyncio.get_running_loop().create_future())
+        queue = self._pending.setdefault(lead_id, [])
+        queue.append(entry)
+        try:
+            async with self._locks.hold(lead_id):
+                if not entry.outcome.done():  # nobody took it yet: write every waiting one
+                    await self._write_updates(lead_id, self._pending.pop(lead_id))
+        except BaseException:
+            if not entry.outcome.done() and entry in self._pending.get(lead_id, ()):
+                self._pending[lead_id].remove(entry)  # never written: drop it
+                if not self._pending[lead_id]:
+                    del self._pending[lead_id]
+            raise
+        return _to_lead(entry.outcome.result())
 
-        async def write(session: Any) -> dict[str, Any]:
-            current = await self._find_lead(chatbot_id, lead_id, session=session)
-            sets, unsets, after = plan_update(current, changes, utcnow())
-            update: dict[str, Any] = {"$set": sets}
-            if unsets:
-                update["$unset"] = dict.fromkeys(unsets, "")
-            await self._leads.update_one({"_id": lead_id}, update, session=session)
-            if after["status"] != current["status"]:
-                await self._counters.add_any(
-                    session, chatbot_id, {current["status"]: -1, after["status"]: 1}
-                )
-            return after
+    async def _write_updates(self, lead_id: str, batch: list[PendingUpdate]) -> None:
+        """Apply ``batch`` in order in one transaction; settle each entry's outcome."""
 
-        async with self._locks.hold(lead_id):
-            return _to_lead(await self._mongo.transaction(write))
+        async def write(session: Any) -> list[dict[str, Any] | Exception]:
+            current = await self._leads.find_one({"_id": lead_id}, session=session)
+            state, outcomes = current, []
+            for entry in batch:
+                if state is None or state.get("chatbotId") != entry.chatbot_id:
+                    outcomes.append(LeadNotFound())
+                    continue
+                try:
+                    state = apply_update(state, entry.changes, utcnow())
+                except ValidationFailed as exc:  # this change alone is refused
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(state)
+            if state is not current:
+                sets = {k: v for k, v in state.items() if current.get(k, _ABSENT) != v}
+                update: dict[str, Any] = {"$set": sets}
+                gone = [k for k in current if k not in state]
+                if gone:
+                    update["$unset"] = dict.fromkeys(gone, "")
+                await self._leads.update_one({"_id": lead_id}, update, session=session)
+                if state["status"] != current["status"]:
+                    await counts.add(session, {current["status"]: -1, state["status"]: 1})
+            return outcomes
+
+        try:
+            async with self._counters.claim(batch[0].chatbot_id) as counts:
+                results = await self._mongo.transaction(write)
+        except BaseException as exc:
+            # Each waiter raises it from its own outcome (a cancelled writer leaves the
+            # outcome unknown to the others: for them it is a 503).
+            shared = exc if isinstance(exc, Exception) else unavailable()
+            for entry in batch:
+                if not entry.outcome.done():
+                    entry.outcome.set_exception(shared)
+            if isinstance(exc, Exception):
+                return
+            raise
+        for entry, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                entry.outcome.set_exception(result)
+            else:
+                entry.outcome.set_result(result)
 
     @store_errors
     async def delete(self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any]) -> datetime:
@@ -228,9 +278,9 @@ class LeadRepository:
                 session=session,
             )
             await self._leads.delete_one({"_id": lead_id}, session=session)
-            await self._counters.add_any(session, chatbot_id, {"total": -1, lead["status"]: -1})
+            await counts.add(session, {"total": -1, lead["status"]: -1})
 
-        async with self._locks.hold(lead_id):
+        async with self._locks.hold(lead_id), self._counters.claim(chatbot_id) as counts:
             await self._mongo.transaction(write)
         return deleted_at
 
@@ -283,41 +333,45 @@ class LeadRepository:
         return moved
 
 
-def plan_update(
-    current: dict[str, Any], changes: dict[str, Any], now: datetime
-) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-    """The ``$set`` and ``$unset`` that apply ``changes`` to ``current``, and the result."""
-    sets: dict[str, Any] = {}
+def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The stored lead ``current`` with ``changes`` applied at ``now`` (a new dict)."""
+    after = {k: v for k, v in current.items() if k not in LEGACY_FIELDS}
     for field in ("name", "email", "phone", "source"):
         if field in changes:
-            sets[field] = changes[field]
+            after[field] = changes[field]
     if "name" in changes or "email" in changes:
-        name = changes.get("name", current["name"])
-        email = changes.get("email", current["email"])
-        sets.update(_derived(name, email))
+        after.update(_derived(after["name"], after["email"]))
     if "status" in changes and changes["status"] != current["status"]:
         history = list(current.get("statusHistory") or [])
         # Times of the history never run backwards, even within one millisecond.
         last = to_ms(history[-1]["changedAt"]) if history else None
         changed_at = max(now, last + MILLISECOND) if last else now
         history.append({"status": changes["status"], "changedAt": changed_at})
-        sets["status"] = changes["status"]
-        sets["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
+        after["status"] = changes["status"]
+        after["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
     if "metadata" in changes:
         merged = apply_merge_patch(current.get("metadata") or {}, changes["metadata"])
         problems = metadata_problems(merged)
         if problems:
             raise ValidationFailed("Metadata after the merge breaks a limit", details=problems)
-        sets["metadata"] = merged
-        sets["metadataIndex"] = metadata_index_entries(merged)
+        after["metadata"] = merged
+        after["metadataIndex"] = metadata_index_entries(merged)
     # updatedAt always moves forward, even within one millisecond of the last update.
     previous = current.get("updatedAt")
-    sets["updatedAt"] = max(now, to_ms(previous) + MILLISECOND) if previous else now
-    after = {**current, **sets}
-    unsets = [f for f in LEGACY_FIELDS if f in current]
-    for field in unsets:
-        after.pop(field)
-    return sets, unsets, after
+    after["updatedAt"] = max(now, to_ms(previous) + MILLISECOND) if previous else now
+    return after
+
+
+@dataclass
+class PendingUpdate:
+    """An update waiting for the lead's next transaction, and where its outcome goes."""
+
+    chatbot_id: str
+    changes: dict[str, Any]
+    outcome: asyncio.Future[dict[str, Any]]
+
+
+_ABSENT = object()
 
 
 class KeyedLocks:
