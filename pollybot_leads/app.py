@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import keys
+from .api.docs import redirect_to_docs, setup_docs
 from .api.leads import add_routes
 from .api.query import CursorCodec
-from .api.spec import setup_docs
 from .middleware.auth import Authenticator, auth_middleware_factory
 from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
@@ -103,4 +103,5 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_headers)
     add_routes(app)
     setup_docs(app)
+    app.router.add_get("/", redirect_to_docs)
     return app

@@ -11,17 +11,18 @@ from marshmallow import ValidationError
 
 from .. import keys
 from ..domain.timeutil import format_ts
-from ..errors import ConfirmationRequired, ValidationFailed
+from ..errors import ValidationFailed
 from ..middleware.context import AUTH, REQUEST_ID
 from .body import read_json_object
-from .query import LeadListQuerySchema, parse_confirm, parse_list_query, reject_query
-from .schemas import (
-    DeleteEnvelopeSchema,
-    LeadCreateSchema,
-    LeadEnvelopeSchema,
-    LeadListEnvelopeSchema,
-    LeadUpdateSchema,
+from .query import (
+    CONFIRM_HEADER,
+    LeadListQuerySchema,
+    parse_list_query,
+    reject_query,
+    require_confirmation,
 )
+from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema
+from .schemas import LeadCreateSchema, LeadUpdateSchema
 from .spec import error_responses
 
 _create_schema = LeadCreateSchema()
@@ -54,9 +55,13 @@ async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
 
 @docs(
     tags=["leads"],
+    operationId="createLead",
     summary="Create a lead",
     description="Stores a new lead for the chatbot. Responds 201 with the lead and a "
-    "Location header pointing at it.",
+    "Location header pointing at it. Unknown fields and server-owned fields (id, "
+    "chatbotId, workspaceId, createdAt, updatedAt, statusHistory) are a 400 naming them; "
+    "so are control characters in any string field (metadata values excepted). Takes no "
+    "query parameters.",
     responses=error_responses(400, 401, 404, 413, 415, 429, 503),
 )
 @json_schema(
@@ -86,13 +91,20 @@ async def create_lead(request: web.Request) -> web.Response:
 
 @docs(
     tags=["leads"],
+    operationId="listLeads",
     summary="List leads",
     description="Newest first by default. Page with page/limit, or with cursor "
     "(pagination.nextCursor of the previous page), which stays correct while leads are "
-    "added. Filters combine (AND). `metadata.<key>=<value>` filters on a top-level "
-    "metadata key: the value matches the same string, and also the number or boolean it "
-    'spells (`5` matches 5 and "5", `true` matches true and "true"); an array matches '
-    "when one element does. Up to 5 metadata filters.",
+    "added; page and cursor together are a 400. Filters combine (AND). Unknown, repeated "
+    "or malformed parameters are a 400 naming them.\n\n"
+    "**Metadata filters.** `metadata.<key>=<value>` filters on a top-level metadata key "
+    "(`<key>`: 1-100 characters, not starting with `$`, without `.`; the value at most "
+    "200 characters). The value matches the same string, and also the number or boolean "
+    'it spells (`5` matches 5, 5.0 and "5"; `true` matches true and "true"); an array '
+    "matches when one element does. Up to 5 metadata filters. OpenAPI 3.0 cannot declare "
+    "a family of parameters named by a prefix, so they are not listed among the "
+    "parameters below; the server accepts them all the same, e.g. "
+    "`?metadata.utm_source=google&metadata.seats=5`.",
     responses=error_responses(400, 401, 404, 429, 503),
 )
 @querystring_schema(LeadListQuerySchema)
@@ -120,9 +132,12 @@ async def list_leads(request: web.Request) -> web.Response:
 
 @docs(
     tags=["leads"],
+    operationId="getLead",
     summary="Get a lead",
-    description="The complete lead, with its status history.",
-    responses=error_responses(401, 404, 429, 503),
+    description="The complete lead, with its status history. A lead that does not exist, "
+    "was deleted, belongs to another chatbot or has a malformed id is a 404. Takes no "
+    "query parameters (any is a 400).",
+    responses=error_responses(400, 401, 404, 429, 503),
 )
 @response_schema(LeadEnvelopeSchema, 200, description="The lead")
 async def get_lead(request: web.Request) -> web.Response:
@@ -135,10 +150,13 @@ async def get_lead(request: web.Request) -> web.Response:
 
 @docs(
     tags=["leads"],
+    operationId="updateLead",
     summary="Update a lead",
-    description="Partial update: only the fields sent change. `metadata` is merged as a "
-    "JSON Merge Patch (RFC 7386); `phone` and `source` may be null to clear them; a new "
-    "status is appended to statusHistory. Concurrent updates never lose each other.",
+    description="Partial update: only the fields sent change, and at least one must be "
+    "sent (an empty object is a 400). `metadata` is merged as a JSON Merge Patch (RFC "
+    "7386); `phone` and `source` may be null to clear them; `name`, `email`, `status` and "
+    "`metadata` may not be null; a new status is appended to statusHistory. Concurrent "
+    "updates never lose each other. Takes no query parameters.",
     responses=error_responses(400, 401, 404, 413, 415, 429, 503),
 )
 @json_schema(LeadUpdateSchema, example={"status": "contacted", "metadata": {"plan": "pro"}})
@@ -158,30 +176,29 @@ async def update_lead(request: web.Request) -> web.Response:
 
 @docs(
     tags=["leads"],
+    operationId="deleteLead",
     summary="Delete a lead",
-    description="Permanent. Confirm with `?confirm=true` or the header "
-    "`X-Confirm-Delete: true`; without it nothing is deleted. An audit record (ids and "
-    "time, no personal data) is kept.",
+    description="Permanent, so it must be confirmed: `?confirm=true`, or instead the "
+    "header `X-Confirm-Delete: true` (case-insensitive). Without a confirmation, or with "
+    "one that says anything but true (`confirm=false`, even beside a confirming header), "
+    "nothing is deleted and the answer is 400 `CONFIRMATION_REQUIRED`. The query parameter "
+    "is declared required below because OpenAPI 3.0 cannot say 'this parameter or that "
+    "header'. An audit record (ids and time, no personal data) is kept.",
     parameters=[
         {
             "in": "query",
             "name": "confirm",
+            "required": True,
             "schema": {"type": "string", "enum": ["true"]},
-            "description": "Must be true (or send X-Confirm-Delete: true).",
-        },
-        {
-            "in": "header",
-            "name": "X-Confirm-Delete",
-            "schema": {"type": "string", "enum": ["true"]},
-            "description": "Alternative to ?confirm=true.",
+            "description": "Must be `true`. Alternative: the header `X-Confirm-Delete: true`.",
+            "example": "true",
         },
     ],
     responses=error_responses(400, 401, 404, 429, 503),
 )
 @response_schema(DeleteEnvelopeSchema, 200, description="The lead is gone")
 async def delete_lead(request: web.Request) -> web.Response:
-    if not parse_confirm(request.query, request.headers.get("X-Confirm-Delete")):
-        raise ConfirmationRequired()
+    require_confirmation(request.query, request.headers.get(CONFIRM_HEADER))
     auth = request[AUTH]
     lead_id = request.match_info["leadId"]
     deleted_at = await request.app[keys.leads_repo_key].delete(

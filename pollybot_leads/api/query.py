@@ -14,49 +14,75 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates
 from multidict import MultiMapping
 
-from ..domain.leads import SEARCH_MAX_WORDS, STATUSES, fold, query_words
+from ..domain.leads import SEARCH_MAX_WORDS, SOURCE_MAX, STATUSES, fold, query_words
 from ..domain.metadata import MAX_KEY_LENGTH
 from ..domain.queries import DEFAULT_SORT, SORTS, CursorPosition, LeadQuery
 from ..domain.timeutil import to_ms
-from ..errors import ValidationFailed
-from .schemas import CamelSchema, camel
+from ..errors import ConfirmationRequired, ValidationFailed
+from .schemas import (
+    CONTROL,
+    CONTROL_MESSAGE,
+    CONTROL_RE,
+    NON_BLANK,
+    CamelSchema,
+    EmailText,
+    Text,
+    anchored,
+    camel,
+)
 
 MAX_PAGE = 1_000_000
+SEARCH_MAX_LENGTH = 200
+CURSOR_PATTERN = r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
+CONFIRM_HEADER = "X-Confirm-Delete"
 METADATA_PREFIX = "metadata."
 METADATA_FILTERS_MAX = 5
 _INT = re.compile(r"^-?(0|[1-9][0-9]{0,17})\Z")
 _FLOAT = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
 
 
-def _csv(values: list[str], allowed: tuple[str, ...] | None, max_len: int) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(v.strip() for v in values))
-    if not items or any(not v for v in items):
-        raise ValidationError("Empty value.")
-    if allowed is not None:
-        bad = [v for v in items if v not in allowed]
-        if bad:
-            raise ValidationError(f"Must be one or more of: {', '.join(allowed)}.")
-    elif any(len(v) > max_len for v in items):
-        raise ValidationError(f"Each value must be at most {max_len} characters.")
-    return items
+_SPACE = f"[^\\S{CONTROL}]*"  # whitespace that is not a control character
+
+
+def csv_pattern(item: str) -> str:
+    """One item or several, comma-separated, each with optional spaces around it."""
+    one = f"{_SPACE}{item}{_SPACE}"
+    return f"{one}(?:,{one})*"
+
+
+STATUS_CSV = csv_pattern("(?:" + "|".join(STATUSES) + ")")
+SOURCE_CSV = csv_pattern(
+    f"[^,\\s{CONTROL}](?:[^,{CONTROL}]{{0,{SOURCE_MAX - 2}}}[^,\\s{CONTROL}])?"
+)
 
 
 class CsvField(fields.String):
-    """``a,b,c`` → a tuple of distinct values, each checked."""
+    """``a, b,c`` -> a tuple of distinct values, trimmed; the whole must match ``pattern``."""
 
-    def __init__(self, allowed: tuple[str, ...] | None = None, max_len: int = 64, **kw: Any):
-        super().__init__(**kw)
-        self.allowed, self.max_len = allowed, max_len
+    def __init__(self, pattern: str, message: str, **kw: Any):
+        metadata = {"pattern": anchored(pattern), **kw.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kw)
+        self.pattern, self.message = re.compile(pattern), message
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[str, ...]:
         text = super()._deserialize(value, attr, data, **kwargs)
-        return _csv(text.split(","), self.allowed, self.max_len)
+        if CONTROL_RE.search(text):
+            raise ValidationError(CONTROL_MESSAGE)
+        if not self.pattern.fullmatch(text):
+            raise ValidationError(self.message)
+        return tuple(dict.fromkeys(v.strip() for v in text.split(",")))
 
 
 # Times a filter may name. Wider than any lead's, and far enough from the ends of what
 # Python and BSON dates hold that bounds and windows computed from them stay in range.
 DATE_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 DATE_MAX = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+DATES = (
+    " ISO 8601 (RFC 3339); without an offset it is UTC. Between 1900-01-01T00:00:00Z and "
+    "9999-01-01T00:00:00Z."
+)
 
 
 class UtcDateTime(fields.AwareDateTime):
@@ -79,44 +105,74 @@ class LeadListQuerySchema(CamelSchema):
         load_default=1,
         strict=False,
         validate=validate.Range(1, MAX_PAGE),
-        metadata={"description": "1-based page number (page/limit paging)."},
+        metadata={"description": "1-based page number (page/limit paging); not with cursor."},
     )
-    limit = fields.Integer(load_default=10, validate=validate.Range(1, 100))
+    limit = fields.Integer(
+        load_default=10,
+        validate=validate.Range(1, 100),
+        metadata={"description": "Leads per page."},
+    )
     status = CsvField(
-        allowed=STATUSES,
-        metadata={"description": "One status, or several comma-separated.", "example": "new"},
+        STATUS_CSV,
+        f"Must be one or more of: {', '.join(STATUSES)}, comma-separated.",
+        metadata={
+            "description": "One status, or several comma-separated (any of them matches).",
+            "example": "new,contacted",
+        },
     )
     source = CsvField(
-        max_len=64,
-        metadata={"description": "One source, or several comma-separated.", "example": "website"},
+        SOURCE_CSV,
+        f"One or more sources of 1-{SOURCE_MAX} characters, comma-separated.",
+        metadata={
+            "description": f"One source, or several comma-separated (any of them matches); "
+            f"each 1-{SOURCE_MAX} characters after trimming, without commas or control "
+            "characters.",
+            "example": "website",
+        },
     )
-    email = fields.Email(
-        validate=validate.Length(max=254),
-        metadata={"description": "Exact address, case-insensitive."},
+    email = EmailText(
+        metadata={
+            "description": "Exact address, case-insensitive.",
+            "example": "john.doe@example.com",
+        },
     )
-    search = fields.String(
-        validate=validate.Length(1, 200),
+    search = Text(
+        max_length=SEARCH_MAX_LENGTH,
+        pattern=NON_BLANK,
+        pattern_message="Give at least one word.",
         metadata={
             "description": "Words (all must match) that begin a word of the name or of the "
             "email: its local part split at . _ - +, and its domain. Case- and "
-            "accent-insensitive.",
+            "accent-insensitive. A word is a whitespace-separated run that is not only "
+            f"punctuation; give 1 to {SEARCH_MAX_WORDS} words (more, or none, is a 400).",
             "example": "jo",
         },
     )
-    created_after = UtcDateTime(metadata={"description": "ISO 8601, inclusive."})
-    created_before = UtcDateTime(metadata={"description": "ISO 8601, exclusive."})
-    updated_after = UtcDateTime(metadata={"description": "ISO 8601, inclusive."})
-    updated_before = UtcDateTime(metadata={"description": "ISO 8601, exclusive."})
+    created_after = UtcDateTime(
+        metadata={"description": "Created at or after (inclusive)." + DATES}
+    )
+    created_before = UtcDateTime(
+        metadata={"description": "Created before (exclusive); later than createdAfter." + DATES}
+    )
+    updated_after = UtcDateTime(
+        metadata={"description": "Updated at or after (inclusive)." + DATES}
+    )
+    updated_before = UtcDateTime(
+        metadata={"description": "Updated before (exclusive); later than updatedAfter." + DATES}
+    )
     sort = fields.String(
         load_default=DEFAULT_SORT,
         validate=validate.OneOf(tuple(SORTS)),
         metadata={"description": "Order; ties are broken by id in the same direction."},
     )
-    cursor = fields.String(
-        validate=validate.Length(1, 512),
+    cursor = Text(
+        max_length=512,
+        pattern=CURSOR_PATTERN,
+        pattern_message="Not a valid cursor.",
         metadata={
-            "description": "Continue after the last lead of a previous page (its "
-            "pagination.nextCursor); use instead of page."
+            "description": "Continue after the last lead of a previous page: its "
+            "pagination.nextCursor, with the same sort. Opaque and signed by the server: "
+            "any other value is a 400. Use instead of page: both together are a 400."
         },
     )
 
@@ -260,15 +316,25 @@ def _flatten(messages: Any) -> dict[str, list[str]]:
     return {"_query": list(messages)}
 
 
-def parse_confirm(query: MultiMapping[str], header: str | None) -> bool:
-    """Delete's confirmation: ``?confirm=true`` or ``X-Confirm-Delete: true``."""
+def require_confirmation(query: MultiMapping[str], header: str | None) -> None:
+    """Delete's confirmation: ``?confirm=true``, or ``X-Confirm-Delete: true`` instead.
+
+    Each one that is sent must say true (a ``confirm=false`` beside a confirming header
+    is a refusal, not a confirmation); at least one must be sent.
+    """
     unknown = [name for name in query if name != "confirm"]
     if unknown:
         raise ValidationFailed(
             "Invalid query parameters", details={n: ["Unknown parameter."] for n in unknown}
         )
     values = query.getall("confirm", [])
-    return (values == ["true"]) or (header or "").strip().lower() == "true"
+    problems: dict[str, list[str]] = {}
+    if values and values != ["true"]:
+        problems["confirm"] = ["Must be true (once)."]
+    if header is not None and header.strip().lower() != "true":
+        problems[CONFIRM_HEADER] = ["Must be true."]
+    if problems or (not values and header is None):
+        raise ConfirmationRequired(details=problems or None)
 
 
 def reject_query(query: MultiMapping[str]) -> None:

@@ -1,4 +1,9 @@
-"""Marshmallow schemas: request validation (load) and the documented response shapes."""
+"""Marshmallow schemas: request validation (load) and the documented response shapes.
+
+String rules are written once, as patterns: the server checks each value with
+``re.fullmatch`` and the OpenAPI document publishes the same pattern (anchored), so the
+document says exactly what the server accepts.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import re
 from typing import Any
 
 from marshmallow import (
-    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -19,14 +23,33 @@ from ..domain.leads import (
     EMAIL_MAX,
     NAME_MAX,
     PHONE_MAX,
-    PHONE_RE,
     SOURCE_MAX,
     STATUSES,
 )
-from ..domain.metadata import metadata_problems
+from ..domain.metadata import (
+    MAX_DEPTH,
+    MAX_KEY_LENGTH,
+    MAX_KEYS_PER_OBJECT,
+    MAX_SERIALIZED_BYTES,
+    metadata_problems,
+)
 
 SERVER_OWNED_MESSAGE = "Set by the server; it cannot be sent."
+CONTROL_MESSAGE = "Control characters (U+0000-U+001F, U+007F-U+009F) are not allowed."
 _SNAKE = re.compile(r"_([a-z])")
+
+# Unicode's control characters (category Cc). Refused in every string the API reads,
+# except inside metadata values, which are stored as sent.
+CONTROL = r"\x00-\x1f\x7f-\x9f"
+CONTROL_RE = re.compile(f"[{CONTROL}]")
+TEXT = f"[^{CONTROL}]*"
+NON_BLANK = f"[^{CONTROL}]*[^\\s{CONTROL}][^{CONTROL}]*"  # something left after trimming
+PHONE_PATTERN = r"[0-9 +\-().]*[0-9][0-9 +\-().]*"
+
+
+def anchored(pattern: str) -> str:
+    """The published form of a pattern the server applies with ``re.fullmatch``."""
+    return f"^{pattern}$"
 
 
 def camel(name: str) -> str:
@@ -43,11 +66,60 @@ class CamelSchema(Schema):
         field_obj.data_key = field_obj.data_key or camel(field_name)
 
 
-class TrimmedString(fields.String):
-    """A string with surrounding whitespace removed before its length is checked."""
+class Text(fields.String):
+    """A string without control characters, at most ``max_length`` characters as sent,
+    that matches ``pattern`` whole; ``trim`` then removes surrounding whitespace.
+
+    The OpenAPI document gets the same pattern and length: what it allows, the server
+    accepts, and the other way round.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_length: int,
+        pattern: str = TEXT,
+        pattern_message: str = CONTROL_MESSAGE,
+        trim: bool = False,
+        min_length: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        metadata = dict(kwargs.pop("metadata", {}))
+        metadata.setdefault("pattern", anchored(pattern))
+        metadata.setdefault("maxLength", max_length)
+        if min_length:
+            metadata.setdefault("minLength", min_length)
+        super().__init__(metadata=metadata, **kwargs)
+        self.max_length, self.min_length, self.trim = max_length, min_length, trim
+        self.pattern, self.pattern_message = re.compile(pattern), pattern_message
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        return super()._deserialize(value, attr, data, **kwargs).strip()
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if CONTROL_RE.search(text):
+            raise ValidationError(CONTROL_MESSAGE)
+        if len(text) > self.max_length:
+            raise ValidationError(f"At most {self.max_length} characters.")
+        if len(text) < self.min_length:
+            raise ValidationError(f"At least {self.min_length} characters.")
+        if not self.pattern.fullmatch(text):
+            raise ValidationError(self.pattern_message)
+        return text.strip() if self.trim else text
+
+
+class EmailText(fields.Email):
+    """An email address (at most EMAIL_MAX characters) without control characters."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"pattern": anchored(TEXT), "maxLength": EMAIL_MAX, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, str):
+            if CONTROL_RE.search(value):
+                raise ValidationError(CONTROL_MESSAGE)
+            if len(value) > EMAIL_MAX:
+                raise ValidationError(f"At most {EMAIL_MAX} characters.")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class ServerOwned(fields.Raw):
@@ -60,21 +132,73 @@ class ServerOwned(fields.Raw):
         raise ValidationError(SERVER_OWNED_MESSAGE)
 
 
-def _phone(value: str) -> None:
-    if not PHONE_RE.match(value) or not any(ch.isdigit() for ch in value):
-        raise ValidationError("Use digits, spaces and + - ( ) . only.")
+def name_field(**kwargs: Any) -> Text:
+    return Text(
+        max_length=NAME_MAX,
+        pattern=NON_BLANK,
+        pattern_message="Must not be blank.",
+        trim=True,
+        metadata={
+            "description": f"The lead's name: at most {NAME_MAX} characters, no control "
+            "characters; surrounding whitespace is removed and something must remain.",
+            "example": "John Doe",
+        },
+        **kwargs,
+    )
 
 
-NAME = dict(validate=validate.Length(1, NAME_MAX))
-EMAIL = dict(validate=validate.Length(max=EMAIL_MAX))
-PHONE = dict(validate=[validate.Length(1, PHONE_MAX), _phone])
-SOURCE = dict(validate=validate.Length(1, SOURCE_MAX))
+def email_field(**kwargs: Any) -> EmailText:
+    return EmailText(
+        metadata={
+            "description": f"Email address, at most {EMAIL_MAX} characters. Stored as sent; "
+            "the email filter and search compare it case-insensitively.",
+            "example": "john.doe@example.com",
+        },
+        **kwargs,
+    )
+
+
+def phone_field(**kwargs: Any) -> Text:
+    return Text(
+        max_length=PHONE_MAX,
+        pattern=PHONE_PATTERN,
+        pattern_message="Use digits, spaces and + - ( ) . only, with at least one digit.",
+        trim=True,
+        allow_none=True,
+        metadata={
+            "description": f"Phone number: at most {PHONE_MAX} characters of digits, spaces "
+            "and `+-().`, at least one digit; surrounding spaces are removed. "
+            "null: none.",
+            "example": "+1-555-123-4567",
+        },
+        **kwargs,
+    )
+
+
+def source_field(**kwargs: Any) -> Text:
+    return Text(
+        max_length=SOURCE_MAX,
+        pattern=NON_BLANK,
+        pattern_message="Must not be blank.",
+        trim=True,
+        allow_none=True,
+        metadata={
+            "description": f"Where the lead came from: at most {SOURCE_MAX} characters, no "
+            "control characters, not blank; surrounding whitespace is removed. null: none.",
+            "example": "website",
+        },
+        **kwargs,
+    )
+
+
 STATUS = dict(validate=validate.OneOf(STATUSES))
-METADATA_DOC = {
-    "description": "Free-form object stored natively and returned exactly as stored. Keys "
-    "1-100 characters, not starting with '$', without '.' or NUL; at most 100 keys per "
-    "object; nesting depth at most 5; at most 16 KiB serialized.",
-}
+METADATA_RULES = (
+    f"Keys are 1-{MAX_KEY_LENGTH} characters, do not start with `$` and contain neither "
+    f"`.` nor NUL; at most {MAX_KEYS_PER_OBJECT} keys per object; containers (objects and "
+    f"arrays, the metadata itself included) nest at most {MAX_DEPTH} deep; integers fit "
+    f"in 64 bits; at most {MAX_SERIALIZED_BYTES // 1024} KiB as compact JSON. Values may "
+    "be any JSON, control characters included. A broken rule is a 400 naming the path."
+)
 
 
 class _LeadInputBase(CamelSchema):
@@ -94,122 +218,47 @@ class _LeadInputBase(CamelSchema):
 
 
 class LeadCreateSchema(_LeadInputBase):
-    name = TrimmedString(required=True, metadata={"example": "John Doe"}, **NAME)
-    email = fields.Email(required=True, metadata={"example": "john.doe@example.com"}, **EMAIL)
-    phone = TrimmedString(allow_none=True, metadata={"example": "+1-555-123-4567"}, **PHONE)
-    source = TrimmedString(allow_none=True, metadata={"example": "website"}, **SOURCE)
-    status = fields.String(load_default="new", metadata={"example": "new"}, **STATUS)
-    metadata = fields.Dict(
-        keys=fields.String(),
-        metadata={**METADATA_DOC, "example": {"utm_source": "google"}},
+    name = name_field(required=True)
+    email = email_field(required=True)
+    phone = phone_field()
+    source = source_field()
+    status = fields.String(
+        load_default="new",
+        metadata={"description": "Initial status (default `new`).", "example": "new"},
+        **STATUS,
     )
-
-
-class LeadUpdateSchema(_LeadInputBase):
-    name = TrimmedString(metadata={"example": "John Doe"}, **NAME)
-    email = fields.Email(metadata={"example": "john.doe@example.com"}, **EMAIL)
-    phone = TrimmedString(allow_none=True, **PHONE)
-    source = TrimmedString(allow_none=True, **SOURCE)
-    status = fields.String(metadata={"example": "contacted"}, **STATUS)
     metadata = fields.Dict(
         keys=fields.String(),
         metadata={
-            **METADATA_DOC,
-            "description": "JSON Merge Patch (RFC 7386) into the stored metadata: new keys "
-            "are added, existing keys replaced, null removes a key, objects merge "
-            "recursively, arrays are replaced whole.",
-            "example": {"plan": "pro", "utm_source": None},
+            "description": "Free-form object, stored natively and returned exactly as "
+            "stored. " + METADATA_RULES,
+            "maxProperties": MAX_KEYS_PER_OBJECT,
+            "example": {"utm_source": "google", "interests": ["product_a"]},
         },
     )
 
 
-# --- responses (documentation and response-shape tests) -------------------------------
-
-TIMESTAMP = {"format": "date-time", "example": "2024-01-15T10:30:00.000Z"}
-
-
-class StatusChangeSchema(CamelSchema):
-    status = fields.String(**STATUS)
-    changed_at = fields.String(metadata=TIMESTAMP)
-
-
-class LeadSchema(CamelSchema):
-    class Meta:
-        unknown = EXCLUDE
-
-    id = fields.String(metadata={"example": "lead_1234567890abcdef"})
-    chatbot_id = fields.String(metadata={"example": "cb_1234567890abcdef"})
-    workspace_id = fields.String(metadata={"example": "ws_0123456789abcdef"})
-    name = fields.String(metadata={"example": "John Doe"})
-    email = fields.String(metadata={"example": "john.doe@example.com"})
-    phone = fields.String(allow_none=True, metadata={"example": "+1-555-123-4567"})
-    source = fields.String(allow_none=True, metadata={"example": "website"})
-    status = fields.String(**STATUS)
-    metadata = fields.Dict(metadata={"example": {"utm_source": "google"}})
-    status_history = fields.List(fields.Nested(StatusChangeSchema))
-    created_at = fields.String(metadata=TIMESTAMP)
-    updated_at = fields.String(metadata=TIMESTAMP)
-
-
-class LeadSummarySchema(LeadSchema):
-    class Meta:
-        exclude = ("status_history",)
-
-
-class PaginationSchema(CamelSchema):
-    page = fields.Integer(allow_none=True, metadata={"example": 1})
-    limit = fields.Integer(metadata={"example": 10})
-    total = fields.Integer(metadata={"example": 25})
-    total_pages = fields.Integer(metadata={"example": 3})
-    has_next = fields.Boolean(metadata={"example": True})
-    has_prev = fields.Boolean(metadata={"example": False})
-    total_exact = fields.Boolean(
+class LeadUpdateSchema(_LeadInputBase):
+    name = name_field()
+    email = email_field()
+    phone = phone_field()
+    source = source_field()
+    status = fields.String(
         metadata={
-            "description": "Present (false) only when the deployment bounds counting "
-            "(list.max_count) and the count reached the bound: total is then that bound."
-        }
+            "description": "New status; a status different from the current one is "
+            "appended to statusHistory.",
+            "example": "contacted",
+        },
+        **STATUS,
     )
-    next_cursor = fields.String(
-        allow_none=True,
-        metadata={"description": "Pass as `cursor` for the page after this one; null at the end."},
+    metadata = fields.Dict(
+        keys=fields.String(),
+        metadata={
+            "description": "JSON Merge Patch (RFC 7386) into the stored metadata: new keys "
+            "are added, existing keys replaced, null removes a key, objects merge "
+            "recursively, arrays are replaced whole. The merged result must keep the "
+            "metadata rules: " + METADATA_RULES,
+            "maxProperties": MAX_KEYS_PER_OBJECT,
+            "example": {"plan": "pro", "utm_source": None},
+        },
     )
-
-
-class LeadListSchema(CamelSchema):
-    leads = fields.List(fields.Nested(LeadSummarySchema))
-    pagination = fields.Nested(PaginationSchema)
-
-
-class LeadEnvelopeSchema(CamelSchema):
-    success = fields.Boolean(metadata={"example": True})
-    data = fields.Nested(LeadSchema)
-
-
-class LeadListEnvelopeSchema(CamelSchema):
-    success = fields.Boolean(metadata={"example": True})
-    data = fields.Nested(LeadListSchema)
-
-
-class DeletedSchema(CamelSchema):
-    id = fields.String(metadata={"example": "lead_1234567890abcdef"})
-    deleted_at = fields.String(metadata=TIMESTAMP)
-
-
-class DeleteEnvelopeSchema(CamelSchema):
-    success = fields.Boolean(metadata={"example": True})
-    message = fields.String(metadata={"example": "Lead deleted successfully"})
-    data = fields.Nested(DeletedSchema)
-
-
-class ErrorSchema(CamelSchema):
-    code = fields.String(metadata={"example": "VALIDATION_ERROR"})
-    message = fields.String(metadata={"example": "Invalid data"})
-    details = fields.Dict(
-        metadata={"example": {"email": ["Not a valid email address."]}},
-    )
-    request_id = fields.String(metadata={"example": "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"})
-
-
-class ErrorEnvelopeSchema(CamelSchema):
-    success = fields.Boolean(metadata={"example": False})
-    error = fields.Nested(ErrorSchema)

@@ -1,14 +1,17 @@
-"""OpenAPI 3 document and Swagger UI (served offline from the package's own assets).
+"""The OpenAPI 3 document: built by aiohttp-apispec from the handlers' decorators, finished
+here, frozen, and served as bytes (nothing can change it after start-up).
 
-aiohttp-apispec builds the document from the handlers' decorators; its OpenAPI 3 output
-still describes request bodies as ``in: body`` parameters and path parameters with a
-bare ``type``, both invalid in OpenAPI 3. ``finish_spec`` rewrites them and adds what the
-decorators cannot say: the bearer scheme, error examples and response headers.
+aiohttp-apispec's OpenAPI 3 output still describes request bodies as ``in: body``
+parameters and path parameters with a bare ``type``, both invalid in OpenAPI 3.
+``finish_spec`` rewrites them and adds what the decorators cannot say: the bearer
+scheme, tags, the errors each operation can answer with (with examples), response
+headers, links between operations, and the update body's ``minProperties``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from typing import Any
 
@@ -17,75 +20,129 @@ from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from .. import __version__
-from .schemas import ErrorEnvelopeSchema
+from .responses import ErrorEnvelopeSchema
 
 SPEC_URL = "/api/docs/openapi.json"
-DOCS_URL = "/api/docs"
-STATIC_URL = "/api/docs/static"
-SPEC_APP_KEY = "swagger_dict"  # where aiohttp-apispec keeps the document
+SPEC_APP_KEY = "swagger_dict"  # where aiohttp-apispec keeps the document (scripts read it)
+REQUEST_ID_EXAMPLE = "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"
 
-_ERRORS: dict[int, tuple[str, str, str, dict | None]] = {
-    400: (
-        "Invalid data, invalid JSON or missing confirmation",
-        "VALIDATION_ERROR",
-        "Invalid data",
-        {"email": ["Not a valid email address."]},
-    ),
-    401: (
-        "Missing, malformed, unknown or revoked API key",
-        "UNAUTHORIZED",
-        "Invalid or missing API key",
-        None,
-    ),
-    404: ("Chatbot or lead not found", "LEAD_NOT_FOUND", "Lead not found", None),
-    413: (
-        "Request body over the size limit",
-        "PAYLOAD_TOO_LARGE",
-        "Request body is too large",
-        None,
-    ),
-    415: (
-        "Request body is not application/json",
-        "UNSUPPORTED_MEDIA_TYPE",
-        "Content-Type must be application/json",
-        None,
-    ),
-    429: ("Rate limit exceeded (see Retry-After)", "RATE_LIMITED", "Too many requests", None),
-    503: (
-        "A backing store is unavailable (see Retry-After)",
-        "SERVICE_UNAVAILABLE",
-        "A backing store is unavailable",
-        None,
-    ),
+ERROR_STATUS_DESCRIPTIONS = {
+    400: "Invalid data, parameters or JSON (or, for a delete, no confirmation)",
+    401: "Missing, malformed, unknown or revoked API key",
+    404: "The chatbot (or lead) does not exist for this key",
+    413: "Request body over the size limit (64 KiB by default)",
+    415: "Request body is not application/json (UTF-8)",
+    429: "Rate limit exceeded: wait Retry-After seconds",
+    503: "A backing store could not be used in time: retry after Retry-After seconds",
 }
 
-_INT_HEADER = {"schema": {"type": "integer"}}
+# code: (status, message, details)
+ERROR_EXAMPLES: dict[str, tuple[int, str, dict[str, Any] | None]] = {
+    "VALIDATION_ERROR": (400, "Invalid data", {"email": ["Not a valid email address."]}),
+    "INVALID_JSON": (400, "Request body is not valid JSON", None),
+    "CONFIRMATION_REQUIRED": (
+        400,
+        "Deletion is permanent: confirm with ?confirm=true or X-Confirm-Delete: true",
+        None,
+    ),
+    "UNAUTHORIZED": (401, "Invalid or missing API key", None),
+    "CHATBOT_NOT_FOUND": (404, "Chatbot not found", None),
+    "LEAD_NOT_FOUND": (404, "Lead not found", None),
+    "PAYLOAD_TOO_LARGE": (413, "Request body is over 65536 bytes", None),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Content-Type must be application/json", None),
+    "RATE_LIMITED": (429, "Too many requests", None),
+    "SERVICE_UNAVAILABLE": (503, "A backing store is unavailable", None),
+}
+_ALWAYS = ("UNAUTHORIZED", "CHATBOT_NOT_FOUND", "RATE_LIMITED", "SERVICE_UNAVAILABLE")
+_BODY = ("VALIDATION_ERROR", "INVALID_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE")
+OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
+    "createLead": (*_BODY, *_ALWAYS),
+    "listLeads": ("VALIDATION_ERROR", *_ALWAYS),
+    "getLead": ("VALIDATION_ERROR", "LEAD_NOT_FOUND", *_ALWAYS),
+    "updateLead": (*_BODY, "LEAD_NOT_FOUND", *_ALWAYS),
+    "deleteLead": ("VALIDATION_ERROR", "CONFIRMATION_REQUIRED", "LEAD_NOT_FOUND", *_ALWAYS),
+}
+
+_INT_HEADER = {"schema": {"type": "integer", "minimum": 0}}
+_ABSENT = " (absent when rate limiting is off, and when the key was not yet charged)"
 RATE_LIMIT_HEADERS = {
-    "X-RateLimit-Limit": {"description": "Bucket capacity", **_INT_HEADER},
-    "X-RateLimit-Remaining": {"description": "Whole tokens left", **_INT_HEADER},
-    "X-RateLimit-Reset": {"description": "Seconds until the bucket is full", **_INT_HEADER},
-    "X-Request-Id": {"description": "The request's id", "schema": {"type": "string"}},
+    "X-RateLimit-Limit": {"description": "Bucket capacity" + _ABSENT, **_INT_HEADER},
+    "X-RateLimit-Remaining": {"description": "Whole tokens left" + _ABSENT, **_INT_HEADER},
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the bucket is full" + _ABSENT,
+        **_INT_HEADER,
+    },
 }
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", **_INT_HEADER}}
+REQUEST_ID_HEADER = {
+    "X-Request-Id": {
+        "description": "The request's id: the client's own X-Request-Id when it sent a sane "
+        "one (1-128 of A-Z a-z 0-9 . _ : -), else a generated one",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": '`Bearer realm="pollybot-leads"`',
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+LOCATION = {
+    "Location": {
+        "description": "The new lead's URL",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 PATH_PARAMS = {
     "chatbotId": ("The chatbot's id", "^cb_[0-9a-f]{16}$", "cb_1234567890abcdef"),
     "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
 }
+_LEAD_FROM_RESPONSE = {
+    "chatbotId": "$request.path.chatbotId",
+    "leadId": "$response.body#/data/id",
+}
+_LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    "getLead": {"operationId": "getLead", "description": "Read this lead"},
+    "updateLead": {"operationId": "updateLead", "description": "Change this lead"},
+    "deleteLead": {"operationId": "deleteLead", "description": "Delete this lead (confirmed)"},
+}
+OPERATION_LINKS = {  # operationId: (success status, links to other operations)
+    "createLead": ("201", ("getLead", "updateLead", "deleteLead")),
+    "getLead": ("200", ("updateLead", "deleteLead")),
+    "updateLead": ("200", ("getLead", "deleteLead")),
+}
+TAGS = [
+    {
+        "name": "leads",
+        "description": "A chatbot's leads: create, list and search, read, update, delete. "
+        "Every operation needs a workspace API key whose workspace owns the chatbot.",
+    }
+]
 
 
 def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    """The ``responses`` of a ``@docs`` decorator for these error statuses."""
     return {
-        status: {"description": _ERRORS[status][0], "schema": ErrorEnvelopeSchema}
+        status: {"description": ERROR_STATUS_DESCRIPTIONS[status], "schema": ErrorEnvelopeSchema}
         for status in statuses
     }
 
 
-def _error_example(status: int) -> dict[str, Any]:
-    _, code, message, details = _ERRORS[status]
+def error_example(code: str) -> dict[str, Any]:
+    _, message, details = ERROR_EXAMPLES[code]
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details
-    error["requestId"] = "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"
+    error["requestId"] = REQUEST_ID_EXAMPLE
     return {"success": False, "error": error}
 
 
@@ -96,13 +153,16 @@ def finish_spec(raw: dict[str, Any]) -> dict[str, Any]:
         for operation in path_item.values():
             _fix_operation(operation)
     components = spec.setdefault("components", {})
+    schemas = components.get("schemas", {})
     for name in ("LeadCreate", "LeadUpdate"):
-        schema = components.get("schemas", {}).get(name)
+        schema = schemas.get(name)
         if schema:  # server-owned fields are refused, not accepted: they are not inputs
             schema["properties"] = {
                 k: v for k, v in schema["properties"].items() if not v.get("writeOnly")
             }
             schema["additionalProperties"] = False
+    if "LeadUpdate" in schemas:
+        schemas["LeadUpdate"]["minProperties"] = 1  # an empty update is a 400
     components["securitySchemes"] = {
         "bearerAuth": {
             "type": "http",
@@ -113,6 +173,7 @@ def finish_spec(raw: dict[str, Any]) -> dict[str, Any]:
     }
     spec["security"] = [{"bearerAuth": []}]
     spec["servers"] = [{"url": "/"}]
+    spec["tags"] = TAGS
     return spec
 
 
@@ -154,45 +215,71 @@ def _fix_operation(operation: dict[str, Any]) -> None:
     operation["parameters"] = params
     for oas2_only in ("produces", "consumes"):
         operation.pop(oas2_only, None)
+    operation_id = operation.get("operationId", "")
     for status, response in operation.get("responses", {}).items():
         code = int(status)
-        headers = (
-            dict(RATE_LIMIT_HEADERS)
-            if code != 401
-            else {"X-Request-Id": RATE_LIMIT_HEADERS["X-Request-Id"]}
-        )
-        if code in (429, 503):
-            headers.update(RETRY_AFTER)
-        if code == 201:
-            headers["Location"] = {
-                "description": "The new lead's URL",
-                "schema": {"type": "string"},
-            }
-        response["headers"] = headers
-        if code >= 400 and "content" in response:
-            response["content"]["application/json"]["example"] = _error_example(code)
+        response["headers"] = _response_headers(code)
+        media = response.get("content", {}).get("application/json")
+        if media is None:
+            continue
+        if code >= 400:
+            codes = [
+                c for c in OPERATION_ERRORS.get(operation_id, ()) if ERROR_EXAMPLES[c][0] == code
+            ]
+            media["examples"] = {c: {"value": error_example(c)} for c in codes}
+    success, targets = OPERATION_LINKS.get(operation_id, (None, ()))
+    if success in operation.get("responses", {}):
+        operation["responses"][success]["links"] = {
+            target: {**_LINKS[target], "parameters": dict(_LEAD_FROM_RESPONSE)}
+            for target in targets
+        }
 
 
-def setup_docs(app: web.Application) -> None:
+def _response_headers(code: int) -> dict[str, Any]:
+    headers = dict(REQUEST_ID_HEADER)
+    if code == 401:
+        headers.update(WWW_AUTHENTICATE)
+    else:
+        headers.update(RATE_LIMIT_HEADERS)
+    if code in (429, 503):
+        headers.update(RETRY_AFTER)
+    if code == 201:
+        headers.update(LOCATION)
+    return headers
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    """Document the routes added so far (call it after the last one)."""
     with warnings.catch_warnings():
         # aiohttp-apispec stores its state under plain string keys, not web.AppKey.
         warnings.simplefilter("ignore", NotAppKeyWarning)
-        _register_apispec(app)
-    document = app[SPEC_APP_KEY]  # served by apispec's own handler: rewrite it in place
-    finished = finish_spec(document)
-    document.clear()
-    document.update(finished)
+        setup_aiohttp_apispec(
+            app,
+            title="PollyBot Leads API",
+            version=__version__,
+            openapi_version="3.0.2",
+            url=None,  # served below, from frozen bytes; apispec's own page is not used
+            in_place=True,  # document the routes added so far, now, while not frozen
+            info={
+                "description": "Create, list, search, update and delete a chatbot's leads. "
+                "Every response is the envelope `{success, data}` or `{success: false, "
+                "error: {code, message, details?, requestId}}` and carries X-Request-Id.",
+                "license": {
+                    "name": "Apache-2.0",
+                    "url": "https://www.apache.org/licenses/LICENSE-2.0",
+                },
+            },
+        )
+        finished = finish_spec(app[SPEC_APP_KEY])
+        app[SPEC_APP_KEY] = finished
+    return finished
 
 
-def _register_apispec(app: web.Application) -> None:
-    setup_aiohttp_apispec(
-        app,
-        title="PollyBot Leads API",
-        version=__version__,
-        openapi_version="3.0.2",
-        url=SPEC_URL,
-        swagger_path=DOCS_URL,
-        static_path=STATIC_URL,
-        in_place=True,  # document the routes added so far, now, while the app is not frozen
-        info={"description": "Create, list, search, update and delete a chatbot's leads."},
-    )
+def add_spec_route(app: web.Application) -> None:
+    """Serve the finished document at SPEC_URL: built once, then only bytes are served."""
+    body = json.dumps(build_spec(app), separators=(",", ":")).encode()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get(SPEC_URL, openapi_json, name="openapi")

@@ -157,3 +157,50 @@ async def test_metadata_at_the_limits_is_accepted(api, tenant):
     }
     lead = await create_lead(api, tenant, metadata=metadata)
     assert lead["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "a\u0000b"),
+        ("name", "John\nDoe"),
+        ("name", "tab\there"),
+        ("name", "\u0085next line"),
+        ("email", '"a\u0001b"@example.com'),
+        ("source", "web\u007fsite"),
+        ("source", "site\r"),
+        ("phone", "+1 555\u0000"),
+    ],
+)
+async def test_control_characters_are_refused_in_string_fields(api, tenant, field, value):
+    payload = {"name": "A", "email": "a@b.co", field: value}
+    resp = await api.post(tenant.leads_url, json=payload, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert set(error["details"]) == {field}
+    listing = await api.get(tenant.leads_url, headers=tenant.headers)
+    assert (await data_of(listing))["pagination"]["total"] == 0
+
+
+async def test_control_characters_inside_metadata_values_are_kept(api, tenant):
+    metadata = {"note": "line one\nline two\ttabbed\u0000nul", "list": ["\u0007"]}
+    lead = await create_lead(api, tenant, metadata=metadata)
+    assert lead["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", " " * 195 + "x" * 6), ("source", " " + "s" * 64), ("phone", " " * 30 + "123")],
+)
+async def test_lengths_count_the_value_as_sent(api, tenant, field, value):
+    payload = {"name": "A", "email": "a@b.co", field: value}
+    resp = await api.post(tenant.leads_url, json=payload, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert set(error["details"]) == {field}
+
+
+@pytest.mark.parametrize("field", ["name", "source"])
+async def test_blank_values_are_refused(api, tenant, field):
+    payload = {"name": "A", "email": "a@b.co", field: " \u00a0 "}
+    resp = await api.post(tenant.leads_url, json=payload, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert set(error["details"]) == {field}

@@ -1,12 +1,20 @@
-"""The published OpenAPI document is valid, complete, and describes real responses."""
+"""The published OpenAPI document is valid, complete, and describes real responses; the
+documentation page is current, safe and served offline."""
 
+import hashlib
 import re
+from pathlib import Path
 
 import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+import pollybot_leads
+from pollybot_leads.api.docs import STATIC_DIR
+
 from .helpers import create_lead
+
+OPERATION_IDS = {"createLead", "listLeads", "getLead", "updateLead", "deleteLead"}
 
 OPERATIONS = {
     ("post", "/api/v1/chatbots/{chatbotId}/leads"),
@@ -42,9 +50,12 @@ async def test_every_operation_is_documented_completely(spec):
             for status, response in op["responses"].items():
                 media = response["content"]["application/json"]
                 assert "schema" in media
+                assert response["headers"]["X-Request-Id"]["required"] is True
                 if int(status) >= 400:
-                    assert media["example"]["success"] is False
-            assert {"401", "404", "429"} <= set(op["responses"])
+                    assert media["examples"], (method, path, status)
+                    for example in media["examples"].values():
+                        assert example["value"]["success"] is False
+            assert {"400", "401", "404", "429", "503"} <= set(op["responses"])
             if method in ("post", "put"):
                 body = op["requestBody"]["content"]["application/json"]
                 assert body["schema"]["$ref"].startswith("#/components/schemas/Lead")
@@ -121,8 +132,173 @@ async def test_swagger_ui_is_served_without_a_cdn(api):
     resp = await api.get("/api/docs")
     assert resp.status == 200
     html = await resp.text()
-    assert "swagger-ui" in html and "/api/docs/openapi.json" in html
+    assert "swagger-ui" in html
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert assets and all(a.startswith("/api/docs/static/") for a in assets)
     for asset in assets:
-        assert (await api.get(asset)).status == 200, asset
+        got = await api.get(asset)
+        assert got.status == 200, asset
+        assert got.headers["X-Content-Type-Options"] == "nosniff"
+    script = await (await api.get("/api/docs/static/docs/docs.js")).text()
+    assert 'url: "/api/docs/openapi.json"' in script
+    assert "queryConfigEnabled: false" in script  # ?url= and ?configUrl= are ignored
+    assert "configUrl:" not in script and "urls:" not in script
+
+
+async def test_docs_page_forbids_framing_inline_scripts_and_foreign_sources(api):
+    resp = await api.get("/api/docs", params={"url": "https://evil.example/spec.json"})
+    assert resp.status == 200
+    html = await resp.text()
+    assert "evil.example" not in html
+    assert "<script>" not in html  # the configuration is a file, so CSP can forbid inline
+    csp = dict(
+        part.strip().split(" ", 1) for part in resp.headers["Content-Security-Policy"].split(";")
+    )
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == "'self'" and csp["connect-src"] == "'self'"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_head_on_the_docs_and_the_root_redirect(api):
+    resp = await api.head("/api/docs")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    for method in ("GET", "HEAD"):
+        resp = await api.request(method, "/", allow_redirects=False)
+        assert resp.status in (302, 307)
+        assert resp.headers["Location"] == "/api/docs"
+    resp = await api.get("/")
+    assert resp.status == 200 and str(resp.url).endswith("/api/docs")
+
+
+async def test_spec_stays_valid_after_the_docs_page_is_viewed(api):
+    before = await (await api.get("/api/docs/openapi.json")).json()
+    for path in ("/api/docs", "/api/docs?url=/x.json", "/api/docs/static/docs/docs.js"):
+        assert (await api.get(path)).status == 200
+    after = await (await api.get("/api/docs/openapi.json")).json()
+    assert after == before
+    assert set(after) == {"openapi", "info", "paths", "components", "security", "servers", "tags"}
+    validate(after)
+
+
+async def test_operations_have_ids_tags_and_links(spec):
+    ops = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
+    assert set(ops) == OPERATION_IDS
+    assert [t["name"] for t in spec["tags"]] == ["leads"] and spec["tags"][0]["description"]
+    assert all(op["tags"] == ["leads"] for op in ops.values())
+    links = ops["createLead"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in links.values()} == {
+        "getLead",
+        "updateLead",
+        "deleteLead",
+    }
+    assert links["getLead"]["parameters"]["leadId"] == "$response.body#/data/id"
+    confirm = [p for p in ops["deleteLead"]["parameters"] if p["name"] == "confirm"]
+    assert confirm[0]["required"] is True and confirm[0]["schema"]["enum"] == ["true"]
+    assert "X-Confirm-Delete" in ops["deleteLead"]["description"]
+    assert "metadata.<key>" in ops["listLeads"]["description"]
+    assert spec["components"]["schemas"]["LeadUpdate"]["minProperties"] == 1
+    assert spec["info"]["license"]["name"] == "Apache-2.0"
+    assert spec["info"]["version"] == pollybot_leads.__version__
+
+
+def _response_schemas(spec):
+    """Every object schema reachable from a response, by name."""
+    schemas = spec["components"]["schemas"]
+    names, todo = set(), []
+    for item in spec["paths"].values():
+        for op in item.values():
+            for response in op["responses"].values():
+                todo.append(response["content"]["application/json"]["schema"])
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref:
+                name = ref.rsplit("/", 1)[-1]
+                if name not in names:
+                    names.add(name)
+                    todo.append(schemas[name])
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return {name: schemas[name] for name in names}
+
+
+async def test_response_fields_are_required_and_described(spec):
+    optional = {("Pagination", "totalExact"), ("Error", "details")}
+    found = _response_schemas(spec)
+    assert {"LeadEnvelope", "Lead", "StatusChange", "Pagination", "ErrorEnvelope"} <= set(found)
+    for name, schema in found.items():
+        for field, prop in schema["properties"].items():
+            assert prop.get("description"), (name, field)
+            if (name, field) not in optional:
+                assert field in schema.get("required", []), (name, field)
+
+
+async def test_vendored_swagger_ui_is_the_pinned_release():
+    root = Path(STATIC_DIR) / "swagger-ui"
+    sums = (root / "SHA256SUMS").read_text().splitlines()
+    assert len(sums) == 6
+    for line in sums:
+        digest, name = line.split()
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, name
+    bundle = (root / "swagger-ui-bundle.js").read_text()
+    assert re.search(r'DOMPurify\.version="3\.4\.\d+"', bundle)
+
+
+# --- what the document says is what the server does -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "status"),
+    [
+        ({"confirm": "true"}, {}, 200),
+        ({}, {"X-Confirm-Delete": "TRUE"}, 200),
+        ({"confirm": "true"}, {"X-Confirm-Delete": "true"}, 200),
+        ({"confirm": "false"}, {"X-Confirm-Delete": "true"}, 400),
+        ({"confirm": "true"}, {"X-Confirm-Delete": "%S"}, 400),
+        ({}, {"X-Confirm-Delete": ""}, 400),
+        ({}, {}, 400),
+    ],
+)
+async def test_delete_accepts_exactly_the_documented_confirmations(
+    api, tenant, params, headers, status
+):
+    lead = await create_lead(api, tenant)
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params=params, headers={**tenant.headers, **headers}
+    )
+    assert resp.status == status, await resp.text()
+    if status == 400:
+        assert (await resp.json())["error"]["code"] == "CONFIRMATION_REQUIRED"
+        assert (await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"search": "jo\u0000"}, "search"),
+        ({"search": "!!! ???"}, "search"),
+        ({"source": "web\tsite"}, "source"),
+        ({"source": "web,,ads"}, "source"),
+        ({"source": "s" * 65}, "source"),
+        ({"status": "new,won"}, "status"),
+        ({"email": "a\u0001@b.co"}, "email"),
+        ({"cursor": "not a cursor"}, "cursor"),
+        ({"page": "2", "cursor": "abc.def"}, "cursor"),
+    ],
+)
+async def test_list_parameters_follow_the_documented_patterns(api, tenant, params, named):
+    resp = await api.get(tenant.leads_url, params=params, headers=tenant.headers)
+    assert resp.status == 400, await resp.text()
+    assert named in (await resp.json())["error"]["details"]
+
+
+async def test_list_values_the_patterns_allow_are_accepted(api, tenant):
+    lead = await create_lead(api, tenant, source="web site", status="contacted")
+    params = {"status": " contacted , new", "source": "ads, web site ", "search": "  john  "}
+    resp = await api.get(tenant.leads_url, params=params, headers=tenant.headers)
+    assert resp.status == 200, await resp.text()
+    assert [x["id"] for x in (await resp.json())["data"]["leads"]] == [lead["id"]]

@@ -261,3 +261,26 @@ async def test_totals_stay_exact_under_concurrent_writes(api, tenant):
         )
         assert page["pagination"]["total"] == len(page["leads"]), status
         assert all(lead["status"] == status for lead in page["leads"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "a\u0000b"), ("email", "x\u0000@example.com"), ("source", "a\nb"), ("phone", "1\t2")],
+)
+async def test_control_characters_are_refused_on_update(api, tenant, field, value):
+    lead = await create_lead(api, tenant, source="web", phone="123")
+    resp = await api.put(tenant.lead_url(lead["id"]), json={field: value}, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert set(error["details"]) == {field}
+    unchanged = await data_of(await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers))
+    assert unchanged == lead
+
+
+async def test_an_empty_body_is_refused_on_update(api, tenant):
+    lead = await create_lead(api, tenant)
+    resp = await api.put(
+        tenant.lead_url(lead["id"]),
+        data=b"",
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    await error_of(resp, 400, "INVALID_JSON")

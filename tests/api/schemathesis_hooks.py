@@ -1,0 +1,123 @@
+"""Schemathesis hooks for tests/api/test_schemathesis.py: the rules OpenAPI 3.0 cannot say.
+
+The document states each of these rules in prose (and the server answers 400 when one
+is broken), but a JSON Schema in OpenAPI 3.0 cannot express it, so schemathesis would
+draw "schema-valid" values the server rightly refuses. The hook changes only values
+that the schema allows and the prose forbids, keeping what the schema does constrain
+(types, patterns, lengths, counts); schemathesis then classifies the case again, as
+valid or invalid, from what is actually sent:
+
+- metadata keys (1-100 characters, no leading ``$``, no ``.`` or NUL: 3.0 has no
+  ``propertyNames``), nesting depth, 64-bit integers and the 16 KiB size;
+- a ``cursor`` is one the server signed (a drawn one that fits the pattern is dropped);
+- ``createdBefore``/``updatedBefore`` later than their ``…After``, and dates within
+  1900-01-01..9999-01-01 (date-time formats have no bounds);
+- ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import schemathesis
+
+from pollybot_leads.api.query import (
+    CURSOR_PATTERN,
+    DATE_MAX,
+    DATE_MIN,
+    SEARCH_MAX_LENGTH,
+    SEARCH_MAX_WORDS,
+)
+from pollybot_leads.api.schemas import NON_BLANK
+from pollybot_leads.domain.leads import query_words
+from pollybot_leads.domain.metadata import (
+    MAX_DEPTH,
+    MAX_KEY_LENGTH,
+    MAX_KEYS_PER_OBJECT,
+    MAX_SERIALIZED_BYTES,
+)
+
+INT64 = 2**63 - 1
+SEARCH = re.compile(NON_BLANK)
+
+
+def _bad_key(key: str) -> bool:
+    return not 1 <= len(key) <= MAX_KEY_LENGTH or key[0] == "$" or "." in key or "\0" in key
+
+
+def _valid_keys(obj: dict[str, Any]) -> dict[str, Any]:
+    """Rename refused keys to fresh ones: the object keeps its size."""
+    taken = {k for k in obj if not _bad_key(k)}
+    out: dict[str, Any] = {}
+    for index, (key, value) in enumerate(obj.items()):
+        if _bad_key(key):
+            key = f"k{index}"
+            while key in taken:
+                key += "_"
+            taken.add(key)
+        out[key] = value
+    return out
+
+
+def _within_limits(value: Any, depth: int) -> Any:
+    """``depth`` containers already enclose ``value``."""
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        items = list(_valid_keys(value).items())[:MAX_KEYS_PER_OBJECT]
+        return {k: _within_limits(v, depth + 1) for k, v in items}
+    if isinstance(value, list):
+        return [_within_limits(v, depth + 1) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(-INT64 - 1, min(INT64, value))
+    return value
+
+
+def valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The same top-level keys' count, within every limit the prose states."""
+    out = {k: _within_limits(v, 1) for k, v in _valid_keys(metadata).items()}
+    for key in list(out):
+        size = len(json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode())
+        if size <= MAX_SERIALIZED_BYTES:
+            break
+        out[key] = None
+    return out
+
+
+def _date(text: Any) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def follow_query_prose(query: dict[str, Any]) -> None:
+    cursor = query.get("cursor")
+    if isinstance(cursor, str) and re.fullmatch(CURSOR_PATTERN, cursor) and len(cursor) <= 512:
+        del query["cursor"]  # well-formed, but not signed by the server
+    for name in ("createdAfter", "createdBefore", "updatedAfter", "updatedBefore"):
+        when = _date(query.get(name, ""))
+        if when is not None and not DATE_MIN <= when <= DATE_MAX:
+            del query[name]
+    for low, high in (("createdAfter", "createdBefore"), ("updatedAfter", "updatedBefore")):
+        after, before = _date(query.get(low, "")), _date(query.get(high, ""))
+        if after is not None and before is not None and after >= before:
+            del query[high]
+    search = query.get("search")
+    if isinstance(search, str) and SEARCH.fullmatch(search) and len(search) <= SEARCH_MAX_LENGTH:
+        if not 1 <= len(query_words(search)) <= SEARCH_MAX_WORDS:
+            del query["search"]
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: Any) -> None:
+    """Every phase's cases pass here (schemathesis re-reads their kind after the edit)."""
+    if isinstance(case.query, dict):
+        follow_query_prose(case.query)
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
+        body["metadata"] = valid_metadata(body["metadata"])
