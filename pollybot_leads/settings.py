@@ -9,11 +9,14 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+T = TypeVar("T")
 
 FAILURE_POLICIES = ("allow", "deny")
 DRIVERS = ("motor", "pymongo")
@@ -74,18 +77,18 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
-            raise SettingsError(f"mongodb.driver must be one of {DRIVERS}")
+            raise SettingsError(f"MONGODB_DRIVER (mongodb.driver) must be one of {DRIVERS}")
         if not (
             self.mongodb_w == "majority"
             or (isinstance(self.mongodb_w, int) and self.mongodb_w >= 0)
         ):
-            raise SettingsError('mongodb.w must be a number of members or "majority"')
+            raise SettingsError('MONGODB_W (mongodb.w) must be a number of members or "majority"')
         if not 10 <= self.mongodb_timeout_ms <= 600_000:
-            raise SettingsError("MONGODB_TIMEOUT_MS must be between 10 and 600000")
+            raise SettingsError("MONGODB_TIMEOUT_MS (mongodb.timeout_ms) must be 10-600000")
         if self.ratelimit_failure_policy not in FAILURE_POLICIES:
             raise SettingsError(f"ratelimit.failure_policy must be one of {FAILURE_POLICIES}")
         if not 1 <= self.port <= 65535:
-            raise SettingsError("PORT must be between 1 and 65535")
+            raise SettingsError("PORT (server.port) must be between 1 and 65535")
         if self.max_body_bytes < 1024:
             raise SettingsError("server.max_body_bytes must be at least 1024")
         if self.ratelimit_capacity < 1 or self.auth_failure_capacity < 1:
@@ -116,7 +119,7 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _flag(value: object, name: str) -> bool:
+def _flag(value: object) -> bool:
     """A TOML boolean, or 1/0/true/false/yes/no/on/off from the environment."""
     if isinstance(value, bool):
         return value
@@ -125,14 +128,23 @@ def _flag(value: object, name: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise SettingsError(f"{name} must be true or false (1 or 0), not {value!r}")
+    raise ValueError(value)
 
 
 def _write_members(value: object) -> int | str:
-    """``w``: a number of members, or "majority"."""
+    """``w``: a number of members, or "majority" (checked by Settings)."""
     if isinstance(value, str) and not value.strip().isdigit():
         return value.strip()
     return int(value)  # type: ignore[call-overload]
+
+
+_KINDS: dict[Callable[[Any], Any], str] = {
+    int: "an integer",
+    float: "a number",
+    _flag: "true or false (1 or 0)",
+    _write_members: 'a number of members or "majority"',
+    tuple: "a list",
+}
 
 
 def _read_toml(path: Path) -> dict:
@@ -165,50 +177,54 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             raise SettingsError(f"no config profile {path}")
         raw = _merge(raw, _read_toml(path))
 
-    server, mongo = raw.get("server", {}), raw.get("mongodb", {})
-    embedded, auth = raw.get("embedded", {}), raw.get("auth", {})
-    rl, lst = raw.get("ratelimit", {}), raw.get("list", {})
+    def get(
+        convert: Callable[[Any], T], key: str, default: object, env_name: str | None = None
+    ) -> T:
+        """``key`` ("section.name") from the config, or ``env_name`` from the environment.
 
-    def pick(name: str, default: object) -> object:
-        return env[name] if env.get(name, "") != "" else default
+        A value that does not convert is an error naming where it came from.
+        """
+        if env_name and env.get(env_name, "") != "":
+            value, source = env[env_name], env_name
+        else:
+            section, name = key.split(".")
+            value, source = raw.get(section, {}).get(name, default), f"{key} (config)"
+        try:
+            return convert(value)
+        except SettingsError as exc:
+            raise SettingsError(f"{source}: {exc}") from None
+        except (TypeError, ValueError):
+            kind = _KINDS.get(convert, "valid")
+            raise SettingsError(f"{source} must be {kind}, not {value!r}") from None
 
-    try:
-        return Settings(
-            host=str(pick("HOST", server.get("host", "127.0.0.1"))),
-            port=int(pick("PORT", server.get("port", 8080))),
-            log_level=str(pick("LOG_LEVEL", server.get("log_level", "INFO"))).upper(),
-            max_body_bytes=int(server.get("max_body_bytes", 65536)),
-            mongodb_uri=str(pick("MONGODB_URI", mongo.get("uri", ""))),
-            mongodb_database=str(pick("MONGODB_DATABASE", mongo.get("database", "pollybot_leads"))),
-            mongodb_driver=str(pick("MONGODB_DRIVER", mongo.get("driver", "pymongo"))),
-            mongodb_w=_write_members(pick("MONGODB_W", mongo.get("w", 1))),
-            mongodb_journal=_flag(
-                pick("MONGODB_JOURNAL", mongo.get("journal", True)), "mongodb.journal"
-            ),
-            mongodb_timeout_ms=int(pick("MONGODB_TIMEOUT_MS", mongo.get("timeout_ms", 1500))),
-            embedded_data_dir=Path(str(pick("PB_DATA_DIR", embedded.get("data_dir", "var")))),
-            embedded_port=int(pick("PB_EMBEDDED_PORT", embedded.get("port", 27027))),
-            embedded_cache_size=str(embedded.get("cache_size", "4G")),
-            key_cache_seconds=float(auth.get("key_cache_seconds", 30)),
-            redis_url=str(pick("REDIS_URL", rl.get("redis_url", ""))),
-            ratelimit_enabled=_flag(
-                pick("RATELIMIT_ENABLED", rl.get("enabled", True)), "ratelimit.enabled"
-            ),
-            ratelimit_capacity=int(rl.get("capacity", 100)),
-            ratelimit_refill_per_second=float(rl.get("refill_per_second", 10.0)),
-            auth_failure_capacity=int(rl.get("auth_failure_capacity", 20)),
-            auth_failure_refill_per_second=float(rl.get("auth_failure_refill_per_second", 0.2)),
-            redis_timeout_ms=int(rl.get("redis_timeout_ms", 100)),
-            ratelimit_failure_policy=str(rl.get("failure_policy", "allow")),
-            ratelimit_failure_backoff_seconds=float(rl.get("failure_backoff_seconds", 2.0)),
-            ratelimit_failure_log_interval_seconds=float(
-                rl.get("failure_log_interval_seconds", 30.0)
-            ),
-            trusted_proxies=tuple(rl.get("trusted_proxies", ())),
-            list_max_count=int(lst.get("max_count", 0)),
-            cursor_secret=str(env.get("CURSOR_SECRET", "")),
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, SettingsError):
-            raise
-        raise SettingsError(f"invalid configuration: {exc}") from exc
+    return Settings(
+        host=get(str, "server.host", "127.0.0.1", "HOST"),
+        port=get(int, "server.port", 8080, "PORT"),
+        log_level=get(str, "server.log_level", "INFO", "LOG_LEVEL").upper(),
+        max_body_bytes=get(int, "server.max_body_bytes", 65536),
+        mongodb_uri=get(str, "mongodb.uri", "", "MONGODB_URI"),
+        mongodb_database=get(str, "mongodb.database", "pollybot_leads", "MONGODB_DATABASE"),
+        mongodb_driver=get(str, "mongodb.driver", "pymongo", "MONGODB_DRIVER"),
+        mongodb_w=get(_write_members, "mongodb.w", 1, "MONGODB_W"),
+        mongodb_journal=get(_flag, "mongodb.journal", True, "MONGODB_JOURNAL"),
+        mongodb_timeout_ms=get(int, "mongodb.timeout_ms", 1500, "MONGODB_TIMEOUT_MS"),
+        embedded_data_dir=Path(get(str, "embedded.data_dir", "var", "PB_DATA_DIR")),
+        embedded_port=get(int, "embedded.port", 27027, "PB_EMBEDDED_PORT"),
+        embedded_cache_size=get(str, "embedded.cache_size", "4G"),
+        key_cache_seconds=get(float, "auth.key_cache_seconds", 30),
+        redis_url=get(str, "ratelimit.redis_url", "", "REDIS_URL"),
+        ratelimit_enabled=get(_flag, "ratelimit.enabled", True, "RATELIMIT_ENABLED"),
+        ratelimit_capacity=get(int, "ratelimit.capacity", 100),
+        ratelimit_refill_per_second=get(float, "ratelimit.refill_per_second", 10.0),
+        auth_failure_capacity=get(int, "ratelimit.auth_failure_capacity", 20),
+        auth_failure_refill_per_second=get(float, "ratelimit.auth_failure_refill_per_second", 0.2),
+        redis_timeout_ms=get(int, "ratelimit.redis_timeout_ms", 100),
+        ratelimit_failure_policy=get(str, "ratelimit.failure_policy", "allow"),
+        ratelimit_failure_backoff_seconds=get(float, "ratelimit.failure_backoff_seconds", 2.0),
+        ratelimit_failure_log_interval_seconds=get(
+            float, "ratelimit.failure_log_interval_seconds", 30.0
+        ),
+        trusted_proxies=get(tuple, "ratelimit.trusted_proxies", ()),
+        list_max_count=get(int, "list.max_count", 0),
+        cursor_secret=str(env.get("CURSOR_SECRET", "")),
+    )

@@ -28,3 +28,27 @@ def test_defaults_are_embedded_with_in_process_limits():
 def test_bad_values_are_refused(env):
     with pytest.raises(SettingsError):
         load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "abc"}, "PORT must be an integer, not 'abc'"),
+        ({"PB_EMBEDDED_PORT": "1.5"}, "PB_EMBEDDED_PORT must be an integer"),
+        ({"MONGODB_TIMEOUT_MS": "fast"}, "MONGODB_TIMEOUT_MS must be an integer"),
+        ({"MONGODB_JOURNAL": "maybe"}, "MONGODB_JOURNAL must be true or false"),
+        ({"RATELIMIT_ENABLED": "perhaps"}, "RATELIMIT_ENABLED must be true or false"),
+        ({"MONGODB_W": "most"}, "MONGODB_W"),
+        ({"MONGODB_DRIVER": "odbc"}, "MONGODB_DRIVER"),
+        ({"PORT": "0"}, "PORT"),
+    ],
+)
+def test_a_bad_environment_value_names_its_variable(env, named):
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env)
+
+
+def test_a_bad_config_value_names_its_key(tmp_path):
+    (tmp_path / "default.toml").write_text('[ratelimit]\ncapacity = "lots"\n')
+    with pytest.raises(SettingsError, match=r"ratelimit\.capacity \(config\) must be an integer"):
+        load_settings({"PB_CONFIG_DIR": str(tmp_path)})
