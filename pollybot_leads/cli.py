@@ -11,11 +11,13 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from . import __version__
 from .app import create_app
 from .domain.timeutil import format_ts
 from .errors import AppError, NotFound
@@ -47,36 +49,76 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pollybot-leads", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="pollybot-leads",
+        description=__doc__,
+        epilog="Settings come from config/*.toml and the environment (see the README).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the API")
-    serve.add_argument("--host", help="address to bind (default from config or HOST)")
-    serve.add_argument("--port", type=int, help="port to bind (default from config or PORT)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the API (starts the embedded store when MONGODB_URI is not set)",
+        description="Serve the API. Without MONGODB_URI it starts the embedded SecantusDB "
+        "under PB_DATA_DIR and creates a demo workspace, chatbot and key on the first start.",
+    )
+    serve.add_argument("--host", help="address to bind (default: HOST, or server.host)")
+    serve.add_argument("--port", type=int, help="port to bind (default: PORT, or server.port)")
 
-    admin = commands.add_parser("admin", help="manage workspaces, chatbots and API keys")
-    sub = admin.add_subparsers(dest="admin_command", required=True)
-    p = sub.add_parser("create-workspace")
-    p.add_argument("--name", required=True)
-    p = sub.add_parser("create-chatbot")
-    p.add_argument("--workspace", required=True)
-    p.add_argument("--name", required=True)
-    p = sub.add_parser("create-key", help="issue a key; its secret is shown only now")
-    p.add_argument("--workspace", required=True)
-    p.add_argument("--name")
-    p.add_argument("--rate-limit-capacity", type=_positive_int)
-    p.add_argument("--rate-limit-refill", type=_positive_float, help="tokens per second")
-    p = sub.add_parser("revoke-key")
-    p.add_argument("key_id")
-    p = sub.add_parser("list-keys")
-    p.add_argument("--workspace", required=True)
-    p = sub.add_parser("set-rate-limit")
-    p.add_argument("key_id")
-    p.add_argument("--capacity", type=_positive_int, required=True)
+    admin = commands.add_parser(
+        "admin",
+        help="manage workspaces, chatbots and API keys",
+        description="Manage workspaces, chatbots and API keys. Each command prints one JSON "
+        'object; an error prints {"error": {...}} and exits with 1.',
+    )
+    sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+    workspace_help = "the workspace's id (ws_…)"
+    p = _command(sub, "create-workspace", "create a workspace")
+    p.add_argument("--name", required=True, help="the workspace's name")
+    p = _command(sub, "create-chatbot", "create a chatbot in a workspace")
+    p.add_argument("--workspace", required=True, help=workspace_help)
+    p.add_argument("--name", required=True, help="the chatbot's name")
+    p = _command(sub, "create-key", "issue an API key; its secret is shown only now")
+    p.add_argument("--workspace", required=True, help=workspace_help)
+    p.add_argument("--name", help="a label for the key (e.g. the integration using it)")
+    p.add_argument(
+        "--rate-limit-capacity",
+        type=_positive_int,
+        help="this key's bucket capacity (default: ratelimit.capacity)",
+    )
+    p.add_argument(
+        "--rate-limit-refill",
+        type=_positive_float,
+        help="this key's refill, tokens per second (default: ratelimit.refill_per_second)",
+    )
+    p = _command(
+        sub, "revoke-key", "revoke a key (it stops working within 30 s: auth.key_cache_seconds)"
+    )
+    p.add_argument("key_id", help="the key's id (key_…)")
+    p = _command(sub, "list-keys", "list a workspace's keys (never their secrets)")
+    p.add_argument("--workspace", required=True, help=workspace_help)
+    p = _command(sub, "set-rate-limit", "change one key's rate limit")
+    p.add_argument("key_id", help="the key's id (key_…)")
+    p.add_argument("--capacity", type=_positive_int, required=True, help="bucket capacity")
     p.add_argument("--refill", type=_positive_float, required=True, help="tokens per second")
-    p = sub.add_parser("recount", help="recompute a chatbot's lead counters from its leads")
-    p.add_argument("--chatbot", required=True)
+    p = _command(sub, "recount", "recompute a chatbot's lead counters from its leads")
+    p.add_argument("--chatbot", required=True, help="the chatbot's id (cb_…)")
     return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+    """A sub-command whose one-line help is also the description its own --help shows."""
+    return commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pollybot-leads")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return __version__
 
 
 def key_json(key: ApiKeyRecord) -> dict[str, Any]:

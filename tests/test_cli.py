@@ -254,3 +254,62 @@ def test_a_killed_server_leaves_no_store_behind(embedded_env):
         assert not port_open("127.0.0.1", store_port)
     finally:
         proc.stdout.close()
+
+
+def test_cli_version_and_help():
+    from importlib import metadata
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pollybot_leads", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"pollybot-leads {metadata.version('pollybot-leads')}"
+
+
+def test_every_command_and_option_has_help():
+    import argparse
+
+    from pollybot_leads.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for name, sub in action.choices.items():
+                    assert helps.get(name), f"{path} {name}: no help"
+                    assert sub.description, f"{path} {name}: no description"
+                    yield from walk(sub, f"{path} {name}")
+            else:
+                yield path, action
+
+    checked = 0
+    for path, action in walk(build_parser(), "pollybot-leads"):
+        assert action.help, f"{path} {action.option_strings or action.dest}: no help"
+        checked += 1
+    assert checked > 20
+
+
+def test_a_bad_environment_value_is_named_on_the_command_line(embedded_env):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pollybot_leads", "serve"],
+        env={**embedded_env, "PORT": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "PORT must be an integer, not 'abc'" in proc.stderr
+
+
+def test_embedded_data_lives_where_the_banner_says(tmp_path, monkeypatch):
+    from pollybot_leads.storage.embedded import EmbeddedStore
+
+    monkeypatch.chdir(tmp_path)
+    store = EmbeddedStore(Path("var"), free_port())  # relative, as `make run` passes it
+    with store:
+        assert store.storage_path == tmp_path / "var" / "secantusdb"
+    assert (tmp_path / "var" / "secantusdb").is_dir()
+    assert not (tmp_path / "var" / "var").exists()

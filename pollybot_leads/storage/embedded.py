@@ -77,7 +77,9 @@ class EmbeddedStore:
     host = "127.0.0.1"
 
     def __init__(self, data_dir: Path, port: int, *, cache_size: str | None = None) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: the child runs with cwd=data_dir, where a relative path would nest
+        # (var/var/secantusdb).
+        self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.cache_size = cache_size  # WiredTiger cache, e.g. "4G"; None: its default
         self.process: subprocess.Popen | None = None
