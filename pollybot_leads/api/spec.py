@@ -230,7 +230,13 @@ def _fix_operation(operation: dict[str, Any]) -> None:
     success, targets = OPERATION_LINKS.get(operation_id, (None, ()))
     if success in operation.get("responses", {}):
         operation["responses"][success]["links"] = {
-            target: {**_LINKS[target], "parameters": dict(_LEAD_FROM_RESPONSE)}
+            target: {
+                **_LINKS[target],
+                "parameters": {
+                    **_LEAD_FROM_RESPONSE,
+                    **({"confirm": "true"} if target == "deleteLead" else {}),
+                },
+            }
             for target in targets
         }
 
@@ -248,8 +254,35 @@ def _response_headers(code: int) -> dict[str, Any]:
     return headers
 
 
+def _restore_decorator_data(app: web.Application) -> None:
+    """Give each handler the ``__apispec__`` its decorators wrote, as they wrote it.
+
+    aiohttp-apispec consumes that data while documenting a route (it pops the request
+    schemas and appends to the parameters), and it lives on the handler functions, which
+    every app shares: a second app (the tests build several) would get a document
+    without request bodies. The first call keeps a copy; every call works on a fresh one.
+    """
+    for route in app.router.routes():
+        handler: Any = route.handler
+        data = getattr(handler, "__apispec__", None)
+        if data is None:
+            continue
+        pristine = handler.__dict__.setdefault("_pollybot_apispec", _copy_containers(data))
+        handler.__apispec__ = _copy_containers(pristine)
+
+
+def _copy_containers(value: Any) -> Any:
+    """Fresh dicts and lists all the way down; other objects (schemas) are shared."""
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
+
+
 def build_spec(app: web.Application) -> dict[str, Any]:
     """Document the routes added so far (call it after the last one)."""
+    _restore_decorator_data(app)
     with warnings.catch_warnings():
         # aiohttp-apispec stores its state under plain string keys, not web.AppKey.
         warnings.simplefilter("ignore", NotAppKeyWarning)
