@@ -422,7 +422,7 @@ class LeadLister:
             *(reads.find(f, self._projection, sort=plan.sort, limit=limit) for f in filters)
         )
         merged = _merge(runs, plan.field, plan.direction)
-        whole = all(len(run) < limit for run in runs)
+        whole = len(merged) <= limit and all(len(run) < limit for run in runs)
         return merged[skip : skip + want], len(merged), whole
 
     def _first_width(self, plan: ListPlan, total: int, target: int) -> timedelta | None:
