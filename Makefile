@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver bench-http spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-list: $(VENV)/.dev
 
 bench-driver: $(VENV)/.dev
 	$(BIN)/python scripts/bench_driver.py --out bench-driver.json
+
+bench-http: $(VENV)/.dev
+	$(BIN)/python scripts/bench_http.py --out bench-http.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,138 @@
+"""The floor for `make bench-http`: the API's store work for three requests, nothing around it.
+
+aiohttp's bare router and PyMongo's AsyncMongoClient (the API's client options) doing the
+API's reads and writes for get, create and list page 1, with no authentication, rate
+limit, middleware, validation or access log: what the API spends beyond this server is
+what everything around the store work costs. Started by scripts/bench_http.py:
+
+    MONGODB_URI=mongodb://... MONGODB_DATABASE=... python scripts/bench_floor_server.py --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pymongo import AsyncMongoClient, WriteConcern
+
+from pollybot_leads.storage.leads import build_lead_document
+
+# Whole documents are read, as the API does on SecantusDB (a projection halves its rate:
+# pollybot_leads/storage/quirks.py), and the public fields kept here.
+PUBLIC = ("chatbotId", "workspaceId", "name", "email", "phone", "source", "status")
+PUBLIC += ("metadata", "statusHistory", "createdAt", "updatedAt")
+REQUIRED = ("name", "email")
+DB = web.AppKey("db", Any)
+LEADS_JOURNALED = web.AppKey("leads_journaled", Any)
+WORKSPACES = web.AppKey("workspaces", dict)
+
+
+def _iso(value: Any) -> str:
+    """json.dumps default: BSON dates as the API renders them (UTC, milliseconds, Z)."""
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _reply(data: Any, status: int = 200, **headers: str) -> web.Response:
+    body = {"success": True, "data": data} if status < 400 else {"success": False, "error": data}
+    text = json.dumps(body, default=_iso)
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+
+
+def _lead(doc: dict) -> dict:
+    return {"id": doc["_id"], **{field: doc[field] for field in PUBLIC if field in doc}}
+
+
+async def get_lead(request: web.Request) -> web.Response:
+    doc = await request.app[DB]["leads"].find_one({"_id": request.match_info["id"]})
+    if doc is None or doc["chatbotId"] != request.match_info["cb"]:
+        return _reply({"code": "NOT_FOUND"}, 404)
+    return _reply(_lead(doc))
+
+
+async def create_lead(request: web.Request) -> web.Response:
+    chatbot_id, workspaces = request.match_info["cb"], request.app[WORKSPACES]
+    try:
+        fields = await request.json()
+    except ValueError:
+        return _reply({"code": "INVALID_JSON"}, 400)
+    if not isinstance(fields, dict) or not all(isinstance(fields.get(f), str) for f in REQUIRED):
+        return _reply({"code": "VALIDATION_ERROR"}, 400)
+    if chatbot_id not in workspaces:  # the API knows it from the key it caches
+        chatbot = await request.app[DB]["chatbots"].find_one({"_id": chatbot_id})
+        if chatbot is None:
+            return _reply({"code": "CHATBOT_NOT_FOUND"}, 404)
+        workspaces[chatbot_id] = chatbot["workspaceId"]
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # BSON dates: milliseconds
+    doc = build_lead_document(chatbot_id, workspaces[chatbot_id], fields, now)
+    doc["_id"] = "lead_" + secrets.token_hex(8)  # the API's id format
+    await request.app[LEADS_JOURNALED].insert_one(doc)
+    return _reply(_lead(doc), 201, Location=f"{request.path}/{doc['_id']}")
+
+
+async def list_leads(request: web.Request) -> web.Response:
+    chatbot_id, db = request.match_info["cb"], request.app[DB]
+    try:
+        limit = min(max(int(request.query.get("limit", "10")), 1), 100)
+    except ValueError:
+        return _reply({"code": "VALIDATION_ERROR"}, 400)
+    # The total from the API's lead counters: documents <chatbotId>:<nn>, summed.
+    shards = {"_id": {"$gte": f"{chatbot_id}:", "$lt": f"{chatbot_id};"}}
+    total = sum([doc.get("total", 0) async for doc in db["lead_counts"].find(shards)])
+    newest = [("createdAt", -1), ("_id", -1)]  # one lead more says whether a page follows
+    docs = await db["leads"].find({"chatbotId": chatbot_id}, sort=newest, limit=limit + 1).to_list()
+    pagination = {"page": 1, "limit": limit, "total": total, "totalPages": -(-total // limit)}
+    pagination |= {"hasNext": len(docs) > limit, "hasPrev": False, "nextCursor": None}
+    return _reply({"leads": [_lead(doc) for doc in docs[:limit]], "pagination": pagination})
+
+
+def create_app(uri: str, database: str, journal: bool) -> web.Application:
+    app = web.Application()
+    app[WORKSPACES] = {}
+
+    async def mongo(app: web.Application):
+        options = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000}
+        client = AsyncMongoClient(uri, tz_aware=True, appname="pollybot-floor", **options)
+        app[DB] = client[database]
+        # Journaled, as the API acknowledges its writes (config/default.toml [mongodb]).
+        concern = WriteConcern(w=1, j=True) if journal else WriteConcern(w=1)
+        app[LEADS_JOURNALED] = app[DB]["leads"].with_options(write_concern=concern)
+        yield
+        await client.close()
+
+    app.cleanup_ctx.append(mongo)
+    base = "/api/v1/chatbots/{cb}/leads"
+    app.router.add_get(base, list_leads)
+    app.router.add_post(base, create_lead)
+    app.router.add_get(base + "/{id}", get_lead)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--no-journal", action="store_true", help="creates without j=true")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    uri, database = os.environ["MONGODB_URI"], os.environ.get("MONGODB_DATABASE", "pollybot_leads")
+    app = create_app(uri, database, journal=not args.no_journal)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=loop)
+
+
+if __name__ == "__main__":
+    main()
