@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 FAILURE_POLICIES = ("allow", "deny")
 DRIVERS = ("motor", "pymongo")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -41,7 +42,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    # "text" for a terminal, "json" (one object per line) for a log pipeline.
+    log_format: str = "text"
     max_body_bytes: int = 65536
+    # Processes serving the one port (serve --workers overrides).
+    workers: int = 1
+    # On SIGTERM: stop accepting, give requests in flight this long to finish, exit 0.
+    drain_seconds: float = 10.0
 
     mongodb_uri: str = field(default="", repr=False)
     mongodb_database: str = "pollybot_leads"
@@ -87,6 +94,12 @@ class Settings:
             raise SettingsError("MONGODB_TIMEOUT_MS (mongodb.timeout_ms) must be 10-600000")
         if self.ratelimit_failure_policy not in FAILURE_POLICIES:
             raise SettingsError(f"ratelimit.failure_policy must be one of {FAILURE_POLICIES}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOG_FORMAT (server.log_format) must be one of {LOG_FORMATS}")
+        if not 1 <= self.workers <= 256:
+            raise SettingsError("WORKERS (server.workers) must be 1-256")
+        if not 0 < self.drain_seconds <= 3600:
+            raise SettingsError("DRAIN_SECONDS (server.drain_seconds) must be in (0, 3600]")
         if not 1 <= self.port <= 65535:
             raise SettingsError("PORT (server.port) must be between 1 and 65535")
         if self.max_body_bytes < 1024:
@@ -201,6 +214,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         host=get(str, "server.host", "127.0.0.1", "HOST"),
         port=get(int, "server.port", 8080, "PORT"),
         log_level=get(str, "server.log_level", "INFO", "LOG_LEVEL").upper(),
+        log_format=get(str, "server.log_format", "text", "LOG_FORMAT").strip().lower(),
+        workers=get(int, "server.workers", 1, "WORKERS"),
+        drain_seconds=get(float, "server.drain_seconds", 10.0, "DRAIN_SECONDS"),
         max_body_bytes=get(int, "server.max_body_bytes", 65536),
         mongodb_uri=get(str, "mongodb.uri", "", "MONGODB_URI"),
         mongodb_database=get(str, "mongodb.database", "pollybot_leads", "MONGODB_DATABASE"),
