@@ -12,11 +12,14 @@ from . import keys
 from .api.docs import redirect_to_docs, setup_docs
 from .api.leads import add_routes
 from .api.query import CursorCodec
+from .middleware.access_log import access_log_middleware
 from .middleware.auth import Authenticator, auth_middleware_factory
 from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
 from .middleware.ratelimit import ratelimit_middleware_factory
 from .middleware.request_id import add_request_headers, request_id_middleware
+from .ops.endpoints import setup_ops
+from .ops.metrics import CountingRateLimiter
 from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
@@ -52,6 +55,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         leads = LeadRepository(mongo, max_count=settings.list_max_count)
         await leads.migrate_counters(mongo.db["chatbots"])
         app[keys.leads_repo_key] = leads
+        app[keys.mongo_key] = mongo
         app[keys.accounts_repo_key] = AccountRepository(mongo)
         yield
     finally:
@@ -60,7 +64,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
-    limiter = build_rate_limiter(settings)
+    limiter = CountingRateLimiter(build_rate_limiter(settings))
     app[keys.rate_limiter_key] = limiter
     app[keys.authenticator_key] = Authenticator(
         app[keys.accounts_repo_key],
@@ -80,6 +84,7 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     middlewares = [
         request_id_middleware,
+        access_log_middleware,
         error_middleware,
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000),
         auth_middleware_factory(keys.authenticator_key),
@@ -104,4 +109,5 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)
+    setup_ops(app)  # /healthz, /readyz, /metrics: outside /api/v1/, so no key, no tokens
     return app

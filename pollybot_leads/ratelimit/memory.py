@@ -183,5 +183,9 @@ class InProcessTokenBucket:
         self._next_sweep = now + self._sweep_interval
         return len(full)
 
+    async def ping(self, timeout: float) -> bool:
+        """Always ready: the buckets are in this process."""
+        return True
+
     async def close(self) -> None:
         self._buckets.clear()

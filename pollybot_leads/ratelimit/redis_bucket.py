@@ -307,6 +307,19 @@ class RedisTokenBucket:
             self._recovered()
         return True
 
+    async def ping(self, timeout: float) -> bool:
+        """True when Redis answers PING within ``timeout`` seconds; never raises."""
+        if self._closed:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                return bool(await self._redis.ping())
+        except TimeoutError:
+            self._drop_connection()
+            return False
+        except Exception:
+            return False
+
     def _drop_connection(self) -> None:
         """After a timeout the lean client's connection may be wedged: drop it.
 

@@ -33,6 +33,7 @@ from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from ..errors import ServiceUnavailable
+from ..ops.metrics import store_unavailable
 from .quirks import PLAIN, StoreQuirks, detect
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> li
 
 
 def unavailable() -> ServiceUnavailable:
+    store_unavailable()  # the metric pollybot_store_errors_total, by timeout or unreachable
     return ServiceUnavailable(
         "The database is unavailable; retry shortly",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},

@@ -1,0 +1,1 @@
+"""Running the service: health and readiness, metrics, structured logs, worker processes."""

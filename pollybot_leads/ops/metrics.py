@@ -1,0 +1,142 @@
+"""Prometheus metrics (prometheus-client), one module-level object per metric.
+
+With several worker processes the library's multiprocess mode is used: ``serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory before it starts the workers (the
+library reads it when it is first imported, so it must be set in the worker's
+environment from the start), each worker calls :func:`use_multiprocess`, and a scrape
+of any worker adds up the files of all of them, dead ones included for the counters.
+
+Labels are bounded: a route is its resource's template (``/api/v1/chatbots/{chatbotId}
+/leads``, never the raw path), a method one of a fixed set; nothing else varies.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from ..ratelimit.base import BucketPolicy, Decision, RateLimiter, RateLimiterUnavailable
+
+# No *_created series: the same output in one process and in multiprocess mode.
+disable_created_metrics()
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+UNMATCHED_ROUTE = "unmatched"  # no route: a 404, or a method the path does not allow
+AUTH_FAILURE_PREFIX = "authfail:"  # bucket names the authenticator uses for bad credentials
+
+REQUESTS = Counter(
+    "pollybot_http_requests",
+    "HTTP requests answered, by route template, method and status",
+    ("route", "method", "status"),
+)
+LATENCY = Histogram(
+    "pollybot_http_request_duration_seconds",
+    "Time from the request reaching the application to its response, by route and method",
+    ("route", "method"),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)
+IN_FLIGHT = Gauge(
+    "pollybot_http_requests_in_flight",
+    "Requests being handled now (all workers)",
+    multiprocess_mode="livesum",
+)
+MALFORMED = Counter(
+    "pollybot_http_malformed_requests",
+    "Requests the HTTP parser rejected (answered 400 before reaching the application)",
+)
+RATELIMIT_DECISIONS = Counter(
+    "pollybot_ratelimit_decisions",
+    "Rate-limit decisions: bucket is 'key' (per API key) or 'auth_failure' (bad "
+    "credentials, per client address); decision is allowed, limited (429), degraded "
+    "(allowed without Redis) or unavailable (refused without Redis: 503)",
+    ("bucket", "decision"),
+)
+STORE_ERRORS = Counter(
+    "pollybot_store_errors",
+    "Store calls answered with a 503: kind is 'timeout' (past the request's store "
+    "budget) or 'unreachable' (no connection to the store)",
+    ("kind",),
+)
+WORKER_UP = Gauge(
+    "pollybot_worker_up",
+    "1 for each serving process; with several workers one series per live worker (pid)",
+    multiprocess_mode="liveall",
+)
+
+for _bucket in ("key", "auth_failure"):
+    for _decision in ("allowed", "limited", "degraded", "unavailable"):
+        RATELIMIT_DECISIONS.labels(_bucket, _decision)
+for _kind in ("timeout", "unreachable"):
+    STORE_ERRORS.labels(_kind)
+
+_multiprocess_dir: str | None = None
+
+
+def use_multiprocess(directory: str) -> None:
+    """Scrapes of this process report every worker's values, from ``directory``."""
+    global _multiprocess_dir
+    _multiprocess_dir = directory
+
+
+def exposition() -> bytes:
+    """The Prometheus text format of every metric (of all workers, in multiprocess mode)."""
+    if _multiprocess_dir is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=_multiprocess_dir)
+    return generate_latest(registry)
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "OTHER"
+
+
+def store_unavailable() -> None:
+    """Count a store failure that becomes a 503 (called by storage.client.unavailable).
+
+    It runs inside the ``except`` block that caught the driver's exception, if any: a
+    timeout (``TimeoutError``, or a driver error whose ``timeout`` is true) or none at all
+    (the request's hard deadline) counts as ``timeout``, anything else as ``unreachable``.
+    """
+    exc = sys.exc_info()[1]
+    timed_out = exc is None or isinstance(exc, TimeoutError) or bool(getattr(exc, "timeout", 0))
+    STORE_ERRORS.labels("timeout" if timed_out else "unreachable").inc()
+
+
+class CountingRateLimiter:
+    """A :class:`RateLimiter` that counts every decision of the one it wraps."""
+
+    def __init__(self, inner: RateLimiter) -> None:
+        self.inner = inner
+
+    async def take(self, bucket: str, policy: BucketPolicy) -> Decision:
+        kind = "auth_failure" if bucket.startswith(AUTH_FAILURE_PREFIX) else "key"
+        try:
+            decision = await self.inner.take(bucket, policy)
+        except RateLimiterUnavailable:
+            RATELIMIT_DECISIONS.labels(kind, "unavailable").inc()
+            raise
+        if decision.degraded:
+            outcome = "degraded"
+        else:
+            outcome = "allowed" if decision.allowed else "limited"
+        RATELIMIT_DECISIONS.labels(kind, outcome).inc()
+        return decision
+
+    async def ping(self, timeout: float) -> bool:
+        return await self.inner.ping(timeout)
+
+    async def close(self) -> None:
+        await self.inner.close()
