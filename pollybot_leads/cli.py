@@ -15,12 +15,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from . import __version__
 from .app import create_app
 from .domain.timeutil import format_ts
 from .errors import AppError, NotFound
+from .ops.logs import setup_logging
+from .ops.server import run, serve_app
+from .ops.workers import run_workers
 from .settings import Settings, SettingsError, load_settings
 from .storage.accounts import AccountRepository, ApiKeyRecord
 from .storage.client import Mongo
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default: HOST, or server.host)")
     serve.add_argument("--port", type=int, help="port to bind (default: PORT, or server.port)")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes serving the port, e.g. one per core (default: WORKERS, or "
+        "server.workers: 1)",
+    )
 
     admin = commands.add_parser(
         "admin",
@@ -266,7 +273,9 @@ async def ensure_demo(settings: Settings) -> dict[str, Any] | None:
     return None
 
 
-def _banner(settings: Settings, host: str, port: int, demo: dict[str, Any] | None) -> str:
+def _banner(
+    settings: Settings, host: str, port: int, demo: dict[str, Any] | None, workers: int = 1
+) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     base = f"http://{shown}:{port}"
     lines = [
@@ -274,6 +283,8 @@ def _banner(settings: Settings, host: str, port: int, demo: dict[str, Any] | Non
         f"  API docs:   {base}/api/docs   (OpenAPI: {base}/api/docs/openapi.json)",
         f"  Store:      {'embedded SecantusDB, data in ' + str(settings.embedded_data_dir) if settings.embedded else 'MongoDB from MONGODB_URI'}",  # noqa: E501
         f"  Rate limit: {'Redis (REDIS_URL)' if settings.redis_url else 'in-process bucket'}",
+        f"  Workers:    {workers} process{'es' if workers > 1 else ''}"
+        f"   (health: {base}/healthz, {base}/readyz; metrics: {base}/metrics)",
     ]
     if demo:
         leads = f"{base}/api/v1/chatbots/{demo['chatbotId']}/leads"
@@ -293,29 +304,43 @@ def _banner(settings: Settings, host: str, port: int, demo: dict[str, Any] | Non
     return "\n".join(lines)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
+    """Serve until SIGTERM or Ctrl-C, then drain; the exit code."""
     settings = _cursor_secret(settings)
+    if workers > 1:
+        if port_open(_local(host), port):
+            print(f"error: something is already listening on {host}:{port}", file=sys.stderr)
+            return 1
+        if not settings.cursor_secret:  # one secret for all workers, or cursors break
+            log.warning("CURSOR_SECRET is not set: list cursors work until this server stops")
+            settings = settings.replace(cursor_secret=secrets.token_urlsafe(32))
+        if not settings.redis_url:
+            log.warning(
+                "REDIS_URL is not set: each of the %d workers keeps its own rate-limit "
+                "buckets, so a key may get up to %d times its limit",
+                workers,
+                workers,
+            )
     with store_for(settings, owner=True) as ready:
         demo = asyncio.run(ensure_demo(ready)) if settings.embedded else None
+        banner = _banner(settings, host, port, demo, workers)
+
+        def announce() -> None:
+            print(banner, flush=True)
+
+        if workers > 1:
+            return run_workers(ready, host, port, workers, on_ready=announce)
         app = create_app(ready)
-        banner = _banner(settings, host, port, demo)
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            print=lambda _: print(banner, flush=True),
-            access_log=logging.getLogger("pollybot_leads.access"),
-            loop=_event_loop(),
+        run(
+            serve_app(
+                app, host=host, port=port, drain_seconds=ready.drain_seconds, on_ready=announce
+            )
         )
+        return 0
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed (a network round trip costs about half the CPU)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host  # noqa: S104
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,15 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
-            serve(settings, args.host or settings.host, args.port or settings.port)
-            return 0
+            return serve(
+                settings,
+                args.host or settings.host,
+                args.port or settings.port,
+                args.workers or settings.workers,
+            )
         with store_for(settings, owner=False) as ready:
             if args.admin_command == "recount":
                 result = asyncio.run(with_mongo(ready, lambda mongo: run_recount(args, mongo)))

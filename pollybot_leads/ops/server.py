@@ -1,0 +1,185 @@
+"""Serving one process: listen, answer malformed requests safely, drain on a signal.
+
+:func:`serve_app` runs the application on an :class:`aiohttp.web.AppRunner` and a
+:class:`ServingSite`. A stop signal (SIGTERM; SIGINT too when the process serves alone)
+closes the listening socket, closes idle keep-alive connections, lets the requests in
+flight finish within ``drain_seconds`` (aiohttp's graceful shutdown, whose
+``shutdown_timeout`` this is), then runs the cleanup contexts and returns: the process
+exits 0.
+
+Requests aiohttp's HTTP parser rejects (a control character in a header, an over-long
+line, an invalid method...) never reach the application. aiohttp answers them in
+``RequestHandler.handle_error``, which logs an ERROR traceback quoting the offending
+bytes (a whole ``Authorization`` line, secret included) and echoes them in a text/plain
+body. :class:`SafeRequestHandler` replaces that for parser errors: one WARNING line
+naming the error's class and the peer, never the bytes, at most a few lines a second
+(:class:`~pollybot_leads.ops.logs.LogThrottle`, the rest counted in the next line and in
+``pollybot_http_malformed_requests_total``), and a 400 in the JSON error envelope with a
+request id, on a connection that is then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
+
+from ..errors import AppError
+from ..middleware.errors import error_body
+from . import metrics
+from .logs import LogThrottle
+
+log = logging.getLogger("pollybot_leads.server")
+malformed_log = logging.getLogger("pollybot_leads.malformed")
+_MALFORMED_THROTTLE = LogThrottle(per_second=1.0, burst=5)
+
+
+class MalformedRequest(AppError):
+    status, code, message = 400, "BAD_REQUEST", "Malformed HTTP request"
+
+
+class SafeRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, with parser errors answered and logged safely."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        metrics.MALFORMED.inc()
+        request_id = uuid.uuid4().hex
+        write, held_back = _MALFORMED_THROTTLE.allow()
+        if write:
+            malformed_log.warning(
+                "rejected a malformed HTTP request from %s: %s%s",
+                request.remote or "unknown",
+                type(exc).__name__,  # never str(exc): it quotes the request's bytes
+                f" ({held_back} more since the previous line, not logged)" if held_back else "",
+                extra={"request_id": request_id},
+            )
+        if request.writer.output_size > 0:  # a response has begun: nothing more to say
+            raise ConnectionError("malformed request after a response began")
+        error = MalformedRequest()
+        error.status = status if 400 <= status < 500 else 400
+        response = web.json_response(
+            error_body(error, request_id),
+            status=error.status,
+            headers={"X-Request-Id": request_id},
+        )
+        response.force_close()
+        return response
+
+
+class ServingSite(web.BaseSite):
+    """A TCP site whose connections use :class:`SafeRequestHandler`.
+
+    ``reuse_port``: SO_REUSEPORT, so that several worker processes each listen on the
+    same port and the kernel spreads connections over them.
+    """
+
+    __slots__ = ("_host", "_port", "_reuse_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host, self._port, self._reuse_port = host, port, reuse_port
+
+    @property
+    def name(self) -> str:
+        return str(URL.build(scheme="http", host=self._host or "0.0.0.0", port=self._port))  # noqa: S104
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+
+        def connection() -> web.RequestHandler:
+            handler = server()
+            handler.__class__ = SafeRequestHandler  # same slots: only handle_error differs
+            return handler
+
+        self._server = await asyncio.get_running_loop().create_server(
+            connection,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+        )
+
+
+async def serve_app(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    drain_seconds: float,
+    reuse_port: bool = False,
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` until one of ``stop_signals``, then drain and clean up."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def stop_on(signum: signal.Signals) -> None:
+        if stop.is_set():
+            log.info("%s: already draining", signum.name)
+            return
+        log.info(
+            "%s: no new connections; draining requests in flight for up to %g s",
+            signum.name,
+            drain_seconds,
+        )
+        stop.set()
+
+    for signum in stop_signals:
+        loop.add_signal_handler(signum, stop_on, signum)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
+    try:
+        await runner.setup()
+        site = ServingSite(runner, host, port, reuse_port=reuse_port)
+        await site.start()
+        metrics.WORKER_UP.set(1)
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for signum in stop_signals:
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (a network round trip costs about half the CPU)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=event_loop) as runner:
+        runner.run(coro)
