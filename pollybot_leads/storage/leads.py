@@ -49,6 +49,9 @@ LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistor
     "nameSort": 1
 }
 FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS}
+# Creates committed together at most (see create), and the lock their batches take turns on.
+CREATE_BATCH_MAX = 100
+CREATE_QUEUE = "creates"
 # Fields earlier versions kept on leads; an update removes them.
 LEGACY_FIELDS = ("metadataVersion",)
 
@@ -116,6 +119,7 @@ class LeadRepository:
         self._quirks = quirks
         self._locks = KeyedLocks()
         self._pending: dict[str, list[PendingUpdate]] = {}
+        self._creates: list[PendingCreate] = []
         self._lister = LeadLister(
             self._leads,
             LIST_PROJECTION,
@@ -150,21 +154,73 @@ class LeadRepository:
 
     @store_errors
     async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
+        """Store a new lead; it is durable, and counted, once this returns.
+
+        Creates that arrive while another batch is being written are committed together
+        in the next transaction (a group commit: one journal sync and one counter write
+        per chatbot for the whole batch), so many concurrent creates cost a few
+        transactions instead of one each.
+        """
         doc = build_lead_document(chatbot_id, workspace_id, fields, utcnow())
-        for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
-            doc["_id"] = ids.new_id(ids.LEAD)
-            try:
-                async with self._counters.claim(chatbot_id) as counts:
+        entry = PendingCreate(doc, asyncio.get_running_loop().create_future())
+        self._creates.append(entry)
+        try:
+            async with self._locks.hold(CREATE_QUEUE):
+                if not entry.outcome.done():  # nobody took it yet: write the waiting ones
+                    batch = self._creates[:CREATE_BATCH_MAX]
+                    if entry not in batch:
+                        batch = [*batch[:-1], entry]
+                    self._creates = [e for e in self._creates if e not in batch]
+                    await self._write_creates(batch)
+        except BaseException:
+            if not entry.outcome.done() and entry in self._creates:
+                self._creates.remove(entry)  # never written: drop it
+            raise
+        entry.outcome.result()  # raises the batch's failure
+        return _to_lead(doc)
 
-                    async def write(session: Any) -> None:
-                        await self._leads.insert_one(doc, session=session)
-                        await counts.add(session, {"total": 1, doc["status"]: 1})
+    async def _write_creates(self, batch: list[PendingCreate]) -> None:
+        docs = [entry.doc for entry in batch]
+        try:
+            for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
+                for doc in docs:
+                    doc["_id"] = ids.new_id(ids.LEAD)
+                try:
+                    await self._insert_counted(docs)
+                    break
+                except DuplicateKeyError:
+                    continue
+            else:
+                raise ServiceUnavailable("Could not allocate a lead id")
+        except BaseException as exc:
+            shared = exc if isinstance(exc, Exception) else unavailable()
+            for entry in batch:
+                entry.outcome.set_exception(shared)
+            if isinstance(exc, Exception):
+                return  # each waiter raises it from its own outcome
+            raise
+        for entry in batch:
+            entry.outcome.set_result(None)
 
-                    await self._mongo.transaction(write)
-            except DuplicateKeyError:
-                continue
-            return _to_lead(doc)
-        raise ServiceUnavailable("Could not allocate a lead id")
+    async def _insert_counted(self, docs: list[dict[str, Any]]) -> None:
+        """Insert ``docs`` and count them on their chatbots, in one transaction."""
+        changes: dict[str, dict[str, int]] = {}
+        for doc in docs:
+            counts = changes.setdefault(doc["chatbotId"], {"total": 0})
+            counts["total"] += 1
+            counts[doc["status"]] = counts.get(doc["status"], 0) + 1
+        async with contextlib.AsyncExitStack() as stack:
+            claims = {
+                chatbot: await stack.enter_async_context(self._counters.claim(chatbot))
+                for chatbot in changes
+            }
+
+            async def write(session: Any) -> None:
+                await self._leads.insert_many(docs, session=session)
+                for chatbot, claim in claims.items():
+                    await claim.add(session, changes[chatbot])
+
+            await self._mongo.transaction(write)
 
     @store_errors
     async def insert_many(self, *, docs: list[dict[str, Any]]) -> int:
@@ -360,6 +416,14 @@ def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime
     previous = current.get("updatedAt")
     after["updatedAt"] = max(now, to_ms(previous) + MILLISECOND) if previous else now
     return after
+
+
+@dataclass
+class PendingCreate:
+    """A create waiting for the next batch's transaction, and where its outcome goes."""
+
+    doc: dict[str, Any]
+    outcome: asyncio.Future[None]
 
 
 @dataclass

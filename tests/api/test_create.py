@@ -1,3 +1,4 @@
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -204,3 +205,28 @@ async def test_blank_values_are_refused(api, tenant, field):
     resp = await api.post(tenant.leads_url, json=payload, headers=tenant.headers)
     error = await error_of(resp, 400, "VALIDATION_ERROR")
     assert set(error["details"]) == {field}
+
+
+async def test_a_hundred_concurrent_creates_each_stored_once_and_counted(api, tenant):
+    """Concurrent creates are committed in batches; each is answered with its own lead."""
+    names = [f"Batch Lead {i}" for i in range(100)]
+    responses = await asyncio.gather(
+        *(
+            api.post(
+                tenant.leads_url,
+                json={"name": name, "email": f"b{i}@example.com"},
+                headers=tenant.headers,
+            )
+            for i, name in enumerate(names)
+        )
+    )
+    leads = [await data_of(resp, 201) for resp in responses]
+    assert [lead["name"] for lead in leads] == names
+    assert len({lead["id"] for lead in leads}) == 100
+    for resp, lead in zip(responses, leads, strict=True):
+        assert resp.headers["Location"].endswith("/" + lead["id"])
+    page = await data_of(
+        await api.get(tenant.leads_url, params={"limit": 100}, headers=tenant.headers)
+    )
+    assert page["pagination"]["total"] == 100
+    assert {lead["id"] for lead in page["leads"]} == {lead["id"] for lead in leads}
