@@ -42,13 +42,7 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
 
 async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
-    mongo = Mongo(
-        settings.mongodb_uri,
-        settings.mongodb_database,
-        settings.mongodb_driver,
-        w=settings.mongodb_w,
-        journal=settings.mongodb_journal,
-    )
+    mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
         await ensure_indexes(mongo)

@@ -183,13 +183,7 @@ async def run_recount(args: argparse.Namespace, mongo: Mongo) -> dict[str, Any]:
 async def with_mongo(
     settings: Settings, action: Callable[[Mongo], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
-    mongo = Mongo(
-        settings.mongodb_uri,
-        settings.mongodb_database,
-        settings.mongodb_driver,
-        w=settings.mongodb_w,
-        journal=settings.mongodb_journal,
-    )
+    mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
         await ensure_indexes(mongo)

@@ -34,6 +34,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from ..errors import ServiceUnavailable
 from ..ops.metrics import store_unavailable
+from ..settings import Settings
 from .quirks import PLAIN, StoreQuirks, detect
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,16 @@ class Mongo:
         self.driver = driver
         self.db = self.client[database]
         self.quirks: StoreQuirks = PLAIN
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Mongo:
+        return cls(
+            settings.mongodb_uri,
+            settings.mongodb_database,
+            settings.mongodb_driver,
+            w=settings.mongodb_w,
+            journal=settings.mongodb_journal,
+        )
 
     async def connect(self) -> StoreQuirks:
         """Learn what the server is (its quirks) and check it can run transactions."""
