@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver bench-http spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver bench-http bench-workers spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-driver: $(VENV)/.dev
 
 bench-http: $(VENV)/.dev
 	$(BIN)/python scripts/bench_http.py --out bench-http.json
+
+# The same benchmark with the API as `serve --workers 1`, then `--workers 2`.
+bench-workers: $(VENV)/.dev
+	$(BIN)/python scripts/bench_http.py --workers 1 --rounds 3 --out bench-http-workers-1.json
+	$(BIN)/python scripts/bench_http.py --workers 2 --rounds 3 --out bench-http-workers-2.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -21,6 +21,7 @@ failed requests (non-2xx, socket errors) are counted in the table, in a warning 
 and in the JSON.
 
     python scripts/bench_http.py --out bench-http.json [--rounds 5 --seconds 5 --leads 2000]
+    python scripts/bench_http.py --workers 2 ...   # the api as `serve --workers 2`
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def start_server(
     if name == "api":
         if args.api_driver:
             env["MONGODB_DRIVER"] = args.api_driver
-        argv = [sys.executable, "-m", "pollybot_leads", "serve"]
+        argv = [sys.executable, "-m", "pollybot_leads", "serve", "--workers", str(args.workers)]
         headers = {"Authorization": f"Bearer {key}"}
     else:
         argv = [
@@ -329,7 +330,10 @@ def stop_server(server: Server) -> None:
 
 def wait_until_listening(server: Server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not port_open("127.0.0.1", server.port):
+    # The api prints its banner once every worker listens; the floor has none.
+    while not port_open("127.0.0.1", server.port) or (
+        server.name == "api" and "Stop with Ctrl-C" not in server.log_path.read_text()
+    ):
         if server.process.poll() is not None:
             raise SystemExit(f"{server.name} server exited:\n{server.log_tail()}")
         if time.monotonic() > deadline:
@@ -849,6 +853,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "store": "MONGODB_URI" if store is None else "embedded SecantusDB (cache 4G)",
             "api_store_settings": api_settings,
             "api_rate_limit": "in-process bucket (no REDIS_URL), key capacity 10**9",
+            "api_workers": args.workers,
             "floor_driver": "pymongo AsyncMongoClient",
             "floor_create_write_concern": "w=1, j=true" if args.floor_journal else "w=1",
         },
@@ -907,6 +912,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--api-driver", choices=("motor", "pymongo"), help="MONGODB_DRIVER")
+    parser.add_argument("--workers", type=int, default=1, help="api processes (serve --workers)")
     parser.add_argument(
         "--floor-journal",
         action=argparse.BooleanOptionalAction,
@@ -918,8 +924,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.loadgen:  # the fallback load generator, run by ourselves as a subprocess
         python_loadgen(json.load(sys.stdin))
         return 0
-    if min(args.rounds, args.seconds, args.leads, args.connections, args.threads) < 1:
-        parser.error("rounds, seconds, leads, connections and threads must be at least 1")
+    if min(args.rounds, args.seconds, args.leads, args.connections, args.threads, args.workers) < 1:
+        parser.error("rounds, seconds, leads, connections, threads, workers must be at least 1")
     if args.total < args.leads:
         parser.error("--total must be at least --leads")
     if args.load_generator == "wrk" and not shutil.which("wrk"):
