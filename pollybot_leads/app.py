@@ -18,6 +18,7 @@ from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
 from .middleware.ratelimit import ratelimit_middleware_factory
 from .middleware.request_id import add_request_headers, request_id_middleware
+from .middleware.security_headers import add_security_headers
 from .ops.endpoints import setup_ops
 from .ops.metrics import CountingRateLimiter
 from .ratelimit.base import BucketPolicy, RateLimiter
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_mongo_ctx)
     app.cleanup_ctx.append(_ratelimit_ctx)
     app.on_response_prepare.append(add_request_headers)
+    app.on_response_prepare.append(add_security_headers)
     add_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)

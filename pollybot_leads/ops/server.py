@@ -33,12 +33,18 @@ from yarl import URL
 
 from ..errors import AppError
 from ..middleware.errors import error_body
+from ..middleware.security_headers import FIXED_HEADERS, NO_STORE
 from . import metrics
 from .logs import LogThrottle
 
 log = logging.getLogger("pollybot_leads.server")
 malformed_log = logging.getLogger("pollybot_leads.malformed")
 _MALFORMED_THROTTLE = LogThrottle(per_second=1.0, burst=5)
+# After answering a request whose body was not read (a 413 for a declared 100 MB body),
+# aiohttp reads and drops the rest for up to this long before closing, so that a client
+# still sending sees the answer rather than a reset. Its default, 10 s, let a client
+# that never sends hold the connection 10 s after its answer.
+LINGERING_SECONDS = 1.0
 
 
 class MalformedRequest(AppError):
@@ -77,7 +83,7 @@ class SafeRequestHandler(web.RequestHandler):
         response = web.json_response(
             error_body(error, request_id),
             status=error.status,
-            headers={"X-Request-Id": request_id},
+            headers={"X-Request-Id": request_id, **FIXED_HEADERS, "Cache-Control": NO_STORE},
         )
         response.force_close()
         return response
@@ -155,7 +161,12 @@ async def serve_app(
 
     for signum in stop_signals:
         loop.add_signal_handler(signum, stop_on, signum)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=drain_seconds,
+        lingering_time=LINGERING_SECONDS,
+    )
     try:
         await runner.setup()
         site = ServingSite(runner, host, port, reuse_port=reuse_port)

@@ -247,3 +247,17 @@ async def test_probes_are_logged_at_debug_only(api, captured_logs):
 
 def test_methods_outside_the_known_set_share_one_label():
     assert metrics.method_label("GET") == "GET" and metrics.method_label("BREW") == "OTHER"
+
+
+async def test_responses_say_no_version_nosniff_and_api_answers_are_not_stored(api, tenant):
+    resp = await api.get(tenant.leads_url, headers=tenant.headers)
+    assert resp.status == 200
+    assert resp.headers["Server"] == "pollybot-leads"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+    resp = await api.get("/no/such/route")  # an error outside the API: not stored either
+    assert resp.status == 404 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Server"] == "pollybot-leads"
+    resp = await api.get("/api/docs")  # the docs page keeps its own caching rule
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-cache"
+    assert "aiohttp" not in resp.headers["Server"]

@@ -154,6 +154,7 @@ async def test_hostile_requests_get_the_envelope_and_never_log_the_secret(served
     for data in hostile + [hostile[0]] * flood:
         status, headers, body = parse(exchange(served.port, data))
         assert status == 400 and headers["content-type"].startswith("application/json")
+        assert headers["server"] == "pollybot-leads" and headers["cache-control"] == "no-store"
         error = json.loads(body)["error"]
         assert json.loads(body)["success"] is False and error["code"] == "BAD_REQUEST"
         assert error["requestId"] == headers["x-request-id"]
@@ -179,6 +180,24 @@ async def test_hostile_requests_get_the_envelope_and_never_log_the_secret(served
             line["message"],
         ), line
         assert line["level"] == "WARNING" and re.fullmatch(r"[0-9a-f]{32}", line["requestId"])
+
+
+def test_an_unread_body_does_not_hold_the_connection_open(served, served_tenant):
+    """A declared 100 MB body gets its 413 and the connection closes within about 1 s."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=15) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            f"POST {served_tenant.leads_url} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {served_tenant.key}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100000000\r\nConnection: close\r\n\r\n".encode()
+        )
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+        closed_after = time.monotonic() - started
+    status, _, body = parse(raw)
+    assert status == 413 and json.loads(body)["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert closed_after < 3.0  # aiohttp's default lingering kept it 10 s
 
 
 def test_every_access_line_is_json_with_its_request_id(served):
