@@ -98,12 +98,18 @@ class Authenticator:
         return key  # type: ignore[return-value]
 
     async def _chatbot_workspace(self, chatbot_id: str) -> str | None:
+        """The chatbot's workspace, None when there is no such chatbot.
+
+        Absent chatbots are cached too (as ""), so that a 404 for a chatbot of another
+        workspace and one for a chatbot that does not exist cost the same: the time of a
+        404 does not tell whether the id exists. Ids are random, so no chatbot is created
+        under an id someone asked for before.
+        """
         workspace = self._chatbots.get(chatbot_id)
         if workspace is None:
-            workspace = await self._accounts.chatbot_workspace(chatbot_id=chatbot_id)
-            if workspace is not None:
-                self._chatbots.put(chatbot_id, workspace)
-        return workspace  # type: ignore[return-value]
+            workspace = await self._accounts.chatbot_workspace(chatbot_id=chatbot_id) or ""
+            self._chatbots.put(chatbot_id, workspace)
+        return workspace or None  # type: ignore[return-value]
 
     async def _count_failure(self, request: web.Request) -> None:
         """Bad credentials spend tokens of the client address's own bucket."""
