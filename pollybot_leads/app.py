@@ -14,6 +14,7 @@ from .api.leads import add_routes
 from .api.query import CursorCodec
 from .middleware.access_log import access_log_middleware
 from .middleware.auth import Authenticator, auth_middleware_factory
+from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
 from .middleware.ratelimit import ratelimit_middleware_factory
@@ -77,10 +78,12 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
     middlewares = [
         request_id_middleware,
         access_log_middleware,
         error_middleware,
+        *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000),
         auth_middleware_factory(keys.authenticator_key),
     ]
@@ -102,6 +105,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_ratelimit_ctx)
     app.on_response_prepare.append(add_request_headers)
     app.on_response_prepare.append(add_security_headers)
+    if cors is not None:
+        app.on_response_prepare.append(cors.add_headers)
     add_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)

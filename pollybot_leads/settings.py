@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ T = TypeVar("T")
 FAILURE_POLICIES = ("allow", "deny")
 DRIVERS = ("motor", "pymongo")
 LOG_FORMATS = ("text", "json")
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+\Z")
 
 
 class SettingsError(ValueError):
@@ -81,6 +83,8 @@ class Settings:
 
     list_max_count: int = 0
     cursor_secret: str = field(default="", repr=False)
+    # Browser origins allowed to call the API (CORS); empty: CORS off. "*": any origin.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
@@ -108,6 +112,12 @@ class Settings:
             raise SettingsError("rate-limit capacities must be at least 1")
         if self.ratelimit_refill_per_second <= 0 or self.auth_failure_refill_per_second <= 0:
             raise SettingsError("rate-limit refill rates must be positive")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise SettingsError(
+                    f"CORS_ORIGINS (server.cors_origins): {origin!r} is not an origin "
+                    "(scheme://host[:port], no path) or *"
+                )
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -144,6 +154,12 @@ def _flag(value: object) -> bool:
     raise ValueError(value)
 
 
+def _origins(value: object) -> tuple[str, ...]:
+    """A TOML list, or a comma-separated string from the environment."""
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+
+
 def _write_members(value: object) -> int | str:
     """``w``: a number of members, or "majority" (checked by Settings)."""
     if isinstance(value, str) and not value.strip().isdigit():
@@ -157,6 +173,7 @@ _KINDS: dict[Callable[[Any], Any], str] = {
     _flag: "true or false (1 or 0)",
     _write_members: 'a number of members or "majority"',
     tuple: "a list",
+    _origins: "a list of origins",
 }
 
 
@@ -243,4 +260,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         trusted_proxies=get(tuple, "ratelimit.trusted_proxies", ()),
         list_max_count=get(int, "list.max_count", 0),
         cursor_secret=str(env.get("CURSOR_SECRET", "")),
+        cors_origins=get(_origins, "server.cors_origins", (), "CORS_ORIGINS"),
     )
