@@ -27,7 +27,7 @@ from ..domain.queries import LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, to_ms, utcnow
 from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
 from .client import Mongo, remaining, store_errors, unavailable
-from .counters import LeadCounters
+from .counters import Claim, LeadCounters
 from .listing import LeadLister
 
 log = logging.getLogger(__name__)
@@ -291,11 +291,16 @@ class LeadRepository:
                     update["$unset"] = dict.fromkeys(gone, "")
                 await self._leads.update_one({"_id": lead_id}, update, session=session)
                 if state["status"] != current["status"]:
-                    await counts.add(session, {current["status"]: -1, state["status"]: 1})
+                    # The lead's own chatbot: a request naming another one got a 404.
+                    owner = current["chatbotId"]
+                    if owner not in claims:
+                        claims[owner] = await stack.enter_async_context(self._counters.claim(owner))
+                    await claims[owner].add(session, {current["status"]: -1, state["status"]: 1})
             return outcomes
 
         try:
-            async with self._counters.claim(batch[0].chatbot_id) as counts:
+            async with contextlib.AsyncExitStack() as stack:
+                claims: dict[str, Claim] = {}
                 results = await self._mongo.transaction(write)
         except BaseException as exc:
             # Each waiter raises it from its own outcome (a cancelled writer leaves the
