@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..domain import ids
 from ..domain.leads import (
@@ -52,6 +52,7 @@ FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS}
 # Creates committed together at most (see create), and the lock their batches take turns on.
 CREATE_BATCH_MAX = 100
 CREATE_QUEUE = "creates"
+DUPLICATE_KEY = 11000
 # Fields earlier versions kept on leads; an update removes them.
 LEGACY_FIELDS = ("metadataVersion",)
 
@@ -188,6 +189,10 @@ class LeadRepository:
                 try:
                     await self._insert_counted(docs)
                     break
+                except BulkWriteError as exc:  # insert_many's form of a duplicate key
+                    errors = exc.details.get("writeErrors") or [{}]
+                    if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                        raise
                 except DuplicateKeyError:
                     continue
             else:

@@ -34,3 +34,25 @@ async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_r
     assert counts["byStatus"]["qualified"] == 1 and counts["byStatus"]["new"] == 0
     other = await leads_repo.read_counts(theirs.chatbot_id)
     assert other["total"] == 0 and set(other["byStatus"].values()) == {0}
+
+
+async def test_a_create_whose_id_is_taken_gets_another(leads_repo, accounts, monkeypatch):
+    """Creates are inserted in batches (insert_many); a colliding id is drawn again."""
+    from pollybot_leads.domain import ids
+
+    tenant = await make_tenant(accounts)
+    fields = {"name": "Grace Hopper", "email": "grace@example.com"}
+    first = await leads_repo.create(
+        chatbot_id=tenant.chatbot_id, workspace_id=tenant.workspace_id, fields=fields
+    )
+    draws = iter([first["id"]])  # the next id drawn is one that exists
+    real = ids.new_id
+    monkeypatch.setattr(ids, "new_id", lambda prefix: next(draws, None) or real(prefix))
+    second = await leads_repo.create(
+        chatbot_id=tenant.chatbot_id, workspace_id=tenant.workspace_id, fields=fields
+    )
+    assert second["id"] != first["id"]
+    assert (await leads_repo.get(chatbot_id=tenant.chatbot_id, lead_id=first["id"]))[
+        "createdAt"
+    ] == first["createdAt"]
+    assert (await leads_repo.read_counts(tenant.chatbot_id))["total"] == 2
