@@ -284,4 +284,3 @@ async def test_an_empty_body_is_refused_on_update(api, tenant):
         headers={**tenant.headers, "Content-Type": "application/json"},
     )
     await error_of(resp, 400, "INVALID_JSON")
-
