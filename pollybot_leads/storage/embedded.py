@@ -57,6 +57,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setpgrp()  # a Ctrl-C in the terminal reaches us; we stop the child in order
 
 
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -153,13 +164,7 @@ class EmbeddedStore:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, STOP_TIMEOUT_SECONDS)
         self.pid_file.unlink(missing_ok=True)
         log.info("embedded SecantusDB stopped")
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +23,8 @@ from ..domain.metadata import apply_merge_patch, metadata_problems
 from ..domain.queries import LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, to_ms, utcnow
 from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
-from .client import Mongo, remaining, store_errors, unavailable
+from .batching import GroupCommit, KeyedLocks
+from .client import Mongo, store_errors
 from .counters import Claim, LeadCounters
 from .listing import LeadLister
 
@@ -118,9 +116,13 @@ class LeadRepository:
         self._audit = mongo.db["audit_log"]
         self._counters = LeadCounters(mongo.db["lead_counts"])
         self._quirks = quirks
-        self._locks = KeyedLocks()
-        self._pending: dict[str, list[PendingUpdate]] = {}
-        self._creates: list[PendingCreate] = []
+        self._locks = KeyedLocks()  # writers of one lead (and all creates) take turns
+        self._creates: GroupCommit[dict[str, Any], None] = GroupCommit(
+            self._locks, self._write_creates, max_batch=CREATE_BATCH_MAX
+        )
+        self._updates: GroupCommit[tuple[str, dict[str, Any]], dict[str, Any]] = GroupCommit(
+            self._locks, self._write_updates
+        )
         self._lister = LeadLister(
             self._leads,
             LIST_PROJECTION,
@@ -163,49 +165,23 @@ class LeadRepository:
         transactions instead of one each.
         """
         doc = build_lead_document(chatbot_id, workspace_id, fields, utcnow())
-        entry = PendingCreate(doc, asyncio.get_running_loop().create_future())
-        self._creates.append(entry)
-        try:
-            async with self._locks.hold(CREATE_QUEUE):
-                if not entry.outcome.done():  # nobody took it yet: write the waiting ones
-                    batch = self._creates[:CREATE_BATCH_MAX]
-                    if entry not in batch:
-                        batch = [*batch[:-1], entry]
-                    self._creates = [e for e in self._creates if e not in batch]
-                    await self._write_creates(batch)
-        except BaseException:
-            if not entry.outcome.done() and entry in self._creates:
-                self._creates.remove(entry)  # never written: drop it
-            raise
-        entry.outcome.result()  # raises the batch's failure
+        await self._creates.submit(CREATE_QUEUE, doc)
         return _to_lead(doc)
 
-    async def _write_creates(self, batch: list[PendingCreate]) -> None:
-        docs = [entry.doc for entry in batch]
-        try:
-            for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
-                for doc in docs:
-                    doc["_id"] = ids.new_id(ids.LEAD)
-                try:
-                    await self._insert_counted(docs)
-                    break
-                except BulkWriteError as exc:  # insert_many's form of a duplicate key
-                    errors = exc.details.get("writeErrors") or [{}]
-                    if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                        raise
-                except DuplicateKeyError:
-                    continue
-            else:
-                raise ServiceUnavailable("Could not allocate a lead id")
-        except BaseException as exc:
-            shared = exc if isinstance(exc, Exception) else unavailable()
-            for entry in batch:
-                entry.outcome.set_exception(shared)
-            if isinstance(exc, Exception):
-                return  # each waiter raises it from its own outcome
-            raise
-        for entry in batch:
-            entry.outcome.set_result(None)
+    async def _write_creates(self, _key: str, docs: list[dict[str, Any]]) -> list[None]:
+        for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
+            for doc in docs:
+                doc["_id"] = ids.new_id(ids.LEAD)
+            try:
+                await self._insert_counted(docs)
+                return [None] * len(docs)
+            except BulkWriteError as exc:  # insert_many's form of a duplicate key
+                errors = exc.details.get("writeErrors") or [{}]
+                if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                    raise
+            except DuplicateKeyError:
+                continue
+        raise ServiceUnavailable("Could not allocate a lead id")
 
     async def _insert_counted(self, docs: list[dict[str, Any]]) -> None:
         """Insert ``docs`` and count them on their chatbots, in one transaction."""
@@ -257,33 +233,22 @@ class LeadRepository:
         """
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
-        entry = PendingUpdate(chatbot_id, changes, asyncio.get_running_loop().create_future())
-        queue = self._pending.setdefault(lead_id, [])
-        queue.append(entry)
-        try:
-            async with self._locks.hold(lead_id):
-                if not entry.outcome.done():  # nobody took it yet: write every waiting one
-                    await self._write_updates(lead_id, self._pending.pop(lead_id))
-        except BaseException:
-            if not entry.outcome.done() and entry in self._pending.get(lead_id, ()):
-                self._pending[lead_id].remove(entry)  # never written: drop it
-                if not self._pending[lead_id]:
-                    del self._pending[lead_id]
-            raise
-        return _to_lead(entry.outcome.result())
+        return _to_lead(await self._updates.submit(lead_id, (chatbot_id, changes)))
 
-    async def _write_updates(self, lead_id: str, batch: list[PendingUpdate]) -> None:
-        """Apply ``batch`` in order in one transaction; settle each entry's outcome."""
+    async def _write_updates(
+        self, lead_id: str, batch: list[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | Exception]:
+        """Apply ``batch`` (chatbot id, changes) in order in one transaction."""
 
         async def write(session: Any) -> list[dict[str, Any] | Exception]:
             current = await self._leads.find_one({"_id": lead_id}, session=session)
             state, outcomes = current, []
-            for entry in batch:
-                if state is None or state.get("chatbotId") != entry.chatbot_id:
+            for chatbot_id, changes in batch:
+                if state is None or state.get("chatbotId") != chatbot_id:
                     outcomes.append(LeadNotFound())
                     continue
                 try:
-                    state = apply_update(state, entry.changes, utcnow())
+                    state = apply_update(state, changes, utcnow())
                 except ValidationFailed as exc:  # this change alone is refused
                     outcomes.append(exc)
                     continue
@@ -303,25 +268,9 @@ class LeadRepository:
                     await claims[owner].add(session, {current["status"]: -1, state["status"]: 1})
             return outcomes
 
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                claims: dict[str, Claim] = {}
-                results = await self._mongo.transaction(write)
-        except BaseException as exc:
-            # Each waiter raises it from its own outcome (a cancelled writer leaves the
-            # outcome unknown to the others: for them it is a 503).
-            shared = exc if isinstance(exc, Exception) else unavailable()
-            for entry in batch:
-                if not entry.outcome.done():
-                    entry.outcome.set_exception(shared)
-            if isinstance(exc, Exception):
-                return
-            raise
-        for entry, result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
-                entry.outcome.set_exception(result)
-            else:
-                entry.outcome.set_result(result)
+        async with contextlib.AsyncExitStack() as stack:
+            claims: dict[str, Claim] = {}
+            return await self._mongo.transaction(write)
 
     @store_errors
     async def delete(self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any]) -> datetime:
@@ -428,53 +377,4 @@ def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime
     return after
 
 
-@dataclass
-class PendingCreate:
-    """A create waiting for the next batch's transaction, and where its outcome goes."""
-
-    doc: dict[str, Any]
-    outcome: asyncio.Future[None]
-
-
-@dataclass
-class PendingUpdate:
-    """An update waiting for the lead's next transaction, and where its outcome goes."""
-
-    chatbot_id: str
-    changes: dict[str, Any]
-    outcome: asyncio.Future[dict[str, Any]]
-
-
 _ABSENT = object()
-
-
-class KeyedLocks:
-    """One asyncio lock per key while anyone holds or waits for it.
-
-    Writers of one lead in this process take turns instead of conflicting in the store;
-    the wait is bounded by the request's store deadline.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            left = remaining()
-            async with asyncio.timeout(left if left is not None else None):
-                await lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)

@@ -28,7 +28,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 from pollybot_leads.domain.leads import STATUSES
 from pollybot_leads.storage.accounts import AccountRepository
 from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, port_open
+from pollybot_leads.storage.embedded import EmbeddedStore, port_open, stop_process
 
 REQUEST_TIMEOUT = ClientTimeout(total=10)  # a client gives up on a request after this
 SERVER_START_SECONDS = 30.0
@@ -175,15 +175,8 @@ class ApiServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(15)
+        if process is not None:
+            stop_process(process, 15)
 
     def log_tail(self) -> str:
         return tail(self.log_path)
