@@ -94,5 +94,5 @@ def quirks_for(build_info: dict[str, Any]) -> StoreQuirks:
 async def detect(db: Any) -> StoreQuirks:
     quirks = quirks_for(await db.command("buildInfo"))
     if quirks.any:
-        log.info("store is %s: its query-shape workarounds are on", quirks.server)
+        log.debug("store is %s: its query-shape workarounds are on", quirks.server)
     return quirks
