@@ -12,6 +12,9 @@ from .client import Mongo
 
 log = logging.getLogger(__name__)
 
+# Events are kept at least this long (the store's TTL monitor removes them after it).
+EVENT_RETENTION_SECONDS = 30 * 24 * 3600
+
 
 def _sorted_by(name: str, prefix: list[tuple[str, int]], field: str) -> IndexModel:
     return IndexModel([*prefix, (field, DESCENDING), ("_id", DESCENDING)], name=name)
@@ -50,6 +53,15 @@ OTHER_INDEXES = {
         IndexModel([("workspaceId", ASCENDING), ("createdAt", ASCENDING)], name="by_workspace"),
     ],
     "chatbots": [IndexModel([("workspaceId", ASCENDING)], name="by_workspace")],
+    # The feed reads a chatbot's events by sequence; the store itself expires them.
+    "events": [
+        IndexModel(
+            [("chatbotId", ASCENDING), ("sequence", ASCENDING)], name="by_sequence", unique=True
+        ),
+        IndexModel(
+            [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=EVENT_RETENTION_SECONDS
+        ),
+    ],
     "audit_log": [
         IndexModel([("leadId", ASCENDING)], name="by_lead"),
         IndexModel([("chatbotId", ASCENDING), ("at", DESCENDING)], name="by_chatbot"),
