@@ -10,8 +10,10 @@ from aiohttp import web
 
 from . import keys
 from .api.docs import redirect_to_docs, setup_docs
+from .api.events import add_event_routes
 from .api.leads import add_routes
 from .api.query import CursorCodec
+from .api.webhooks import add_webhook_routes
 from .middleware.access_log import access_log_middleware
 from .middleware.auth import Authenticator, auth_middleware_factory
 from .middleware.cors import CorsPolicy
@@ -26,8 +28,11 @@ from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
+from .storage.events import EventLog
 from .storage.indexes import ensure_indexes
 from .storage.leads import LeadRepository
+from .storage.webhooks import WebhookRepository
+from .webhooks.delivery import running_worker
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.leads_repo_key] = leads
         app[keys.mongo_key] = mongo
         app[keys.accounts_repo_key] = AccountRepository(mongo)
+        app[keys.webhooks_repo_key] = WebhookRepository(mongo)
+        app[keys.event_log_key] = EventLog(mongo.db)
         yield
     finally:
         await mongo.close()
@@ -75,6 +82,16 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await limiter.close()
+
+
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Webhook deliveries in the background (off: webhooks.deliver = false)."""
+    settings = app[keys.settings_key]
+    if not settings.webhooks_deliver:
+        yield
+        return
+    async with running_worker(app[keys.mongo_key], settings):
+        yield
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -103,11 +120,14 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.cursor_codec_key] = CursorCodec(secret.encode())
     app.cleanup_ctx.append(_mongo_ctx)
     app.cleanup_ctx.append(_ratelimit_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     app.on_response_prepare.append(add_request_headers)
     app.on_response_prepare.append(add_security_headers)
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
     add_routes(app)
+    add_event_routes(app)
+    add_webhook_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)
     setup_ops(app)  # /healthz, /readyz, /metrics: outside /api/v1/, so no key, no tokens

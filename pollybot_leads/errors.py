@@ -56,6 +56,10 @@ class LeadNotFound(NotFound):
     code, message = "LEAD_NOT_FOUND", "Lead not found"
 
 
+class WebhookNotFound(NotFound):
+    code, message = "WEBHOOK_NOT_FOUND", "Webhook endpoint not found"
+
+
 class MethodNotAllowed(AppError):
     status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
 

@@ -11,7 +11,9 @@ from .ratelimit.base import RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
+from .storage.events import EventLog
 from .storage.leads import LeadRepository
+from .storage.webhooks import WebhookRepository
 
 settings_key = web.AppKey("settings", Settings)
 leads_repo_key = web.AppKey("leads_repo", LeadRepository)
@@ -21,3 +23,5 @@ rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 cursor_codec_key = web.AppKey("cursor_codec", CursorCodec)
 mongo_key = web.AppKey("mongo", Mongo)
 ops_state_key = web.AppKey("ops_state", OpsState)
+webhooks_repo_key = web.AppKey("webhooks_repo", WebhookRepository)
+event_log_key = web.AppKey("event_log", EventLog)

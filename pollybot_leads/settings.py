@@ -86,6 +86,19 @@ class Settings:
     # Browser origins allowed to call the API (CORS); empty: CORS off. "*": any origin.
     cors_origins: tuple[str, ...] = ()
 
+    # Webhooks (see pollybot_leads/webhooks): deliveries run inside `serve` unless
+    # webhooks_deliver is off (then run `pollybot-leads worker`).
+    webhooks_deliver: bool = True
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 15.0
+    # Delays between attempts; the last one repeats until retry_for_seconds have passed.
+    webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
+    webhook_retry_for_seconds: float = 3 * 24 * 3600
+    webhook_concurrency: int = 16
+    webhook_poll_seconds: float = 0.25
+    webhook_max_endpoints: int = 50  # per workspace
+
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
             raise SettingsError(f"MONGODB_DRIVER (mongodb.driver) must be one of {DRIVERS}")
@@ -118,6 +131,14 @@ class Settings:
                     f"CORS_ORIGINS (server.cors_origins): {origin!r} is not an origin "
                     "(scheme://host[:port], no path) or *"
                 )
+        if not 0 < self.webhook_timeout_seconds <= 300:
+            raise SettingsError("webhooks.timeout_seconds must be in (0, 300]")
+        if not self.webhook_retry_schedule or any(d <= 0 for d in self.webhook_retry_schedule):
+            raise SettingsError("webhooks.retry_schedule must list positive delays (seconds)")
+        if not 1 <= self.webhook_concurrency <= 1000:
+            raise SettingsError("webhooks.concurrency must be 1-1000")
+        if not 0 < self.webhook_poll_seconds <= 60:
+            raise SettingsError("webhooks.poll_seconds must be in (0, 60]")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -160,6 +181,12 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
 
 
+def _delays(value: object) -> tuple[float, ...]:
+    """A TOML list of seconds, or a comma-separated string from the environment."""
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    return tuple(float(item) for item in items if str(item).strip())
+
+
 def _write_members(value: object) -> int | str:
     """``w``: a number of members, or "majority" (checked by Settings)."""
     if isinstance(value, str) and not value.strip().isdigit():
@@ -174,6 +201,7 @@ _KINDS: dict[Callable[[Any], Any], str] = {
     _write_members: 'a number of members or "majority"',
     tuple: "a list",
     _origins: "a list of origins",
+    _delays: "a list of seconds",
 }
 
 
@@ -261,4 +289,17 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         list_max_count=get(int, "list.max_count", 0),
         cursor_secret=str(env.get("CURSOR_SECRET", "")),
         cors_origins=get(_origins, "server.cors_origins", (), "CORS_ORIGINS"),
+        webhooks_deliver=get(_flag, "webhooks.deliver", True, "WEBHOOKS_DELIVER"),
+        webhook_allow_http=get(_flag, "webhooks.allow_http", False, "WEBHOOK_ALLOW_HTTP"),
+        webhook_allow_private=get(
+            _flag, "webhooks.allow_private_targets", False, "WEBHOOK_ALLOW_PRIVATE"
+        ),
+        webhook_timeout_seconds=get(float, "webhooks.timeout_seconds", 15.0),
+        webhook_retry_schedule=get(
+            _delays, "webhooks.retry_schedule", (5, 300, 1800, 7200, 18000, 36000)
+        ),
+        webhook_retry_for_seconds=get(float, "webhooks.retry_for_seconds", 3 * 24 * 3600),
+        webhook_concurrency=get(int, "webhooks.concurrency", 16),
+        webhook_poll_seconds=get(float, "webhooks.poll_seconds", 0.25),
+        webhook_max_endpoints=get(int, "webhooks.max_endpoints", 50),
     )

@@ -48,6 +48,7 @@ ERROR_EXAMPLES: dict[str, tuple[int, str, dict[str, Any] | None]] = {
     "UNAUTHORIZED": (401, "Invalid or missing API key", None),
     "CHATBOT_NOT_FOUND": (404, "Chatbot not found", None),
     "LEAD_NOT_FOUND": (404, "Lead not found", None),
+    "WEBHOOK_NOT_FOUND": (404, "Webhook endpoint not found", None),
     "PAYLOAD_TOO_LARGE": (413, "Request body is over 65536 bytes", None),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Content-Type must be application/json", None),
     "RATE_LIMITED": (429, "Too many requests", None),
@@ -55,12 +56,29 @@ ERROR_EXAMPLES: dict[str, tuple[int, str, dict[str, Any] | None]] = {
 }
 _ALWAYS = ("UNAUTHORIZED", "CHATBOT_NOT_FOUND", "RATE_LIMITED", "SERVICE_UNAVAILABLE")
 _BODY = ("VALIDATION_ERROR", "INVALID_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE")
+_WEBHOOK = (
+    "VALIDATION_ERROR",
+    "UNAUTHORIZED",
+    "WEBHOOK_NOT_FOUND",
+    "RATE_LIMITED",
+    "SERVICE_UNAVAILABLE",
+)
 OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
     "createLead": (*_BODY, *_ALWAYS),
     "listLeads": ("VALIDATION_ERROR", *_ALWAYS),
     "getLead": ("VALIDATION_ERROR", "LEAD_NOT_FOUND", *_ALWAYS),
     "updateLead": (*_BODY, "LEAD_NOT_FOUND", *_ALWAYS),
     "deleteLead": ("VALIDATION_ERROR", "CONFIRMATION_REQUIRED", "LEAD_NOT_FOUND", *_ALWAYS),
+    "listEvents": ("VALIDATION_ERROR", *_ALWAYS),
+    # Workspace-wide: no chatbot in the path.
+    "createWebhook": (*_BODY, "UNAUTHORIZED", "RATE_LIMITED", "SERVICE_UNAVAILABLE"),
+    "listWebhooks": ("VALIDATION_ERROR", "UNAUTHORIZED", "RATE_LIMITED", "SERVICE_UNAVAILABLE"),
+    "getWebhook": _WEBHOOK,
+    "updateWebhook": (*_BODY, *_WEBHOOK[1:]),
+    "deleteWebhook": ("CONFIRMATION_REQUIRED", *_WEBHOOK),
+    "rotateWebhookSecret": _WEBHOOK,
+    "listWebhookDeliveries": _WEBHOOK,
+    "replayWebhook": (*_BODY, *_WEBHOOK[1:]),
 }
 
 _INT_HEADER = {"schema": {"type": "integer", "minimum": 0}}
@@ -97,7 +115,7 @@ WWW_AUTHENTICATE = {
 }
 LOCATION = {
     "Location": {
-        "description": "The new lead's URL",
+        "description": "The new resource's URL",
         "required": True,
         "schema": {"type": "string"},
     }
@@ -105,6 +123,7 @@ LOCATION = {
 PATH_PARAMS = {
     "chatbotId": ("The chatbot's id", "^cb_[0-9a-f]{16}$", "cb_1234567890abcdef"),
     "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
+    "webhookId": ("The webhook endpoint's id", "^wh_[0-9a-f]{16}$", "wh_0123456789abcdef"),
 }
 _LEAD_FROM_RESPONSE = {
     "chatbotId": "$request.path.chatbotId",
@@ -114,18 +133,55 @@ _LINKS: dict[str, dict[str, dict[str, Any]]] = {
     "getLead": {"operationId": "getLead", "description": "Read this lead"},
     "updateLead": {"operationId": "updateLead", "description": "Change this lead"},
     "deleteLead": {"operationId": "deleteLead", "description": "Delete this lead (confirmed)"},
+    "getWebhook": {"operationId": "getWebhook", "description": "Read this endpoint"},
+    "updateWebhook": {"operationId": "updateWebhook", "description": "Change this endpoint"},
+    "deleteWebhook": {
+        "operationId": "deleteWebhook",
+        "description": "Delete this endpoint (confirmed)",
+    },
+    "rotateWebhookSecret": {
+        "operationId": "rotateWebhookSecret",
+        "description": "Rotate this endpoint's secret",
+    },
+    "listWebhookDeliveries": {
+        "operationId": "listWebhookDeliveries",
+        "description": "Read this endpoint's delivery log",
+    },
+    "replayWebhook": {"operationId": "replayWebhook", "description": "Replay events to it"},
 }
+_WEBHOOK_FROM_RESPONSE = {"webhookId": "$response.body#/data/id"}
+_WEBHOOK_TARGETS = (
+    "getWebhook",
+    "updateWebhook",
+    "deleteWebhook",
+    "rotateWebhookSecret",
+    "listWebhookDeliveries",
+    "replayWebhook",
+)
 OPERATION_LINKS = {  # operationId: (success status, links to other operations)
     "createLead": ("201", ("getLead", "updateLead", "deleteLead")),
     "getLead": ("200", ("updateLead", "deleteLead")),
     "updateLead": ("200", ("getLead", "deleteLead")),
+    "createWebhook": ("201", _WEBHOOK_TARGETS),
+    "getWebhook": ("200", tuple(t for t in _WEBHOOK_TARGETS if t != "getWebhook")),
 }
 TAGS = [
     {
         "name": "leads",
         "description": "A chatbot's leads: create, list and search, read, update, delete. "
         "Every operation needs a workspace API key whose workspace owns the chatbot.",
-    }
+    },
+    {
+        "name": "events",
+        "description": "A chatbot's lead changes in order, kept 30 days: the feed a "
+        "consumer catches up from, and the bodies of webhook deliveries.",
+    },
+    {
+        "name": "webhooks",
+        "description": "The workspace's webhook endpoints (managed with any key of the "
+        "workspace): signed deliveries of every lead change, retried for 3 days, with a "
+        "delivery log and replay.",
+    },
 ]
 
 
@@ -161,8 +217,12 @@ def finish_spec(raw: dict[str, Any]) -> dict[str, Any]:
                 k: v for k, v in schema["properties"].items() if not v.get("writeOnly")
             }
             schema["additionalProperties"] = False
-    if "LeadUpdate" in schemas:
-        schemas["LeadUpdate"]["minProperties"] = 1  # an empty update is a 400
+    for name in ("WebhookCreate", "WebhookUpdate", "Replay"):
+        if name in schemas:  # unknown fields are a 400
+            schemas[name]["additionalProperties"] = False
+    for name in ("LeadUpdate", "WebhookUpdate"):
+        if name in schemas:
+            schemas[name]["minProperties"] = 1  # an empty update is a 400
     components["securitySchemes"] = {
         "bearerAuth": {
             "type": "http",
@@ -233,8 +293,8 @@ def _fix_operation(operation: dict[str, Any]) -> None:
             target: {
                 **_LINKS[target],
                 "parameters": {
-                    **_LEAD_FROM_RESPONSE,
-                    **({"confirm": "true"} if target == "deleteLead" else {}),
+                    **(_WEBHOOK_FROM_RESPONSE if "Webhook" in target else _LEAD_FROM_RESPONSE),
+                    **({"confirm": "true"} if target.startswith("delete") else {}),
                 },
             }
             for target in targets

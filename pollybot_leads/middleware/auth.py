@@ -27,7 +27,7 @@ PROTECTED_PREFIX = "/api/v1/"
 @dataclass(frozen=True)
 class AuthContext:
     key: ApiKeyRecord
-    chatbot_id: str
+    chatbot_id: str  # "" on workspace-wide routes (no {chatbotId} in the path)
 
     @property
     def workspace_id(self) -> str:
@@ -74,11 +74,14 @@ class Authenticator:
         self._failure_policy = failure_policy
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
-    async def authenticate(self, request: web.Request, chatbot_id: str) -> AuthContext:
+    async def authenticate(self, request: web.Request, chatbot_id: str | None) -> AuthContext:
+        """The key, and the chatbot when the route names one (it must be the key's)."""
         key = await self._key_for(request.headers.get("Authorization", ""))
         if key is None:
             await self._count_failure(request)
             raise Unauthorized()
+        if chatbot_id is None:  # a workspace-wide route (webhooks)
+            return AuthContext(key, "")
         if await self._chatbot_workspace(chatbot_id) != key.workspace_id:
             raise ChatbotNotFound()
         return AuthContext(key, chatbot_id)
@@ -150,7 +153,7 @@ def auth_middleware_factory(authenticator_key: web.AppKey):
         info = request.match_info
         if info.http_exception is not None or not request.path.startswith(PROTECTED_PREFIX):
             return await handler(request)
-        chatbot_id = info.get("chatbotId", "")
+        chatbot_id = info.get("chatbotId")
         request[AUTH] = await request.app[authenticator_key].authenticate(request, chatbot_id)
         return await handler(request)
 

@@ -9,6 +9,7 @@ from pymongo.errors import OperationFailure
 
 from ..domain.queries import SORTS, LeadQuery
 from .client import Mongo
+from .webhooks import WEBHOOK_INDEXES
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ OTHER_INDEXES = {
         IndexModel(
             [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=EVENT_RETENTION_SECONDS
         ),
+        # The webhook dispatcher's work: sparse, so it holds only events not yet fanned out.
+        IndexModel([("pending", ASCENDING)], name="pending", sparse=True),
     ],
     "audit_log": [
         IndexModel([("leadId", ASCENDING)], name="by_lead"),
@@ -103,7 +106,7 @@ INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
 async def ensure_indexes(mongo: Mongo) -> None:
     """Create every index; one whose definition changed under the same name is rebuilt."""
-    for collection, models in {"leads": LEAD_INDEXES, **OTHER_INDEXES}.items():
+    for collection, models in {"leads": LEAD_INDEXES, **OTHER_INDEXES, **WEBHOOK_INDEXES}.items():
         coll = mongo.db[collection]
         for model in models:
             try:

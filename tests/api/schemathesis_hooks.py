@@ -12,12 +12,15 @@ valid or invalid, from what is actually sent:
 - a ``cursor`` is one the server signed (a drawn one that fits the pattern is dropped);
 - ``createdBefore``/``updatedBefore`` later than their ``…After``, and dates within
   1900-01-01..9999-01-01 (date-time formats have no bounds);
-- ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word").
+- ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word");
+- a webhook's ``chatbotIds`` name chatbots of the key's workspace (a drawn list of
+  well-formed ids becomes the test tenant's chatbot, or stays empty).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +44,7 @@ from pollybot_leads.domain.metadata import (
 )
 
 INT64 = 2**63 - 1
+CHATBOT_ID = re.compile(r"^cb_[0-9a-f]{16}$")
 SEARCH = re.compile(NON_BLANK)
 
 
@@ -121,3 +125,8 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
         body["metadata"] = valid_metadata(body["metadata"])
+    chatbots = body.get("chatbotIds") if isinstance(body, dict) else None
+    if isinstance(chatbots, list) and chatbots and len(chatbots) <= 100:
+        if all(isinstance(c, str) and CHATBOT_ID.match(c) for c in chatbots):
+            if len(set(chatbots)) == len(chatbots):
+                body["chatbotIds"] = [os.environ["PB_SCHEMATHESIS_CHATBOT_ID"]]

@@ -14,7 +14,18 @@ from pollybot_leads.api.docs import STATIC_DIR
 
 from .helpers import create_lead
 
-OPERATION_IDS = {"createLead", "listLeads", "getLead", "updateLead", "deleteLead"}
+LEAD_OPERATION_IDS = {"createLead", "listLeads", "getLead", "updateLead", "deleteLead"}
+WEBHOOK_OPERATION_IDS = {
+    "createWebhook",
+    "listWebhooks",
+    "getWebhook",
+    "updateWebhook",
+    "deleteWebhook",
+    "rotateWebhookSecret",
+    "listWebhookDeliveries",
+    "replayWebhook",
+}
+OPERATION_IDS = LEAD_OPERATION_IDS | WEBHOOK_OPERATION_IDS | {"listEvents"}
 
 OPERATIONS = {
     ("post", "/api/v1/chatbots/{chatbotId}/leads"),
@@ -22,6 +33,15 @@ OPERATIONS = {
     ("get", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("put", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("delete", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
+    ("get", "/api/v1/chatbots/{chatbotId}/events"),
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks/{webhookId}"),
+    ("put", "/api/v1/webhooks/{webhookId}"),
+    ("delete", "/api/v1/webhooks/{webhookId}"),
+    ("post", "/api/v1/webhooks/{webhookId}/rotate-secret"),
+    ("get", "/api/v1/webhooks/{webhookId}/deliveries"),
+    ("post", "/api/v1/webhooks/{webhookId}/replay"),
 }
 
 
@@ -55,12 +75,16 @@ async def test_every_operation_is_documented_completely(spec):
                     assert media["examples"], (method, path, status)
                     for example in media["examples"].values():
                         assert example["value"]["success"] is False
-            assert {"400", "401", "404", "429", "503"} <= set(op["responses"])
-            if method in ("post", "put"):
+            assert {"400", "401", "429", "503"} <= set(op["responses"])
+            if "{" in path:  # a chatbot, lead or endpoint that may not exist
+                assert "404" in op["responses"]
+            if "requestBody" in op:
                 body = op["requestBody"]["content"]["application/json"]
-                assert body["schema"]["$ref"].startswith("#/components/schemas/Lead")
+                assert body["schema"]["$ref"].startswith("#/components/schemas/")
                 assert body["example"]
                 assert {"400", "413", "415"} <= set(op["responses"])
+            else:
+                assert method in ("get", "delete") or path.endswith("/rotate-secret")
     scheme = spec["components"]["securitySchemes"]["bearerAuth"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
     assert spec["security"] == [{"bearerAuth": []}]
@@ -186,8 +210,17 @@ async def test_spec_stays_valid_after_the_docs_page_is_viewed(api):
 async def test_operations_have_ids_tags_and_links(spec):
     ops = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
     assert set(ops) == OPERATION_IDS
-    assert [t["name"] for t in spec["tags"]] == ["leads"] and spec["tags"][0]["description"]
-    assert all(op["tags"] == ["leads"] for op in ops.values())
+    assert [t["name"] for t in spec["tags"]] == ["leads", "events", "webhooks"]
+    assert all(t["description"] for t in spec["tags"])
+    assert all(ops[o]["tags"] == ["leads"] for o in LEAD_OPERATION_IDS)
+    assert all(ops[o]["tags"] == ["webhooks"] for o in WEBHOOK_OPERATION_IDS)
+    assert ops["listEvents"]["tags"] == ["events"]
+    hooks = ops["createWebhook"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in hooks.values()} == WEBHOOK_OPERATION_IDS - {
+        "createWebhook",
+        "listWebhooks",
+    }
+    assert hooks["getWebhook"]["parameters"] == {"webhookId": "$response.body#/data/id"}
     links = ops["createLead"]["responses"]["201"]["links"]
     assert {link["operationId"] for link in links.values()} == {
         "getLead",
@@ -228,7 +261,7 @@ def _response_schemas(spec):
 
 
 async def test_response_fields_are_required_and_described(spec):
-    optional = {("Pagination", "totalExact"), ("Error", "details")}
+    optional = {("Pagination", "totalExact"), ("Error", "details"), ("EventData", "changes")}
     found = _response_schemas(spec)
     assert {"LeadEnvelope", "Lead", "StatusChange", "Pagination", "ErrorEnvelope"} <= set(found)
     for name, schema in found.items():

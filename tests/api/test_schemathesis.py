@@ -32,7 +32,8 @@ SEED = 20261127  # fixed: a failure reproduces (`st replay` and the printed curl
 async def test_schemathesis_finds_nothing(settings, mongo, accounts, tmp_path):
     tenant = await make_tenant(accounts, rate_limit_capacity=100_000, rate_limit_refill=10_000)
     # A server of its own: its bad-credential probes spend its own per-address bucket.
-    client = TestClient(TestServer(create_app(settings)))
+    # Every drawn webhook endpoint is created: more than a workspace's default limit.
+    client = TestClient(TestServer(create_app(settings.replace(webhook_max_endpoints=100_000))))
     await client.start_server()
     try:
         config = tmp_path / "schemathesis.toml"
@@ -53,7 +54,11 @@ async def test_schemathesis_finds_nothing(settings, mongo, accounts, tmp_path):
             "--report-dir", str(tmp_path / "report"),
         ]
         # fmt: on
-        env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+        env = {
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": str(HOOKS),
+            "PB_SCHEMATHESIS_CHATBOT_ID": tenant.chatbot_id,  # for webhooks' chatbotIds
+        }
         output = tmp_path / "schemathesis.txt"
         with output.open("wb") as sink:
             proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,74 @@
+"""The event feed: a chatbot's lead changes in sequence order, to catch up from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs, querystring_schema, response_schema
+from marshmallow import Schema, ValidationError
+from multidict import MultiMapping
+
+from .. import keys
+from ..errors import ValidationFailed
+from ..middleware.context import AUTH
+from ..storage.client import store_errors
+from ..webhooks.payload import event_json
+from .spec import error_responses
+from .webhook_schemas import EventFeedQuerySchema, EventListEnvelopeSchema
+
+_feed_query = EventFeedQuerySchema()
+
+
+def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
+    """Each parameter once, known and valid, or a 400 naming every bad one."""
+    repeated = {n for n in query if len(query.getall(n)) > 1}
+    if repeated:
+        raise ValidationFailed(
+            "Invalid query parameters", details={n: ["Give this parameter once."] for n in repeated}
+        )
+    try:
+        return schema.load(dict(query))
+    except ValidationError as exc:
+        raise ValidationFailed("Invalid query parameters", details=exc.messages) from None
+
+
+@docs(
+    tags=["events"],
+    operationId="listEvents",
+    summary="Read the event feed",
+    description="The chatbot's lead changes (`lead.created`, `lead.updated`, "
+    "`lead.deleted`) in sequence order: every committed change has exactly one event, "
+    "numbered 1, 2, 3... per chatbot without gaps; events are kept 30 days. Start with "
+    "`after=0` and pass each page's `pagination.nextAfter` to the next request; an empty "
+    "page means you are up to date (poll again later). The events are the bodies webhook "
+    "deliveries carry. Unknown, repeated or malformed parameters are a 400.",
+    responses=error_responses(400, 401, 404, 429, 503),
+)
+@querystring_schema(EventFeedQuerySchema)
+@response_schema(EventListEnvelopeSchema, 200, description="A page of events")
+async def list_events(request: web.Request) -> web.Response:
+    query = load_query(request.query, _feed_query)
+    feed = store_errors(request.app[keys.event_log_key].feed)  # a sick store: 503
+    found = await feed(
+        chatbot_id=request[AUTH].chatbot_id, after=query["after"], limit=query["limit"] + 1
+    )
+    page = found[: query["limit"]]
+    return web.json_response(
+        {
+            "success": True,
+            "data": {
+                "events": [event_json(doc) for doc in page],
+                "pagination": {
+                    "after": query["after"],
+                    "limit": query["limit"],
+                    "hasMore": len(found) > len(page),
+                    "nextAfter": page[-1]["sequence"] if page else query["after"],
+                },
+            },
+        }
+    )
+
+
+def add_event_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/chatbots/{chatbotId}/events", list_events, allow_head=False)

@@ -1,0 +1,327 @@
+"""The background delivery: a dispatcher and a sender, run by :class:`WebhookWorker`.
+
+- The **dispatcher** takes events still marked ``pending`` (a sparse index holds only
+  those), fans each out to the enabled endpoints that subscribe to it as delivery
+  documents, then clears the mark; it also advances replays. Idempotent: see
+  storage/deliveries.py.
+- The **sender** claims due deliveries under a lease (any number of processes share
+  the queue; a delivery is in one process's hands at a time), POSTs the signed event,
+  and records the attempt and the outcome: 2xx within the timeout is delivered; 410
+  disables the endpoint; anything else (an error status, a redirect, a timeout, a
+  refused or unreachable address) is retried on the schedule of :class:`RetryPolicy`,
+  or at ``Retry-After`` on a 429 or 503, until the retry window closes.
+
+Both run as tasks of one process: inside ``serve`` (a cleanup context, so they start
+and stop with the app and never sit in a request's path) or ``pollybot-leads worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from prometheus_client import Counter, Histogram
+from pymongo.errors import PyMongoError
+
+from ..domain.timeutil import format_ts, utcnow
+from ..errors import AppError
+from ..settings import Settings
+from ..storage.client import Mongo, store_deadline
+from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
+from ..storage.webhooks import active_secrets
+from .payload import event_body
+from .retry import RetryPolicy, parse_retry_after
+from .signing import signed_headers
+from .targets import GuardedResolver, TargetRefused, refused_literal
+
+log = logging.getLogger(__name__)
+
+RESPONSE_READ_MAX = 1024  # bytes of a receiver's answer read at most (then dropped)
+LEASE_MARGIN_SECONDS = 30.0
+ERROR_MAX = 200  # characters of an error kept in the attempt log
+STORE_BACKOFF_SECONDS = 1.0
+# Each background store step gets its own budget (no request deadline applies here).
+STORE_BUDGET_SECONDS = 10.0
+STORE_FAILURES = (PyMongoError, TimeoutError, OSError, AppError)
+
+ATTEMPTS = Counter(
+    "pollybot_webhook_attempts",
+    "Webhook delivery attempts by outcome: delivered, retrying, failed (given up or 410)",
+    ("outcome",),
+)
+ATTEMPT_SECONDS = Histogram(
+    "pollybot_webhook_attempt_duration_seconds",
+    "Time from sending a webhook to its answer (or error)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0),
+)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: int | None
+    error: str | None
+    duration_ms: int
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    allow_private: bool = False
+    timeout_seconds: float = 15.0
+    concurrency: int = 16
+    poll_seconds: float = 0.25
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryConfig:
+        return cls(
+            allow_private=settings.webhook_allow_private,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            concurrency=settings.webhook_concurrency,
+            poll_seconds=settings.webhook_poll_seconds,
+            policy=RetryPolicy(
+                schedule=settings.webhook_retry_schedule,
+                retry_for_seconds=settings.webhook_retry_for_seconds,
+            ),
+        )
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.timeout_seconds + LEASE_MARGIN_SECONDS
+
+
+def _cancelled() -> bool:
+    """Whether the running task was asked to stop. The driver may turn a cancellation
+    inside a round trip into a connection error; the loops must not take it for one."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class WebhookWorker:
+    def __init__(self, mongo: Mongo, config: DeliveryConfig) -> None:
+        self.queue = DeliveryQueue(mongo)
+        self.config = config
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask run() to return (it also returns when cancelled)."""
+        self._stop.set()
+        self._wake.set()
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or _cancelled()
+
+    # --- running -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dispatch and send until cancelled; deliveries in flight are then cancelled
+        (their leases run out and another attempt follows: at least once)."""
+        connector = aiohttp.TCPConnector(
+            limit=self.config.concurrency,
+            resolver=None if self.config.allow_private else GuardedResolver(),
+        )
+        async with aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, trust_env=False
+        ) as session:
+            self._session = session
+            dispatcher = asyncio.create_task(self._dispatch_loop())
+            try:
+                await self._send_loop()
+            finally:
+                dispatcher.cancel()
+                for task in list(self._in_flight):
+                    task.cancel()
+                await asyncio.gather(dispatcher, *self._in_flight, return_exceptions=True)
+                self._session = None
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping():
+            try:
+                with store_deadline(STORE_BUDGET_SECONDS):
+                    made = await self.dispatch_once()
+            except STORE_FAILURES as exc:
+                if _cancelled():
+                    raise asyncio.CancelledError from exc
+                log.warning("webhook dispatcher: store error %s; retrying", type(exc).__name__)
+                await asyncio.sleep(STORE_BACKOFF_SECONDS)
+                continue
+            if made:
+                self._wake.set()
+                continue  # more may be waiting
+            await asyncio.sleep(self.config.poll_seconds)
+
+    async def dispatch_once(self) -> int:
+        """Fan pending events out and advance replays once; returns deliveries queued."""
+        return await self.queue.fan_out() + await self.queue.advance_replays()
+
+    async def _send_loop(self) -> None:
+        slots = asyncio.Semaphore(self.config.concurrency)
+        while not self._stopping():
+            await slots.acquire()
+            try:
+                with store_deadline(STORE_BUDGET_SECONDS):
+                    delivery = await self.queue.claim(lease_seconds=self.config.lease_seconds)
+            except STORE_FAILURES as exc:
+                slots.release()
+                if _cancelled():
+                    raise asyncio.CancelledError from exc
+                log.warning("webhook sender: store error %s; retrying", type(exc).__name__)
+                await asyncio.sleep(STORE_BACKOFF_SECONDS)
+                continue
+            if delivery is None:
+                slots.release()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+                continue
+            task = asyncio.create_task(self._deliver_logged(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _deliver_logged(self, delivery: dict[str, Any]) -> None:
+        try:
+            await self.deliver(delivery)
+        except STORE_FAILURES as exc:
+            if _cancelled():
+                raise asyncio.CancelledError from exc
+            # The lease runs out and the delivery is claimed again: nothing is lost.
+            log.warning("webhook %s: store error %s", delivery["_id"], type(exc).__name__)
+
+    # --- one delivery ------------------------------------------------------------------
+
+    async def deliver(self, delivery: dict[str, Any]) -> str:
+        """Send one claimed delivery and record it; returns its new state."""
+        with store_deadline(STORE_BUDGET_SECONDS):
+            endpoint = await self.queue.endpoint(delivery["webhookId"])
+            if endpoint is None:
+                await self.queue.drop(delivery)
+                return "dropped"
+            if not endpoint["enabled"]:
+                await self.queue.finish(delivery, state=PAUSED, due_at=None, attempt=None)
+                return PAUSED
+            event = await self.queue.event(delivery["eventId"])
+        now = utcnow()
+        if event is None:  # expired from the log (kept 30 days; retries last 3)
+            result = SendResult(None, "The event is no longer in the event log", 0)
+        else:
+            result = await self.send(endpoint, event, now)
+        return await self._record(delivery, result, now)
+
+    async def _record(self, delivery: dict[str, Any], result: SendResult, at: datetime) -> str:
+        due: datetime | None = None
+        if result.ok:
+            state, outcome = DELIVERED, "delivered"
+        elif result.status == 410:
+            state, outcome = FAILED, "disabled"
+            with store_deadline(STORE_BUDGET_SECONDS):
+                await self.queue.disable_endpoint(
+                    delivery["webhookId"], "The receiver answered 410 Gone: re-enable it to resume"
+                )
+        else:
+            done = utcnow()
+            due = self.config.policy.next_attempt(
+                failures=delivery.get("attempts", 0) + 1,
+                queued_at=delivery["queuedAt"],
+                now=done,
+                retry_after=result.retry_after if result.status in (429, 503) else None,
+            )
+            state, outcome = (PENDING, "retrying") if due else (FAILED, "failed")
+        ATTEMPTS.labels(outcome).inc()
+        ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        attempt = {
+            "webhookId": delivery["webhookId"],
+            "deliveryId": delivery["_id"],
+            "eventId": delivery["eventId"],
+            "eventType": delivery["eventType"],
+            "chatbotId": delivery["chatbotId"],
+            "sequence": delivery["sequence"],
+            "attempt": delivery.get("attempts", 0) + 1,
+            "at": at,
+            "statusCode": result.status,
+            "error": result.error,
+            "durationMs": result.duration_ms,
+            "outcome": outcome,
+            "nextAttemptAt": due,
+        }
+        with store_deadline(STORE_BUDGET_SECONDS):
+            await self.queue.finish(delivery, state=state, due_at=due, attempt=attempt)
+        if outcome != "delivered":
+            log.info(
+                "webhook %s event %s: %s (%s)%s",
+                delivery["webhookId"],
+                delivery["eventId"],
+                outcome,
+                result.status or result.error,
+                f", next attempt {format_ts(due)}" if due else "",
+            )
+        return state
+
+    async def send(
+        self, endpoint: dict[str, Any], event: dict[str, Any], now: datetime
+    ) -> SendResult:
+        """POST the signed event to the endpoint once."""
+        url = endpoint["url"]
+        body = event_body(event)
+        timestamp = int(time.time())
+        headers = signed_headers(active_secrets(endpoint, now), event["_id"], timestamp, body)
+        headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+
+        def took() -> int:
+            return round((time.perf_counter() - started) * 1000)
+
+        if not self.config.allow_private:
+            reason = refused_literal(url)
+            if reason:
+                return SendResult(None, f"Refused target: {reason}", 0)
+        assert self._session is not None, "send runs inside run()"
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
+            ) as response:
+                await response.content.read(RESPONSE_READ_MAX)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), utcnow())
+                return SendResult(response.status, None, took(), retry_after)
+        except TimeoutError:
+            return SendResult(None, f"No answer within {self.config.timeout_seconds:g} s", took())
+        except aiohttp.ClientConnectorDNSError as exc:
+            if isinstance(exc.os_error, TargetRefused):
+                return SendResult(None, f"Refused target: {exc.os_error}"[:ERROR_MAX], took())
+            return SendResult(None, "DNS resolution failed", took())
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or str(exc)
+            return SendResult(None, f"Connection failed: {reason}"[:ERROR_MAX], took())
+        except aiohttp.ClientError as exc:
+            return SendResult(None, f"{type(exc).__name__}: {exc}"[:ERROR_MAX], took())
+
+
+@contextlib.asynccontextmanager
+async def running_worker(mongo: Mongo, settings: Settings) -> AsyncIterator[WebhookWorker]:
+    """A worker running in the background while the block runs; cancelled after it."""
+    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings))
+    task = asyncio.create_task(worker.run(), name="webhooks")
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,55 @@
+"""The one rendering of a stored event: the feed's items and the deliveries' bodies."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ..api.leads import lead_json
+from ..domain.timeutil import format_ts
+from ..storage.events import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED
+
+EVENT_TYPES = (LEAD_CREATED, LEAD_UPDATED, LEAD_DELETED)
+# PollyBot's own upper-case names, for receivers written against its webhooks.
+EVENT_NAMES = {
+    LEAD_CREATED: "LEAD_CREATED",
+    LEAD_UPDATED: "LEAD_UPDATED",
+    LEAD_DELETED: "LEAD_DELETED",
+}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: datetimes as the API writes them, containers copied."""
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def event_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored event as the API and the deliveries show it."""
+    data = doc.get("data") or {}
+    lead = data.get("lead") or {}
+    # A whole lead is rendered exactly as the lead API renders it; a deleted one is {id}.
+    shown: dict[str, Any] = {"lead": lead_json(lead) if "createdAt" in lead else _plain(lead)}
+    if "changes" in data:
+        shown["changes"] = _plain(data["changes"])
+    return {
+        "id": doc["_id"],
+        "type": doc["type"],
+        "event": EVENT_NAMES.get(doc["type"], doc["type"].upper().replace(".", "_")),
+        "createdAt": format_ts(doc["createdAt"]),
+        "chatbotId": doc["chatbotId"],
+        "workspaceId": doc["workspaceId"],
+        "sequence": doc["sequence"],
+        "data": shown,
+    }
+
+
+def event_body(doc: dict[str, Any]) -> bytes:
+    """The bytes a delivery POSTs (and signs): compact UTF-8 JSON."""
+    return json.dumps(event_json(doc), separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,164 @@
+"""The webhook endpoints API: workspace-scoped, secrets shown once, URLs checked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pollybot_leads.app import create_app
+
+from .helpers import TS, data_of, error_of
+
+BASE = "/api/v1/webhooks"
+URL = "https://example.com/hooks/pollybot"
+
+
+async def create(api, tenant, **fields) -> dict:
+    resp = await api.post(BASE, json={"url": URL, **fields}, headers=tenant.headers)
+    return await data_of(resp, 201)
+
+
+async def test_create_shows_the_secret_once(api, tenant):
+    resp = await api.post(BASE, json={"url": URL, "description": "CRM"}, headers=tenant.headers)
+    made = await data_of(resp, 201)
+    assert re.fullmatch(r"wh_[0-9a-f]{16}", made["id"])
+    assert resp.headers["Location"] == f"{BASE}/{made['id']}"
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", made["secret"])
+    assert made["events"] == ["lead.created", "lead.updated", "lead.deleted"]
+    assert made["chatbotIds"] == [] and made["enabled"] is True
+    assert made["description"] == "CRM" and made["workspaceId"] == tenant.workspace_id
+    assert TS.match(made["createdAt"]) and made["previousSecretExpiresAt"] is None
+    shown = await data_of(await api.get(f"{BASE}/{made['id']}", headers=tenant.headers))
+    assert "secret" not in shown
+    assert shown == {k: v for k, v in made.items() if k != "secret"}
+    listed = await data_of(await api.get(BASE, headers=tenant.headers))
+    assert [w["id"] for w in listed["webhooks"]] == [made["id"]]
+    assert "secret" not in listed["webhooks"][0]
+
+
+async def test_endpoints_belong_to_one_workspace(api, tenant, other_tenant):
+    made = await create(api, tenant)
+    url = f"{BASE}/{made['id']}"
+    for method, kw in (
+        ("GET", {}),
+        ("PUT", {"json": {"enabled": False}}),
+        ("DELETE", {"params": {"confirm": "true"}}),
+        ("POST", {}),
+    ):
+        path = url + "/rotate-secret" if method == "POST" else url
+        resp = await api.request(method, path, headers=other_tenant.headers, **kw)
+        await error_of(resp, 404, "WEBHOOK_NOT_FOUND")
+    assert (await data_of(await api.get(BASE, headers=other_tenant.headers)))["webhooks"] == []
+    await error_of(await api.get(BASE), 401, "UNAUTHORIZED")
+    await error_of(
+        await api.get(f"{BASE}/wh_nothex", headers=tenant.headers), 404, "WEBHOOK_NOT_FOUND"
+    )
+    # Another workspace's chatbot cannot be subscribed to.
+    resp = await api.post(
+        BASE, json={"url": URL, "chatbotIds": [other_tenant.chatbot_id]}, headers=tenant.headers
+    )
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert "chatbotIds" in error["details"]
+
+
+async def test_update_changes_only_what_is_sent(api, tenant):
+    made = await create(api, tenant)
+    url = f"{BASE}/{made['id']}"
+    resp = await api.put(
+        url,
+        json={"events": ["lead.deleted"], "chatbotIds": [tenant.chatbot_id], "enabled": False},
+        headers=tenant.headers,
+    )
+    changed = await data_of(resp)
+    assert changed["events"] == ["lead.deleted"] and changed["chatbotIds"] == [tenant.chatbot_id]
+    assert changed["enabled"] is False and changed["url"] == URL
+    await error_of(await api.put(url, json={}, headers=tenant.headers), 400, "VALIDATION_ERROR")
+    for bad in (
+        {"events": []},
+        {"events": ["lead.created", "lead.created"]},
+        {"events": ["LEAD_CREATED"]},
+        {"url": "ftp://example.com"},
+        {"url": "https://user:pw@example.com/"},
+        {"url": "https://example.com/#frag"},
+        {"secret": "whsec_x"},
+        {"description": "x" * 501},
+    ):
+        resp = await api.put(url, json=bad, headers=tenant.headers)
+        await error_of(resp, 400, "VALIDATION_ERROR")
+    assert (await data_of(await api.get(url, headers=tenant.headers))) == changed
+
+
+async def test_delete_is_confirmed(api, tenant):
+    made = await create(api, tenant)
+    url = f"{BASE}/{made['id']}"
+    await error_of(await api.delete(url, headers=tenant.headers), 400, "CONFIRMATION_REQUIRED")
+    resp = await api.delete(url, headers={**tenant.headers, "X-Confirm-Delete": "true"})
+    body = await resp.json()
+    assert resp.status == 200 and body["message"] == "Webhook deleted successfully"
+    assert body["data"]["id"] == made["id"]
+    await error_of(await api.get(url, headers=tenant.headers), 404, "WEBHOOK_NOT_FOUND")
+
+
+async def test_rotation_keeps_the_old_secret_for_a_day(api, tenant):
+    made = await create(api, tenant)
+    resp = await api.post(f"{BASE}/{made['id']}/rotate-secret", headers=tenant.headers)
+    rotated = await data_of(resp)
+    assert rotated["secret"] != made["secret"] and rotated["secret"].startswith("whsec_")
+    assert TS.match(rotated["previousSecretExpiresAt"])
+
+
+async def test_replay_and_log_validate_their_input(api, tenant):
+    made = await create(api, tenant)
+    url = f"{BASE}/{made['id']}"
+    for body in ({}, {"after": -1}, {"after": "1"}, {"after": 1, "x": 1}):
+        resp = await api.post(url + "/replay", json=body, headers=tenant.headers)
+        await error_of(resp, 400, "VALIDATION_ERROR")
+    for params in (
+        {"limit": "0"},
+        {"before": "nope"},
+        {"x": "1"},
+        [("limit", "1"), ("limit", "2")],
+    ):
+        resp = await api.get(url + "/deliveries", params=params, headers=tenant.headers)
+        await error_of(resp, 400, "VALIDATION_ERROR")
+    page = await data_of(await api.get(url + "/deliveries", headers=tenant.headers))
+    assert page == {
+        "deliveries": [],
+        "pagination": {"limit": 50, "hasMore": False, "nextBefore": None},
+    }
+
+
+@pytest.fixture(scope="module")
+async def strict_api(settings, mongo):
+    """A server with the production rules: https only, no private targets."""
+    strict = settings.replace(webhook_allow_http=False, webhook_allow_private=False)
+    client = TestClient(TestServer(create_app(strict)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://example.com/hook", "https://"),
+        ("https://127.0.0.1/hook", "loopback"),
+        ("https://localhost:8443/hook", "loopback"),
+        ("https://10.1.2.3/hook", "private"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://192.168.0.10/hook", "private"),
+    ],
+)
+async def test_private_and_plain_http_targets_are_refused(strict_api, tenant, url, says):
+    resp = await strict_api.post(BASE, json={"url": url}, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert says in error["details"]["url"][0]
+
+
+async def test_a_public_https_target_is_accepted_by_the_strict_server(strict_api, tenant):
+    resp = await strict_api.post(
+        BASE, json={"url": "https://93.184.215.14/hook"}, headers=tenant.headers
+    )
+    await data_of(resp, 201)
