@@ -28,6 +28,7 @@ from .storage.client import Mongo
 from .storage.embedded import EmbeddedStore, EmbeddedStoreError, port_open
 from .storage.indexes import ensure_indexes
 from .storage.leads import LeadRepository
+from .webhooks import admin as webhook_admin
 
 log = logging.getLogger("pollybot_leads")
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = commands.add_parser(
         "admin",
-        help="manage workspaces, chatbots and API keys",
+        help="manage workspaces, chatbots, API keys and webhook endpoints",
         description="Manage workspaces, chatbots and API keys. Each command prints one JSON "
         'object; an error prints {"error": {...}} and exits with 1.',
     )
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refill", type=_positive_float, required=True, help="tokens per second")
     p = _command(sub, "recount", "recompute a chatbot's lead counters from its leads")
     p.add_argument("--chatbot", required=True, help="the chatbot's id (cb_…)")
+    webhook_admin.add_commands(lambda name, text: _command(sub, name, text))
+
+    commands.add_parser(
+        "worker",
+        help="deliver webhooks (serve does too, unless webhooks.deliver is false)",
+        description="Deliver webhooks until SIGTERM or Ctrl-C. Any number of workers and "
+        "servers share the queue; each delivery is in one process's hands at a time.",
+    )
     return parser
 
 
@@ -353,8 +362,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.port or settings.port,
                 args.workers or settings.workers,
             )
+        if args.command == "worker":
+            with store_for(settings, owner=False) as ready:
+                asyncio.run(
+                    webhook_admin.run_worker(
+                        ready, on_ready=lambda: print("Delivering webhooks", flush=True)
+                    )
+                )
+            return 0
         with store_for(settings, owner=False) as ready:
-            if args.admin_command == "recount":
+            if args.admin_command in webhook_admin.COMMANDS:
+                result = asyncio.run(
+                    with_mongo(ready, lambda mongo: webhook_admin.run_admin(args, mongo, ready))
+                )
+            elif args.admin_command == "recount":
                 result = asyncio.run(with_mongo(ready, lambda mongo: run_recount(args, mongo)))
             else:
                 result = asyncio.run(

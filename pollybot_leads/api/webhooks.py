@@ -13,7 +13,7 @@ from .. import keys
 from ..domain.timeutil import format_ts, utcnow
 from ..errors import ValidationFailed
 from ..middleware.context import AUTH
-from ..webhooks.targets import host_of, host_problem, url_problem
+from ..webhooks.targets import target_problem
 from .body import read_json_object
 from .events import load_query
 from .query import CONFIRM_HEADER, reject_query, require_confirmation
@@ -91,9 +91,9 @@ async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
 async def check_url(request: web.Request, url: str) -> None:
     """The configuration's rules for an endpoint URL: scheme, then the host's addresses."""
     settings = request.app[keys.settings_key]
-    problem = url_problem(url, allow_http=settings.webhook_allow_http)
-    if problem is None and not settings.webhook_allow_private:
-        problem = await host_problem(host_of(url))
+    problem = await target_problem(
+        url, allow_http=settings.webhook_allow_http, allow_private=settings.webhook_allow_private
+    )
     if problem:
         raise ValidationFailed(details={"url": [problem]})
 

@@ -107,6 +107,18 @@ class WebhookRepository:
             raise WebhookNotFound()
         return doc
 
+    @store_errors
+    async def workspace_of(self, *, webhook_id: str) -> str:
+        """The endpoint's workspace (admin commands name an endpoint by id alone)."""
+        doc = (
+            await self._webhooks.find_one({"_id": webhook_id})
+            if WEBHOOK_ID_RE.match(webhook_id)
+            else None
+        )
+        if doc is None:
+            raise WebhookNotFound(f"No webhook endpoint {webhook_id}")
+        return doc["workspaceId"]
+
     async def _check_chatbots(self, workspace_id: str, chatbot_ids: list[str]) -> None:
         foreign = []
         for index, chatbot_id in enumerate(chatbot_ids):

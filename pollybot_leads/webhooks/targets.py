@@ -121,3 +121,11 @@ def refused_literal(url: str) -> str | None:
     """aiohttp does not resolve IP literals: they are checked here before sending."""
     host = host_of(url)
     return address_refused(host) if is_ip(host) else None
+
+
+async def target_problem(url: str, *, allow_http: bool, allow_private: bool) -> str | None:
+    """Every rule for an endpoint URL at creation: form, scheme, then its host's addresses."""
+    problem = url_problem(url, allow_http=allow_http)
+    if problem is None and not allow_private:
+        problem = await host_problem(host_of(url))
+    return problem
