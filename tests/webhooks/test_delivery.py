@@ -267,3 +267,38 @@ async def test_several_workers_never_send_one_delivery_twice_at_once(
     assert receiver.overlaps == 0
     ids = sorted(r.headers["webhook-id"] for r in got)
     assert ids == sorted([e["_id"] for e in events] * 2)
+
+
+async def test_the_example_receiver_accepts_a_real_delivery(api, mongo, tenant, run_worker):
+    """scripts/example_webhook_receiver.py, as the README runs it, verifies deliveries."""
+    import importlib.util
+    from pathlib import Path
+
+    from aiohttp.test_utils import TestServer
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "example_webhook_receiver.py"
+    spec = importlib.util.spec_from_file_location("example_receiver", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    receiver = Receiver()  # for its port; the example's app serves it
+    resp = await api.post(
+        "/api/v1/webhooks",
+        json={"url": f"http://127.0.0.1:{receiver.port}/webhooks/pollybot"},
+        headers=tenant.headers,
+    )
+    endpoint = await data_of(resp, 201)
+    server = TestServer(example.make_app(endpoint["secret"]), port=receiver.port)
+    await server.start_server()
+    try:
+        await emit(mongo, tenant)
+        run_worker()
+
+        async def answered() -> bool:
+            return bool(await attempts_of(api, tenant, endpoint["id"]))
+
+        await _eventually(answered)
+        [attempt] = await attempts_of(api, tenant, endpoint["id"])
+        assert attempt["statusCode"] == 204  # 401 when the signature does not verify
+        assert not example.standard_signature_ok("whsec_" + "A" * 44, {}, b"{}")
+    finally:
+        await server.close()
