@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver bench-http bench-workers spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver bench-http bench-workers bench-webhooks spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-http: $(VENV)/.dev
 bench-workers: $(VENV)/.dev
 	$(BIN)/python scripts/bench_http.py --workers 1 --rounds 3 --out bench-http-workers-1.json
 	$(BIN)/python scripts/bench_http.py --workers 2 --rounds 3 --out bench-http-workers-2.json
+
+# Webhook deliveries: per-worker throughput and commit-to-delivery latency.
+bench-webhooks: $(VENV)/.dev
+	$(BIN)/python scripts/bench_webhooks.py --out bench-webhooks.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

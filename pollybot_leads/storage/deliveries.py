@@ -20,14 +20,17 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from ..domain.timeutil import utcnow
+from .batching import GroupCommit, KeyedLocks
 from .client import Mongo
 from .webhooks import new_attempt_id
 
 DUPLICATE_KEY = 11000
+FINISH_BATCH_MAX = 100
+# A claimed delivery, its new state and due time, and the attempt to log (or None).
+_Finish = tuple[dict[str, Any], str, "datetime | None", "dict[str, Any] | None"]
 PENDING, DELIVERED, FAILED, PAUSED = "pending", "delivered", "failed", "paused"
 
 
@@ -68,6 +71,9 @@ class DeliveryQueue:
         self._deliveries = mongo.db["webhook_deliveries"]
         self._attempts = mongo.db["webhook_attempts"]
         self._replays = mongo.db["webhook_replays"]
+        self._finishes: GroupCommit[_Finish, bool] = GroupCommit(
+            KeyedLocks(), self._write_finishes, max_batch=FINISH_BATCH_MAX
+        )
 
     # --- fan-out -----------------------------------------------------------------------
 
@@ -162,24 +168,40 @@ class DeliveryQueue:
 
     # --- claims and outcomes -----------------------------------------------------------
 
-    async def claim(self, *, lease_seconds: float) -> dict[str, Any] | None:
-        """A due pending delivery, leased to the caller (its ``lease`` token), or None.
+    async def claim(self, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+        """Up to ``limit`` due pending deliveries, leased to the caller (each with its
+        ``lease`` token), most overdue first.
 
-        No sort: the ``due`` index is read in ``dueAt`` order, so the first match is the
-        most overdue one, and the server stops there (a sort would make SecantusDB read
-        every due delivery first).
+        One read finds candidates, one transaction leases those still due (a concurrent
+        claimer makes it conflict and run again, then they are no longer due). In
+        batches because SecantusDB 0.7 reads every due delivery for any limit.
         """
         now = utcnow()
-        return await self._deliveries.find_one_and_update(
-            {"state": PENDING, "dueAt": {"$lte": now}},
-            {
-                "$set": {
+        cursor = self._deliveries.find(
+            {"state": PENDING, "dueAt": {"$lte": now}}, sort=[("dueAt", 1)], limit=limit
+        )
+        candidates = [doc["_id"] async for doc in cursor]
+        if not candidates:
+            return []
+
+        async def lease(session: Any) -> list[dict[str, Any]]:
+            claimed = []
+            found = self._deliveries.find({"_id": {"$in": candidates}}, session=session)
+            async for doc in found:
+                if doc["state"] != PENDING or doc["dueAt"] > now:
+                    continue  # claimed (or finished) by another process meanwhile
+                sets = {
                     "dueAt": now + timedelta(seconds=lease_seconds),
                     "lease": secrets.token_hex(8),
                 }
-            },
-            return_document=ReturnDocument.AFTER,
-        )
+                await self._deliveries.update_one(
+                    {"_id": doc["_id"]}, {"$set": sets}, session=session
+                )
+                claimed.append({**doc, **sets})
+            return claimed
+
+        claimed = await self._mongo.transaction(lease)
+        return sorted(claimed, key=lambda d: d["queuedAt"])
 
     async def endpoint(self, webhook_id: str) -> dict[str, Any] | None:
         return await self._webhooks.find_one({"_id": webhook_id})
@@ -196,27 +218,45 @@ class DeliveryQueue:
         attempt: dict[str, Any] | None,
     ) -> bool:
         """Record the claimed ``delivery``'s outcome and its attempt; False when the
-        lease was lost (the attempt is still logged)."""
-        now = utcnow()
+        lease was lost (the attempt is still logged). Outcomes that arrive while one is
+        being written are committed together in the next transaction."""
+        return await self._finishes.submit("finish", (delivery, state, due_at, attempt))
 
-        async def write(session: Any) -> bool:
-            if attempt is not None:
-                doc = {"_id": new_attempt_id(attempt["at"]), **attempt}
-                await self._attempts.insert_one(doc, session=session)
-            current = await self._deliveries.find_one({"_id": delivery["_id"]}, session=session)
-            if current is None or current.get("lease") != delivery["lease"]:
-                return False
-            sets: dict[str, Any]
-            if current.get("version", 0) != delivery.get("version", 0):
-                sets = {"state": PENDING, "dueAt": now}  # replayed while in flight
-            else:
-                sets = {"state": state, "dueAt": due_at or now}
-                if attempt is not None:
-                    sets["attempts"] = current.get("attempts", 0) + 1
-            await self._deliveries.update_one(
-                {"_id": delivery["_id"]}, {"$set": sets, "$unset": {"lease": ""}}, session=session
-            )
-            return True
+    async def _write_finishes(self, _key: str, batch: list[_Finish]) -> list[bool]:
+        async def write(session: Any) -> list[bool]:
+            now = utcnow()
+            attempts = [
+                {"_id": new_attempt_id(attempt["at"]), **attempt}
+                for _, _, _, attempt in batch
+                if attempt is not None
+            ]
+            if attempts:
+                await self._attempts.insert_many(attempts, session=session)
+            ids = [delivery["_id"] for delivery, _, _, _ in batch]
+            current = {
+                doc["_id"]: doc
+                async for doc in self._deliveries.find({"_id": {"$in": ids}}, session=session)
+            }
+            outcomes = []
+            for delivery, state, due_at, attempt in batch:
+                found = current.get(delivery["_id"])
+                if found is None or found.get("lease") != delivery["lease"]:
+                    outcomes.append(False)
+                    continue
+                sets: dict[str, Any]
+                if found.get("version", 0) != delivery.get("version", 0):
+                    sets = {"state": PENDING, "dueAt": now}  # replayed while in flight
+                else:
+                    sets = {"state": state, "dueAt": due_at or now}
+                    if attempt is not None:
+                        sets["attempts"] = found.get("attempts", 0) + 1
+                await self._deliveries.update_one(
+                    {"_id": delivery["_id"]},
+                    {"$set": sets, "$unset": {"lease": ""}},
+                    session=session,
+                )
+                outcomes.append(True)
+            return outcomes
 
         return await self._mongo.transaction(write)
 

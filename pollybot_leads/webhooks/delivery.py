@@ -169,29 +169,34 @@ class WebhookWorker:
         return await self.queue.fan_out() + await self.queue.advance_replays()
 
     async def _send_loop(self) -> None:
-        slots = asyncio.Semaphore(self.config.concurrency)
+        """Claim due deliveries in batches (when at least half the slots are free) and
+        send each in a task of its own."""
+        size = self.config.concurrency
         while not self._stopping():
-            await slots.acquire()
+            free = size - len(self._in_flight)
+            if free < max(1, size // 2):
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
                 with store_deadline(STORE_BUDGET_SECONDS):
-                    delivery = await self.queue.claim(lease_seconds=self.config.lease_seconds)
+                    batch = await self.queue.claim(
+                        limit=free, lease_seconds=self.config.lease_seconds
+                    )
             except STORE_FAILURES as exc:
-                slots.release()
                 if _cancelled():
                     raise asyncio.CancelledError from exc
                 log.warning("webhook sender: store error %s; retrying", type(exc).__name__)
                 await asyncio.sleep(STORE_BACKOFF_SECONDS)
                 continue
-            if delivery is None:
-                slots.release()
+            if not batch:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
                 continue
-            task = asyncio.create_task(self._deliver_logged(delivery))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-            task.add_done_callback(lambda _: slots.release())
+            for delivery in batch:
+                task = asyncio.create_task(self._deliver_logged(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
     async def _deliver_logged(self, delivery: dict[str, Any]) -> None:
         try:

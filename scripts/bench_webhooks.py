@@ -1,0 +1,227 @@
+"""Webhook delivery: throughput per worker and write-to-delivery latency: `make bench-webhooks`.
+
+Runs `pollybot-leads worker` processes (default settings: 16 deliveries in flight, a
+0.25 s poll) against a local receiver (an aiohttp server in this process answering 204),
+with events appended as lead writes append them (storage/events.py, one transaction per
+write). Two phases:
+
+- **throughput**: ``--events`` events are queued before the workers start; reported is
+  deliveries per second from the workers' start to the last delivery, per worker;
+- **latency**: ``--latency-events`` events, one at a time at about 20 per second, each
+  timed from its commit to its arrival at the receiver (p50, p95, max).
+
+Every event must arrive exactly once (the receiver counts ``webhook-id``s). Without
+MONGODB_URI it starts its own SecantusDB. Prints the figures and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from aiohttp import web
+
+from pollybot_leads.domain import ids
+from pollybot_leads.domain.timeutil import utcnow
+from pollybot_leads.storage.accounts import AccountRepository
+from pollybot_leads.storage.client import Mongo
+from pollybot_leads.storage.embedded import EmbeddedStore, free_port
+from pollybot_leads.storage.events import LEAD_CREATED, EventLog
+from pollybot_leads.storage.indexes import ensure_indexes
+from pollybot_leads.storage.webhooks import WebhookRepository
+
+WORKER = (sys.executable, "-m", "pollybot_leads", "worker")
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrivals: dict[str, float] = {}
+        self.counts: Counter[str] = Counter()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        msg_id = request.headers["webhook-id"]
+        self.arrivals.setdefault(msg_id, time.perf_counter())
+        self.counts[msg_id] += 1
+        return web.Response(status=204)
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        return runner
+
+
+def lead(chatbot: dict) -> dict:
+    now = utcnow()
+    return {
+        "id": ids.new_id(ids.LEAD),
+        "chatbotId": chatbot["id"],
+        "workspaceId": chatbot["workspaceId"],
+        "name": "Bench Lead",
+        "email": "bench@example.com",
+        "phone": None,
+        "source": "bench",
+        "status": "new",
+        "metadata": {"utm_source": "bench"},
+        "statusHistory": [{"status": "new", "changedAt": now}],
+        "createdAt": now,
+        "updatedAt": now,
+    }
+
+
+async def append(mongo: Mongo, log: EventLog, chatbot: dict, n: int) -> list[dict]:
+    events = [(LEAD_CREATED, {"lead": lead(chatbot)}) for _ in range(n)]
+    return await mongo.transaction(
+        lambda s: log.append(s, chatbot["id"], chatbot["workspaceId"], events, utcnow())
+    )
+
+
+async def start_workers(count: int, uri: str, database: str) -> list[asyncio.subprocess.Process]:
+    env = {
+        **os.environ,
+        "MONGODB_URI": uri,
+        "MONGODB_DATABASE": database,
+        "WEBHOOK_ALLOW_PRIVATE": "1",
+        "WEBHOOK_ALLOW_HTTP": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    procs = [
+        await asyncio.create_subprocess_exec(
+            *WORKER, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:
+        await asyncio.wait_for(proc.stdout.readline(), 60)  # "Delivering webhooks"
+    return procs
+
+
+async def wait_for(receiver: Receiver, ids_: list[str], timeout: float) -> None:
+    end = time.perf_counter() + timeout
+    while not all(i in receiver.arrivals for i in ids_):
+        if time.perf_counter() > end:
+            missing = sum(i not in receiver.arrivals for i in ids_)
+            raise SystemExit(f"{missing} of {len(ids_)} events not delivered in {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--events", type=int, default=2000, help="events for the throughput")
+    parser.add_argument("--latency-events", type=int, default=200)
+    parser.add_argument("--out", default="bench-webhooks.json")
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="pollybot-bench-")
+    store = None
+    uri = os.environ.get("MONGODB_URI")
+    if not uri:
+        store = EmbeddedStore(Path(tmp.name), free_port())
+        store.start()
+        uri = store.uri
+    database = f"pollybot_bench_{random.randrange(16**6):06x}"
+    mongo = Mongo(uri, database)
+    receiver = Receiver()
+    runner = await receiver.start()
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        await mongo.connect()
+        await ensure_indexes(mongo)
+        accounts = AccountRepository(mongo)
+        ws = await accounts.create_workspace(name="Webhook bench")
+        chatbot = await accounts.create_chatbot(workspace_id=ws["id"], name="bench")
+        await WebhookRepository(mongo).create(
+            workspace_id=ws["id"],
+            url=f"http://127.0.0.1:{receiver.port}/hook",
+            events=[LEAD_CREATED],
+            chatbot_ids=[],
+            description="bench",
+        )
+        log = EventLog(mongo.db)
+
+        queued: list[str] = []
+        for start in range(0, args.events, 100):
+            docs = await append(mongo, log, chatbot, min(100, args.events - start))
+            queued += [d["_id"] for d in docs]
+        began = time.perf_counter()
+        procs = await start_workers(args.workers, uri, database)
+        ready = time.perf_counter()
+        await wait_for(receiver, queued, timeout=600)
+        last = max(receiver.arrivals[i] for i in queued)
+        throughput = len(queued) / (last - ready)
+        print(
+            f"throughput: {len(queued)} deliveries in {last - ready:.2f} s with "
+            f"{args.workers} worker(s): {throughput:.0f}/s ({throughput / args.workers:.0f}/s "
+            f"per worker; workers took {ready - began:.1f} s to start)"
+        )
+
+        latencies = []
+        for _ in range(args.latency_events):
+            [doc] = await append(mongo, log, chatbot, 1)
+            committed = time.perf_counter()
+            await wait_for(receiver, [doc["_id"]], timeout=60)
+            latencies.append((receiver.arrivals[doc["_id"]] - committed) * 1000)
+            await asyncio.sleep(random.uniform(0.03, 0.07))  # about 20 writes a second
+        p50, p95 = pct(latencies, 0.5), pct(latencies, 0.95)
+        print(
+            f"latency (commit -> receiver), {len(latencies)} events: p50 {p50:.0f} ms, "
+            f"p95 {p95:.0f} ms, max {max(latencies):.0f} ms (poll 0.25 s)"
+        )
+        await asyncio.sleep(1.0)  # late duplicates would show now
+        duplicates = sum(c - 1 for c in receiver.counts.values())
+        print(f"duplicates: {duplicates}")
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            await proc.wait()
+        await runner.cleanup()
+        await mongo.client.drop_database(database)
+        await mongo.close()
+        if store is not None:
+            store.stop()
+        tmp.cleanup()
+
+    report = {
+        "workers": args.workers,
+        "store": "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded SecantusDB",
+        "throughput": {
+            "deliveries": len(queued),
+            "per_s": round(throughput, 1),
+            "per_s_per_worker": round(throughput / args.workers, 1),
+        },
+        "latency_ms": {
+            "events": len(latencies),
+            "p50": round(p50, 1),
+            "p95": round(p95, 1),
+            "max": round(max(latencies), 1),
+            "mean": round(statistics.fmean(latencies), 1),
+        },
+        "duplicates": duplicates,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
