@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
+from datetime import datetime
 from typing import Any
+
+from .timeutil import format_ts
 
 STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
 DEFAULT_STATUS = "new"
@@ -126,3 +130,28 @@ def query_words(search: str) -> list[str]:
         if word and word not in words:
             words.append(word)
     return words
+
+
+def lead_etag(lead: dict[str, Any]) -> str:
+    """A strong ETag of a lead as the API shows it: it changes exactly when a field does.
+
+    ``lead`` is the public lead with datetimes; they are hashed as the API renders them
+    (milliseconds), so the tag a write answers with is the one a later read shows.
+    """
+    canonical = json.dumps(
+        lead, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_render
+    )
+    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, datetime):
+        return format_ts(value)
+    raise TypeError(f"not serialisable: {type(value).__name__}")
+
+
+def etag_matches(header: str, etag: str, *, weak: bool = False) -> bool:
+    """Whether an If-Match (strong comparison) or If-None-Match (``weak=True``) header
+    value names ``etag``, or is ``*``."""
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag in tags or (weak and f"W/{etag}" in tags)
