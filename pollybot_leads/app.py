@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import keys
+from .api.batch import BATCH_MAX_BYTES, add_batch_route
 from .api.docs import redirect_to_docs, setup_docs
 from .api.leads import add_routes
 from .api.query import CursorCodec
@@ -17,6 +18,7 @@ from .middleware.auth import Authenticator, auth_middleware_factory
 from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
+from .middleware.idempotency import idempotency_middleware_factory
 from .middleware.ratelimit import ratelimit_middleware_factory
 from .middleware.request_id import add_request_headers, request_id_middleware
 from .middleware.security_headers import add_security_headers
@@ -26,6 +28,7 @@ from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
+from .storage.idempotency import IdempotencyStore
 from .storage.indexes import ensure_indexes
 from .storage.leads import LeadRepository
 
@@ -53,6 +56,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.leads_repo_key] = leads
         app[keys.mongo_key] = mongo
         app[keys.accounts_repo_key] = AccountRepository(mongo)
+        app[keys.idempotency_key] = IdempotencyStore(mongo.db)
         yield
     finally:
         await mongo.close()
@@ -94,7 +98,12 @@ def create_app(settings: Settings) -> web.Application:
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    middlewares.append(idempotency_middleware_factory(keys.idempotency_key))
+    # Each route enforces its own body limit (read_json_object); the batch route's is
+    # the largest.
+    app = web.Application(
+        client_max_size=max(settings.max_body_bytes, BATCH_MAX_BYTES), middlewares=middlewares
+    )
     app[keys.settings_key] = settings
     secret = settings.cursor_secret
     if not secret:
@@ -107,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_security_headers)
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
+    add_batch_route(app)
     add_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)

@@ -11,6 +11,7 @@ from .ratelimit.base import RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
+from .storage.idempotency import IdempotencyStore
 from .storage.leads import LeadRepository
 
 settings_key = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 cursor_codec_key = web.AppKey("cursor_codec", CursorCodec)
 mongo_key = web.AppKey("mongo", Mongo)
 ops_state_key = web.AppKey("ops_state", OpsState)
+idempotency_key = web.AppKey("idempotency", IdempotencyStore)

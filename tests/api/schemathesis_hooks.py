@@ -12,13 +12,18 @@ valid or invalid, from what is actually sent:
 - a ``cursor`` is one the server signed (a drawn one that fits the pattern is dropped);
 - ``createdBefore``/``updatedBefore`` later than their ``…After``, and dates within
   1900-01-01..9999-01-01 (date-time formats have no bounds);
-- ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word").
+- ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word");
+- an ``Idempotency-Key`` names one change: each call gets a fresh one (a drawn key reused
+  with another body is rightly a 422);
+- an ``If-Match`` can only match a tag the server gave: a drawn one becomes ``*`` (a
+  drawn tag is rightly a 412).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +47,7 @@ from pollybot_leads.domain.metadata import (
 
 INT64 = 2**63 - 1
 SEARCH = re.compile(NON_BLANK)
+IDEMPOTENCY_KEY = re.compile(r"[ -~]+")
 
 
 def _bad_key(key: str) -> bool:
@@ -121,3 +127,25 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
         body["metadata"] = valid_metadata(body["metadata"])
+    phase = getattr(getattr(case, "meta", None), "phase", None)
+    about = str(getattr(getattr(phase, "data", None), "description", ""))
+    if isinstance(case.headers, dict) and "Authorization" not in about:
+        # (A coverage case about Authorization must stay exactly as drawn.)
+        map_headers(context, case.headers)
+    if isinstance(body, dict) and isinstance(body.get("leads"), list):
+        for item in body["leads"]:
+            if isinstance(item, dict) and isinstance(item.get("metadata"), dict):
+                item["metadata"] = valid_metadata(item["metadata"])
+
+
+@schemathesis.hook
+def map_headers(context: Any, headers: Any) -> Any:
+    """Generated headers, before the case is built (so every check sees the same ones)."""
+    if not isinstance(headers, dict):
+        return headers
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key) and len(key) <= 255:
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+    if "If-Match" in headers:
+        headers["If-Match"] = "*"
+    return headers
