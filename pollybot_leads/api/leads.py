@@ -17,6 +17,7 @@ from .body import read_json_object
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
+    cursor_codec_key,
     parse_list_query,
     reject_query,
     require_confirmation,
@@ -111,7 +112,7 @@ async def create_lead(request: web.Request) -> web.Response:
 @response_schema(LeadListEnvelopeSchema, 200, description="A page of leads")
 async def list_leads(request: web.Request) -> web.Response:
     auth = request[AUTH]
-    codec = request.app[keys.cursor_codec_key]
+    codec = request.app[cursor_codec_key]
     query = parse_list_query(request.query, codec)
     page = await request.app[keys.leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
     total_pages = math.ceil(page.total / query.limit) if page.total else 0
