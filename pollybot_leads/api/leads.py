@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from .. import keys
 from ..domain.timeutil import format_ts
@@ -46,10 +46,11 @@ def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
     return web.json_response({"success": True, **extra, "data": data}, status=status)
 
 
-async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
+async def _load(request: web.Request, schema: Schema) -> dict[str, Any]:
     body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
     try:
-        return schema.load(body)
+        data: dict[str, Any] = schema.load(body)
+        return data
     except ValidationError as exc:
         raise ValidationFailed(details=exc.messages) from None
 
