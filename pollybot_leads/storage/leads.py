@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 from datetime import datetime
@@ -55,7 +56,7 @@ DUPLICATE_KEY = 11000
 LEGACY_FIELDS = ("metadataVersion",)
 
 
-def _to_lead(doc: dict) -> dict:
+def _to_lead(doc: dict[str, Any]) -> dict[str, Any]:
     lead = {"id": doc["_id"]}
     for field in PUBLIC_FIELDS:
         if field in doc:
@@ -78,7 +79,7 @@ def _derived(name: str, email: str) -> dict[str, Any]:
 
 
 def build_lead_document(
-    chatbot_id: str, workspace_id: str, fields: dict, now: datetime
+    chatbot_id: str, workspace_id: str, fields: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     """A new lead as stored (without its ``_id``): validated fields plus derived ones."""
     status = fields.get("status") or DEFAULT_STATUS
@@ -145,6 +146,7 @@ class LeadRepository:
             projection = None
         elif projection is not None:
             projection = {**projection, "chatbotId": 1}  # for the tenant check below
+        doc: dict[str, Any] | None
         if self._quirks.id_lookup_alone:
             doc = await self._leads.find_one({"_id": lead_id}, projection, **kw)
         else:
@@ -156,7 +158,9 @@ class LeadRepository:
         return doc
 
     @store_errors
-    async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
+    async def create(
+        self, *, chatbot_id: str, workspace_id: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
         """Store a new lead; it is durable, and counted, once this returns.
 
         Creates that arrive while another batch is being written are committed together
@@ -168,7 +172,7 @@ class LeadRepository:
         await self._creates.submit(CREATE_QUEUE, doc)
         return _to_lead(doc)
 
-    async def _write_creates(self, _key: str, docs: list[dict[str, Any]]) -> list[None]:
+    async def _write_creates(self, _key: str, docs: list[dict[str, Any]]) -> list[Exception | None]:
         for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
             for doc in docs:
                 doc["_id"] = ids.new_id(ids.LEAD)
@@ -215,11 +219,13 @@ class LeadRepository:
         return len(result.inserted_ids)
 
     @store_errors
-    async def get(self, *, chatbot_id: str, lead_id: str) -> dict:
+    async def get(self, *, chatbot_id: str, lead_id: str) -> dict[str, Any]:
         return _to_lead(await self._find_lead(chatbot_id, lead_id, FULL_PROJECTION))
 
     @store_errors
-    async def update(self, *, chatbot_id: str, lead_id: str, changes: dict) -> dict:
+    async def update(
+        self, *, chatbot_id: str, lead_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
         """Apply a partial update; the result is the lead exactly as this update left it.
 
         The lead is read, changed and written in one transaction: a concurrent writer
@@ -242,7 +248,8 @@ class LeadRepository:
 
         async def write(session: Any) -> list[dict[str, Any] | Exception]:
             current = await self._leads.find_one({"_id": lead_id}, session=session)
-            state, outcomes = current, []
+            state = current
+            outcomes: list[dict[str, Any] | Exception] = []
             for chatbot_id, changes in batch:
                 if state is None or state.get("chatbotId") != chatbot_id:
                     outcomes.append(LeadNotFound())
@@ -311,7 +318,9 @@ class LeadRepository:
         )
 
     @store_errors
-    async def explain_list(self, *, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+    async def explain_list(
+        self, *, chatbot_id: str, query: LeadQuery
+    ) -> builtins.list[dict[str, Any]]:
         """The server's plans for the queries ``list`` runs for this query."""
         return await self._lister.explain(chatbot_id, query)
 
