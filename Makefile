@@ -30,9 +30,11 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	MONGODB_DRIVER=motor $(BIN)/python -m pytest $(PYTEST_ARGS) $(MOTOR_TESTS)
 
+# mypy reads its settings (strict, on pollybot_leads/) from setup.cfg.
 lint: $(VENV)/.dev
 	$(BIN)/ruff check pollybot_leads tests scripts
 	$(BIN)/ruff format --check pollybot_leads tests scripts
+	$(BIN)/mypy
 
 fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix pollybot_leads tests scripts

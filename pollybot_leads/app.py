@@ -12,9 +12,9 @@ from . import keys
 from .api.batch import BATCH_MAX_BYTES, add_batch_route
 from .api.docs import redirect_to_docs, setup_docs
 from .api.leads import add_routes
-from .api.query import CursorCodec
+from .api.query import CursorCodec, cursor_codec_key
 from .middleware.access_log import access_log_middleware
-from .middleware.auth import Authenticator, auth_middleware_factory
+from .middleware.auth import Authenticator, auth_middleware_factory, authenticator_key
 from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
@@ -66,7 +66,7 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
     limiter = CountingRateLimiter(build_rate_limiter(settings))
     app[keys.rate_limiter_key] = limiter
-    app[keys.authenticator_key] = Authenticator(
+    app[authenticator_key] = Authenticator(
         app[keys.accounts_repo_key],
         key_cache_seconds=settings.key_cache_seconds,
         limiter=limiter,
@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> web.Application:
         error_middleware,
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000),
-        auth_middleware_factory(keys.authenticator_key),
+        auth_middleware_factory(authenticator_key),
     ]
     if settings.ratelimit_enabled:
         middlewares.append(
@@ -109,7 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     if not secret:
         log.warning("CURSOR_SECRET is not set: list cursors only work within this process")
         secret = secrets.token_urlsafe(32)
-    app[keys.cursor_codec_key] = CursorCodec(secret.encode())
+    app[cursor_codec_key] = CursorCodec(secret.encode())
     app.cleanup_ctx.append(_mongo_ctx)
     app.cleanup_ctx.append(_ratelimit_ctx)
     app.on_response_prepare.append(add_request_headers)

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -138,7 +138,7 @@ class Settings:
         inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Settings({inner})"
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
@@ -156,7 +156,12 @@ def _flag(value: object) -> bool:
 
 def _origins(value: object) -> tuple[str, ...]:
     """A TOML list, or a comma-separated string from the environment."""
-    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, Iterable):
+        items = list(value)
+    else:
+        raise TypeError(value)
     return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
 
 
@@ -164,7 +169,9 @@ def _write_members(value: object) -> int | str:
     """``w``: a number of members, or "majority" (checked by Settings)."""
     if isinstance(value, str) and not value.strip().isdigit():
         return value.strip()
-    return int(value)  # type: ignore[call-overload]
+    if not isinstance(value, int | float | str):
+        raise TypeError(value)
+    return int(value)
 
 
 _KINDS: dict[Callable[[Any], Any], str] = {
@@ -177,12 +184,12 @@ _KINDS: dict[Callable[[Any], Any], str] = {
 }
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, Any]:
     with path.open("rb") as fh:
         return tomllib.load(fh)
 
 
-def _merge(base: dict, over: Mapping) -> dict:
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):

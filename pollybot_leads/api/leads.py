@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from .. import keys
 from ..domain.leads import etag_matches, lead_etag
 from ..domain.timeutil import format_ts
-from ..domain.writes import CREATE, DELETE, UPDATE, UPSERT, LeadWrite, Outcome, Written
+from ..domain.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
 from ..errors import AppError, ValidationFailed
 from ..middleware.context import AUTH, REQUEST_ID
 from ..middleware.errors import error_response
@@ -22,6 +22,7 @@ from .body import read_json_object
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
+    cursor_codec_key,
     parse_list_query,
     reject_query,
     require_confirmation,
@@ -189,7 +190,7 @@ async def create_lead(request: web.Request) -> web.Response:
 @response_schema(LeadListEnvelopeSchema, 200, description="A page of leads")
 async def list_leads(request: web.Request) -> web.Response:
     auth = request[AUTH]
-    codec = request.app[keys.cursor_codec_key]
+    codec = request.app[cursor_codec_key]
     query = parse_list_query(request.query, codec)
     page = await request.app[keys.leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
     total_pages = math.ceil(page.total / query.limit) if page.total else 0
@@ -304,6 +305,7 @@ async def delete_lead(request: web.Request) -> web.Response:
         outcome = outcomes[0]
         if isinstance(outcome, AppError):
             return error_response(outcome, request[REQUEST_ID])
+        assert isinstance(outcome, Deleted)
         return _ok(
             {"id": outcome.lead_id, "deletedAt": format_ts(outcome.deleted_at)},
             message="Lead deleted successfully",

@@ -186,7 +186,7 @@ _LEAD_FROM_RESPONSE = {
     "chatbotId": "$request.path.chatbotId",
     "leadId": "$response.body#/data/id",
 }
-_LINKS: dict[str, dict[str, dict[str, Any]]] = {
+_LINKS: dict[str, dict[str, str]] = {
     "getLead": {"operationId": "getLead", "description": "Read this lead"},
     "updateLead": {"operationId": "updateLead", "description": "Change this lead"},
     "deleteLead": {"operationId": "deleteLead", "description": "Delete this lead (confirmed)"},
@@ -324,7 +324,7 @@ def _fix_operation(operation: dict[str, Any]) -> None:
 
 
 def _response_headers(code: int) -> dict[str, Any]:
-    headers = dict(REQUEST_ID_HEADER)
+    headers: dict[str, Any] = dict(REQUEST_ID_HEADER)
     if code == 401:
         headers.update(WWW_AUTHENTICATE)
     else:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import AppError
 
@@ -42,9 +43,9 @@ class CorsPolicy:
     def allows(self, origin: str) -> bool:
         return bool(origin) and (self.any_origin or origin in self.origins)
 
-    def middleware(self):
+    def middleware(self) -> Middleware:
         @web.middleware
-        async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
+        async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             headers = request.headers
             if (
                 request.method != "OPTIONS"

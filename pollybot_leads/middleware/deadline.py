@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..storage.client import store_deadline, unavailable
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # The driver checks some waits (server selection) only every half second, so a request
 # can overrun its store budget by that much. Past the budget and this slack the client
@@ -29,7 +27,7 @@ def _forget(task: asyncio.Task[web.StreamResponse]) -> None:
             task.exception()  # retrieved: an overrun's failure is already a 503
 
 
-def deadline_middleware_factory(seconds: float) -> Callable[[web.Request, Handler], Awaitable]:
+def deadline_middleware_factory(seconds: float) -> Middleware:
     @web.middleware
     async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         with store_deadline(seconds):

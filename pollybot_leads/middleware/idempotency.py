@@ -10,10 +10,11 @@ is not kept (those, and 5xx) frees the key for a retry.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import AppError, ValidationFailed
 from ..storage.idempotency import IdempotencyStore, Lease, StoredResponse
@@ -30,8 +31,6 @@ _NOT_STORED = frozenset({"content-length", "date", "server"})
 
 LEASE = web.RequestKey("idempotency_lease", Lease)
 RECEIPT = web.RequestKey("idempotency_receipt", object)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _check_key(key: str) -> None:
@@ -82,7 +81,7 @@ def receipt_for(
 
 def idempotency_middleware_factory(
     store_key: web.AppKey[IdempotencyStore],
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     @web.middleware
     async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         key = request.headers.get(HEADER)

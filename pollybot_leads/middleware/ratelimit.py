@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import RateLimited, ServiceUnavailable
 from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
@@ -11,9 +12,9 @@ from .context import AUTH, RESPONSE_HEADERS
 
 def ratelimit_middleware_factory(
     limiter_key: web.AppKey[RateLimiter], default_policy: BucketPolicy
-):
+) -> Middleware:
     @web.middleware
-    async def ratelimit_middleware(request: web.Request, handler):
+    async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         auth = request.get(AUTH)
         if auth is None:
             return await handler(request)

@@ -278,7 +278,8 @@ class RedisTokenBucket:
                 try:
                     reply = await self._redis.evalsha(self._sha, 1, *args)
                 except _NO_SCRIPT:
-                    loaded = await self._redis.script_load(TAKE_SCRIPT)
+                    # redis-py answers bytes (no decode_responses), whatever its types say.
+                    loaded: str | bytes = await self._redis.script_load(TAKE_SCRIPT)
                     self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
                     reply = await self._redis.evalsha(self._sha, 1, *args)
         except TimeoutError:
@@ -296,7 +297,7 @@ class RedisTokenBucket:
         """
         try:
             async with asyncio.timeout(self._timeout):
-                loaded = await self._redis.script_load(TAKE_SCRIPT)
+                loaded: str | bytes = await self._redis.script_load(TAKE_SCRIPT)
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 self._drop_connection()

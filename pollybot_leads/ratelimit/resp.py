@@ -296,7 +296,8 @@ class RespClient:
         return sha.decode() if isinstance(sha, bytes) else str(sha)
 
     async def ping(self) -> bool:
-        return await self.execute_command("PING") == b"PONG"
+        reply = await self.execute_command("PING")
+        return bool(reply == b"PONG")
 
     # the connection
 

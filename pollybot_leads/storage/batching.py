@@ -94,7 +94,8 @@ class GroupCommit(Generic[Item, Result]):
         """The next batch of ``key``: the oldest waiting items, up to ``max_batch`` in
         weight (at least one), ``entry`` among them."""
         queue = self._queues.pop(key)
-        batch, total = [], 0
+        batch: list[_Pending[Item, Result]] = []
+        total = 0
         for waiting in queue:
             total += self._weight(waiting.item)
             if batch and self._max is not None and total > self._max:

@@ -129,7 +129,8 @@ class IdempotencyStore:
             },
             session=session,
         )
-        return result.matched_count == 1
+        matched: int = result.matched_count
+        return matched == 1
 
     @store_errors
     async def release(self, lease: Lease) -> None:

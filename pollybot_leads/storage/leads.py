@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,7 +67,7 @@ DUPLICATE_KEY = 11000
 LEGACY_FIELDS = ("metadataVersion",)
 
 
-def _to_lead(doc: dict) -> dict:
+def _to_lead(doc: dict[str, Any]) -> dict[str, Any]:
     lead = {"id": doc["_id"]}
     for field in PUBLIC_FIELDS:
         if field in doc:
@@ -89,7 +90,7 @@ def _derived(name: str, email: str) -> dict[str, Any]:
 
 
 def build_lead_document(
-    chatbot_id: str, workspace_id: str, fields: dict, now: datetime
+    chatbot_id: str, workspace_id: str, fields: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     """A new lead as stored (without its ``_id``): validated fields plus derived ones."""
     status = fields.get("status") or DEFAULT_STATUS
@@ -143,7 +144,7 @@ class LeadRepository:
         self._idempotency = IdempotencyStore(mongo.db)
         self._guards = mongo.db["upsert_guards"]
         # All writes of one chatbot take turns in this process, committed in groups.
-        self._writes: GroupCommit[_Unit, list[Outcome]] = GroupCommit(
+        self._writes: GroupCommit[_Unit, builtins.list[Outcome]] = GroupCommit(
             KeyedLocks(), self._commit_retrying, max_batch=WRITE_BATCH_MAX, weight=_Unit.size
         )
         self._lister = LeadLister(
@@ -176,7 +177,8 @@ class LeadRepository:
             )
         if doc is None or doc.get("chatbotId") != chatbot_id:
             raise LeadNotFound()
-        return doc
+        found: dict[str, Any] = doc
+        return found
 
     @store_errors
     async def write(
@@ -184,9 +186,9 @@ class LeadRepository:
         *,
         chatbot_id: str,
         workspace_id: str,
-        writes: list[LeadWrite],
+        writes: builtins.list[LeadWrite],
         receipt: Receipt | None = None,
-    ) -> list[Outcome]:
+    ) -> builtins.list[Outcome]:
         """Apply ``writes`` to the chatbot's leads, in order, in one transaction.
 
         Each write gets its own outcome (Written, Deleted, or the AppError that refused
@@ -202,7 +204,7 @@ class LeadRepository:
         """
         return await self._writes.submit(chatbot_id, _Unit(workspace_id, writes, receipt))
 
-    async def _one(self, chatbot_id: str, workspace_id: str, write: LeadWrite) -> Any:
+    async def _one(self, chatbot_id: str, workspace_id: str, write: LeadWrite) -> Written | Deleted:
         (outcome,) = await self.write(
             chatbot_id=chatbot_id, workspace_id=workspace_id, writes=[write]
         )
@@ -210,16 +212,20 @@ class LeadRepository:
             raise outcome
         return outcome
 
-    async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
+    async def create(
+        self, *, chatbot_id: str, workspace_id: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
         """Store a new lead; it is durable, counted and announced once this returns."""
         written = await self._one(chatbot_id, workspace_id, LeadWrite(CREATE, fields))
+        assert isinstance(written, Written)
         return written.lead
 
     async def update(
-        self, *, chatbot_id: str, lead_id: str, changes: dict, workspace_id: str = ""
-    ) -> dict:
+        self, *, chatbot_id: str, lead_id: str, changes: dict[str, Any], workspace_id: str = ""
+    ) -> dict[str, Any]:
         """Apply a partial update; the result is the lead exactly as this update left it."""
         written = await self._one(chatbot_id, workspace_id, LeadWrite(UPDATE, changes, lead_id))
+        assert isinstance(written, Written)
         return written.lead
 
     async def delete(
@@ -229,11 +235,12 @@ class LeadRepository:
         deleted = await self._one(
             chatbot_id, workspace_id, LeadWrite(DELETE, {}, lead_id, audit=audit)
         )
+        assert isinstance(deleted, Deleted)
         return deleted.deleted_at
 
     async def _commit_retrying(
-        self, chatbot_id: str, units: list[_Unit]
-    ) -> list[list[Outcome] | Exception]:
+        self, chatbot_id: str, units: builtins.list[_Unit]
+    ) -> builtins.list[builtins.list[Outcome] | Exception]:
         for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
             try:
                 return await self._commit(chatbot_id, units)
@@ -245,10 +252,12 @@ class LeadRepository:
                 continue
         raise ServiceUnavailable("Could not allocate a lead id")
 
-    async def _commit(self, chatbot_id: str, units: list[_Unit]) -> list[list[Outcome] | Exception]:
+    async def _commit(
+        self, chatbot_id: str, units: builtins.list[_Unit]
+    ) -> builtins.list[builtins.list[Outcome] | Exception]:
         async with self._counters.claim(chatbot_id) as counts:
 
-            async def work(session: Any) -> list[list[Outcome] | Exception]:
+            async def work(session: Any) -> builtins.list[builtins.list[Outcome] | Exception]:
                 batch = _Batch(self, session, chatbot_id)
                 results = [await batch.apply(unit) for unit in units]
                 await batch.flush(counts)
@@ -257,7 +266,7 @@ class LeadRepository:
             return await self._mongo.transaction(work)
 
     @store_errors
-    async def insert_many(self, *, docs: list[dict[str, Any]]) -> int:
+    async def insert_many(self, *, docs: builtins.list[dict[str, Any]]) -> int:
         """Bulk load of documents made by build_lead_document (seeding, benchmarks).
 
         Bypasses the counters and the events: run ``recount`` for each chatbot afterwards.
@@ -268,7 +277,7 @@ class LeadRepository:
         return len(result.inserted_ids)
 
     @store_errors
-    async def get(self, *, chatbot_id: str, lead_id: str) -> dict:
+    async def get(self, *, chatbot_id: str, lead_id: str) -> dict[str, Any]:
         return _to_lead(await self._find_lead(chatbot_id, lead_id, FULL_PROJECTION))
 
     @store_errors
@@ -283,7 +292,9 @@ class LeadRepository:
         )
 
     @store_errors
-    async def explain_list(self, *, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+    async def explain_list(
+        self, *, chatbot_id: str, query: LeadQuery
+    ) -> builtins.list[dict[str, Any]]:
         """The server's plans for the queries ``list`` runs for this query."""
         return await self._lister.explain(chatbot_id, query)
 
