@@ -79,3 +79,33 @@ async def test_a_kept_result_survives_restarts_of_server_redis_and_store(
     finally:
         server.stop()
         redis.close()
+
+
+async def test_fifty_upserts_of_a_new_email_across_two_servers_leave_one_lead(
+    store: Store,
+    database: str,
+    tenant: Tenant,
+    server: ApiServer,
+    http: ClientSession,
+    tmp_path: Path,
+):
+    second = ApiServer(free_port(), server_env(store.uri, database), tmp_path / "second.log")
+    second.start()
+    try:
+
+        async def upsert(n: int) -> int:
+            base = (server, second)[n % 2].base_url
+            body = {"name": "Zed", "email": "zed@example.com", "metadata": {f"k{n}": n}}
+            url = base + tenant.leads_path + "?upsert=email"
+            async with http.post(url, json=body, headers=tenant.headers) as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = await asyncio.gather(*(upsert(n) for n in range(50)))
+    finally:
+        second.stop()
+    assert sorted(statuses) == [200] * 49 + [201]
+    assert await list_total(http, server.base_url, tenant) == 1
+    async with http.get(server.base_url + tenant.leads_path, headers=tenant.headers) as resp:
+        (lead,) = (await resp.json())["data"]["leads"]
+    assert lead["metadata"] == {f"k{n}": n for n in range(50)}
