@@ -446,6 +446,8 @@ class _Batch:
         if folded not in self.guarded:
             # Upserts of one email in other processes write this document too, so two
             # of them cannot both miss each other's lead: one conflicts and runs again.
+            # (Every write of the chatbot also moves its event sequence, which orders
+            # them as well; the guard keeps upserts right without relying on that.)
             await self.repo._guards.update_one(
                 {"_id": f"{self.chatbot_id}:{folded}"},
                 {"$set": {"at": self.now}},
