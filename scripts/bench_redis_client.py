@@ -10,7 +10,6 @@ and reports the median process CPU time per call. The clients:
 * ``redis-py``       - redis.asyncio.Redis, a ConnectionPool of 50 (hiredis if installed)
 * ``redis-py-exec``  - the same through ``execute_command`` (no per-command wrapper)
 * ``redis-py-cluster`` - redis.asyncio.cluster.RedisCluster
-* ``coredis``, ``coredis-cluster`` - when coredis is installed (it is not a dependency)
 
 Only the client's cost: the API's own work around a take (middleware, headers) is in
 ``make bench-ratelimit``. A table goes to stdout, JSON to ``--out``.
@@ -81,7 +80,7 @@ async def cpu_per_call(call: Call, takes: int) -> float:
 
 
 async def make_clients(url: str, cluster_url: str, cluster_seed: str) -> dict[str, Any]:
-    """name -> (client, call); closed by the caller."""
+    """name -> (client or None, call); the caller closes the clients."""
     own = RespClient.from_url(url)
     await own.script_load(TAKE_SCRIPT)
     own_cluster = ClusterClient.from_url(cluster_url)
@@ -100,17 +99,6 @@ async def make_clients(url: str, cluster_url: str, cluster_seed: str) -> dict[st
             lambda: rpy_cluster.evalsha(TAKE_SCRIPT_SHA, 1, KEY, *ARGS),
         ),
     }
-    try:
-        import coredis  # type: ignore[import-not-found]
-    except ImportError:
-        return clients
-    core = coredis.Redis.from_url(url, decode_responses=False)
-    core_cluster = coredis.RedisCluster.from_url(cluster_seed, decode_responses=False)
-    clients["coredis"] = (core, lambda: core.evalsha(TAKE_SCRIPT_SHA, [KEY], list(ARGS)))
-    clients["coredis-cluster"] = (
-        core_cluster,
-        lambda: core_cluster.evalsha(TAKE_SCRIPT_SHA, [KEY], list(ARGS)),
-    )
     return clients
 
 
@@ -121,10 +109,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         clients = await make_clients(server.url, cluster.url, f"redis://{first.host}:{first.port}")
         rounds: dict[str, list[float]] = {name: [] for name in clients}
         try:
-            entered = []
-            for name, (client, _) in clients.items():
-                if name.startswith("coredis"):  # coredis wants its context entered
-                    entered.append(await client.__aenter__())
             for number in range(args.rounds):
                 order = list(clients)
                 shift = number % len(order)
@@ -132,12 +116,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     rounds[name].append(await cpu_per_call(clients[name][1], args.takes))
                 print(f"  round {number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         finally:
-            for name, (client, _) in clients.items():
-                if client is None:
-                    continue
-                if name.startswith("coredis"):
-                    await client.__aexit__(None, None, None)
-                else:
+            for client, _ in clients.values():
+                if client is not None:
                     await client.aclose()
     return {
         "benchmark": "redis-client",

@@ -244,8 +244,6 @@ class RedisServer:
             return self
         directory = self.directory
         log_path = directory / "redis.log"
-        with contextlib.suppress(FileNotFoundError):
-            (directory / "nodes.conf").unlink()  # a restarted cluster node starts afresh
         self._proc = subprocess.Popen(
             self._args(directory, log_path),
             stdin=subprocess.DEVNULL,

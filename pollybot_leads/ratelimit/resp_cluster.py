@@ -92,6 +92,7 @@ class ClusterClient:
         self._slots: list[RespClient | None] = [None] * SLOTS
         self._masters: list[RespClient] = []
         self._refreshing: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # clients of nodes no longer masters
         self._stale = True  # fetch the map before the next command
         self._closed = False
         self.refreshes = 0  # slot maps fetched so far
@@ -163,7 +164,7 @@ class ClusterClient:
             if isinstance(reply, BaseException):
                 raise reply from None
             return reply
-        except RespConnectionError:
+        except OSError:  # refused, reset, a connect timeout: RespConnectionError included
             self._stale = True  # a node is gone: maybe a failover; ask again next time
             raise
 
@@ -228,7 +229,7 @@ class ClusterClient:
         for address in candidates:
             try:
                 reply = await self._node(address).execute_command("CLUSTER", "SLOTS")
-            except (OSError, ClusterError, RespConnectionError) as exc:
+            except (OSError, ClusterError) as exc:
                 errors.append(f"{address[0]}:{address[1]}: {exc}")
                 continue
             self._apply_map(reply, address[0])
@@ -253,8 +254,9 @@ class ClusterClient:
         self._stale = False
         self.refreshes += 1
         for address in [a for a, node in self._nodes.items() if a not in masters]:
-            gone = self._nodes.pop(address)
-            asyncio.get_running_loop().create_task(gone.aclose())
+            closing = asyncio.get_running_loop().create_task(self._nodes.pop(address).aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     def disconnect(self) -> None:
         for node in self._nodes.values():

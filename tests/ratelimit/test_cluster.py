@@ -7,6 +7,8 @@ here a slot holding a bucket is migrated to another master, by hand, as ``redis-
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -135,4 +137,32 @@ async def test_a_slot_being_migrated_is_asked_for(cluster: RedisClusterProcesses
     finally:
         if target is not None:
             finish_migration(cluster, slot, target)
+        await limiter.close()
+
+
+async def test_a_hung_master_fails_its_takes_fast_and_readiness_until_it_answers(
+    cluster: RedisClusterProcesses,
+) -> None:
+    limiter = RedisTokenBucket(cluster.url, timeout_ms=100, backoff_seconds=0.2)
+    key = KEY_PREFIX + "hung"
+    master = cluster.node_for_slot(key_slot(key))
+    try:
+        assert (await limiter.take("hung", POLICY)).remaining == 9
+        assert await limiter.ping(0.5)
+        master.pause()  # shorter than the cluster's node timeout: no failover
+        try:
+            start = time.perf_counter()
+            decision = await limiter.take("hung", POLICY)
+            assert decision.degraded and decision.allowed  # the "allow" policy
+            assert time.perf_counter() - start < 0.3
+            assert not await limiter.ping(0.1)  # readiness: one master is silent
+        finally:
+            master.resume()
+        await asyncio.sleep(0.25)  # the back-off
+        after = await limiter.take("hung", POLICY)
+        # The take that timed out was sent, and ran when the master woke: its token is
+        # spent. An outage can cost tokens, never grant extra ones.
+        assert (after.degraded, after.remaining) == (False, 7)
+        assert await limiter.ping(0.5)
+    finally:
         await limiter.close()
