@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-list bench-driver bench-http bench-workers spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-driver bench-http bench-workers spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ spec: $(VENV)/.dev
 
 bench-ratelimit: $(VENV)/.dev
 	$(BIN)/python scripts/bench_ratelimit.py --out bench-ratelimit.json
+
+# CPU per rate-limit take, client by client (the project's own, redis-py; coredis if installed).
+bench-redis-client: $(VENV)/.dev
+	$(BIN)/python scripts/bench_redis_client.py --out bench-redis-client.json
 
 bench-list: $(VENV)/.dev
 	$(BIN)/python scripts/bench_list.py --out bench-list.json

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .ratelimit.resp import parse_url as parse_redis_url
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 T = TypeVar("T")
@@ -96,6 +98,11 @@ class Settings:
             raise SettingsError('MONGODB_W (mongodb.w) must be a number of members or "majority"')
         if not 10 <= self.mongodb_timeout_ms <= 600_000:
             raise SettingsError("MONGODB_TIMEOUT_MS (mongodb.timeout_ms) must be 10-600000")
+        if self.redis_url:
+            try:
+                parse_redis_url(self.redis_url)
+            except ValueError as exc:
+                raise SettingsError(f"REDIS_URL (ratelimit.redis_url): {exc}") from None
         if self.ratelimit_failure_policy not in FAILURE_POLICIES:
             raise SettingsError(f"ratelimit.failure_policy must be one of {FAILURE_POLICIES}")
         if self.log_format not in LOG_FORMATS:

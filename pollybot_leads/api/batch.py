@@ -14,6 +14,7 @@ from marshmallow import fields
 
 from ..domain.writes import CREATE, LeadWrite, Outcome, Written
 from ..errors import AppError, ValidationFailed
+from ..middleware.ratelimit import charge
 from .body import read_json_object
 from .leads import commit_writes, lead_json, load_fields, upsert_write
 from .query import reject_query
@@ -93,6 +94,7 @@ async def create_leads_batch(request: web.Request) -> web.Response:
     reject_query(request.query)
     body = await read_json_object(request, BATCH_MAX_BYTES)
     items, upsert = _parse(body)
+    await charge(request, len(items) - 1)  # one token per item: the request took the first
     results: list[dict[str, Any] | None] = [None] * len(items)
     writes: list[LeadWrite] = []
     positions: list[int] = []

@@ -3,6 +3,7 @@
 import io
 import json
 
+from ..conftest import make_tenant
 from .helpers import LEAD_ID, create_lead, data_of, error_of
 
 
@@ -107,3 +108,20 @@ async def test_a_batch_is_tenant_isolated(api, tenant, other_tenant):
         headers=other_tenant.headers,
     )
     await error_of(resp, 404, "CHATBOT_NOT_FOUND")
+
+
+async def test_a_batch_costs_one_token_per_item_and_all_or_nothing(api, accounts):
+    small = await make_tenant(accounts, rate_limit_capacity=10, rate_limit_refill=0.001)
+    items = [{"name": f"L{i}", "email": f"l{i}@example.com"} for i in range(6)]
+    resp = await batch(api, small, {"leads": items})
+    assert (await data_of(resp))["created"] == 6
+    assert resp.headers["X-RateLimit-Remaining"] == "4"
+    resp = await batch(api, small, {"leads": items})  # 6 more: only 4 left
+    error = await error_of(resp, 429, "RATE_LIMITED")
+    assert int(resp.headers["Retry-After"]) >= 1 and error["message"]
+    listing = await data_of(await api.get(small.leads_url, headers=small.headers))
+    assert listing["pagination"]["total"] == 6
+    # The refused batch spent its first token only, the listing one: 2 are left.
+    resp = await batch(api, small, {"leads": items[:2]})
+    assert (await data_of(resp))["created"] == 2
+    assert resp.headers["X-RateLimit-Remaining"] == "0"
