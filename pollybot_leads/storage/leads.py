@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo import DeleteOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..domain import ids
@@ -259,6 +260,7 @@ class LeadRepository:
 
             async def work(session: Any) -> builtins.list[builtins.list[Outcome] | Exception]:
                 batch = _Batch(self, session, chatbot_id)
+                await batch.prefetch(units)
                 results = [await batch.apply(unit) for unit in units]
                 await batch.flush(counts)
                 return results
@@ -346,6 +348,60 @@ class _Batch:
         self.audits: list[dict[str, Any]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.guarded: set[str] = set()
+        self.missing: set[str] = set()  # lead ids read and not this chatbot's
+        self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
+
+    async def prefetch(self, units: list[_Unit]) -> None:
+        """Read what many writes need in one round trip each, rather than one per write:
+        the leads that updates and deletes name, and the leads (and guards) of the
+        emails that upserts name."""
+        lead_ids = sorted(
+            {
+                write.lead_id
+                for unit in units
+                for write in unit.writes
+                if write.kind in (UPDATE, DELETE)
+                and write.lead_id
+                and ids.is_id(ids.LEAD, write.lead_id)
+            }
+        )
+        if len(lead_ids) > 1:  # one is read as it comes (the same round trip)
+            found = self.repo._leads.find({"_id": {"$in": lead_ids}}, session=self.session)
+            async for doc in found:
+                if doc.get("chatbotId") == self.chatbot_id:
+                    self._read(doc)
+            self.missing.update(i for i in lead_ids if i not in self.states)
+        emails = sorted(
+            {fold(w.fields["email"]) for unit in units for w in unit.writes if w.kind == UPSERT}
+        )
+        if emails:
+            await self._guard(emails)
+            self.by_email = {email: [] for email in emails}
+            found = self.repo._leads.find(
+                {"chatbotId": self.chatbot_id, "emailFolded": {"$in": emails}},
+                session=self.session,
+            )
+            async for doc in found:
+                self.by_email[doc["emailFolded"]].append(doc)
+
+    async def _guard(self, emails: list[str]) -> None:
+        """Write the upsert guard of each email (see _by_email), all in one round trip."""
+        await self.repo._guards.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{self.chatbot_id}:{email}"}, {"$set": {"at": self.now}}, upsert=True
+                )
+                for email in emails
+            ],
+            ordered=False,
+            session=self.session,
+        )
+        self.guarded.update(emails)
+
+    def _read(self, doc: dict[str, Any]) -> dict[str, Any]:
+        self.states[doc["_id"]] = self.stored[doc["_id"]] = doc
+        self.workspace_id = self.workspace_id or doc.get("workspaceId", "")
+        return doc
 
     async def apply(self, unit: _Unit) -> list[Outcome] | Exception:
         self.workspace_id = self.workspace_id or unit.workspace_id
@@ -429,52 +485,35 @@ class _Batch:
         """The chatbot's lead as it stands in this batch, or LeadNotFound."""
         if lead_id not in self.states:
             doc = None
-            if ids.is_id(ids.LEAD, lead_id):
+            if ids.is_id(ids.LEAD, lead_id) and lead_id not in self.missing:
                 doc = await self.repo._leads.find_one({"_id": lead_id}, session=self.session)
             if doc is None or doc.get("chatbotId") != self.chatbot_id:
                 raise LeadNotFound()  # another chatbot's lead is never touched
-            self.states[lead_id] = self.stored[lead_id] = doc
-            self.workspace_id = self.workspace_id or doc.get("workspaceId", "")
+            self._read(doc)
         state = self.states[lead_id]
         if state is None:
             raise LeadNotFound()
         return state
 
     async def _by_email(self, email: str) -> dict[str, Any] | None:
-        """The chatbot's most recently created lead with this email (case-insensitive)."""
+        """The chatbot's most recently created lead with this email (case-insensitive),
+        as this batch left it; from the leads ``prefetch`` read (after writing the
+        email's guard: upserts of one email in other processes write that document
+        too, so two of them cannot both miss each other's lead; one conflicts and runs
+        again. Every write of the chatbot also moves its event sequence, which orders
+        them as well; the guard keeps upserts right without relying on that)."""
         folded = fold(email)
-        if folded not in self.guarded:
-            # Upserts of one email in other processes write this document too, so two
-            # of them cannot both miss each other's lead: one conflicts and runs again.
-            # (Every write of the chatbot also moves its event sequence, which orders
-            # them as well; the guard keeps upserts right without relying on that.)
-            await self.repo._guards.update_one(
-                {"_id": f"{self.chatbot_id}:{folded}"},
-                {"$set": {"at": self.now}},
-                upsert=True,
-                session=self.session,
-            )
-            self.guarded.add(folded)
-        found = self.repo._leads.find(
-            {"chatbotId": self.chatbot_id, "emailFolded": folded},
-            sort=[("createdAt", -1), ("_id", -1)],
-            limit=len(self.states) + 1,  # enough to get past those this batch changed
-            session=self.session,
-        )
         candidates = [
             state
             for state in self.states.values()
             if state is not None and state.get("emailFolded") == folded
         ]
-        async for doc in found:
-            if doc["_id"] not in self.states:
-                candidates.append(doc)
-                break
+        candidates += [doc for doc in self.by_email[folded] if doc["_id"] not in self.states]
         if not candidates:
             return None
         best = max(candidates, key=lambda doc: (to_ms(doc["createdAt"]), doc["_id"]))
         if best["_id"] not in self.states:
-            self.states[best["_id"]] = self.stored[best["_id"]] = best
+            self._read(best)
         return best
 
     async def flush(self, counts: Claim) -> None:
@@ -487,19 +526,22 @@ class _Batch:
         ]
         if new:
             await leads.insert_many(new, session=session)
+        writes: builtins.list[UpdateOne | DeleteOne] = []
         for lead_id, before in self.stored.items():
             after = self.states[lead_id]
             if before is None or after is before:
                 continue
             if after is None:
-                await leads.delete_one({"_id": lead_id}, session=session)
+                writes.append(DeleteOne({"_id": lead_id}))
                 continue
             sets = {k: v for k, v in after.items() if before.get(k, _ABSENT) != v}
             update: dict[str, Any] = {"$set": sets}
             gone = [k for k in before if k not in after]
             if gone:
                 update["$unset"] = dict.fromkeys(gone, "")
-            await leads.update_one({"_id": lead_id}, update, session=session)
+            writes.append(UpdateOne({"_id": lead_id}, update))
+        if writes:  # in one round trip
+            await leads.bulk_write(writes, ordered=True, session=session)
         if self.audits:
             await self.repo._audit.insert_many(self.audits, session=session)
         changes = {key: n for key, n in self.counts.items() if n}

@@ -2,8 +2,12 @@
 
 import asyncio
 
+from pollybot_leads.domain.writes import UPDATE, UPSERT, LeadWrite
 from pollybot_leads.errors import LeadNotFound
+from pollybot_leads.storage.client import Mongo
+from pollybot_leads.storage.leads import LeadRepository
 from tests.conftest import make_tenant
+from tests.storage.test_query_plans import CommandCounter
 
 
 async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_repo, accounts):
@@ -14,8 +18,8 @@ async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_r
         fields={"name": "Ada Lovelace", "email": "ada@example.com"},
     )
     lead_id = lead["id"]
-    # The first is written alone; the next two queue behind it and commit together,
-    # the other chatbot's first in that batch.
+    # Writes group by the chatbot named: ours queue behind each other, the other
+    # chatbot's (naming our lead) never touch it.
     results = await asyncio.gather(
         leads_repo.update(chatbot_id=ours.chatbot_id, lead_id=lead_id, changes={"phone": "1"}),
         leads_repo.update(
@@ -56,3 +60,43 @@ async def test_a_create_whose_id_is_taken_gets_another(leads_repo, accounts, mon
         "createdAt"
     ] == first["createdAt"]
     assert (await leads_repo.read_counts(tenant.chatbot_id))["total"] == 2
+
+
+async def test_a_request_of_many_writes_costs_a_few_round_trips(settings, accounts, leads_repo):
+    """A batch of 50 upserts of known emails and 50 updates reads and writes in bulk:
+    the store sees a handful of commands, not one or more per write."""
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    known = [
+        await leads_repo.create(
+            chatbot_id=cb, workspace_id=ws, fields={"name": f"K{i}", "email": f"k{i}@x.com"}
+        )
+        for i in range(100)
+    ]
+    counter = CommandCounter()
+    mongo = Mongo(
+        settings.mongodb_uri,
+        settings.mongodb_database,
+        settings.mongodb_driver,
+        event_listeners=[counter],
+    )
+    try:
+        await mongo.connect()
+        repo = LeadRepository(mongo)
+        writes = [
+            LeadWrite(UPSERT, {"name": f"U{i}", "email": f"K{i}@X.com"}, merge={"name": f"U{i}"})
+            for i in range(50)
+        ] + [LeadWrite(UPDATE, {"status": "contacted"}, lead["id"]) for lead in known[50:]]
+        counter.names.clear()
+        outcomes = await repo.write(chatbot_id=cb, workspace_id=ws, writes=writes)
+        assert len(counter.names) <= 12, counter.names
+    finally:
+        await mongo.close()
+    assert [o.lead["id"] for o in outcomes] == [lead["id"] for lead in known]
+    assert [o.created for o in outcomes] == [False] * 100
+    stored = await leads_repo.get(chatbot_id=cb, lead_id=known[7]["id"])
+    assert stored["name"] == "U7" and stored["email"] == "k7@x.com"
+    stored = await leads_repo.get(chatbot_id=cb, lead_id=known[70]["id"])
+    assert stored["status"] == "contacted"
+    counts = await leads_repo.read_counts(cb)
+    assert counts["total"] == 100 and counts["byStatus"]["contacted"] == 50
