@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-driver bench-http bench-workers spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-driver bench-http bench-workers bench-batch spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-driver: $(VENV)/.dev
 
 bench-http: $(VENV)/.dev
 	$(BIN)/python scripts/bench_http.py --out bench-http.json
+
+# Batches of 100 against 100 single creates, and single creates with an Idempotency-Key.
+bench-batch: $(VENV)/.dev
+	$(BIN)/python scripts/bench_batch.py --out bench-batch.json
 
 # The same benchmark with the API as `serve --workers 1`, then `--workers 2`.
 bench-workers: $(VENV)/.dev

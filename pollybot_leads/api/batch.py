@@ -28,11 +28,18 @@ _create_schema = LeadCreateSchema()
 
 
 class LeadBatchSchema(CamelSchema):
+    # Items are left unconstrained here on purpose: each is validated on its own and a
+    # bad one (even a non-object) is a 400 in its own result, not a 400 for the batch.
     leads = fields.List(
-        fields.Nested(LeadCreateSchema),
+        fields.Raw(),
         required=True,
         metadata={
-            "description": "1-100 leads, each as the body of a create.",
+            "description": "1-100 leads, each as the body of a create (the `LeadCreate` "
+            "schema). Each item is validated on its own: one that is not a valid lead body "
+            "(even one that is not an object) fails alone, with a `400` and its error in "
+            "its own result, and the others are still written. (The body itself must be "
+            "JSON the server reads: integers anywhere in it fit in 64 bits, or the whole "
+            "batch is a `400`.)",
             "minItems": 1,
             "maxItems": BATCH_MAX_ITEMS,
         },

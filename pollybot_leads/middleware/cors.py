@@ -19,7 +19,15 @@ from aiohttp.typedefs import Handler, Middleware
 from ..errors import AppError
 
 API_PREFIX = "/api/v1/"
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "X-Confirm-Delete")
+ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Request-Id",
+    "X-Confirm-Delete",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+)
 EXPOSED_HEADERS = (
     "X-Request-Id",
     "X-RateLimit-Limit",
@@ -27,6 +35,8 @@ EXPOSED_HEADERS = (
     "X-RateLimit-Reset",
     "Retry-After",
     "Location",
+    "ETag",
+    "Idempotent-Replayed",
 )
 MAX_AGE_SECONDS = 600
 

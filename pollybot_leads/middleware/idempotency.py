@@ -85,7 +85,9 @@ def idempotency_middleware_factory(
     @web.middleware
     async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         key = request.headers.get(HEADER)
-        if key is None or request.method not in METHODS or AUTH not in request:
+        # Only a write route's request: a 404, or the 405 of a method a path lacks (its
+        # route's method is "*"), changes nothing and leaves the key neither used nor kept.
+        if key is None or request.match_info.route.method not in METHODS or AUTH not in request:
             return await handler(request)
         _check_key(key)
         try:

@@ -144,3 +144,23 @@ async def test_a_batch_is_replayed_whole(api, tenant):
     assert again.headers["Idempotent-Replayed"] == "true"
     assert await again.read() == await first.read()
     assert await lead_count(api, tenant) == 1
+
+
+@pytest.mark.parametrize(("method", "path"), [("put", "/batch"), ("delete", "")])
+async def test_a_method_the_route_lacks_is_405_and_leaves_the_key_alone(api, tenant, method, path):
+    payload = {"leads": [{"name": "Ann", "email": "ann@example.com"}]}
+    url = tenant.leads_url + "/batch"
+    used = str(uuid.uuid4())
+    await data_of(await api.post(url, json=payload, headers=keyed(tenant, used)))
+    fresh = str(uuid.uuid4())
+    for key in (used, fresh):
+        resp = await getattr(api, method)(
+            tenant.leads_url + path, json=payload, headers=keyed(tenant, key)
+        )
+        await error_of(resp, 405, "METHOD_NOT_ALLOWED")
+        assert "Idempotent-Replayed" not in resp.headers
+    # The 405 was not kept: the fresh key still names its first real request.
+    resp = await api.post(url, json=payload, headers=keyed(tenant, fresh))
+    assert (await data_of(resp))["created"] == 1
+    assert "Idempotent-Replayed" not in resp.headers
+    assert await lead_count(api, tenant) == 2
