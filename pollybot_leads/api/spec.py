@@ -58,6 +58,7 @@ _BODY = ("VALIDATION_ERROR", "INVALID_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_M
 OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
     "createLead": (*_BODY, *_ALWAYS),
     "listLeads": ("VALIDATION_ERROR", *_ALWAYS),
+    "exportLeads": ("VALIDATION_ERROR", *_ALWAYS),
     "getLead": ("VALIDATION_ERROR", "LEAD_NOT_FOUND", *_ALWAYS),
     "updateLead": (*_BODY, "LEAD_NOT_FOUND", *_ALWAYS),
     "deleteLead": ("VALIDATION_ERROR", "CONFIRMATION_REQUIRED", "LEAD_NOT_FOUND", *_ALWAYS),
@@ -218,7 +219,7 @@ def _fix_operation(operation: dict[str, Any]) -> None:
     operation_id = operation.get("operationId", "")
     for status, response in operation.get("responses", {}).items():
         code = int(status)
-        response["headers"] = _response_headers(code)
+        response["headers"] = {**_response_headers(code), **response.get("headers", {})}
         media = response.get("content", {}).get("application/json")
         if media is None:
             continue

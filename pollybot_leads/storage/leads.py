@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
 from .batching import GroupCommit, KeyedLocks
 from .client import Mongo, store_errors
 from .counters import Claim, LeadCounters
+from .export import LeadExporter
 from .listing import LeadLister
 
 log = logging.getLogger(__name__)
@@ -346,6 +348,23 @@ class LeadRepository:
         if moved:
             log.info("lead counters of %d chatbots recounted into lead_counts", moved)
         return moved
+
+    # -- export (the walk itself is in storage/export.py) --------------------------
+
+    async def export(
+        self,
+        *,
+        chatbot_id: str,
+        query: LeadQuery,
+        explain: list[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every lead matching ``query`` (whose sort is one of EXPORT_SORTS), once, in
+        pages as the list shows them: one bounded read per page, and a page may be
+        empty. Store failures raise as in every method (a 503). With ``explain``, the
+        server's explanation of every read is appended to it."""
+        exporter = LeadExporter(self._leads, LIST_PROJECTION, quirks=self._quirks)
+        async for docs in exporter.pages(chatbot_id, query, explain=explain):
+            yield [_to_lead(doc) for doc in docs]
 
 
 def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
