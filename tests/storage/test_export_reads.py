@@ -23,16 +23,19 @@ from pollybot_leads.storage import export as export_module
 from pollybot_leads.storage.export import EXPORT_SORTS, LeadExporter
 from pollybot_leads.storage.leads import LIST_PROJECTION
 
-from .test_query_plans import (  # noqa: F401 - tenants and plain_copy are fixtures
+from . import test_query_plans
+from .test_query_plans import (
     PLAIN_READS,
     SHAPES,
     assert_only_small_examined,
     expected_ids,
-    plain_copy,
     seeded,
     shapes,
-    tenants,
 )
+
+# The data set's fixtures (module-scoped: seeded once for this module too).
+tenants = test_query_plans.tenants
+plain_copy = test_query_plans.plain_copy
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ async def test_exports_examine_only_the_chatbots_own_leads(
     tenants,
     plain_copy,
     small_reads,
-    shape,  # noqa: F811 - fixtures
+    shape,
 ):
     small, docs = tenants["small"], tenants["small_docs"]
     store = LeadExporter(mongo.db["leads"], LIST_PROJECTION, quirks=mongo.quirks)
@@ -119,7 +122,7 @@ async def test_each_lead_once_while_leads_change_between_reads(
     assert set(got) <= set(ids) | created
 
 
-async def test_an_export_of_nothing(mongo, leads_repo, tenants):  # noqa: F811
+async def test_an_export_of_nothing(mongo, leads_repo, tenants):
     exporter = LeadExporter(mongo.db["leads"], LIST_PROJECTION, quirks=mongo.quirks)
     for sort in EXPORT_SORTS:
         assert await exported(exporter, "cb_0000000000000000", LeadQuery(sort=sort)) == []
