@@ -14,7 +14,16 @@ from pollybot_leads.api.docs import STATIC_DIR
 
 from .helpers import create_lead
 
-OPERATION_IDS = {"createLead", "listLeads", "getLead", "updateLead", "deleteLead"}
+OPERATION_IDS = {
+    "createLead",
+    "listLeads",
+    "getLead",
+    "updateLead",
+    "deleteLead",
+    "exportLeads",
+}
+# Responses that are a file rather than the JSON envelope: their media types.
+FILES = {("exportLeads", "200"): {"application/x-ndjson", "text/csv"}}
 
 OPERATIONS = {
     ("post", "/api/v1/chatbots/{chatbotId}/leads"),
@@ -22,6 +31,7 @@ OPERATIONS = {
     ("get", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("put", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("delete", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
+    ("get", "/api/v1/chatbots/{chatbotId}/leads/export"),
 }
 
 
@@ -48,9 +58,14 @@ async def test_every_operation_is_documented_completely(spec):
             assert all("schema" in p for p in op["parameters"])
             assert not any(p["in"] == "body" for p in op["parameters"])
             for status, response in op["responses"].items():
+                assert response["headers"]["X-Request-Id"]["required"] is True
+                files = FILES.get((op["operationId"], status))
+                if files:
+                    assert set(response["content"]) == files
+                    assert all(m["schema"] and m["example"] for m in response["content"].values())
+                    continue
                 media = response["content"]["application/json"]
                 assert "schema" in media
-                assert response["headers"]["X-Request-Id"]["required"] is True
                 if int(status) >= 400:
                     assert media["examples"], (method, path, status)
                     for example in media["examples"].values():
@@ -211,7 +226,7 @@ def _response_schemas(spec):
     for item in spec["paths"].values():
         for op in item.values():
             for response in op["responses"].values():
-                todo.append(response["content"]["application/json"]["schema"])
+                todo.extend(media["schema"] for media in response["content"].values())
     while todo:
         node = todo.pop()
         if isinstance(node, dict):

@@ -207,6 +207,23 @@ async def test_a_repeated_format_is_a_400(api, tenant):
     assert "format" in error["details"]
 
 
+async def test_the_document_describes_the_export(api):
+    spec = await (await api.get("/api/docs/openapi.json")).json()
+    op = spec["paths"]["/api/v1/chatbots/{chatbotId}/leads/export"]["get"]
+    assert op["operationId"] == "exportLeads" and op["tags"] == ["leads"]
+    assert set(op["responses"]) == {"200", "400", "401", "404", "429", "503"}
+    ok = op["responses"]["200"]
+    assert set(ok["content"]) == {"application/x-ndjson", "text/csv"}
+    assert ok["content"]["text/csv"]["example"].startswith(",".join(CSV_HEADER) + "\r\n")
+    assert ok["headers"]["Content-Disposition"]["required"] is True
+    params = {p["name"]: p for p in op["parameters"]}
+    assert params["format"]["schema"]["enum"] == ["ndjson", "csv"]
+    assert params["sort"]["schema"]["enum"] == ["-createdAt", "createdAt"]
+    assert not {"page", "limit", "cursor"} & set(params)
+    assert {"status", "source", "email", "search", "createdAfter", "updatedBefore"} <= set(params)
+    assert "exactly once" in op["description"]
+
+
 async def test_export_is_not_a_lead_id(api, tenant):
     await error_of(
         await api.put(export_url(tenant), json={"name": "x"}, headers=tenant.headers),
