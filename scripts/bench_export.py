@@ -161,7 +161,8 @@ async def main() -> None:
                     flush=True,
                 )
     finally:
-        await mongo.client.drop_database(database)
+        if store is None:  # an external store keeps nothing of ours; our own is deleted
+            await mongo.client.drop_database(database)
         await mongo.close()
         if store is not None:
             store.stop()
