@@ -10,7 +10,7 @@ from aiohttp import web
 
 from . import keys
 from .api.docs import redirect_to_docs, setup_docs
-from .api.export import export_leads
+from .api.export import add_export_route
 from .api.leads import add_routes
 from .api.query import CursorCodec
 from .middleware.access_log import access_log_middleware
@@ -108,10 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_security_headers)
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
-    # Before the lead routes: /leads/{leadId} would take "export" for a lead id.
-    app.router.add_get(
-        "/api/v1/chatbots/{chatbotId}/leads/export", export_leads, name="export", allow_head=False
-    )
+    add_export_route(app)  # before the lead routes, which would take it for a lead id
     add_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)

@@ -259,3 +259,10 @@ async def _stream(
         log.warning("export of %s cut: %s %s", request.path, error.status, error.code)
         if request.transport is not None:
             request.transport.abort()
+
+
+def add_export_route(app: web.Application) -> None:
+    """Register before the lead routes (whose lead id pattern leaves out ``export``)."""
+    app.router.add_get(
+        "/api/v1/chatbots/{chatbotId}/leads/export", export_leads, name="export", allow_head=False
+    )

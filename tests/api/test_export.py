@@ -225,10 +225,14 @@ async def test_the_document_describes_the_export(api):
 
 
 async def test_export_is_not_a_lead_id(api, tenant):
+    for method in ("PUT", "DELETE", "POST", "PATCH", "OPTIONS"):
+        resp = await api.request(method, export_url(tenant), json={}, headers=tenant.headers)
+        await error_of(resp, 405, "METHOD_NOT_ALLOWED")
+        assert resp.headers["Allow"] == "GET"
+    lead = await create_lead(api, tenant)  # the lead routes still take every id
+    assert await data_of(await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers))
     await error_of(
-        await api.put(export_url(tenant), json={"name": "x"}, headers=tenant.headers),
-        404,
-        "LEAD_NOT_FOUND",
+        await api.get(tenant.lead_url("exports"), headers=tenant.headers), 404, "LEAD_NOT_FOUND"
     )
 
 
