@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-driver bench-http bench-workers bench-batch spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-workers bench-batch spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-redis-client: $(VENV)/.dev
 
 bench-list: $(VENV)/.dev
 	$(BIN)/python scripts/bench_list.py --out bench-list.json
+
+# Peak server memory exporting 100,000 leads against 10,000 (a few minutes: seeding).
+bench-export: $(VENV)/.dev
+	$(BIN)/python scripts/bench_export.py --out bench-export.json
 
 bench-driver: $(VENV)/.dev
 	$(BIN)/python scripts/bench_driver.py --out bench-driver.json

@@ -11,6 +11,7 @@ from aiohttp import web
 from . import keys
 from .api.batch import BATCH_MAX_BYTES, add_batch_route
 from .api.docs import redirect_to_docs, setup_docs
+from .api.export import add_export_route
 from .api.leads import add_routes
 from .api.query import CursorCodec, cursor_codec_key
 from .middleware.access_log import access_log_middleware
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> web.Application:
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
     add_batch_route(app)
+    add_export_route(app)  # before the lead routes, which would take it for a lead id
     add_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)

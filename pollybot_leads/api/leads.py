@@ -317,8 +317,11 @@ async def delete_lead(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
 
     base = "/api/v1/chatbots/{chatbotId}/leads"
+    # Any segment but the names of /leads' own sub-resources (export), so that a method
+    # they do not take is a 405 there, not a lead's 404.
+    lead = base + "/{leadId:(?!export$)[^{}/]+}"
     app.router.add_post(base, create_lead, name="leads")
     app.router.add_get(base, list_leads, allow_head=False)
-    app.router.add_get(base + "/{leadId}", get_lead, name="lead", allow_head=False)
-    app.router.add_put(base + "/{leadId}", update_lead)
-    app.router.add_delete(base + "/{leadId}", delete_lead)
+    app.router.add_get(lead, get_lead, name="lead", allow_head=False)
+    app.router.add_put(lead, update_lead)
+    app.router.add_delete(lead, delete_lead)

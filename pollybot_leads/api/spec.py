@@ -78,6 +78,7 @@ OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
     "createLead": (*_BODY, *_IDEMPOTENT, *_ALWAYS),
     "createLeadsBatch": (*_BODY, *_IDEMPOTENT, *_ALWAYS),
     "listLeads": ("VALIDATION_ERROR", *_ALWAYS),
+    "exportLeads": ("VALIDATION_ERROR", *_ALWAYS),
     "getLead": ("VALIDATION_ERROR", "LEAD_NOT_FOUND", *_ALWAYS),
     "updateLead": (*_BODY, "LEAD_NOT_FOUND", "PRECONDITION_FAILED", *_IDEMPOTENT, *_ALWAYS),
     "deleteLead": (
@@ -296,7 +297,7 @@ def _fix_operation(operation: dict[str, Any]) -> None:
     operation_id = operation.get("operationId", "")
     for status, response in operation.get("responses", {}).items():
         code = int(status)
-        response["headers"] = _response_headers(code)
+        response["headers"] = {**_response_headers(code), **response.get("headers", {})}
         if operation_id in SINGLE_LEAD and code in (200, 201, 304):
             response["headers"].update(ETAG)
         if any(p["name"] == "Idempotency-Key" for p in OPERATION_HEADERS.get(operation_id, ())):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from .batching import GroupCommit, KeyedLocks
 from .client import Mongo, store_errors
 from .counters import Claim, LeadCounters
 from .events import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
+from .export import LeadExporter
 from .idempotency import IdempotencyStore, Receipt
 from .listing import LeadLister
 
@@ -331,6 +333,23 @@ class LeadRepository:
         if moved:
             log.info("lead counters of %d chatbots recounted into lead_counts", moved)
         return moved
+
+    # -- export (the walk itself is in storage/export.py) --------------------------
+
+    async def export(
+        self,
+        *,
+        chatbot_id: str,
+        query: LeadQuery,
+        explain: builtins.list[dict[str, Any]] | None = None,
+    ) -> AsyncGenerator[builtins.list[dict[str, Any]], None]:
+        """Every lead matching ``query`` (whose sort is one of EXPORT_SORTS), once, in
+        pages as the list shows them: one bounded read per page, and a page may be
+        empty. Store failures raise as in every method (a 503). With ``explain``, the
+        server's explanation of every read is appended to it."""
+        exporter = LeadExporter(self._leads, LIST_PROJECTION, quirks=self._quirks)
+        async for docs in exporter.pages(chatbot_id, query, explain=explain):
+            yield [_to_lead(doc) for doc in docs]
 
 
 class _Batch:

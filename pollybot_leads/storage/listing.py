@@ -91,12 +91,21 @@ class ListPlan:
     sort order; otherwise every candidate is read and sorted here.
     """
 
-    def __init__(self, chatbot_id: str, query: LeadQuery, quirks: StoreQuirks = PLAIN) -> None:
+    def __init__(
+        self,
+        chatbot_id: str,
+        query: LeadQuery,
+        quirks: StoreQuirks = PLAIN,
+        *,
+        index: str | None = None,
+    ) -> None:
+        """``index``: the index to read (on index-only stores) instead of the one
+        ``choose_lead_index`` picks for the query (an export reads by creation time)."""
         self.chatbot_id = chatbot_id
         self.query = query
         self.quirks = quirks
         self.field, self.direction = SORTS[query.sort]
-        self.index = choose_lead_index(query)
+        self.index = index or choose_lead_index(query)
         self.parts: list[dict[str, Any]] = []
         self.checks: list[Check] = []
         self.overlap = False  # whether a lead can match two parts

@@ -21,7 +21,10 @@ OPERATION_IDS = {
     "getLead",
     "updateLead",
     "deleteLead",
+    "exportLeads",
 }
+# Responses that are a file rather than the JSON envelope: their media types.
+FILES = {("exportLeads", "200"): {"application/x-ndjson", "text/csv"}}
 
 OPERATIONS = {
     ("post", "/api/v1/chatbots/{chatbotId}/leads"),
@@ -30,6 +33,7 @@ OPERATIONS = {
     ("get", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("put", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("delete", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
+    ("get", "/api/v1/chatbots/{chatbotId}/leads/export"),
 }
 
 
@@ -59,9 +63,14 @@ async def test_every_operation_is_documented_completely(spec):
                 if status == "304":  # no body
                     assert "content" not in response and "ETag" in response["headers"]
                     continue
+                assert response["headers"]["X-Request-Id"]["required"] is True
+                files = FILES.get((op["operationId"], status))
+                if files:
+                    assert set(response["content"]) == files
+                    assert all(m["schema"] and m["example"] for m in response["content"].values())
+                    continue
                 media = response["content"]["application/json"]
                 assert "schema" in media
-                assert response["headers"]["X-Request-Id"]["required"] is True
                 if int(status) >= 400:
                     assert media["examples"], (method, path, status)
                     for example in media["examples"].values():
@@ -225,7 +234,7 @@ def _response_schemas(spec):
         for op in item.values():
             for response in op["responses"].values():
                 if "content" in response:  # a 304 has none
-                    todo.append(response["content"]["application/json"]["schema"])
+                    todo.extend(media["schema"] for media in response["content"].values())
     while todo:
         node = todo.pop()
         if isinstance(node, dict):
