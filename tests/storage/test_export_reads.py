@@ -23,7 +23,6 @@ from pollybot_leads.storage import export as export_module
 from pollybot_leads.storage.export import EXPORT_SORTS, LeadExporter
 from pollybot_leads.storage.leads import LIST_PROJECTION
 
-from . import test_query_plans
 from .test_query_plans import (
     PLAIN_READS,
     SHAPES,
@@ -32,10 +31,6 @@ from .test_query_plans import (
     seeded,
     shapes,
 )
-
-# The data set's fixtures (module-scoped: seeded once for this module too).
-tenants = test_query_plans.tenants
-plain_copy = test_query_plans.plain_copy
 
 
 @pytest.fixture

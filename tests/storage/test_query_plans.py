@@ -18,7 +18,6 @@ chatbot's leads, so that they are checked on every store.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +31,6 @@ from pollybot_leads.domain.queries import SORTS, LeadQuery
 from pollybot_leads.domain.timeutil import to_ms
 from pollybot_leads.storage import listing
 from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.indexes import LEAD_INDEXES
 from pollybot_leads.storage.leads import LIST_PROJECTION, LeadRepository, build_lead_document
 from pollybot_leads.storage.listing import LeadLister, ListPlan
 from pollybot_leads.storage.quirks import PLAIN
@@ -83,21 +81,6 @@ def seeded(chatbot_id: str, workspace_id: str, n: int, span: timedelta, seed: in
         doc["updatedAt"] = created + timedelta(hours=7 * (i // 2 % 3))
         docs.append(doc)
     return docs
-
-
-@pytest.fixture(scope="module")
-async def tenants(accounts, leads_repo) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, n, seed in (("big", BIG, 1), ("small", SMALL, 2)):
-        workspace = await accounts.create_workspace(name=name)
-        chatbot = await accounts.create_chatbot(workspace_id=workspace["id"], name=name)
-        docs = seeded(chatbot["id"], workspace["id"], n, NOW - START, seed)
-        for start in range(0, n, 1000):
-            await leads_repo.insert_many(docs=docs[start : start + 1000])
-        await leads_repo.recount(chatbot_id=chatbot["id"])
-        out[name] = chatbot["id"]
-        out[f"{name}_docs"] = docs
-    return out
 
 
 def small_query(tenants) -> dict[str, Any]:
@@ -305,17 +288,6 @@ def narrow_windows(monkeypatch) -> None:
 def lister_for(leads, leads_repo, quirks) -> LeadLister:
     """A lister of its own (nothing learnt yet), on the session's counters."""
     return LeadLister(leads, LIST_PROJECTION, counts=leads_repo.read_counts, quirks=quirks)
-
-
-@pytest.fixture(scope="module")
-async def plain_copy(mongo, tenants) -> AsyncIterator[Any]:
-    """The small chatbot's leads alone in a collection of their own, with the same
-    indexes: there the plain single queries ($in, $all, $and) are cheap on any store."""
-    leads = mongo.db[f"leads_plain_{tenants['small']}"]
-    await leads.create_indexes(LEAD_INDEXES)
-    await leads.insert_many([dict(d) for d in tenants["small_docs"]])
-    yield leads
-    await leads.drop()
 
 
 async def pages(lister, chatbot_id, query: LeadQuery) -> tuple[list[str], list[str], set]:
