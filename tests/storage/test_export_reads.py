@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -25,17 +26,36 @@ from pollybot_leads.storage.leads import LIST_PROJECTION
 
 from . import test_query_plans
 from .test_query_plans import (
+    BIG,
+    NOW,
     PLAIN_READS,
     SHAPES,
+    SMALL,
+    START,
     assert_only_small_examined,
     expected_ids,
     seeded,
     shapes,
 )
 
-# The data set's fixtures (module-scoped: seeded once for this module too).
-tenants = test_query_plans.tenants
+# The small chatbot's leads alone in a collection (test_query_plans' fixture).
 plain_copy = test_query_plans.plain_copy
+
+
+@pytest.fixture(scope="module")
+async def tenants(accounts, leads_repo) -> dict[str, Any]:
+    """test_query_plans' data set, with ids of its own (both modules share the store)."""
+    out: dict[str, Any] = {}
+    for name, n, seed in (("big", BIG, 101), ("small", SMALL, 102)):
+        workspace = await accounts.create_workspace(name=name)
+        chatbot = await accounts.create_chatbot(workspace_id=workspace["id"], name=name)
+        docs = seeded(chatbot["id"], workspace["id"], n, NOW - START, seed)
+        for start in range(0, n, 1000):
+            await leads_repo.insert_many(docs=docs[start : start + 1000])
+        await leads_repo.recount(chatbot_id=chatbot["id"])
+        out[name] = chatbot["id"]
+        out[f"{name}_docs"] = docs
+    return out
 
 
 @pytest.fixture
