@@ -200,6 +200,16 @@ async def test_bad_parameters_are_a_400_naming_them(api, tenant, params, named):
     assert named in error["details"], error
 
 
+async def test_an_export_costs_one_token(api, accounts):
+    tenant = await make_tenant(accounts, rate_limit_capacity=2, rate_limit_refill=0.001)
+    resp, _ = await export(api, tenant)
+    assert resp.headers["X-RateLimit-Remaining"] == "1"
+    await export(api, tenant, format="csv")
+    resp = await api.get(export_url(tenant), headers=tenant.headers)
+    await error_of(resp, 429, "RATE_LIMITED")
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
 async def test_a_repeated_format_is_a_400(api, tenant):
     url = export_url(tenant) + "?format=csv&format=ndjson"
     error = await error_of(await api.get(url, headers=tenant.headers), 400, "VALIDATION_ERROR")
