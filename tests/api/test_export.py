@@ -19,7 +19,6 @@ from pollybot_leads.api.export import CSV_HEADER, csv_cell
 from pollybot_leads.app import create_app
 from pollybot_leads.domain.timeutil import utcnow
 from pollybot_leads.storage import export as export_module
-from pollybot_leads.storage.client import Mongo
 from pollybot_leads.storage.leads import build_lead_document
 
 from ..conftest import make_tenant
@@ -201,6 +200,16 @@ async def test_bad_parameters_are_a_400_naming_them(api, tenant, params, named):
     assert named in error["details"], error
 
 
+async def test_an_export_costs_one_token(api, accounts):
+    tenant = await make_tenant(accounts, rate_limit_capacity=2, rate_limit_refill=0.001)
+    resp, _ = await export(api, tenant)
+    assert resp.headers["X-RateLimit-Remaining"] == "1"
+    await export(api, tenant, format="csv")
+    resp = await api.get(export_url(tenant), headers=tenant.headers)
+    await error_of(resp, 429, "RATE_LIMITED")
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
 async def test_a_repeated_format_is_a_400(api, tenant):
     url = export_url(tenant) + "?format=csv&format=ndjson"
     error = await error_of(await api.get(url, headers=tenant.headers), 400, "VALIDATION_ERROR")
@@ -320,7 +329,6 @@ async def test_a_client_that_goes_away_stops_the_reads(
 
     monkeypatch.setattr(app_module.Mongo, "from_settings", classmethod(counted))
     monkeypatch.setattr(export_module, "READ_LIMIT", 3)
-    assert isinstance(app_module.Mongo, type) and app_module.Mongo is Mongo
     client = await aiohttp_client(create_app(settings))
     tenant = await make_tenant(accounts)
     await seed(leads_repo, tenant, 600, span=timedelta(hours=2))
