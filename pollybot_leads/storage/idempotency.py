@@ -6,10 +6,11 @@ A record is ``{_id, fingerprint, state, token, leaseUntil, createdAt, response?}
 with the key then gets the stored response (*done*), a 409 (*running*, lease held), a
 422 (another method, path or body), or takes over a lease whose holder died.
 
-A lead write completes its record inside the write's own transaction, after checking in
-the same transaction that it still holds the lease (``holds``; the read and the write
-make a concurrent takeover conflict): a crash can never leave a lead written without its
-record done, or the other way round. Other results are completed after the fact
+A lead write completes its record inside the write's own transaction, on the condition
+that it still holds the lease (a takeover that came first leaves it nothing to match:
+the write is then dropped; one that comes later conflicts with the transaction and then
+finds the record done): a crash can never leave a lead written without its record
+done, or the other way round. Other results are completed after the fact
 (nothing else changed). The store expires records after ``RECORD_TTL_SECONDS``.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from pymongo import WriteConcern
 from pymongo.errors import DuplicateKeyError
 
 from ..domain.timeutil import utcnow
@@ -62,6 +64,10 @@ def record_id(scope: str, key: str) -> str:
 class IdempotencyStore:
     def __init__(self, db: Any) -> None:
         self._records = db["idempotency_keys"]
+        # A running record promises nothing to anyone: it need not wait for the journal
+        # (a lost one only makes a retry run the request, whose write then finds no
+        # lease and is refused). Done records are journaled.
+        self._leases = self._records.with_options(write_concern=WriteConcern(w=1, j=False))
 
     @store_errors
     async def begin(self, *, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
@@ -74,7 +80,7 @@ class IdempotencyStore:
             now = utcnow()
             token = secrets.token_hex(8)
             try:
-                await self._records.insert_one(
+                await self._leases.insert_one(
                     {
                         "_id": rid,
                         "fingerprint": fingerprint,
@@ -97,18 +103,13 @@ class IdempotencyStore:
                 return StoredResponse(stored["status"], bytes(stored["body"]), stored["headers"])
             if found["leaseUntil"].replace(tzinfo=now.tzinfo) > now:
                 raise IdempotencyInProgress()
-            taken = await self._records.update_one(  # its holder died: take it over
+            taken = await self._leases.update_one(  # its holder died: take it over
                 {"_id": rid, "state": "running", "token": found["token"]},
                 {"$set": {"token": token, "leaseUntil": now + LEASE}},
             )
             if taken.modified_count:
                 return Lease(rid, token)
         raise IdempotencyInProgress()
-
-    async def holds(self, session: Any, lease: Lease) -> bool:
-        """Whether ``lease`` is still the running holder of its record (in a transaction)."""
-        found = await self._records.find_one({"_id": lease.record_id}, session=session)
-        return bool(found and found["state"] == "running" and found["token"] == lease.token)
 
     @store_errors
     async def complete(

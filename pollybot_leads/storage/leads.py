@@ -258,16 +258,26 @@ class LeadRepository:
     async def _commit(
         self, chatbot_id: str, units: builtins.list[_Unit]
     ) -> builtins.list[builtins.list[Outcome] | Exception]:
+        # A unit whose idempotency lease passed to a retry of its request (its holder
+        # was presumed dead) is left out, and the others committed without it.
+        refused: dict[int, Exception] = {}
         async with self._counters.claim(chatbot_id) as counts:
 
             async def work(session: Any) -> builtins.list[builtins.list[Outcome] | Exception]:
+                live = [unit for i, unit in enumerate(units) if i not in refused]
                 batch = _Batch(self, session, chatbot_id)
-                await batch.prefetch(units)
-                results = [await batch.apply(unit) for unit in units]
+                await batch.prefetch(live)
+                results = [await batch.apply(unit) for unit in live]
                 await batch.flush(counts)
                 return results
 
-            return await self._mongo.transaction(work)
+            while True:
+                try:
+                    done = iter(await self._mongo.transaction(work))
+                except _LeaseLost as lost:
+                    refused[units.index(lost.unit)] = IdempotencyInProgress()
+                    continue
+                return [refused[i] if i in refused else next(done) for i in range(len(units))]
 
     @store_errors
     async def insert_many(self, *, docs: builtins.list[dict[str, Any]]) -> int:
@@ -352,6 +362,12 @@ class LeadRepository:
             yield [_to_lead(doc) for doc in docs]
 
 
+class _LeaseLost(Exception):
+    def __init__(self, unit: _Unit) -> None:
+        super().__init__("idempotency lease lost")
+        self.unit = unit
+
+
 class _Batch:
     """One attempt of one transaction: the units' writes applied in order to the leads
     as read in the transaction (and as earlier writes of the batch left them), then
@@ -425,20 +441,16 @@ class _Batch:
     async def apply(self, unit: _Unit) -> list[Outcome] | Exception:
         self.workspace_id = self.workspace_id or unit.workspace_id
         receipt = unit.receipt
-        if receipt is not None and not await self.repo._idempotency.holds(
-            self.session, receipt.lease
-        ):
-            return IdempotencyInProgress()  # its lease passed to a retry: that one writes
         outcomes: list[Outcome] = []
         for write in unit.writes:
             try:
                 outcomes.append(await self._apply(unit.workspace_id, write))
             except AppError as exc:  # this write alone is refused
                 outcomes.append(exc)
-        if receipt is not None:
-            await self.repo._idempotency.complete(
-                receipt.lease, receipt.render(outcomes), session=self.session
-            )
+        if receipt is not None and not await self.repo._idempotency.complete(
+            receipt.lease, receipt.render(outcomes), session=self.session
+        ):
+            raise _LeaseLost(unit)  # the transaction is dropped and runs without it
         return outcomes
 
     async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:

@@ -1,10 +1,14 @@
 """Writes committed together (group commits) keep each lead's bookkeeping its own."""
 
 import asyncio
+import uuid
+from datetime import timedelta
 
-from pollybot_leads.domain.writes import UPDATE, UPSERT, LeadWrite
-from pollybot_leads.errors import LeadNotFound
+from pollybot_leads.domain.timeutil import utcnow
+from pollybot_leads.domain.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
+from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
 from pollybot_leads.storage.client import Mongo
+from pollybot_leads.storage.idempotency import IdempotencyStore, Lease, StoredResponse
 from pollybot_leads.storage.leads import LeadRepository
 from tests.conftest import make_tenant
 from tests.storage.test_query_plans import CommandCounter
@@ -100,3 +104,61 @@ async def test_a_request_of_many_writes_costs_a_few_round_trips(settings, accoun
     assert stored["status"] == "contacted"
     counts = await leads_repo.read_counts(cb)
     assert counts["total"] == 100 and counts["byStatus"]["contacted"] == 50
+
+
+async def test_a_write_whose_idempotency_lease_passed_to_a_retry_writes_nothing(
+    leads_repo, mongo, accounts
+):
+    """A request presumed dead lost its key to a retry: if it still reaches its write,
+    that write is dropped whole (409), and writes queued beside it still commit."""
+    tenant = await make_tenant(accounts)
+    store = IdempotencyStore(mongo.db)
+    key = uuid.uuid4().hex
+    first = await store.begin(scope="key_t", key=key, fingerprint="f")
+    assert isinstance(first, Lease)
+    await mongo.db["idempotency_keys"].update_one(  # its lease runs out...
+        {"_id": first.record_id}, {"$set": {"leaseUntil": utcnow() - timedelta(seconds=1)}}
+    )
+    retry = await store.begin(scope="key_t", key=key, fingerprint="f")  # ...a retry takes it
+    assert isinstance(retry, Lease) and retry.token != first.token
+
+    class Receipt:
+        lease = first
+
+        def render(self, outcomes):
+            return StoredResponse(201, b"{}", {})
+
+    fields = {"name": "Ada", "email": "ada@example.com"}
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    gate = asyncio.Event()
+    real = leads_repo._commit
+
+    async def held_commit(chatbot_id, units):  # the first commit waits, so the next two
+        await gate.wait()  # queue and go together
+        return await real(chatbot_id, units)
+
+    leads_repo._commit = held_commit
+    try:
+        blocker = asyncio.ensure_future(
+            leads_repo.write(chatbot_id=cb, workspace_id=ws, writes=[LeadWrite(CREATE, fields)])
+        )
+        await asyncio.sleep(0.05)
+        lost = asyncio.ensure_future(
+            leads_repo.write(
+                chatbot_id=cb,
+                workspace_id=ws,
+                writes=[LeadWrite(CREATE, fields)],
+                receipt=Receipt(),
+            )
+        )
+        beside = asyncio.ensure_future(
+            leads_repo.write(chatbot_id=cb, workspace_id=ws, writes=[LeadWrite(CREATE, fields)])
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(blocker, lost, beside, return_exceptions=True)
+    finally:
+        leads_repo._commit = real
+    assert isinstance(results[1], IdempotencyInProgress)
+    assert all(isinstance(result[0], Written) for result in (results[0], results[2]))
+    assert (await leads_repo.read_counts(cb))["total"] == 2
