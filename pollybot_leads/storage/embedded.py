@@ -169,6 +169,14 @@ class EmbeddedStore:
         self.pid_file.unlink(missing_ok=True)
         log.info("embedded SecantusDB stopped")
 
+    def discard(self) -> None:
+        """Kill the server at once (SIGKILL): for a store whose data is thrown away."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self.pid_file.unlink(missing_ok=True)
+
     def __enter__(self) -> EmbeddedStore:
         self.start()
         return self
