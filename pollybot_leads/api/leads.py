@@ -11,7 +11,7 @@ from aiohttp_apispec import docs, json_schema, querystring_schema, response_sche
 from marshmallow import ValidationError
 
 from .. import keys
-from ..domain.leads import etag_matches, lead_etag
+from ..domain.leads import etag_matches, render_lead, rendered_etag
 from ..domain.timeutil import format_ts
 from ..domain.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
 from ..errors import AppError, ValidationFailed
@@ -35,16 +35,7 @@ _create_schema = LeadCreateSchema()
 _update_schema = LeadUpdateSchema()
 
 
-def lead_json(lead: dict[str, Any]) -> dict[str, Any]:
-    out = dict(lead)
-    out["createdAt"] = format_ts(lead["createdAt"])
-    out["updatedAt"] = format_ts(lead["updatedAt"])
-    if "statusHistory" in lead:
-        out["statusHistory"] = [
-            {"status": h["status"], "changedAt": format_ts(h["changedAt"])}
-            for h in lead["statusHistory"]
-        ]
-    return out
+lead_json = render_lead  # a lead as the API shows it
 
 
 def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
@@ -90,8 +81,9 @@ def _lead_response(request: web.Request, outcome: Outcome) -> web.Response:
     if isinstance(outcome, AppError):
         return error_response(outcome, request[REQUEST_ID])
     assert isinstance(outcome, Written)
-    response = _ok(lead_json(outcome.lead), status=201 if outcome.created else 200)
-    response.headers["ETag"] = lead_etag(outcome.lead)
+    shown = lead_json(outcome.lead)
+    response = _ok(shown, status=201 if outcome.created else 200)
+    response.headers["ETag"] = rendered_etag(shown)
     if outcome.created:
         response.headers["Location"] = str(
             request.app.router["lead"].url_for(
@@ -227,11 +219,12 @@ async def get_lead(request: web.Request) -> web.Response:
     lead = await request.app[keys.leads_repo_key].get(
         chatbot_id=request[AUTH].chatbot_id, lead_id=request.match_info["leadId"]
     )
-    etag = lead_etag(lead)
+    shown = lead_json(lead)
+    etag = rendered_etag(shown)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and etag_matches(if_none_match, etag, weak=True):
         return web.Response(status=304, headers={"ETag": etag})
-    response = _ok(lead_json(lead))
+    response = _ok(shown)
     response.headers["ETag"] = etag
     return response
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import unicodedata
-from datetime import datetime
 from typing import Any
 
 from .timeutil import format_ts
@@ -132,22 +131,29 @@ def query_words(search: str) -> list[str]:
     return words
 
 
-def lead_etag(lead: dict[str, Any]) -> str:
-    """A strong ETag of a lead as the API shows it: it changes exactly when a field does.
+def render_lead(lead: dict[str, Any]) -> dict[str, Any]:
+    """A lead as the API shows it: its datetimes as ``2024-01-15T10:30:00.000Z``."""
+    out = dict(lead)
+    out["createdAt"] = format_ts(lead["createdAt"])
+    out["updatedAt"] = format_ts(lead["updatedAt"])
+    if "statusHistory" in lead:
+        out["statusHistory"] = [
+            {"status": h["status"], "changedAt": format_ts(h["changedAt"])}
+            for h in lead["statusHistory"]
+        ]
+    return out
 
-    ``lead`` is the public lead with datetimes; they are hashed as the API renders them
-    (milliseconds), so the tag a write answers with is the one a later read shows.
-    """
-    canonical = json.dumps(
-        lead, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_render
-    )
+
+def rendered_etag(rendered: dict[str, Any]) -> str:
+    """A strong ETag of a lead as the API shows it (``render_lead``): it changes exactly
+    when a field does."""
+    canonical = json.dumps(rendered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
 
 
-def _render(value: Any) -> str:
-    if isinstance(value, datetime):
-        return format_ts(value)
-    raise TypeError(f"not serialisable: {type(value).__name__}")
+def lead_etag(lead: dict[str, Any]) -> str:
+    """The ETag of a lead read from the store (``rendered_etag`` of its rendering)."""
+    return rendered_etag(render_lead(lead))
 
 
 def etag_matches(header: str, etag: str, *, weak: bool = False) -> bool:
