@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession
 
 from pollybot_leads.storage.embedded import free_port
@@ -16,27 +18,28 @@ from tests.redis_server import RedisServer
 BODY = {"name": "Ann", "email": "ann@example.com", "metadata": {"n": 1}}
 
 
-async def test_fifty_identical_posts_across_two_servers_create_one_lead(
-    store: Store,
-    database: str,
-    tenant: Tenant,
-    server: ApiServer,
-    http: ClientSession,
-    tmp_path: Path,
-):
-    second = ApiServer(free_port(), server_env(store.uri, database), tmp_path / "second.log")
-    second.start()
+@pytest.fixture
+def second(store: Store, database: str, server: ApiServer, tmp_path: Path) -> Iterator[ApiServer]:
+    """A second API server process on the same store, beside ``server``."""
+    other = ApiServer(free_port(), server_env(store.uri, database), tmp_path / "second.log")
+    other.start()
     try:
-        headers = {**tenant.headers, "Idempotency-Key": str(uuid.uuid4())}
-
-        async def post(n: int) -> tuple[int, dict]:
-            base = (server, second)[n % 2].base_url
-            async with http.post(base + tenant.leads_path, json=BODY, headers=headers) as resp:
-                return resp.status, await resp.json()
-
-        results = await asyncio.gather(*(post(n) for n in range(50)))
+        yield other
     finally:
-        second.stop()
+        other.stop()
+
+
+async def test_fifty_identical_posts_across_two_servers_create_one_lead(
+    tenant: Tenant, server: ApiServer, second: ApiServer, http: ClientSession
+):
+    headers = {**tenant.headers, "Idempotency-Key": str(uuid.uuid4())}
+
+    async def post(n: int) -> tuple[int, dict]:
+        base = (server, second)[n % 2].base_url
+        async with http.post(base + tenant.leads_path, json=BODY, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    results = await asyncio.gather(*(post(n) for n in range(50)))
     statuses = {status for status, _ in results}
     assert statuses <= {201, 409}, results
     ids = {body["data"]["id"] for status, body in results if status == 201}
@@ -82,28 +85,17 @@ async def test_a_kept_result_survives_restarts_of_server_redis_and_store(
 
 
 async def test_fifty_upserts_of_a_new_email_across_two_servers_leave_one_lead(
-    store: Store,
-    database: str,
-    tenant: Tenant,
-    server: ApiServer,
-    http: ClientSession,
-    tmp_path: Path,
+    tenant: Tenant, server: ApiServer, second: ApiServer, http: ClientSession
 ):
-    second = ApiServer(free_port(), server_env(store.uri, database), tmp_path / "second.log")
-    second.start()
-    try:
+    async def upsert(n: int) -> int:
+        base = (server, second)[n % 2].base_url
+        body = {"name": "Zed", "email": "zed@example.com", "metadata": {f"k{n}": n}}
+        url = base + tenant.leads_path + "?upsert=email"
+        async with http.post(url, json=body, headers=tenant.headers) as resp:
+            await resp.read()
+            return resp.status
 
-        async def upsert(n: int) -> int:
-            base = (server, second)[n % 2].base_url
-            body = {"name": "Zed", "email": "zed@example.com", "metadata": {f"k{n}": n}}
-            url = base + tenant.leads_path + "?upsert=email"
-            async with http.post(url, json=body, headers=tenant.headers) as resp:
-                await resp.read()
-                return resp.status
-
-        statuses = await asyncio.gather(*(upsert(n) for n in range(50)))
-    finally:
-        second.stop()
+    statuses = await asyncio.gather(*(upsert(n) for n in range(50)))
     assert sorted(statuses) == [200] * 49 + [201]
     assert await list_total(http, server.base_url, tenant) == 1
     async with http.get(server.base_url + tenant.leads_path, headers=tenant.headers) as resp:

@@ -7,11 +7,10 @@ from datetime import timedelta
 from pollybot_leads.domain.timeutil import utcnow
 from pollybot_leads.domain.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
 from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
-from pollybot_leads.storage.client import Mongo
 from pollybot_leads.storage.idempotency import IdempotencyStore, Lease, StoredResponse
 from pollybot_leads.storage.leads import LeadRepository
 from tests.conftest import make_tenant
-from tests.storage.test_query_plans import CommandCounter
+from tests.storage.test_query_plans import CommandCounter, counted_mongo
 
 
 async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_repo, accounts):
@@ -78,14 +77,7 @@ async def test_a_request_of_many_writes_costs_a_few_round_trips(settings, accoun
         for i in range(100)
     ]
     counter = CommandCounter()
-    mongo = Mongo(
-        settings.mongodb_uri,
-        settings.mongodb_database,
-        settings.mongodb_driver,
-        event_listeners=[counter],
-    )
-    try:
-        await mongo.connect()
+    async with counted_mongo(settings, counter) as mongo:
         repo = LeadRepository(mongo)
         writes = [
             LeadWrite(UPSERT, {"name": f"U{i}", "email": f"K{i}@X.com"}, merge={"name": f"U{i}"})
@@ -94,8 +86,6 @@ async def test_a_request_of_many_writes_costs_a_few_round_trips(settings, accoun
         counter.names.clear()
         outcomes = await repo.write(chatbot_id=cb, workspace_id=ws, writes=writes)
         assert len(counter.names) <= 12, counter.names
-    finally:
-        await mongo.close()
     assert [o.lead["id"] for o in outcomes] == [lead["id"] for lead in known]
     assert [o.created for o in outcomes] == [False] * 100
     stored = await leads_repo.get(chatbot_id=cb, lead_id=known[7]["id"])

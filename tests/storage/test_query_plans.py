@@ -17,7 +17,9 @@ chatbot's leads, so that they are checked on every store.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -368,6 +370,22 @@ def test_the_shapes_are_not_trivial(tenants):
         assert n > 0 or shape in ("metadata_unmatched", "metadata_three"), shape
 
 
+@contextlib.asynccontextmanager
+async def counted_mongo(settings: Any, counter: CommandCounter) -> AsyncIterator[Mongo]:
+    """A client of its own whose every command ``counter`` sees."""
+    mongo = Mongo(
+        settings.mongodb_uri,
+        settings.mongodb_database,
+        settings.mongodb_driver,
+        event_listeners=[counter],
+    )
+    try:
+        await mongo.connect()
+        yield mongo
+    finally:
+        await mongo.close()
+
+
 class CommandCounter(monitoring.CommandListener):
     def __init__(self) -> None:
         self.names: list[str] = []
@@ -391,14 +409,7 @@ async def test_a_page_costs_two_round_trips(settings, accounts, leads_repo):
     await leads_repo.insert_many(docs=docs)
     await leads_repo.recount(chatbot_id=chatbot["id"])
     counter = CommandCounter()
-    mongo = Mongo(
-        settings.mongodb_uri,
-        settings.mongodb_database,
-        settings.mongodb_driver,
-        event_listeners=[counter],
-    )
-    try:
-        await mongo.connect()
+    async with counted_mongo(settings, counter) as mongo:
         repo = LeadRepository(mongo)
         for fields in ({}, {"statuses": ("new",)}, {"statuses": ("lost",), "page": 2}):
             query = LeadQuery(**fields)
@@ -417,5 +428,3 @@ async def test_a_page_costs_two_round_trips(settings, accounts, leads_repo):
             assert len(counter.names) <= 2, (fields, "cursor", counter.names)
             following = expected[skip + query.limit : skip + 2 * query.limit]
             assert [d["id"] for d in after.leads] == following
-    finally:
-        await mongo.close()
