@@ -100,6 +100,7 @@ _IDEMPOTENCY_KEY = {
     "a different request with the key is a 422, a retry while the first still runs a 409. "
     "Keys are scoped to the API key.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "example": "8e03978e-40d5-43e8-bc93-6894a57f9324",
 }
 _IF_MATCH = {
     "in": "header",
@@ -108,6 +109,7 @@ _IF_MATCH = {
     "description": "Change the lead only if its current ETag is one of these (or `*`); "
     "otherwise 412 and nothing changes. Checked atomically with the write.",
     "schema": {"type": "string"},
+    "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
 }
 _IF_NONE_MATCH = {
     "in": "header",
@@ -115,6 +117,7 @@ _IF_NONE_MATCH = {
     "required": False,
     "description": "A 304 with no body when the lead's current ETag is one of these.",
     "schema": {"type": "string"},
+    "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
 }
 OPERATION_HEADERS: dict[str, tuple[dict[str, Any], ...]] = {
     "createLead": (_IDEMPOTENCY_KEY,),
