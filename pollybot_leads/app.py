@@ -9,16 +9,19 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import keys
+from .api.batch import BATCH_MAX_BYTES, add_batch_route
 from .api.docs import redirect_to_docs, setup_docs
 from .api.events import add_event_routes
+from .api.export import add_export_route
 from .api.leads import add_routes
-from .api.query import CursorCodec
+from .api.query import CursorCodec, cursor_codec_key
 from .api.webhooks import add_webhook_routes
 from .middleware.access_log import access_log_middleware
-from .middleware.auth import Authenticator, auth_middleware_factory
+from .middleware.auth import Authenticator, auth_middleware_factory, authenticator_key
 from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
 from .middleware.errors import error_middleware
+from .middleware.idempotency import idempotency_middleware_factory
 from .middleware.ratelimit import ratelimit_middleware_factory
 from .middleware.request_id import add_request_headers, request_id_middleware
 from .middleware.security_headers import add_security_headers
@@ -29,6 +32,7 @@ from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
 from .storage.events import EventLog
+from .storage.idempotency import IdempotencyStore
 from .storage.indexes import ensure_indexes
 from .storage.leads import LeadRepository
 from .storage.webhooks import WebhookRepository
@@ -58,6 +62,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.leads_repo_key] = leads
         app[keys.mongo_key] = mongo
         app[keys.accounts_repo_key] = AccountRepository(mongo)
+        app[keys.idempotency_key] = IdempotencyStore(mongo.db)
         app[keys.webhooks_repo_key] = WebhookRepository(mongo)
         app[keys.event_log_key] = EventLog(mongo.db)
         yield
@@ -69,7 +74,7 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
     limiter = CountingRateLimiter(build_rate_limiter(settings))
     app[keys.rate_limiter_key] = limiter
-    app[keys.authenticator_key] = Authenticator(
+    app[authenticator_key] = Authenticator(
         app[keys.accounts_repo_key],
         key_cache_seconds=settings.key_cache_seconds,
         limiter=limiter,
@@ -102,7 +107,7 @@ def create_app(settings: Settings) -> web.Application:
         error_middleware,
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000),
-        auth_middleware_factory(keys.authenticator_key),
+        auth_middleware_factory(authenticator_key),
     ]
     if settings.ratelimit_enabled:
         middlewares.append(
@@ -111,13 +116,18 @@ def create_app(settings: Settings) -> web.Application:
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    middlewares.append(idempotency_middleware_factory(keys.idempotency_key))
+    # Each route enforces its own body limit (read_json_object); the batch route's is
+    # the largest.
+    app = web.Application(
+        client_max_size=max(settings.max_body_bytes, BATCH_MAX_BYTES), middlewares=middlewares
+    )
     app[keys.settings_key] = settings
     secret = settings.cursor_secret
     if not secret:
         log.warning("CURSOR_SECRET is not set: list cursors only work within this process")
         secret = secrets.token_urlsafe(32)
-    app[keys.cursor_codec_key] = CursorCodec(secret.encode())
+    app[cursor_codec_key] = CursorCodec(secret.encode())
     app.cleanup_ctx.append(_mongo_ctx)
     app.cleanup_ctx.append(_ratelimit_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
@@ -125,6 +135,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_security_headers)
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
+    add_batch_route(app)
+    add_export_route(app)  # before the lead routes, which would take it for a lead id
     add_routes(app)
     add_event_routes(app)
     add_webhook_routes(app)

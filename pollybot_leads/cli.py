@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(commands: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse.ArgumentParser:
     """A sub-command whose one-line help is also the description its own --help shows."""
     return commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
 
@@ -272,7 +274,8 @@ async def ensure_demo(settings: Settings) -> dict[str, Any] | None:
     if demo:
         return demo
     if path.exists():
-        return json.loads(path.read_text())
+        saved: dict[str, Any] = json.loads(path.read_text())
+        return saved
     return None
 
 

@@ -82,3 +82,22 @@ class ServiceUnavailable(AppError):
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.headers.setdefault("Retry-After", "5")
+
+
+class IdempotencyInProgress(AppError):
+    status, code = 409, "IDEMPOTENCY_IN_PROGRESS"
+    message = "A request with this Idempotency-Key is still running; retry shortly"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", "1")
+
+
+class PreconditionFailed(AppError):
+    status, code = 412, "PRECONDITION_FAILED"
+    message = "The lead has changed: If-Match does not match its current ETag"
+
+
+class IdempotencyKeyReused(AppError):
+    status, code = 422, "IDEMPOTENCY_KEY_REUSED"
+    message = "This Idempotency-Key was used with a different method, path or body"

@@ -10,10 +10,12 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .ratelimit.resp import parse_url as parse_redis_url
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -109,6 +111,11 @@ class Settings:
             raise SettingsError('MONGODB_W (mongodb.w) must be a number of members or "majority"')
         if not 10 <= self.mongodb_timeout_ms <= 600_000:
             raise SettingsError("MONGODB_TIMEOUT_MS (mongodb.timeout_ms) must be 10-600000")
+        if self.redis_url:
+            try:
+                parse_redis_url(self.redis_url)
+            except ValueError as exc:
+                raise SettingsError(f"REDIS_URL (ratelimit.redis_url): {exc}") from None
         if self.ratelimit_failure_policy not in FAILURE_POLICIES:
             raise SettingsError(f"ratelimit.failure_policy must be one of {FAILURE_POLICIES}")
         if self.log_format not in LOG_FORMATS:
@@ -159,7 +166,7 @@ class Settings:
         inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Settings({inner})"
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
@@ -177,7 +184,12 @@ def _flag(value: object) -> bool:
 
 def _origins(value: object) -> tuple[str, ...]:
     """A TOML list, or a comma-separated string from the environment."""
-    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, Iterable):
+        items = list(value)
+    else:
+        raise TypeError(value)
     return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
 
 
@@ -191,7 +203,9 @@ def _write_members(value: object) -> int | str:
     """``w``: a number of members, or "majority" (checked by Settings)."""
     if isinstance(value, str) and not value.strip().isdigit():
         return value.strip()
-    return int(value)  # type: ignore[call-overload]
+    if not isinstance(value, int | float | str):
+        raise TypeError(value)
+    return int(value)
 
 
 _KINDS: dict[Callable[[Any], Any], str] = {
@@ -205,12 +219,12 @@ _KINDS: dict[Callable[[Any], Any], str] = {
 }
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, Any]:
     with path.open("rb") as fh:
         return tomllib.load(fh)
 
 
-def _merge(base: dict, over: Mapping) -> dict:
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):

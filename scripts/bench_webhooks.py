@@ -99,9 +99,7 @@ async def start_workers(count: int, uri: str, database: str) -> list[asyncio.sub
         "LOG_LEVEL": "WARNING",
     }
     procs = [
-        await asyncio.create_subprocess_exec(
-            *WORKER, env=env, stdout=asyncio.subprocess.PIPE
-        )
+        await asyncio.create_subprocess_exec(*WORKER, env=env, stdout=asyncio.subprocess.PIPE)
         for _ in range(count)
     ]
     for proc in procs:

@@ -36,8 +36,12 @@ def mongodb_uri() -> Iterator[str]:
         yield os.environ["MONGODB_URI"]
         return
     with tempfile.TemporaryDirectory(prefix="pollybot-secantus-") as data_dir:
-        with EmbeddedStore(Path(data_dir), free_port()) as store:
+        store = EmbeddedStore(Path(data_dir), free_port())
+        store.start()
+        try:
             yield store.uri
+        finally:
+            store.discard()  # its data goes with the directory: no orderly shutdown
 
 
 @pytest.fixture(scope="session")

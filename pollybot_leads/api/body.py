@@ -78,4 +78,6 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"Request body is over {max_bytes} bytes") from None
+    if len(raw) > max_bytes:  # a body without Content-Length, under the app-wide limit
+        raise PayloadTooLarge(f"Request body is over {max_bytes} bytes")
     return decode_json_object(raw)

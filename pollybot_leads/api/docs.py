@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .spec import add_spec_route
 
@@ -67,7 +68,7 @@ def setup_docs(app: web.Application) -> None:
         app.router.add_get(f"{STATIC_URL}/{asset}", _asset_handler(STATIC_DIR / asset))
 
 
-def _asset_handler(path: Path):
+def _asset_handler(path: Path) -> Handler:
     if not path.is_file():
         raise FileNotFoundError(path)  # a missing asset is a packaging bug: fail at start
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -10,13 +11,18 @@ from aiohttp_apispec import docs, json_schema, querystring_schema, response_sche
 from marshmallow import ValidationError
 
 from .. import keys
+from ..domain.leads import etag_matches, render_lead, rendered_etag
 from ..domain.timeutil import format_ts
-from ..errors import ValidationFailed
+from ..domain.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
+from ..errors import AppError, ValidationFailed
 from ..middleware.context import AUTH, REQUEST_ID
+from ..middleware.errors import error_response
+from ..middleware.idempotency import receipt_for
 from .body import read_json_object
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
+    cursor_codec_key,
     parse_list_query,
     reject_query,
     require_confirmation,
@@ -29,28 +35,79 @@ _create_schema = LeadCreateSchema()
 _update_schema = LeadUpdateSchema()
 
 
-def lead_json(lead: dict[str, Any]) -> dict[str, Any]:
-    out = dict(lead)
-    out["createdAt"] = format_ts(lead["createdAt"])
-    out["updatedAt"] = format_ts(lead["updatedAt"])
-    if "statusHistory" in lead:
-        out["statusHistory"] = [
-            {"status": h["status"], "changedAt": format_ts(h["changedAt"])}
-            for h in lead["statusHistory"]
-        ]
-    return out
+lead_json = render_lead  # a lead as the API shows it
 
 
 def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
     return web.json_response({"success": True, **extra, "data": data}, status=status)
 
 
-async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
-    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
+def load_fields(schema: Any, body: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(body)
+        fields: dict[str, Any] = schema.load(body)
+        return fields
     except ValidationError as exc:
         raise ValidationFailed(details=exc.messages) from None
+
+
+async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
+    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
+    return load_fields(schema, body)
+
+
+def upsert_write(fields: dict[str, Any], body: dict[str, Any]) -> LeadWrite:
+    """Create ``fields``, or merge into the newest lead with the email what was sent."""
+    return LeadWrite(UPSERT, fields, merge={k: v for k, v in fields.items() if k in body})
+
+
+def _upsert_mode(query: Any) -> bool:
+    """``?upsert=email`` (the only query parameter a create takes)."""
+    unknown = [name for name in query if name != "upsert"]
+    if unknown:
+        reject_query(query)
+    values = query.getall("upsert", [])
+    if not values:
+        return False
+    if values != ["email"]:
+        raise ValidationFailed(
+            "Invalid query parameters", details={"upsert": ["Must be 'email', given once."]}
+        )
+    return True
+
+
+def _lead_response(request: web.Request, outcome: Outcome) -> web.Response:
+    """A written lead (201 when created, else 200) with its ETag and, when new, its
+    Location; or the error that refused the write."""
+    if isinstance(outcome, AppError):
+        return error_response(outcome, request[REQUEST_ID])
+    assert isinstance(outcome, Written)
+    shown = lead_json(outcome.lead)
+    response = _ok(shown, status=201 if outcome.created else 200)
+    response.headers["ETag"] = rendered_etag(shown)
+    if outcome.created:
+        response.headers["Location"] = str(
+            request.app.router["lead"].url_for(
+                chatbotId=outcome.lead["chatbotId"], leadId=outcome.lead["id"]
+            )
+        )
+    return response
+
+
+async def commit_writes(
+    request: web.Request,
+    writes: list[LeadWrite],
+    build: Callable[[list[Outcome]], web.Response],
+) -> web.Response:
+    """Commit ``writes``; the response is rendered once, from their outcomes (in the
+    transaction when the request carries an Idempotency-Key, so the kept result is it)."""
+    auth = request[AUTH]
+    receipt = receipt_for(request, build)
+    outcomes = await request.app[keys.leads_repo_key].write(
+        chatbot_id=auth.chatbot_id, workspace_id=auth.workspace_id, writes=writes, receipt=receipt
+    )
+    if receipt is not None and receipt.response is not None:
+        return receipt.response
+    return build(outcomes)
 
 
 @docs(
@@ -60,9 +117,22 @@ async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
     description="Stores a new lead for the chatbot. Responds 201 with the lead and a "
     "Location header pointing at it. Unknown fields and server-owned fields (id, "
     "chatbotId, workspaceId, createdAt, updatedAt, statusHistory) are a 400 naming them; "
-    "so are control characters in any string field (metadata values excepted). Takes no "
-    "query parameters.",
-    responses=error_responses(400, 401, 404, 413, 415, 429, 503),
+    "so are control characters in any string field (metadata values excepted).\n\n"
+    "With `?upsert=email` (the only query parameter a create takes): when the chatbot has "
+    "a lead with the same email (case-insensitive; the most recently created one if "
+    "several), the fields sent are merged into it as a PUT would (metadata merged) and the "
+    "answer is 200; otherwise the lead is created (201). Concurrent upserts of one email "
+    "leave one lead with every change applied.",
+    parameters=[
+        {
+            "in": "query",
+            "name": "upsert",
+            "required": False,
+            "schema": {"type": "string", "enum": ["email"]},
+            "description": "`email`: create, or merge into the lead with this email.",
+        }
+    ],
+    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503),
 )
 @json_schema(
     LeadCreateSchema,
@@ -75,18 +145,19 @@ async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
     },
 )
 @response_schema(LeadEnvelopeSchema, 201, description="The new lead")
+@response_schema(
+    LeadEnvelopeSchema, 200, description="Upsert only: the existing lead the body was merged into"
+)
 async def create_lead(request: web.Request) -> web.Response:
-    reject_query(request.query)
-    auth = request[AUTH]
-    fields = await _load(request, _create_schema)
-    lead = await request.app[keys.leads_repo_key].create(
-        chatbot_id=auth.chatbot_id, workspace_id=auth.workspace_id, fields=fields
-    )
-    response = _ok(lead_json(lead), status=201)
-    response.headers["Location"] = str(
-        request.app.router["lead"].url_for(chatbotId=auth.chatbot_id, leadId=lead["id"])
-    )
-    return response
+    upsert = _upsert_mode(request.query)
+    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
+    fields = load_fields(_create_schema, body)
+    write = upsert_write(fields, body) if upsert else LeadWrite(CREATE, fields)
+
+    def build(outcomes: list[Outcome]) -> web.Response:
+        return _lead_response(request, outcomes[0])
+
+    return await commit_writes(request, [write], build)
 
 
 @docs(
@@ -111,7 +182,7 @@ async def create_lead(request: web.Request) -> web.Response:
 @response_schema(LeadListEnvelopeSchema, 200, description="A page of leads")
 async def list_leads(request: web.Request) -> web.Response:
     auth = request[AUTH]
-    codec = request.app[keys.cursor_codec_key]
+    codec = request.app[cursor_codec_key]
     query = parse_list_query(request.query, codec)
     page = await request.app[keys.leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
     total_pages = math.ceil(page.total / query.limit) if page.total else 0
@@ -137,7 +208,10 @@ async def list_leads(request: web.Request) -> web.Response:
     description="The complete lead, with its status history. A lead that does not exist, "
     "was deleted, belongs to another chatbot or has a malformed id is a 404. Takes no "
     "query parameters (any is a 400).",
-    responses=error_responses(400, 401, 404, 429, 503),
+    responses={
+        304: {"description": "Not modified: If-None-Match names the current ETag"},
+        **error_responses(400, 401, 404, 429, 503),
+    },
 )
 @response_schema(LeadEnvelopeSchema, 200, description="The lead")
 async def get_lead(request: web.Request) -> web.Response:
@@ -145,7 +219,14 @@ async def get_lead(request: web.Request) -> web.Response:
     lead = await request.app[keys.leads_repo_key].get(
         chatbot_id=request[AUTH].chatbot_id, lead_id=request.match_info["leadId"]
     )
-    return _ok(lead_json(lead))
+    shown = lead_json(lead)
+    etag = rendered_etag(shown)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and etag_matches(if_none_match, etag, weak=True):
+        return web.Response(status=304, headers={"ETag": etag})
+    response = _ok(shown)
+    response.headers["ETag"] = etag
+    return response
 
 
 @docs(
@@ -157,7 +238,7 @@ async def get_lead(request: web.Request) -> web.Response:
     "7386); `phone` and `source` may be null to clear them; `name`, `email`, `status` and "
     "`metadata` may not be null; a new status is appended to statusHistory. Concurrent "
     "updates never lose each other. Takes no query parameters.",
-    responses=error_responses(400, 401, 404, 413, 415, 429, 503),
+    responses=error_responses(400, 401, 404, 409, 412, 413, 415, 422, 429, 503),
 )
 @json_schema(LeadUpdateSchema, example={"status": "contacted", "metadata": {"plan": "pro"}})
 @response_schema(LeadEnvelopeSchema, 200, description="The whole updated lead")
@@ -166,12 +247,14 @@ async def update_lead(request: web.Request) -> web.Response:
     changes = await _load(request, _update_schema)
     if not changes:
         raise ValidationFailed("No fields to update")
-    lead = await request.app[keys.leads_repo_key].update(
-        chatbot_id=request[AUTH].chatbot_id,
-        lead_id=request.match_info["leadId"],
-        changes=changes,
+    write = LeadWrite(
+        UPDATE, changes, request.match_info["leadId"], if_match=request.headers.get("If-Match")
     )
-    return _ok(lead_json(lead))
+
+    def build(outcomes: list[Outcome]) -> web.Response:
+        return _lead_response(request, outcomes[0])
+
+    return await commit_writes(request, [write], build)
 
 
 @docs(
@@ -194,32 +277,44 @@ async def update_lead(request: web.Request) -> web.Response:
             "example": "true",
         },
     ],
-    responses=error_responses(400, 401, 404, 429, 503),
+    responses=error_responses(400, 401, 404, 409, 412, 422, 429, 503),
 )
 @response_schema(DeleteEnvelopeSchema, 200, description="The lead is gone")
 async def delete_lead(request: web.Request) -> web.Response:
     require_confirmation(request.query, request.headers.get(CONFIRM_HEADER))
     auth = request[AUTH]
-    lead_id = request.match_info["leadId"]
-    deleted_at = await request.app[keys.leads_repo_key].delete(
-        chatbot_id=auth.chatbot_id,
-        lead_id=lead_id,
+    write = LeadWrite(
+        DELETE,
+        lead_id=request.match_info["leadId"],
+        if_match=request.headers.get("If-Match"),
         audit={
             "workspaceId": auth.workspace_id,
             "apiKeyId": auth.key.id,
             "requestId": request[REQUEST_ID],
         },
     )
-    return _ok(
-        {"id": lead_id, "deletedAt": format_ts(deleted_at)},
-        message="Lead deleted successfully",
-    )
+
+    def build(outcomes: list[Outcome]) -> web.Response:
+        outcome = outcomes[0]
+        if isinstance(outcome, AppError):
+            return error_response(outcome, request[REQUEST_ID])
+        assert isinstance(outcome, Deleted)
+        return _ok(
+            {"id": outcome.lead_id, "deletedAt": format_ts(outcome.deleted_at)},
+            message="Lead deleted successfully",
+        )
+
+    return await commit_writes(request, [write], build)
 
 
 def add_routes(app: web.Application) -> None:
+
     base = "/api/v1/chatbots/{chatbotId}/leads"
+    # Any segment but the names of /leads' own sub-resources (export), so that a method
+    # they do not take is a 405 there, not a lead's 404.
+    lead = base + "/{leadId:(?!export$)[^{}/]+}"
     app.router.add_post(base, create_lead, name="leads")
     app.router.add_get(base, list_leads, allow_head=False)
-    app.router.add_get(base + "/{leadId}", get_lead, name="lead", allow_head=False)
-    app.router.add_put(base + "/{leadId}", update_lead)
-    app.router.add_delete(base + "/{leadId}", delete_lead)
+    app.router.add_get(lead, get_lead, name="lead", allow_head=False)
+    app.router.add_put(lead, update_lead)
+    app.router.add_delete(lead, delete_lead)

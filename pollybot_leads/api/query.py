@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp import web
 from marshmallow import ValidationError, fields, validate, validates
 from multidict import MultiMapping
 
@@ -64,7 +65,10 @@ class CsvField(fields.String):
         super().__init__(metadata=metadata, **kw)
         self.pattern, self.message = re.compile(pattern), message
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[str, ...]:
+    # A String on the wire, so the document calls it one; loaded as a tuple.
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: Any, data: Any, **kwargs: Any
+    ) -> tuple[str, ...]:
         text = super()._deserialize(value, attr, data, **kwargs)
         if CONTROL_RE.search(text):
             raise ValidationError(CONTROL_MESSAGE)
@@ -216,6 +220,9 @@ class CursorCodec:
         if isinstance(value, dict):
             value = datetime.fromtimestamp(value["t"] / 1000, UTC)
         return CursorPosition(data["s"], value, data["i"])
+
+
+cursor_codec_key = web.AppKey("cursor_codec", CursorCodec)
 
 
 def _b64(raw: bytes) -> str:

@@ -196,6 +196,9 @@ ERROR_CODES = (
     "PAYLOAD_TOO_LARGE",
     "UNSUPPORTED_MEDIA_TYPE",
     "RATE_LIMITED",
+    "IDEMPOTENCY_IN_PROGRESS",
+    "PRECONDITION_FAILED",
+    "IDEMPOTENCY_KEY_REUSED",
     "SERVICE_UNAVAILABLE",
     "INTERNAL_ERROR",
 )
@@ -235,3 +238,42 @@ class ErrorEnvelopeSchema(CamelSchema):
         required=True, metadata=_doc("Always false on an error.", example=False)
     )
     error = fields.Nested(ErrorSchema, required=True, metadata=_doc("What went wrong."))
+
+
+class BatchItemErrorSchema(CamelSchema):
+    code = fields.String(required=True, metadata=_doc("Error code.", example="VALIDATION_ERROR"))
+    message = fields.String(required=True, metadata=_doc("Explanation.", example="Invalid data"))
+    details = fields.Dict(
+        metadata=_doc(
+            "Each offending field of the item, with its messages.",
+            example={"email": ["Not a valid email address."]},
+        )
+    )
+
+
+class BatchResultSchema(CamelSchema):
+    index = fields.Integer(required=True, metadata=_doc("The item's position in `leads`."))
+    status = fields.Integer(
+        required=True,
+        metadata=_doc(
+            "201 created, 200 merged into an existing lead (upsert), or the 4xx status "
+            "the item alone would have had.",
+            example=201,
+        ),
+    )
+    lead = fields.Nested(LeadSchema, metadata=_doc("The lead as written (on 200 and 201)."))
+    error = fields.Nested(BatchItemErrorSchema, metadata=_doc("Why the item failed (on 4xx)."))
+
+
+class BatchSchema(CamelSchema):
+    results = fields.List(
+        fields.Nested(BatchResultSchema), required=True, metadata=_doc("One per item, in order.")
+    )
+    created = fields.Integer(required=True, metadata=_doc("Items that created a lead."))
+    updated = fields.Integer(required=True, metadata=_doc("Items merged into a lead."))
+    failed = fields.Integer(required=True, metadata=_doc("Items refused."))
+
+
+class BatchEnvelopeSchema(CamelSchema):
+    success = fields.Boolean(required=True, metadata=_SUCCESS)
+    data = fields.Nested(BatchSchema, required=True, metadata=_doc("The batch's results."))

@@ -8,7 +8,7 @@ document says exactly what the server accepts.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 from marshmallow import (
     RAISE,
@@ -62,7 +62,7 @@ class CamelSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+    def on_bind_field(self, field_name: str, field_obj: fields.Field[Any]) -> None:
         field_obj.data_key = field_obj.data_key or camel(field_name)
 
 
@@ -191,7 +191,12 @@ def source_field(**kwargs: Any) -> Text:
     )
 
 
-STATUS = dict(validate=validate.OneOf(STATUSES))
+class _StatusKeywords(TypedDict):
+    validate: validate.OneOf
+
+
+# Spread into each status field: ``fields.String(..., **STATUS)``.
+STATUS: _StatusKeywords = {"validate": validate.OneOf(STATUSES)}
 METADATA_RULES = (
     f"Keys are 1-{MAX_KEY_LENGTH} characters, do not start with `$` and contain neither "
     f"`.` nor NUL; at most {MAX_KEYS_PER_OBJECT} keys per object; containers (objects and "
@@ -210,7 +215,7 @@ class _LeadInputBase(CamelSchema):
     status_history = ServerOwned()
 
     @validates_schema
-    def _metadata_limits(self, data: dict, **kwargs: Any) -> None:
+    def _metadata_limits(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("metadata") is not None:
             problems = metadata_problems(data["metadata"])
             if problems:

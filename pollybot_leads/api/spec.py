@@ -30,8 +30,11 @@ ERROR_STATUS_DESCRIPTIONS = {
     400: "Invalid data, parameters or JSON (or, for a delete, no confirmation)",
     401: "Missing, malformed, unknown or revoked API key",
     404: "The chatbot (or lead) does not exist for this key",
+    409: "A request with this Idempotency-Key is still running: retry after Retry-After",
+    412: "If-Match does not match the lead's current ETag: nothing was changed",
     413: "Request body over the size limit (64 KiB by default)",
     415: "Request body is not application/json (UTF-8)",
+    422: "This Idempotency-Key was used with a different method, path or body",
     429: "Rate limit exceeded: wait Retry-After seconds",
     503: "A backing store could not be used in time: retry after Retry-After seconds",
 }
@@ -52,6 +55,21 @@ ERROR_EXAMPLES: dict[str, tuple[int, str, dict[str, Any] | None]] = {
     "PAYLOAD_TOO_LARGE": (413, "Request body is over 65536 bytes", None),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Content-Type must be application/json", None),
     "RATE_LIMITED": (429, "Too many requests", None),
+    "IDEMPOTENCY_IN_PROGRESS": (
+        409,
+        "A request with this Idempotency-Key is still running; retry shortly",
+        None,
+    ),
+    "PRECONDITION_FAILED": (
+        412,
+        "The lead has changed: If-Match does not match its current ETag",
+        None,
+    ),
+    "IDEMPOTENCY_KEY_REUSED": (
+        422,
+        "This Idempotency-Key was used with a different method, path or body",
+        None,
+    ),
     "SERVICE_UNAVAILABLE": (503, "A backing store is unavailable", None),
 }
 _ALWAYS = ("UNAUTHORIZED", "CHATBOT_NOT_FOUND", "RATE_LIMITED", "SERVICE_UNAVAILABLE")
@@ -63,12 +81,22 @@ _WEBHOOK = (
     "RATE_LIMITED",
     "SERVICE_UNAVAILABLE",
 )
+_IDEMPOTENT = ("IDEMPOTENCY_IN_PROGRESS", "IDEMPOTENCY_KEY_REUSED")
 OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
-    "createLead": (*_BODY, *_ALWAYS),
+    "createLead": (*_BODY, *_IDEMPOTENT, *_ALWAYS),
+    "createLeadsBatch": (*_BODY, *_IDEMPOTENT, *_ALWAYS),
     "listLeads": ("VALIDATION_ERROR", *_ALWAYS),
+    "exportLeads": ("VALIDATION_ERROR", *_ALWAYS),
     "getLead": ("VALIDATION_ERROR", "LEAD_NOT_FOUND", *_ALWAYS),
-    "updateLead": (*_BODY, "LEAD_NOT_FOUND", *_ALWAYS),
-    "deleteLead": ("VALIDATION_ERROR", "CONFIRMATION_REQUIRED", "LEAD_NOT_FOUND", *_ALWAYS),
+    "updateLead": (*_BODY, "LEAD_NOT_FOUND", "PRECONDITION_FAILED", *_IDEMPOTENT, *_ALWAYS),
+    "deleteLead": (
+        "VALIDATION_ERROR",
+        "CONFIRMATION_REQUIRED",
+        "LEAD_NOT_FOUND",
+        "PRECONDITION_FAILED",
+        *_IDEMPOTENT,
+        *_ALWAYS,
+    ),
     "listEvents": ("VALIDATION_ERROR", *_ALWAYS),
     # Workspace-wide: no chatbot in the path.
     "createWebhook": (*_BODY, "UNAUTHORIZED", "RATE_LIMITED", "SERVICE_UNAVAILABLE"),
@@ -80,6 +108,44 @@ OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
     "listWebhookDeliveries": _WEBHOOK,
     "replayWebhook": (*_BODY, *_WEBHOOK[1:]),
 }
+_IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "1-255 printable ASCII characters, unique per intended change (a UUID). "
+    "The first result is kept at least 24 hours and replayed, byte for byte with "
+    "`Idempotent-Replayed: true`, to every retry with the same key, method, path and body; "
+    "a different request with the key is a 422, a retry while the first still runs a 409. "
+    "Keys are scoped to the API key.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "example": "8e03978e-40d5-43e8-bc93-6894a57f9324",
+}
+_IF_MATCH = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "description": "Change the lead only if its current ETag is one of these (or `*`); "
+    "otherwise 412 and nothing changes. Checked atomically with the write.",
+    "schema": {"type": "string"},
+    "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
+}
+_IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "description": "A 304 with no body when the lead's current ETag is one of these.",
+    "schema": {"type": "string"},
+    "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
+}
+OPERATION_HEADERS: dict[str, tuple[dict[str, Any], ...]] = {
+    "createLead": (_IDEMPOTENCY_KEY,),
+    "createLeadsBatch": (_IDEMPOTENCY_KEY,),
+    "getLead": (_IF_NONE_MATCH,),
+    "updateLead": (_IF_MATCH, _IDEMPOTENCY_KEY),
+    "deleteLead": (_IF_MATCH, _IDEMPOTENCY_KEY),
+}
+# Operations answering with one lead, whose 2xx carries its ETag.
+SINGLE_LEAD = frozenset({"createLead", "getLead", "updateLead"})
 
 _INT_HEADER = {"schema": {"type": "integer", "minimum": 0}}
 _ABSENT = " (absent when rate limiting is off, and when the key was not yet charged)"
@@ -113,6 +179,20 @@ WWW_AUTHENTICATE = {
         "schema": {"type": "string"},
     }
 }
+ETAG = {
+    "ETag": {
+        "description": "The lead's version (strong); it changes exactly when the lead does",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the kept result of an earlier request with the "
+        "same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 LOCATION = {
     "Location": {
         "description": "The new resource's URL",
@@ -129,7 +209,7 @@ _LEAD_FROM_RESPONSE = {
     "chatbotId": "$request.path.chatbotId",
     "leadId": "$response.body#/data/id",
 }
-_LINKS: dict[str, dict[str, dict[str, Any]]] = {
+_LINKS: dict[str, dict[str, str]] = {
     "getLead": {"operationId": "getLead", "description": "Read this lead"},
     "updateLead": {"operationId": "updateLead", "description": "Change this lead"},
     "deleteLead": {"operationId": "deleteLead", "description": "Delete this lead (confirmed)"},
@@ -272,13 +352,19 @@ def _fix_operation(operation: dict[str, Any]) -> None:
             if example:
                 param["example"] = example
         params.append(param)
-    operation["parameters"] = params
+    operation["parameters"] = params + list(
+        OPERATION_HEADERS.get(operation.get("operationId", ""), ())
+    )
     for oas2_only in ("produces", "consumes"):
         operation.pop(oas2_only, None)
     operation_id = operation.get("operationId", "")
     for status, response in operation.get("responses", {}).items():
         code = int(status)
-        response["headers"] = _response_headers(code)
+        response["headers"] = {**_response_headers(code), **response.get("headers", {})}
+        if operation_id in SINGLE_LEAD and code in (200, 201, 304):
+            response["headers"].update(ETAG)
+        if any(p["name"] == "Idempotency-Key" for p in OPERATION_HEADERS.get(operation_id, ())):
+            response["headers"].update(REPLAYED)
         media = response.get("content", {}).get("application/json")
         if media is None:
             continue
@@ -302,7 +388,7 @@ def _fix_operation(operation: dict[str, Any]) -> None:
 
 
 def _response_headers(code: int) -> dict[str, Any]:
-    headers = dict(REQUEST_ID_HEADER)
+    headers: dict[str, Any] = dict(REQUEST_ID_HEADER)
     if code == 401:
         headers.update(WWW_AUTHENTICATE)
     else:

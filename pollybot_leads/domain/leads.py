@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
 from typing import Any
+
+from .timeutil import format_ts
 
 STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
 DEFAULT_STATUS = "new"
@@ -126,3 +129,35 @@ def query_words(search: str) -> list[str]:
         if word and word not in words:
             words.append(word)
     return words
+
+
+def render_lead(lead: dict[str, Any]) -> dict[str, Any]:
+    """A lead as the API shows it: its datetimes as ``2024-01-15T10:30:00.000Z``."""
+    out = dict(lead)
+    out["createdAt"] = format_ts(lead["createdAt"])
+    out["updatedAt"] = format_ts(lead["updatedAt"])
+    if "statusHistory" in lead:
+        out["statusHistory"] = [
+            {"status": h["status"], "changedAt": format_ts(h["changedAt"])}
+            for h in lead["statusHistory"]
+        ]
+    return out
+
+
+def rendered_etag(rendered: dict[str, Any]) -> str:
+    """A strong ETag of a lead as the API shows it (``render_lead``): it changes exactly
+    when a field does."""
+    canonical = json.dumps(rendered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def lead_etag(lead: dict[str, Any]) -> str:
+    """The ETag of a lead read from the store (``rendered_etag`` of its rendering)."""
+    return rendered_etag(render_lead(lead))
+
+
+def etag_matches(header: str, etag: str, *, weak: bool = False) -> bool:
+    """Whether an If-Match (strong comparison) or If-None-Match (``weak=True``) header
+    value names ``etag``, or is ``*``."""
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag in tags or (weak and f"W/{etag}" in tags)

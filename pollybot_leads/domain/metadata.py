@@ -36,7 +36,9 @@ def metadata_problems(value: Any, *, path: str = "metadata") -> dict[str, list[s
     return problems
 
 
-def _check_object(obj: dict, path: str, depth: int, problems: dict[str, list[str]]) -> None:
+def _check_object(
+    obj: dict[str, Any], path: str, depth: int, problems: dict[str, list[str]]
+) -> None:
     if depth > MAX_DEPTH:
         problems.setdefault(path, []).append(f"Nesting deeper than {MAX_DEPTH} levels.")
         return

@@ -46,7 +46,7 @@ class LeadQuery:
 
 @dataclass(frozen=True)
 class LeadPage:
-    leads: list[dict]
+    leads: list[dict[str, Any]]
     total: int
     has_next: bool
     last_position: CursorPosition | None  # of the last lead returned, for nextCursor

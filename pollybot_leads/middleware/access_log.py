@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..ops import metrics
 from ..ops.logs import request_id_var
@@ -39,7 +39,7 @@ def route_template(request: web.Request) -> str:
 
 
 @web.middleware
-async def access_log_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.get(REQUEST_ID, "")
     token = request_id_var.set(request_id or None)
     started = time.perf_counter()

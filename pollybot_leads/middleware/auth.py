@@ -9,37 +9,31 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..domain import ids
 from ..errors import ChatbotNotFound, RateLimited, ServiceUnavailable, Unauthorized
 from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
 from ..storage.accounts import AccountRepository, ApiKeyRecord
-from .context import AUTH
+from .context import AUTH, AuthContext
 
 CACHE_MAX_ENTRIES = 10_000
 CHATBOT_CACHE_SECONDS = 60.0
 PROTECTED_PREFIX = "/api/v1/"
 
 
-@dataclass(frozen=True)
-class AuthContext:
-    key: ApiKeyRecord
-    chatbot_id: str  # "" on workspace-wide routes (no {chatbotId} in the path)
-
-    @property
-    def workspace_id(self) -> str:
-        return self.key.workspace_id
+V = TypeVar("V")
 
 
-class _TtlCache:
+class _TtlCache(Generic[V]):
     def __init__(self, ttl: float, max_entries: int = CACHE_MAX_ENTRIES) -> None:
         self.ttl, self.max_entries = ttl, max_entries
-        self._items: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, V]] = OrderedDict()
 
-    def get(self, key: str) -> object | None:
+    def get(self, key: str) -> V | None:
         item = self._items.get(key)
         if item is None:
             return None
@@ -48,7 +42,7 @@ class _TtlCache:
             return None
         return item[1]
 
-    def put(self, key: str, value: object) -> None:
+    def put(self, key: str, value: V) -> None:
         if self.ttl <= 0:
             return
         self._items[key] = (time.monotonic() + self.ttl, value)
@@ -68,8 +62,10 @@ class Authenticator:
         trusted_proxies: tuple[str, ...] = (),
     ) -> None:
         self._accounts = accounts
-        self._keys = _TtlCache(key_cache_seconds)
-        self._chatbots = _TtlCache(min(CHATBOT_CACHE_SECONDS, max(key_cache_seconds, 1.0)))
+        self._keys: _TtlCache[ApiKeyRecord] = _TtlCache(key_cache_seconds)
+        self._chatbots: _TtlCache[str] = _TtlCache(
+            min(CHATBOT_CACHE_SECONDS, max(key_cache_seconds, 1.0))
+        )
         self._limiter = limiter
         self._failure_policy = failure_policy
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
@@ -98,7 +94,7 @@ class Authenticator:
             if key is None or not key.active:
                 return None
             self._keys.put(digest, key)
-        return key  # type: ignore[return-value]
+        return key
 
     async def _chatbot_workspace(self, chatbot_id: str) -> str | None:
         """The chatbot's workspace, None when there is no such chatbot.
@@ -112,7 +108,7 @@ class Authenticator:
         if workspace is None:
             workspace = await self._accounts.chatbot_workspace(chatbot_id=chatbot_id) or ""
             self._chatbots.put(chatbot_id, workspace)
-        return workspace or None  # type: ignore[return-value]
+        return workspace or None
 
     async def _count_failure(self, request: web.Request) -> None:
         """Bad credentials spend tokens of the client address's own bucket."""
@@ -147,9 +143,12 @@ class Authenticator:
         return any(ip in network for network in self._proxies)
 
 
-def auth_middleware_factory(authenticator_key: web.AppKey):
+authenticator_key = web.AppKey("authenticator", Authenticator)
+
+
+def auth_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
     @web.middleware
-    async def auth_middleware(request: web.Request, handler):
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request.match_info
         if info.http_exception is not None or not request.path.startswith(PROTECTED_PREFIX):
             return await handler(request)

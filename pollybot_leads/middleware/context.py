@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .auth import AuthContext
+from ..storage.accounts import ApiKeyRecord
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """The checked key and chatbot, once authentication has passed."""
+
+    key: ApiKeyRecord
+    chatbot_id: str  # "" on workspace-wide routes (no {chatbotId} in the path: webhooks)
+
+    @property
+    def workspace_id(self) -> str:
+        return self.key.workspace_id
+
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Headers added to whatever response goes out (rate-limit headers).
 RESPONSE_HEADERS = web.RequestKey("response_headers", dict[str, str])
-# The checked key and chatbot, once authentication has passed.
-AUTH: web.RequestKey[AuthContext] = web.RequestKey("auth", Any)
+AUTH = web.RequestKey("auth", AuthContext)

@@ -14,11 +14,20 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import AppError
 
 API_PREFIX = "/api/v1/"
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "X-Confirm-Delete")
+ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Request-Id",
+    "X-Confirm-Delete",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+)
 EXPOSED_HEADERS = (
     "X-Request-Id",
     "X-RateLimit-Limit",
@@ -26,6 +35,8 @@ EXPOSED_HEADERS = (
     "X-RateLimit-Reset",
     "Retry-After",
     "Location",
+    "ETag",
+    "Idempotent-Replayed",
 )
 MAX_AGE_SECONDS = 600
 
@@ -42,9 +53,9 @@ class CorsPolicy:
     def allows(self, origin: str) -> bool:
         return bool(origin) and (self.any_origin or origin in self.origins)
 
-    def middleware(self):
+    def middleware(self) -> Middleware:
         @web.middleware
-        async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
+        async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             headers = request.headers
             if (
                 request.method != "OPTIONS"

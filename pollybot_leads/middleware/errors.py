@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..errors import (
     AppError,
@@ -53,7 +54,7 @@ def _from_http(exc: web.HTTPException) -> AppError:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.get(REQUEST_ID, "")
     try:
         return await handler(request)

@@ -6,6 +6,7 @@ import re
 import uuid
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..middleware.context import REQUEST_ID, RESPONSE_HEADERS
 
@@ -13,7 +14,7 @@ _SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler):
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-Id", "")
     request[REQUEST_ID] = given if _SANE.match(given) else uuid.uuid4().hex
     request[RESPONSE_HEADERS] = {}

@@ -19,7 +19,7 @@ from ..errors import ServiceUnavailable
 from ..ratelimit.base import RateLimiter
 from ..storage.client import Mongo, store_deadline
 from . import metrics
-from .state import OpsState
+from .state import OpsState, ops_state_key
 
 READINESS_TIMEOUT_SECONDS = 1.0
 # The driver checks some waits only every half second (see middleware/deadline.py): past
@@ -65,7 +65,7 @@ async def limiter_ready(
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
-    if app[keys.ops_state_key].draining:
+    if app[ops_state_key].draining:
         raise ServiceUnavailable(
             "Not ready: the server is shutting down", details={"server": "draining"}
         )
@@ -92,12 +92,12 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 async def _mark_draining(app: web.Application) -> None:
     """on_shutdown: runs when the server stops listening, before in-flight requests end."""
-    app[keys.ops_state_key].draining = True
+    app[ops_state_key].draining = True
 
 
 def setup_ops(app: web.Application) -> None:
     """The operations routes. Call after setup_docs: they stay out of the API document."""
-    app[keys.ops_state_key] = OpsState()
+    app[ops_state_key] = OpsState()
     app.on_shutdown.append(_mark_draining)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

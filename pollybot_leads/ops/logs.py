@@ -19,6 +19,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -95,7 +96,12 @@ class LogThrottle:
     held back since the previous one, so the line can say so.
     """
 
-    def __init__(self, per_second: float = 1.0, burst: int = 5, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        per_second: float = 1.0,
+        burst: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._rate, self._burst, self._clock = per_second, float(burst), clock
         self._tokens = float(burst)
         self._stamp = clock()

@@ -121,10 +121,10 @@ class CountingRateLimiter:
     def __init__(self, inner: RateLimiter) -> None:
         self.inner = inner
 
-    async def take(self, bucket: str, policy: BucketPolicy) -> Decision:
+    async def take(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
         kind = "auth_failure" if bucket.startswith(AUTH_FAILURE_PREFIX) else "key"
         try:
-            decision = await self.inner.take(bucket, policy)
+            decision = await self.inner.take(bucket, policy, cost)
         except RateLimiterUnavailable:
             RATELIMIT_DECISIONS.labels(kind, "unavailable").inc()
             raise

@@ -142,7 +142,7 @@ async def serve_app(
     drain_seconds: float,
     reuse_port: bool = False,
     stop_signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
-    on_ready: Callable[[], None] | None = None,
+    on_ready: Callable[[], object] | None = None,
 ) -> None:
     """Serve ``app`` until one of ``stop_signals``, then drain and clean up."""
     loop = asyncio.get_running_loop()

@@ -62,7 +62,7 @@ class WorkerSpec:
 @dataclass
 class Worker:
     index: int
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     ready_fd: int
     ready: bool = False
     started: float = field(default_factory=time.monotonic)

@@ -31,8 +31,8 @@ class RateLimiterUnavailable(Exception):
 
 
 class RateLimiter(Protocol):
-    async def take(self, bucket: str, policy: BucketPolicy) -> Decision:
-        """Take one token from ``bucket`` (created full on first use)."""
+    async def take(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens from ``bucket`` (created full on first use), all or none."""
         ...
 
     async def ping(self, timeout: float) -> bool:

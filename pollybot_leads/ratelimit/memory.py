@@ -117,10 +117,10 @@ class InProcessTokenBucket:
         """How many buckets are held (full buckets may linger until the next eviction)."""
         return len(self._buckets)
 
-    async def take(self, bucket: str, policy: BucketPolicy) -> Decision:
-        return self.take_nowait(bucket, policy)
+    async def take(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
+        return self.take_nowait(bucket, policy, cost)
 
-    def take_nowait(self, bucket: str, policy: BucketPolicy) -> Decision:
+    def take_nowait(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
         """:meth:`take` without the coroutine: the whole operation is synchronous."""
         check_policy(policy)
         now = self._clock()
@@ -134,12 +134,12 @@ class InProcessTokenBucket:
             elapsed = max(0.0, now - state.stamp)
             tokens = min(float(capacity), state.tokens + elapsed * rate)
 
-        allowed = tokens >= 1.0
+        allowed = tokens >= cost
         if allowed:
-            tokens -= 1.0
+            tokens -= cost
 
         ms_to_full = ms_until(capacity - tokens, rate)
-        ms_to_one = ms_until(1.0 - tokens, rate)
+        ms_to_one = ms_until(cost - tokens, rate)
         full_at = now + ms_to_full / 1000.0
         if state is None:
             self._buckets[bucket] = _Bucket(tokens, now, full_at)

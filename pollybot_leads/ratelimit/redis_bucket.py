@@ -29,14 +29,18 @@ of failures and of requests decided without Redis since the previous line.
 call, besides the client's socket timeouts) and raises nothing but
 :class:`RateLimiterUnavailable` (policy ``deny``) or ``ValueError`` (an invalid policy).
 
-The client. Built from a ``redis://`` URL (as :meth:`RedisTokenBucket.from_settings` does),
-the bucket talks to Redis through :class:`~pollybot_leads.ratelimit.resp.RespClient`: one
-persistent connection, opened lazily, every ``take`` pipelined on it, a fraction of
-redis-py's CPU per call. After a timeout that connection is dropped (the other takes in
-flight on it fail too, and the policy applies to them) and the first ``take`` after the
-back-off connects again. URLs the lean client does not handle (``rediss://``, since it has
-no TLS; ``unix://``; query options other than ``db``) get redis-py's client, as before:
-correct, but dearer per request. A ``redis.asyncio.Redis`` passed in is used as it is.
+The client. Built from a URL (as :meth:`RedisTokenBucket.from_settings` does), the bucket
+talks to Redis through the project's own client, one path for every kind of URL:
+``redis://``, ``rediss://`` (TLS) and ``unix://`` get a
+:class:`~pollybot_leads.ratelimit.resp.RespClient`, ``redis+cluster://`` and
+``rediss+cluster://`` a :class:`~pollybot_leads.ratelimit.resp_cluster.ClusterClient`
+(one RespClient per master, each take sent straight to the master of its bucket's slot).
+Each RespClient keeps a small pool of pipelined connections (``pool_size``); a connection
+that has left commands unanswered for ``timeout_ms`` is dropped by the next take, which
+goes to another one, so a wedged connection never holds up later requests. Why not
+redis-py: it costs several times the CPU per take (README, "Rate limiting in
+production"). A client passed in (anything with ``evalsha``, ``script_load``, ``ping``
+and ``aclose`` like these two) is used as it is.
 """
 
 from __future__ import annotations
@@ -49,30 +53,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError as RedisNoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from pollybot_leads.ratelimit import resp
 from pollybot_leads.ratelimit.base import BucketPolicy, Decision, RateLimiterUnavailable
 from pollybot_leads.ratelimit.memory import check_policy, degraded_decision, make_decision
+from pollybot_leads.ratelimit.resp import DEFAULT_POOL_SIZE, NoScriptError, RespClient
+from pollybot_leads.ratelimit.resp_cluster import ClusterClient, client_from_url
 
 __all__ = ["KEY_PREFIX", "TAKE_SCRIPT", "RedisRateLimiterUnavailable", "RedisTokenBucket"]
 
 KEY_PREFIX = "pb:rl:"
 FAILURE_POLICIES = ("allow", "deny")
 DEFAULT_LOGGER = logging.getLogger("pollybot_leads.ratelimit")
-_NO_SCRIPT = (resp.NoScriptError, RedisNoScriptError)
 
 # KEYS[1]: the bucket's hash. ARGV[1]: capacity (>= 1). ARGV[2]: refill, tokens/second (> 0).
+# ARGV[3], optional: tokens to take (default 1; all or none).
 # Returns {allowed (1 or 0), remaining whole tokens (floor), ms until full (>= 1),
-#          ms until one token (0 when at least one is left)}, all integers. Milliseconds are
+#          ms until that many tokens (0 when they are there)}, all integers. Milliseconds are
 # rounded up, ignoring float noise below 1e-6 ms (as memory.ms_until does).
 TAKE_SCRIPT = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3]) or 1
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local state = redis.call('HMGET', KEYS[1], 't', 'u')
@@ -86,14 +86,14 @@ else
   tokens = math.min(capacity, tokens + elapsed * rate / 1000000)
 end
 local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = tokens - cost
   allowed = 1
 end
 local to_full = math.ceil((capacity - tokens) * 1000 / rate - 1e-6)
 if to_full < 1 then to_full = 1 end
 local to_one = 0
-if tokens < 1 then to_one = math.max(0, math.ceil((1 - tokens) * 1000 / rate - 1e-6)) end
+if tokens < cost then to_one = math.max(0, math.ceil((cost - tokens) * 1000 / rate - 1e-6)) end
 redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens),
            'u', string.format('%.17g', now))
 redis.call('PEXPIRE', KEYS[1], to_full)
@@ -119,21 +119,16 @@ def _describe(exc: BaseException) -> str:
 class RedisTokenBucket:
     """:class:`~pollybot_leads.ratelimit.base.RateLimiter` backed by Redis.
 
-    ``redis`` is a URL or a ``redis.asyncio.Redis`` client. From a ``redis://`` URL the
-    bucket builds its own :class:`~pollybot_leads.ratelimit.resp.RespClient` (one pipelined
-    connection, ``timeout_ms`` connect timeout; ``max_connections`` does not apply). From
-    any other URL it builds redis-py's client: a ``BlockingConnectionPool`` of
-    ``max_connections`` (requests beyond that wait for a connection, within the timeout),
-    ``timeout_ms`` socket and connect timeouts, no client-side retries. :meth:`close`
-    closes a client the bucket built. A client passed in is used as it is and left open by
-    :meth:`close`; the hard timeout still applies to it, but give it a pool that can serve
-    your concurrency (redis-py's default pool fails beyond 100 connections in use, which
-    this bucket would treat as Redis being unavailable).
+    ``redis`` is a URL (see :func:`~pollybot_leads.ratelimit.resp.parse_url`) or a client.
+    From a URL the bucket builds its client (``pool_size`` connections per server,
+    ``timeout_ms`` connect timeout and stall limit) and :meth:`close` closes it; a client
+    passed in is used as it is and left open by :meth:`close` (the hard timeout still
+    applies to it).
     """
 
     def __init__(
         self,
-        redis: Redis | str,
+        redis: Any,
         *,
         timeout_ms: int = 100,
         failure_policy: str = "allow",
@@ -141,7 +136,7 @@ class RedisTokenBucket:
         log_interval_seconds: float = 30.0,
         logger: logging.Logger | None = None,
         key_prefix: str = KEY_PREFIX,
-        max_connections: int = 50,
+        pool_size: int = DEFAULT_POOL_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if failure_policy not in FAILURE_POLICIES:
@@ -151,16 +146,16 @@ class RedisTokenBucket:
         if backoff_seconds < 0 or log_interval_seconds < 0:
             raise ValueError("backoff_seconds and log_interval_seconds must not be negative")
         self._timeout = timeout_ms / 1000.0
-        self._redis: Redis | resp.RespClient
-        self._lean = False
+        self._redis: Any
         if isinstance(redis, str):
             if not redis:
                 raise ValueError("no Redis URL")
-            try:
-                self._redis = resp.RespClient.from_url(redis, connect_timeout=self._timeout)
-                self._lean = True
-            except resp.UnsupportedURL:
-                self._redis = self._redis_py_client(redis, max_connections)
+            self._redis = client_from_url(
+                redis,
+                connect_timeout=self._timeout,
+                command_timeout=self._timeout,
+                pool_size=pool_size,
+            )
             self._owns_client = True
         else:
             self._redis = redis
@@ -185,19 +180,6 @@ class RedisTokenBucket:
         self._outage_failures = 0
         self._outage_skipped = 0
 
-    def _redis_py_client(self, url: str, max_connections: int) -> Redis:
-        # A blocking pool: a burst of requests waits (within the timeout) for one of
-        # ``max_connections`` connections instead of failing with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=self._timeout,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return Redis.from_pool(pool)
-
     @classmethod
     def from_settings(
         cls, settings: Any, *, logger: logging.Logger | None = None
@@ -215,14 +197,9 @@ class RedisTokenBucket:
         )
 
     @property
-    def client(self) -> Redis | resp.RespClient:
-        """The client in use: a RespClient (built from a redis:// URL) or redis-py's."""
+    def client(self) -> RespClient | ClusterClient | Any:
+        """The client in use (a RespClient or a ClusterClient when built from a URL)."""
         return self._redis
-
-    @property
-    def lean(self) -> bool:
-        """True when the bucket talks to Redis through its own RespClient."""
-        return self._lean
 
     @property
     def failure_policy(self) -> str:
@@ -237,7 +214,7 @@ class RedisTokenBucket:
         """The Redis key holding ``bucket``."""
         return self._prefix + bucket
 
-    async def take(self, bucket: str, policy: BucketPolicy) -> Decision:
+    async def take(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
         check_policy(policy)
         if self._failing and (self._probing or self._clock() < self._backoff_until):
             self._skipped_unreported += 1
@@ -249,7 +226,7 @@ class RedisTokenBucket:
             self._probing = True
         try:
             allowed, remaining, ms_to_full, ms_to_one = await self._call(
-                self._prefix + bucket, policy
+                self._prefix + bucket, policy, cost
             )
         # Anything at all means Redis could not be asked. CancelledError is no Exception.
         except Exception as exc:
@@ -269,21 +246,21 @@ class RedisTokenBucket:
             ms_to_one=ms_to_one,
         )
 
-    async def _call(self, key: str, policy: BucketPolicy) -> tuple[int, int, int, int]:
+    async def _call(
+        self, key: str, policy: BucketPolicy, cost: int = 1
+    ) -> tuple[int, int, int, int]:
         if self._closed:
             raise RuntimeError("the rate limiter is closed")
-        args = (key, policy.capacity, repr(float(policy.refill_per_second)))
-        try:
-            async with asyncio.timeout(self._timeout):
-                try:
-                    reply = await self._redis.evalsha(self._sha, 1, *args)
-                except _NO_SCRIPT:
-                    loaded = await self._redis.script_load(TAKE_SCRIPT)
-                    self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
-                    reply = await self._redis.evalsha(self._sha, 1, *args)
-        except TimeoutError:
-            self._drop_connection()
-            raise
+        args: tuple[str | int, ...] = (key, policy.capacity, repr(float(policy.refill_per_second)))
+        if cost != 1:
+            args = (*args, cost)
+        async with asyncio.timeout(self._timeout):
+            try:
+                reply = await self._redis.evalsha(self._sha, 1, *args)
+            except NoScriptError:
+                loaded = await self._redis.script_load(TAKE_SCRIPT)
+                self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+                reply = await self._redis.evalsha(self._sha, 1, *args)
         if not isinstance(reply, list) or len(reply) != 4:
             raise TypeError(f"unexpected reply from the rate-limit script: {reply!r}")
         allowed, remaining, ms_to_full, ms_to_one = reply
@@ -296,10 +273,8 @@ class RedisTokenBucket:
         """
         try:
             async with asyncio.timeout(self._timeout):
-                loaded = await self._redis.script_load(TAKE_SCRIPT)
+                loaded: str | bytes = await self._redis.script_load(TAKE_SCRIPT)
         except Exception as exc:
-            if isinstance(exc, TimeoutError):
-                self._drop_connection()
             self._failed(exc)
             return False
         self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
@@ -314,21 +289,8 @@ class RedisTokenBucket:
         try:
             async with asyncio.timeout(timeout):
                 return bool(await self._redis.ping())
-        except TimeoutError:
-            self._drop_connection()
-            return False
         except Exception:
             return False
-
-    def _drop_connection(self) -> None:
-        """After a timeout the lean client's connection may be wedged: drop it.
-
-        Whatever else was in flight on it fails now rather than at its own timeout, and the
-        next attempt (after the back-off) connects afresh. (redis-py disconnects a
-        connection whose command was cancelled by itself.)
-        """
-        if self._lean:
-            self._redis.disconnect()  # type: ignore[union-attr]
 
     def _unavailable(self, policy: BucketPolicy, exc: BaseException | None) -> Decision:
         if self._policy == "allow":
@@ -350,7 +312,7 @@ class RedisTokenBucket:
         if self._last_warning is not None and now - self._last_warning < self._log_interval:
             self._failures_unreported += 1
             return
-        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+        if isinstance(exc, TimeoutError):
             reason = f"no answer within {self._timeout * 1000:.0f} ms"
         else:
             reason = _describe(exc)

@@ -1,6 +1,7 @@
 """RESP2, the Redis wire format: errors, command encoding and an incremental reply parser.
 
-Used by :mod:`.resp`, the rate limiter's lean client.
+Used by :mod:`.resp`, the rate limiter's Redis client. Arrays nest at most
+:data:`MAX_DEPTH` deep; a deeper reply is a :class:`RespProtocolError`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 DEFAULT_PORT = 6379
+MAX_DEPTH = 8
+"""Deepest nesting of arrays a reply may have (the deepest Redis sends us, CLUSTER SLOTS,
+has 3 levels); deeper is a protocol error, so a hostile stream cannot exhaust the stack."""
 _CRLF = b"\r\n"
 
 
@@ -35,14 +39,18 @@ class RespProtocolError(RespConnectionError):
     """The server sent bytes that are not RESP2 (the connection is dropped)."""
 
 
-class UnsupportedURL(ValueError):
-    """A URL this client does not handle (TLS, unix sockets, unknown options)."""
+class ClusterError(ReplyError):
+    """``-MOVED``/``-ASK`` the client could not follow, or ``-CLUSTERDOWN``/``-TRYAGAIN``."""
 
 
 _ERROR_TYPES: dict[str, type[ReplyError]] = {
     "NOSCRIPT": NoScriptError,
     "NOAUTH": AuthenticationError,
     "WRONGPASS": AuthenticationError,
+    "MOVED": ClusterError,
+    "ASK": ClusterError,
+    "CLUSTERDOWN": ClusterError,
+    "TRYAGAIN": ClusterError,
 }
 
 
@@ -156,7 +164,7 @@ class RespParser:
         end = len(buf)
         try:
             while pos < end:
-                value, pos = self._parse(buf, pos)
+                value, pos = self._parse(buf, pos, 0)
                 out.append(value)
         except _Incomplete as more:  # ``pos`` is where the incomplete reply starts
             if buf is data:
@@ -180,7 +188,7 @@ class RespParser:
         if len(buf) < self._need or self._pos >= len(buf):
             return INCOMPLETE
         try:
-            value, pos = self._parse(buf, self._pos)
+            value, pos = self._parse(buf, self._pos, 0)
         except _Incomplete as more:
             self._need = more.need
             return INCOMPLETE
@@ -195,7 +203,7 @@ class RespParser:
             self._pos = pos
         return value
 
-    def _parse(self, buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
+    def _parse(self, buf: bytes | bytearray, pos: int, depth: int) -> tuple[Any, int]:
         end = buf.find(_CRLF, pos)
         if end < 0:
             raise _Incomplete(len(buf) + 1)
@@ -219,6 +227,8 @@ class RespParser:
                 count = int(line)
                 if count < 0:
                     return None, pos
+                if depth >= MAX_DEPTH:
+                    raise RespProtocolError(f"a reply nested deeper than {MAX_DEPTH} arrays")
                 items: list[Any] = []
                 append = items.append
                 for _ in range(count):
@@ -230,7 +240,7 @@ class RespParser:
                         append(int(line))
                         pos = end + 2
                     else:
-                        item, pos = self._parse(buf, pos)
+                        item, pos = self._parse(buf, pos, depth + 1)
                         append(item)
                 return items, pos
             if kind == 0x2B:  # '+' simple string

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ..domain import ids
 from ..domain.timeutil import utcnow
@@ -32,7 +33,7 @@ class IssuedKey:
     secret: str  # shown once, never stored
 
 
-def _key(doc: dict) -> ApiKeyRecord:
+def _key(doc: dict[str, Any]) -> ApiKeyRecord:
     limit = doc.get("rateLimit") or {}
     return ApiKeyRecord(
         id=doc["_id"],
@@ -52,7 +53,7 @@ class AccountRepository:
         self._keys = mongo.db["api_keys"]
 
     @store_errors
-    async def create_workspace(self, *, name: str) -> dict:
+    async def create_workspace(self, *, name: str) -> dict[str, Any]:
         doc = {"_id": ids.new_id(ids.WORKSPACE), "name": name, "createdAt": utcnow()}
         await self._workspaces.insert_one(doc)
         return {"id": doc["_id"], "name": name}
@@ -65,7 +66,7 @@ class AccountRepository:
             raise NotFound(f"No workspace {workspace_id}")
 
     @store_errors
-    async def create_chatbot(self, *, workspace_id: str, name: str) -> dict:
+    async def create_chatbot(self, *, workspace_id: str, name: str) -> dict[str, Any]:
         await self.require_workspace(workspace_id=workspace_id)
         doc = {
             "_id": ids.new_id(ids.CHATBOT),
@@ -86,7 +87,8 @@ class AccountRepository:
 
     @store_errors
     async def count_workspaces(self) -> int:
-        return await self._workspaces.count_documents({})
+        count: int = await self._workspaces.count_documents({})
+        return count
 
     @store_errors
     async def create_key(
@@ -99,7 +101,7 @@ class AccountRepository:
     ) -> IssuedKey:
         await self.require_workspace(workspace_id=workspace_id)
         secret = ids.new_secret()
-        doc = {
+        doc: dict[str, Any] = {
             "_id": ids.new_id(ids.API_KEY),
             "workspaceId": workspace_id,
             "name": name,

@@ -69,8 +69,9 @@ class GroupCommit(Generic[Item, Result]):
         write: Callable[[str, list[Item]], Awaitable[list[Result | Exception]]],
         *,
         max_batch: int | None = None,
+        weight: Callable[[Item], int] = lambda _item: 1,
     ) -> None:
-        self._locks, self._write, self._max = locks, write, max_batch
+        self._locks, self._write, self._max, self._weight = locks, write, max_batch, weight
         self._queues: dict[str, list[_Pending[Item, Result]]] = {}
 
     async def submit(self, key: str, item: Item) -> Result:
@@ -90,9 +91,16 @@ class GroupCommit(Generic[Item, Result]):
         return entry.outcome.result()  # raises the batch's failure, or this item's own
 
     def _take(self, key: str, entry: _Pending[Item, Result]) -> list[_Pending[Item, Result]]:
-        """The next batch of ``key``: the oldest waiting items, ``entry`` among them."""
+        """The next batch of ``key``: the oldest waiting items, up to ``max_batch`` in
+        weight (at least one), ``entry`` among them."""
         queue = self._queues.pop(key)
-        batch = queue if self._max is None else queue[: self._max]
+        batch: list[_Pending[Item, Result]] = []
+        total = 0
+        for waiting in queue:
+            total += self._weight(waiting.item)
+            if batch and self._max is not None and total > self._max:
+                break
+            batch.append(waiting)
         if entry not in batch:
             batch = [*batch[:-1], entry]
         rest = [e for e in queue if e not in batch]

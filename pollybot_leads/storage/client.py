@@ -229,12 +229,15 @@ async def _abort(session: Any, exc: BaseException) -> bool:
     return True
 
 
-async def aggregate(collection: Any, pipeline: list[dict], **options: Any) -> list[dict]:
+async def aggregate(
+    collection: Any, pipeline: list[dict[str, Any]], **options: Any
+) -> list[dict[str, Any]]:
     """Run a pipeline on either driver (motor returns its cursor, PyMongo a coroutine)."""
     cursor = collection.aggregate(pipeline, **options)
     if inspect.isawaitable(cursor):
         cursor = await cursor
-    return await cursor.to_list(None)
+    documents: list[dict[str, Any]] = await cursor.to_list(None)
+    return documents
 
 
 def unavailable() -> ServiceUnavailable:

@@ -57,7 +57,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setpgrp()  # a Ctrl-C in the terminal reaches us; we stop the child in order
 
 
-def stop_process(process: subprocess.Popen, timeout: float) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, and SIGKILL if it has not exited within ``timeout`` seconds."""
     if process.poll() is None:
         process.terminate()
@@ -79,7 +79,8 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class EmbeddedStore:
@@ -93,7 +94,7 @@ class EmbeddedStore:
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.cache_size = cache_size  # WiredTiger cache, e.g. "4G"; None: its default
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def uri(self) -> str:
@@ -167,6 +168,14 @@ class EmbeddedStore:
         stop_process(process, STOP_TIMEOUT_SECONDS)
         self.pid_file.unlink(missing_ok=True)
         log.info("embedded SecantusDB stopped")
+
+    def discard(self) -> None:
+        """Kill the server at once (SIGKILL): for a store whose data is thrown away."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self.pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> EmbeddedStore:
         self.start()

@@ -51,7 +51,7 @@ class EventLog:
         session: Any,
         chatbot_id: str,
         workspace_id: str,
-        events: list[tuple[str, dict]],
+        events: list[tuple[str, dict[str, Any]]],
         now: datetime,
     ) -> list[dict[str, Any]]:
         """Store ``events`` (type, data) of one chatbot, numbered in order, in ``session``'s

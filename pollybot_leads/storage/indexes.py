@@ -9,12 +9,15 @@ from pymongo.errors import OperationFailure
 
 from ..domain.queries import SORTS, LeadQuery
 from .client import Mongo
+from .idempotency import RECORD_TTL_SECONDS
 from .webhooks import WEBHOOK_INDEXES
 
 log = logging.getLogger(__name__)
 
 # Events are kept at least this long (the store's TTL monitor removes them after it).
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
+# An upsert guard only matters while upserts of its email are in flight.
+UPSERT_GUARD_SECONDS = 3600
 
 
 def _sorted_by(name: str, prefix: list[tuple[str, int]], field: str) -> IndexModel:
@@ -64,6 +67,15 @@ OTHER_INDEXES = {
         ),
         # The webhook dispatcher's work: sparse, so it holds only events not yet fanned out.
         IndexModel([("pending", ASCENDING)], name="pending", sparse=True),
+    ],
+    # Idempotency records and upsert guards are expired by the store itself.
+    "idempotency_keys": [
+        IndexModel(
+            [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=RECORD_TTL_SECONDS
+        ),
+    ],
+    "upsert_guards": [
+        IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=UPSERT_GUARD_SECONDS),
     ],
     "audit_log": [
         IndexModel([("leadId", ASCENDING)], name="by_lead"),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
+import builtins
 import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo import DeleteOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..domain import ids
@@ -14,7 +17,9 @@ from ..domain.leads import (
     DEFAULT_STATUS,
     STATUS_HISTORY_LIMIT,
     STATUSES,
+    etag_matches,
     fold,
+    lead_etag,
     metadata_index_entries,
     search_prefixes,
     search_terms,
@@ -22,10 +27,21 @@ from ..domain.leads import (
 from ..domain.metadata import apply_merge_patch, metadata_problems
 from ..domain.queries import LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, to_ms, utcnow
-from ..errors import LeadNotFound, ServiceUnavailable, ValidationFailed
+from ..domain.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
+from ..errors import (
+    AppError,
+    IdempotencyInProgress,
+    LeadNotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from .batching import GroupCommit, KeyedLocks
 from .client import Mongo, store_errors
 from .counters import Claim, LeadCounters
+from .events import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
+from .export import LeadExporter
+from .idempotency import IdempotencyStore, Receipt
 from .listing import LeadLister
 
 log = logging.getLogger(__name__)
@@ -47,15 +63,14 @@ LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistor
     "nameSort": 1
 }
 FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS}
-# Creates committed together at most (see create), and the lock their batches take turns on.
-CREATE_BATCH_MAX = 100
-CREATE_QUEUE = "creates"
+# Writes of one chatbot committed together at most (see write).
+WRITE_BATCH_MAX = 200
 DUPLICATE_KEY = 11000
 # Fields earlier versions kept on leads; an update removes them.
 LEGACY_FIELDS = ("metadataVersion",)
 
 
-def _to_lead(doc: dict) -> dict:
+def _to_lead(doc: dict[str, Any]) -> dict[str, Any]:
     lead = {"id": doc["_id"]}
     for field in PUBLIC_FIELDS:
         if field in doc:
@@ -78,7 +93,7 @@ def _derived(name: str, email: str) -> dict[str, Any]:
 
 
 def build_lead_document(
-    chatbot_id: str, workspace_id: str, fields: dict, now: datetime
+    chatbot_id: str, workspace_id: str, fields: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     """A new lead as stored (without its ``_id``): validated fields plus derived ones."""
     status = fields.get("status") or DEFAULT_STATUS
@@ -99,6 +114,18 @@ def build_lead_document(
     }
 
 
+@dataclass
+class _Unit:
+    """One request's writes: they commit in one transaction, with its receipt."""
+
+    workspace_id: str
+    writes: list[LeadWrite]
+    receipt: Receipt | None
+
+    def size(self) -> int:
+        return len(self.writes)
+
+
 class LeadRepository:
     """Leads, their counters and the delete audit.
 
@@ -116,12 +143,12 @@ class LeadRepository:
         self._audit = mongo.db["audit_log"]
         self._counters = LeadCounters(mongo.db["lead_counts"])
         self._quirks = quirks
-        self._locks = KeyedLocks()  # writers of one lead (and all creates) take turns
-        self._creates: GroupCommit[dict[str, Any], None] = GroupCommit(
-            self._locks, self._write_creates, max_batch=CREATE_BATCH_MAX
-        )
-        self._updates: GroupCommit[tuple[str, dict[str, Any]], dict[str, Any]] = GroupCommit(
-            self._locks, self._write_updates
+        self._events = EventLog(mongo.db)
+        self._idempotency = IdempotencyStore(mongo.db)
+        self._guards = mongo.db["upsert_guards"]
+        # All writes of one chatbot take turns in this process, committed in groups.
+        self._writes: GroupCommit[_Unit, builtins.list[Outcome]] = GroupCommit(
+            KeyedLocks(), self._commit_retrying, max_batch=WRITE_BATCH_MAX, weight=_Unit.size
         )
         self._lister = LeadLister(
             self._leads,
@@ -153,28 +180,73 @@ class LeadRepository:
             )
         if doc is None or doc.get("chatbotId") != chatbot_id:
             raise LeadNotFound()
-        return doc
+        found: dict[str, Any] = doc
+        return found
 
     @store_errors
-    async def create(self, *, chatbot_id: str, workspace_id: str, fields: dict) -> dict:
-        """Store a new lead; it is durable, and counted, once this returns.
+    async def write(
+        self,
+        *,
+        chatbot_id: str,
+        workspace_id: str,
+        writes: builtins.list[LeadWrite],
+        receipt: Receipt | None = None,
+    ) -> builtins.list[Outcome]:
+        """Apply ``writes`` to the chatbot's leads, in order, in one transaction.
 
-        Creates that arrive while another batch is being written are committed together
-        in the next transaction (a group commit: one journal sync and one counter write
-        per chatbot for the whole batch), so many concurrent creates cost a few
-        transactions instead of one each.
+        Each write gets its own outcome (Written, Deleted, or the AppError that refused
+        it alone: a missing lead, a failed If-Match, a merge breaking a limit). Everything
+        the writes imply commits with them: the counters, the delete audit, one event
+        per change, and ``receipt``'s idempotency record; so no crash can leave them
+        apart. The outcomes are durable once this returns.
+
+        Writes of one chatbot that arrive while one of its transactions is in flight are
+        committed together, in arrival order, in the next one (a group commit): each
+        still sees the leads as the writes before it left them, and 50 concurrent writes
+        cost a few transactions instead of 50 conflicting ones.
         """
-        doc = build_lead_document(chatbot_id, workspace_id, fields, utcnow())
-        await self._creates.submit(CREATE_QUEUE, doc)
-        return _to_lead(doc)
+        return await self._writes.submit(chatbot_id, _Unit(workspace_id, writes, receipt))
 
-    async def _write_creates(self, _key: str, docs: list[dict[str, Any]]) -> list[None]:
+    async def _one(self, chatbot_id: str, workspace_id: str, write: LeadWrite) -> Written | Deleted:
+        (outcome,) = await self.write(
+            chatbot_id=chatbot_id, workspace_id=workspace_id, writes=[write]
+        )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def create(
+        self, *, chatbot_id: str, workspace_id: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store a new lead; it is durable, counted and announced once this returns."""
+        written = await self._one(chatbot_id, workspace_id, LeadWrite(CREATE, fields))
+        assert isinstance(written, Written)
+        return written.lead
+
+    async def update(
+        self, *, chatbot_id: str, lead_id: str, changes: dict[str, Any], workspace_id: str = ""
+    ) -> dict[str, Any]:
+        """Apply a partial update; the result is the lead exactly as this update left it."""
+        written = await self._one(chatbot_id, workspace_id, LeadWrite(UPDATE, changes, lead_id))
+        assert isinstance(written, Written)
+        return written.lead
+
+    async def delete(
+        self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any], workspace_id: str = ""
+    ) -> datetime:
+        """Remove the lead for good, with its audit record, counters and event."""
+        deleted = await self._one(
+            chatbot_id, workspace_id, LeadWrite(DELETE, {}, lead_id, audit=audit)
+        )
+        assert isinstance(deleted, Deleted)
+        return deleted.deleted_at
+
+    async def _commit_retrying(
+        self, chatbot_id: str, units: builtins.list[_Unit]
+    ) -> builtins.list[builtins.list[Outcome] | Exception]:
         for _ in range(5):  # a 64-bit id collides with vanishing odds; never overwrite one
-            for doc in docs:
-                doc["_id"] = ids.new_id(ids.LEAD)
             try:
-                await self._insert_counted(docs)
-                return [None] * len(docs)
+                return await self._commit(chatbot_id, units)
             except BulkWriteError as exc:  # insert_many's form of a duplicate key
                 errors = exc.details.get("writeErrors") or [{}]
                 if any(error.get("code") != DUPLICATE_KEY for error in errors):
@@ -183,31 +255,35 @@ class LeadRepository:
                 continue
         raise ServiceUnavailable("Could not allocate a lead id")
 
-    async def _insert_counted(self, docs: list[dict[str, Any]]) -> None:
-        """Insert ``docs`` and count them on their chatbots, in one transaction."""
-        changes: dict[str, dict[str, int]] = {}
-        for doc in docs:
-            counts = changes.setdefault(doc["chatbotId"], {"total": 0})
-            counts["total"] += 1
-            counts[doc["status"]] = counts.get(doc["status"], 0) + 1
-        async with contextlib.AsyncExitStack() as stack:
-            claims = {
-                chatbot: await stack.enter_async_context(self._counters.claim(chatbot))
-                for chatbot in changes
-            }
+    async def _commit(
+        self, chatbot_id: str, units: builtins.list[_Unit]
+    ) -> builtins.list[builtins.list[Outcome] | Exception]:
+        # A unit whose idempotency lease passed to a retry of its request (its holder
+        # was presumed dead) is left out, and the others committed without it.
+        refused: dict[int, Exception] = {}
+        async with self._counters.claim(chatbot_id) as counts:
 
-            async def write(session: Any) -> None:
-                await self._leads.insert_many(docs, session=session)
-                for chatbot, claim in claims.items():
-                    await claim.add(session, changes[chatbot])
+            async def work(session: Any) -> builtins.list[builtins.list[Outcome] | Exception]:
+                live = [unit for i, unit in enumerate(units) if i not in refused]
+                batch = _Batch(self, session, chatbot_id)
+                await batch.prefetch(live)
+                results = [await batch.apply(unit) for unit in live]
+                await batch.flush(counts)
+                return results
 
-            await self._mongo.transaction(write)
+            while True:
+                try:
+                    done = iter(await self._mongo.transaction(work))
+                except _LeaseLost as lost:
+                    refused[units.index(lost.unit)] = IdempotencyInProgress()
+                    continue
+                return [refused[i] if i in refused else next(done) for i in range(len(units))]
 
     @store_errors
-    async def insert_many(self, *, docs: list[dict[str, Any]]) -> int:
+    async def insert_many(self, *, docs: builtins.list[dict[str, Any]]) -> int:
         """Bulk load of documents made by build_lead_document (seeding, benchmarks).
 
-        Bypasses the counters: run ``recount`` for each chatbot afterwards.
+        Bypasses the counters and the events: run ``recount`` for each chatbot afterwards.
         """
         for doc in docs:
             doc.setdefault("_id", ids.new_id(ids.LEAD))
@@ -215,89 +291,8 @@ class LeadRepository:
         return len(result.inserted_ids)
 
     @store_errors
-    async def get(self, *, chatbot_id: str, lead_id: str) -> dict:
+    async def get(self, *, chatbot_id: str, lead_id: str) -> dict[str, Any]:
         return _to_lead(await self._find_lead(chatbot_id, lead_id, FULL_PROJECTION))
-
-    @store_errors
-    async def update(self, *, chatbot_id: str, lead_id: str, changes: dict) -> dict:
-        """Apply a partial update; the result is the lead exactly as this update left it.
-
-        The lead is read, changed and written in one transaction: a concurrent writer
-        makes it conflict and run again on the newer lead, so no update is lost, status
-        times never run backwards, and the counters move with the status.
-
-        Updates of one lead that arrive at this process while one is being written are
-        committed together, in arrival order, in the next transaction (a group commit):
-        each still gets the lead as its own change left it, and 50 concurrent updates
-        cost a few transactions instead of 50 conflicting ones.
-        """
-        if not ids.is_id(ids.LEAD, lead_id):
-            raise LeadNotFound()
-        return _to_lead(await self._updates.submit(lead_id, (chatbot_id, changes)))
-
-    async def _write_updates(
-        self, lead_id: str, batch: list[tuple[str, dict[str, Any]]]
-    ) -> list[dict[str, Any] | Exception]:
-        """Apply ``batch`` (chatbot id, changes) in order in one transaction."""
-
-        async def write(session: Any) -> list[dict[str, Any] | Exception]:
-            current = await self._leads.find_one({"_id": lead_id}, session=session)
-            state, outcomes = current, []
-            for chatbot_id, changes in batch:
-                if state is None or state.get("chatbotId") != chatbot_id:
-                    outcomes.append(LeadNotFound())
-                    continue
-                try:
-                    state = apply_update(state, changes, utcnow())
-                except ValidationFailed as exc:  # this change alone is refused
-                    outcomes.append(exc)
-                    continue
-                outcomes.append(state)
-            if state is not current:
-                sets = {k: v for k, v in state.items() if current.get(k, _ABSENT) != v}
-                update: dict[str, Any] = {"$set": sets}
-                gone = [k for k in current if k not in state]
-                if gone:
-                    update["$unset"] = dict.fromkeys(gone, "")
-                await self._leads.update_one({"_id": lead_id}, update, session=session)
-                if state["status"] != current["status"]:
-                    # The lead's own chatbot: a request naming another one got a 404.
-                    owner = current["chatbotId"]
-                    if owner not in claims:
-                        claims[owner] = await stack.enter_async_context(self._counters.claim(owner))
-                    await claims[owner].add(session, {current["status"]: -1, state["status"]: 1})
-            return outcomes
-
-        async with contextlib.AsyncExitStack() as stack:
-            claims: dict[str, Claim] = {}
-            return await self._mongo.transaction(write)
-
-    @store_errors
-    async def delete(self, *, chatbot_id: str, lead_id: str, audit: dict[str, Any]) -> datetime:
-        """Remove the lead for good, with its audit record and counters in one commit."""
-        if not ids.is_id(ids.LEAD, lead_id):
-            raise LeadNotFound()
-        deleted_at = utcnow()
-
-        async def write(session: Any) -> None:
-            lead = await self._find_lead(chatbot_id, lead_id, {"status": 1}, session=session)
-            await self._audit.insert_one(
-                {
-                    "_id": ids.new_id("aud_"),
-                    "action": "lead.delete",
-                    "leadId": lead_id,
-                    "chatbotId": chatbot_id,
-                    "at": deleted_at,
-                    **audit,
-                },
-                session=session,
-            )
-            await self._leads.delete_one({"_id": lead_id}, session=session)
-            await counts.add(session, {"total": -1, lead["status"]: -1})
-
-        async with self._locks.hold(lead_id), self._counters.claim(chatbot_id) as counts:
-            await self._mongo.transaction(write)
-        return deleted_at
 
     @store_errors
     async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
@@ -311,7 +306,9 @@ class LeadRepository:
         )
 
     @store_errors
-    async def explain_list(self, *, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+    async def explain_list(
+        self, *, chatbot_id: str, query: LeadQuery
+    ) -> builtins.list[dict[str, Any]]:
         """The server's plans for the queries ``list`` runs for this query."""
         return await self._lister.explain(chatbot_id, query)
 
@@ -346,6 +343,244 @@ class LeadRepository:
         if moved:
             log.info("lead counters of %d chatbots recounted into lead_counts", moved)
         return moved
+
+    # -- export (the walk itself is in storage/export.py) --------------------------
+
+    async def export(
+        self,
+        *,
+        chatbot_id: str,
+        query: LeadQuery,
+        explain: builtins.list[dict[str, Any]] | None = None,
+    ) -> AsyncGenerator[builtins.list[dict[str, Any]], None]:
+        """Every lead matching ``query`` (whose sort is one of EXPORT_SORTS), once, in
+        pages as the list shows them: one bounded read per page, and a page may be
+        empty. Store failures raise as in every method (a 503). With ``explain``, the
+        server's explanation of every read is appended to it."""
+        exporter = LeadExporter(self._leads, LIST_PROJECTION, quirks=self._quirks)
+        async for docs in exporter.pages(chatbot_id, query, explain=explain):
+            yield [_to_lead(doc) for doc in docs]
+
+
+class _LeaseLost(Exception):
+    def __init__(self, unit: _Unit) -> None:
+        super().__init__("idempotency lease lost")
+        self.unit = unit
+
+
+class _Batch:
+    """One attempt of one transaction: the units' writes applied in order to the leads
+    as read in the transaction (and as earlier writes of the batch left them), then
+    written out together by ``flush``."""
+
+    def __init__(self, repo: LeadRepository, session: Any, chatbot_id: str) -> None:
+        self.repo, self.session, self.chatbot_id = repo, session, chatbot_id
+        self.now = utcnow()
+        self.workspace_id = ""
+        self.states: dict[str, dict[str, Any] | None] = {}  # lead id -> now (None: gone)
+        self.stored: dict[str, dict[str, Any] | None] = {}  # lead id -> as read (None: new)
+        self.counts: dict[str, int] = {}
+        self.audits: list[dict[str, Any]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.guarded: set[str] = set()
+        self.missing: set[str] = set()  # lead ids read and not this chatbot's
+        self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
+
+    async def prefetch(self, units: list[_Unit]) -> None:
+        """Read what many writes need in one round trip each, rather than one per write:
+        the leads that updates and deletes name, and the leads (and guards) of the
+        emails that upserts name."""
+        lead_ids = sorted(
+            {
+                write.lead_id
+                for unit in units
+                for write in unit.writes
+                if write.kind in (UPDATE, DELETE)
+                and write.lead_id
+                and ids.is_id(ids.LEAD, write.lead_id)
+            }
+        )
+        if len(lead_ids) > 1:  # one is read as it comes (the same round trip)
+            found = self.repo._leads.find({"_id": {"$in": lead_ids}}, session=self.session)
+            async for doc in found:
+                if doc.get("chatbotId") == self.chatbot_id:
+                    self._read(doc)
+            self.missing.update(i for i in lead_ids if i not in self.states)
+        emails = sorted(
+            {fold(w.fields["email"]) for unit in units for w in unit.writes if w.kind == UPSERT}
+        )
+        if emails:
+            await self._guard(emails)
+            self.by_email = {email: [] for email in emails}
+            found = self.repo._leads.find(
+                {"chatbotId": self.chatbot_id, "emailFolded": {"$in": emails}},
+                session=self.session,
+            )
+            async for doc in found:
+                self.by_email[doc["emailFolded"]].append(doc)
+
+    async def _guard(self, emails: list[str]) -> None:
+        """Write the upsert guard of each email (see _by_email), all in one round trip."""
+        await self.repo._guards.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{self.chatbot_id}:{email}"}, {"$set": {"at": self.now}}, upsert=True
+                )
+                for email in emails
+            ],
+            ordered=False,
+            session=self.session,
+        )
+        self.guarded.update(emails)
+
+    def _read(self, doc: dict[str, Any]) -> dict[str, Any]:
+        self.states[doc["_id"]] = self.stored[doc["_id"]] = doc
+        self.workspace_id = self.workspace_id or doc.get("workspaceId", "")
+        return doc
+
+    async def apply(self, unit: _Unit) -> list[Outcome] | Exception:
+        self.workspace_id = self.workspace_id or unit.workspace_id
+        receipt = unit.receipt
+        outcomes: list[Outcome] = []
+        for write in unit.writes:
+            try:
+                outcomes.append(await self._apply(unit.workspace_id, write))
+            except AppError as exc:  # this write alone is refused
+                outcomes.append(exc)
+        if receipt is not None and not await self.repo._idempotency.complete(
+            receipt.lease, receipt.render(outcomes), session=self.session
+        ):
+            raise _LeaseLost(unit)  # the transaction is dropped and runs without it
+        return outcomes
+
+    async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:
+        if write.kind == CREATE:
+            return self._create(workspace_id, write.fields)
+        if write.kind == UPSERT:
+            target = await self._by_email(write.fields["email"])
+            if target is None:
+                return self._create(workspace_id, write.fields)
+            return self._update(target, write.merge if write.merge is not None else write.fields)
+        current = await self._load(write.lead_id or "")
+        if write.if_match is not None and not etag_matches(
+            write.if_match, lead_etag(_to_lead(current))
+        ):
+            raise PreconditionFailed()
+        if write.kind == UPDATE:
+            return self._update(current, write.fields)
+        return self._delete(current, write.audit or {})
+
+    def _count(self, changes: dict[str, int]) -> None:
+        for key, n in changes.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def _create(self, workspace_id: str, fields: dict[str, Any]) -> Written:
+        doc = {"_id": ids.new_id(ids.LEAD)}
+        doc.update(build_lead_document(self.chatbot_id, workspace_id, fields, self.now))
+        self.states[doc["_id"]] = doc
+        self.stored[doc["_id"]] = None
+        self._count({"total": 1, doc["status"]: 1})
+        lead = _to_lead(doc)
+        self.events.append((LEAD_CREATED, {"lead": lead}))
+        return Written(lead, created=True)
+
+    def _update(self, current: dict[str, Any], changes: dict[str, Any]) -> Written:
+        after = apply_update(current, changes, self.now)
+        self.states[current["_id"]] = after
+        if after["status"] != current["status"]:
+            self._count({current["status"]: -1, after["status"]: 1})
+        lead = _to_lead(after)
+        changed = lead_changes(_to_lead(current), lead)
+        self.events.append((LEAD_UPDATED, {"lead": lead, "changes": changed}))
+        return Written(lead, created=False)
+
+    def _delete(self, current: dict[str, Any], audit: dict[str, Any]) -> Deleted:
+        lead_id = current["_id"]
+        self.states[lead_id] = None
+        self._count({"total": -1, current["status"]: -1})
+        self.audits.append(
+            {
+                "_id": ids.new_id("aud_"),
+                "action": "lead.delete",
+                "leadId": lead_id,
+                "chatbotId": self.chatbot_id,
+                "at": self.now,
+                "workspaceId": current.get("workspaceId"),
+                **audit,
+            }
+        )
+        self.events.append((LEAD_DELETED, {"lead": {"id": lead_id}}))
+        return Deleted(lead_id, self.now)
+
+    async def _load(self, lead_id: str) -> dict[str, Any]:
+        """The chatbot's lead as it stands in this batch, or LeadNotFound."""
+        if lead_id not in self.states:
+            doc = None
+            if ids.is_id(ids.LEAD, lead_id) and lead_id not in self.missing:
+                doc = await self.repo._leads.find_one({"_id": lead_id}, session=self.session)
+            if doc is None or doc.get("chatbotId") != self.chatbot_id:
+                raise LeadNotFound()  # another chatbot's lead is never touched
+            self._read(doc)
+        state = self.states[lead_id]
+        if state is None:
+            raise LeadNotFound()
+        return state
+
+    async def _by_email(self, email: str) -> dict[str, Any] | None:
+        """The chatbot's most recently created lead with this email (case-insensitive),
+        as this batch left it; from the leads ``prefetch`` read (after writing the
+        email's guard: upserts of one email in other processes write that document
+        too, so two of them cannot both miss each other's lead; one conflicts and runs
+        again. Every write of the chatbot also moves its event sequence, which orders
+        them as well; the guard keeps upserts right without relying on that)."""
+        folded = fold(email)
+        candidates = [
+            state
+            for state in self.states.values()
+            if state is not None and state.get("emailFolded") == folded
+        ]
+        candidates += [doc for doc in self.by_email[folded] if doc["_id"] not in self.states]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda doc: (to_ms(doc["createdAt"]), doc["_id"]))
+        if best["_id"] not in self.states:
+            self._read(best)
+        return best
+
+    async def flush(self, counts: Claim) -> None:
+        """Write out the batch: leads, audit records, counters and events."""
+        leads, session = self.repo._leads, self.session
+        new = [
+            state
+            for lead_id, state in self.states.items()
+            if self.stored.get(lead_id) is None and state is not None
+        ]
+        if new:
+            await leads.insert_many(new, session=session)
+        writes: builtins.list[UpdateOne | DeleteOne] = []
+        for lead_id, before in self.stored.items():
+            after = self.states[lead_id]
+            if before is None or after is before:
+                continue
+            if after is None:
+                writes.append(DeleteOne({"_id": lead_id}))
+                continue
+            sets = {k: v for k, v in after.items() if before.get(k, _ABSENT) != v}
+            update: dict[str, Any] = {"$set": sets}
+            gone = [k for k in before if k not in after]
+            if gone:
+                update["$unset"] = dict.fromkeys(gone, "")
+            writes.append(UpdateOne({"_id": lead_id}, update))
+        if writes:  # in one round trip
+            await leads.bulk_write(writes, ordered=True, session=session)
+        if self.audits:
+            await self.repo._audit.insert_many(self.audits, session=session)
+        changes = {key: n for key, n in self.counts.items() if n}
+        if changes:
+            await counts.add(session, changes)
+        await self.repo._events.append(
+            session, self.chatbot_id, self.workspace_id, self.events, self.now
+        )
 
 
 def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:

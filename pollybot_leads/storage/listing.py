@@ -25,6 +25,7 @@ same read. Windows narrow the scan and never change the result.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
 import operator
 from collections.abc import Awaitable, Callable
@@ -90,12 +91,21 @@ class ListPlan:
     sort order; otherwise every candidate is read and sorted here.
     """
 
-    def __init__(self, chatbot_id: str, query: LeadQuery, quirks: StoreQuirks = PLAIN) -> None:
+    def __init__(
+        self,
+        chatbot_id: str,
+        query: LeadQuery,
+        quirks: StoreQuirks = PLAIN,
+        *,
+        index: str | None = None,
+    ) -> None:
+        """``index``: the index to read (on index-only stores) instead of the one
+        ``choose_lead_index`` picks for the query (an export reads by creation time)."""
         self.chatbot_id = chatbot_id
         self.query = query
         self.quirks = quirks
         self.field, self.direction = SORTS[query.sort]
-        self.index = choose_lead_index(query)
+        self.index = index or choose_lead_index(query)
         self.parts: list[dict[str, Any]] = []
         self.checks: list[Check] = []
         self.overlap = False  # whether a lead can match two parts
@@ -310,7 +320,7 @@ class LeadLister:
         plan = ListPlan(chatbot_id, query, self._quirks)
         return await self._list(_Reads(self._leads), plan)
 
-    async def explain(self, chatbot_id: str, query: LeadQuery) -> list[dict[str, Any]]:
+    async def explain(self, chatbot_id: str, query: LeadQuery) -> builtins.list[dict[str, Any]]:
         """Runs the list and returns the server's ``explain`` (executionStats) of each
         find and count it sent to the leads, in the order they completed. (The lead
         counters, read through ``counts``, are not among them.)"""
@@ -353,7 +363,9 @@ class LeadLister:
             return bound, False, True
         return total, True, True
 
-    async def _page(self, reads: _Reads, plan: ListPlan, total: int) -> list[dict[str, Any]]:
+    async def _page(
+        self, reads: _Reads, plan: ListPlan, total: int
+    ) -> builtins.list[dict[str, Any]]:
         """The leads of the page, and one more when there is a next page."""
         query = plan.query
         want = query.limit + 1
@@ -385,7 +397,7 @@ class LeadLister:
         skip: int,
         want: int,
         with_ties: bool = False,
-    ) -> list[dict[str, Any]] | None:
+    ) -> builtins.list[dict[str, Any]] | None:
         """Up to ``want`` leads after the first ``skip``, read in windows that widen until
         they hold them. ``with_ties``: the windows start at the cursor's own value, and
         the leads there that are not beyond the cursor are dropped; None when more of
@@ -408,17 +420,18 @@ class LeadLister:
                 return None
             if last:
                 return docs
+            assert width is not None  # a read without a window is the last
             width = _grow(width, seen, skip + want)
 
     async def _merged(
         self,
         reads: _Reads,
         plan: ListPlan,
-        filters: list[dict[str, Any]],
+        filters: builtins.list[dict[str, Any]],
         *,
         skip: int,
         want: int,
-    ) -> tuple[list[dict[str, Any]], int, bool]:
+    ) -> tuple[builtins.list[dict[str, Any]], int, bool]:
         """Up to ``want`` leads after the first ``skip`` in sort order, over all filters;
         how many leads the read saw (0: unknown); and whether it read every match (no
         read was cut at its limit)."""
@@ -529,7 +542,8 @@ class _Reads:
         cursor = self._leads.find(
             filter_, projection, sort=sort, skip=skip, limit=limit, batch_size=limit or READ_BATCH
         )
-        return await cursor.to_list(None)
+        docs: list[dict[str, Any]] = await cursor.to_list(None)
+        return docs
 
     async def ids(self, filter_: dict[str, Any], *, limit: int = 0) -> set[Any]:
         return {doc["_id"] for doc in await self.find(filter_, {"_id": 1}, limit=limit)}
@@ -615,7 +629,12 @@ def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 
 def _page_of(
-    docs: list[dict], total: int, query: LeadQuery, field: str, *, total_exact: bool = True
+    docs: list[dict[str, Any]],
+    total: int,
+    query: LeadQuery,
+    field: str,
+    *,
+    total_exact: bool = True,
 ) -> LeadPage:
     has_next = len(docs) > query.limit
     docs = docs[: query.limit]
@@ -689,5 +708,5 @@ def _prefix_range(word: str) -> dict[str, Any]:
     return {"$gte": word} if upper is None else {"$gte": word, "$lt": upper}
 
 
-def _one_or_in(values: tuple) -> Any:
+def _one_or_in(values: tuple[Any, ...]) -> Any:
     return values[0] if len(values) == 1 else {"$in": list(values)}

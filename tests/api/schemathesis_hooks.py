@@ -13,6 +13,12 @@ valid or invalid, from what is actually sent:
 - ``createdBefore``/``updatedBefore`` later than their ``…After``, and dates within
   1900-01-01..9999-01-01 (date-time formats have no bounds);
 - ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word");
+- a batch's items may be anything (each is judged alone), but integers in them fit in
+  64 bits (else the body is not JSON the server reads);
+- an ``Idempotency-Key`` names one change: each call gets a fresh one (a drawn key reused
+  with another body is rightly a 422);
+- an ``If-Match`` can only match a tag the server gave: a drawn one becomes ``*`` (a
+  drawn tag is rightly a 412);
 - a webhook's ``chatbotIds`` name chatbots of the key's workspace (a drawn list of
   well-formed ids becomes the test tenant's chatbot, or stays empty).
 """
@@ -22,10 +28,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
 from pollybot_leads.api.query import (
     CURSOR_PATTERN,
@@ -42,10 +52,12 @@ from pollybot_leads.domain.metadata import (
     MAX_KEYS_PER_OBJECT,
     MAX_SERIALIZED_BYTES,
 )
+from pollybot_leads.middleware.idempotency import KEY_MAX
 
 INT64 = 2**63 - 1
 CHATBOT_ID = re.compile(r"^cb_[0-9a-f]{16}$")
 SEARCH = re.compile(NON_BLANK)
+IDEMPOTENCY_KEY = re.compile(r"[ -~]+")  # the documented pattern
 
 
 def _bad_key(key: str) -> bool:
@@ -75,6 +87,18 @@ def _within_limits(value: Any, depth: int) -> Any:
         return {k: _within_limits(v, depth + 1) for k, v in items}
     if isinstance(value, list):
         return [_within_limits(v, depth + 1) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(-INT64 - 1, min(INT64, value))
+    return value
+
+
+def _int64(value: Any) -> Any:
+    """Batch items are any JSON (each is judged alone), but the body's integers fit in
+    64 bits."""
+    if isinstance(value, dict):
+        return {k: _int64(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int64(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool):
         return max(-INT64 - 1, min(INT64, value))
     return value
@@ -117,14 +141,46 @@ def follow_query_prose(query: dict[str, Any]) -> None:
             del query["search"]
 
 
+def follow_header_prose(headers: MutableMapping[str, Any]) -> None:
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key) and len(key) <= KEY_MAX:
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+    if "If-Match" in headers:
+        headers["If-Match"] = "*"
+
+
+def _about_a_missing_header(case: Any) -> bool:
+    """A coverage case that leaves out a required header (``Authorization``) is sent
+    without it only while it stays negative; any edit to its headers has schemathesis
+    judge them again, without that header (it is no declared parameter), as valid, and
+    put it back. Such a case must go as drawn (with no ``Authorization`` its drawn
+    ``Idempotency-Key`` or ``If-Match`` is never looked at: it is a 401)."""
+    data = case.meta.phase.data if case.meta is not None else None
+    return (
+        isinstance(data, CoveragePhaseData)
+        and data.scenario == CoverageScenario.MISSING_PARAMETER
+        and data.parameter_location == ParameterLocation.HEADER
+    )
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
-    """Every phase's cases pass here (schemathesis re-reads their kind after the edit)."""
+    """Every phase's cases pass here, just before each call (schemathesis re-reads their
+    kind, valid or invalid, after the edit). ``case.headers`` is a case-insensitive
+    mapping, not a ``dict``."""
     if isinstance(case.query, dict):
         follow_query_prose(case.query)
+    if isinstance(case.headers, MutableMapping) and not _about_a_missing_header(case):
+        follow_header_prose(case.headers)
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
         body["metadata"] = valid_metadata(body["metadata"])
+    if isinstance(body, dict) and isinstance(body.get("leads"), list):
+        items = [_int64(item) for item in body["leads"]]
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("metadata"), dict):
+                item["metadata"] = valid_metadata(item["metadata"])
+        body["leads"] = items
     chatbots = body.get("chatbotIds") if isinstance(body, dict) else None
     if isinstance(chatbots, list) and chatbots and len(chatbots) <= 100:
         if all(isinstance(c, str) and CHATBOT_ID.match(c) for c in chatbots):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from pollybot_leads import keys
+from pollybot_leads.middleware.auth import authenticator_key
 
 from .helpers import error_of
 
 
 @pytest.fixture
 def store_lookups(api):
-    accounts = api.app[keys.authenticator_key]._accounts
+    accounts = api.app[authenticator_key]._accounts
     original = accounts.chatbot_workspace
     asked: list[str] = []
 

@@ -53,8 +53,9 @@ async def test_a_preflight_from_a_listed_origin_needs_no_key(cors_api, tenant):
     assert resp.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     methods = {m.strip() for m in resp.headers["Access-Control-Allow-Methods"].split(",")}
     assert {"GET", "PUT", "DELETE"} <= methods and "POST" not in methods
-    allowed = resp.headers["Access-Control-Allow-Headers"].lower()
-    assert "authorization" in allowed and "content-type" in allowed
+    allowed = {h.strip() for h in resp.headers["Access-Control-Allow-Headers"].lower().split(",")}
+    assert {"authorization", "content-type", "idempotency-key", "if-match"} <= allowed
+    assert "if-none-match" in allowed
     assert int(resp.headers["Access-Control-Max-Age"]) > 0 and "Origin" in resp.headers["Vary"]
     assert "X-RateLimit-Limit" not in resp.headers
 
@@ -73,8 +74,8 @@ async def test_responses_to_a_listed_origin_are_readable_errors_included(cors_ap
     resp = await cors_api.get(tenant.leads_url, headers={**tenant.headers, "Origin": APP_ORIGIN})
     assert resp.status == 200
     assert resp.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
-    exposed = resp.headers["Access-Control-Expose-Headers"]
-    assert "X-Request-Id" in exposed and "X-RateLimit-Remaining" in exposed
+    exposed = {h.strip() for h in resp.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"X-Request-Id", "X-RateLimit-Remaining", "ETag", "Idempotent-Replayed"} <= exposed
     resp = await cors_api.get(tenant.leads_url, headers={"Origin": APP_ORIGIN})
     await error_of(resp, 401, "UNAUTHORIZED")
     assert resp.headers["Access-Control-Allow-Origin"] == APP_ORIGIN

@@ -14,7 +14,15 @@ from pollybot_leads.api.docs import STATIC_DIR
 
 from .helpers import create_lead
 
-LEAD_OPERATION_IDS = {"createLead", "listLeads", "getLead", "updateLead", "deleteLead"}
+LEAD_OPERATION_IDS = {
+    "createLead",
+    "createLeadsBatch",
+    "listLeads",
+    "getLead",
+    "updateLead",
+    "deleteLead",
+    "exportLeads",
+}
 WEBHOOK_OPERATION_IDS = {
     "createWebhook",
     "listWebhooks",
@@ -26,13 +34,17 @@ WEBHOOK_OPERATION_IDS = {
     "replayWebhook",
 }
 OPERATION_IDS = LEAD_OPERATION_IDS | WEBHOOK_OPERATION_IDS | {"listEvents"}
+# Responses that are a file rather than the JSON envelope: their media types.
+FILES = {("exportLeads", "200"): {"application/x-ndjson", "text/csv"}}
 
 OPERATIONS = {
     ("post", "/api/v1/chatbots/{chatbotId}/leads"),
+    ("post", "/api/v1/chatbots/{chatbotId}/leads/batch"),
     ("get", "/api/v1/chatbots/{chatbotId}/leads"),
     ("get", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("put", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("delete", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
+    ("get", "/api/v1/chatbots/{chatbotId}/leads/export"),
     ("get", "/api/v1/chatbots/{chatbotId}/events"),
     ("post", "/api/v1/webhooks"),
     ("get", "/api/v1/webhooks"),
@@ -68,9 +80,17 @@ async def test_every_operation_is_documented_completely(spec):
             assert all("schema" in p for p in op["parameters"])
             assert not any(p["in"] == "body" for p in op["parameters"])
             for status, response in op["responses"].items():
+                if status == "304":  # no body
+                    assert "content" not in response and "ETag" in response["headers"]
+                    continue
+                assert response["headers"]["X-Request-Id"]["required"] is True
+                files = FILES.get((op["operationId"], status))
+                if files:
+                    assert set(response["content"]) == files
+                    assert all(m["schema"] and m["example"] for m in response["content"].values())
+                    continue
                 media = response["content"]["application/json"]
                 assert "schema" in media
-                assert response["headers"]["X-Request-Id"]["required"] is True
                 if int(status) >= 400:
                     assert media["examples"], (method, path, status)
                     for example in media["examples"].values():
@@ -81,6 +101,8 @@ async def test_every_operation_is_documented_completely(spec):
             if "requestBody" in op:
                 body = op["requestBody"]["content"]["application/json"]
                 assert body["schema"]["$ref"].startswith("#/components/schemas/")
+                if "Idempotency-Key" in {p["name"] for p in op["parameters"]}:
+                    assert {"409", "422"} <= set(op["responses"])
                 assert body["example"]
                 assert {"400", "413", "415"} <= set(op["responses"])
             else:
@@ -244,7 +266,8 @@ def _response_schemas(spec):
     for item in spec["paths"].values():
         for op in item.values():
             for response in op["responses"].values():
-                todo.append(response["content"]["application/json"]["schema"])
+                if "content" in response:  # a 304 has none
+                    todo.extend(media["schema"] for media in response["content"].values())
     while todo:
         node = todo.pop()
         if isinstance(node, dict):
@@ -261,7 +284,14 @@ def _response_schemas(spec):
 
 
 async def test_response_fields_are_required_and_described(spec):
-    optional = {("Pagination", "totalExact"), ("Error", "details"), ("EventData", "changes")}
+    optional = {
+        ("Pagination", "totalExact"),
+        ("Error", "details"),
+        ("BatchItemError", "details"),
+        ("BatchResult", "lead"),  # one of lead and error, by status
+        ("BatchResult", "error"),
+        ("EventData", "changes"),  # lead.updated only
+    }
     found = _response_schemas(spec)
     assert {"LeadEnvelope", "Lead", "StatusChange", "Pagination", "ErrorEnvelope"} <= set(found)
     for name, schema in found.items():

@@ -101,13 +101,13 @@ async def test_a_store_that_does_not_answer_within_a_second_is_not_ready():
 
 
 async def test_readyz_is_503_while_draining(settings):
-    from pollybot_leads import keys
+    from pollybot_leads.ops.state import ops_state_key
 
     app = create_app(settings)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
-        app[keys.ops_state_key].draining = True  # what on_shutdown does on SIGTERM
+        app[ops_state_key].draining = True  # what on_shutdown does on SIGTERM
         error = await error_of(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
         assert error["details"] == {"server": "draining"}
         assert (await client.get("/healthz")).status == 200

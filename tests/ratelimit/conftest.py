@@ -1,4 +1,8 @@
-"""Fixtures for the rate-limiter tests: a private redis-server, never the shared one."""
+"""Fixtures for the rate-limiter tests: private redis-servers, never a shared one.
+
+Over TCP (the session's ``redis_server`` from tests/conftest.py), TLS, a unix socket and a
+3-master Redis Cluster, each started once per session on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -13,10 +18,12 @@ from urllib.parse import quote
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from pollybot_leads.ratelimit.redis_bucket import RedisTokenBucket
 from tests.conftest import redis_unavailable
+from tests.redis_server import RedisCluster as RedisClusterProcesses
 from tests.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
 
@@ -34,37 +41,112 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-# A query option the lean client leaves to redis-py, harmless to redis-py (RESP2 is its
-# default): a bucket built from such a URL takes the redis-py path, pool and all.
-REDIS_PY_URL_SUFFIX = "?protocol=2"
+TRANSPORTS = ("tcp", "tls", "unix", "cluster")
 
 
-@pytest.fixture(params=["resp", "redis-py"])
-def client_kind(request: pytest.FixtureRequest) -> str:
-    """Which client a bucket built from a URL uses: the lean RespClient or redis-py's."""
+@dataclass
+class Target:
+    """A Redis to run the bucket against: its URL, and a redis-py client to inspect it
+    with (an independent client: what the bucket stored, seen from outside)."""
+
+    transport: str
+    url: str
+    inspect_url: str
+
+    def inspector(self) -> Redis | RedisCluster:
+        if self.transport == "cluster":
+            return RedisCluster.from_url(self.inspect_url)
+        return Redis.from_url(self.inspect_url)
+
+
+def _started(make: Callable[[], Any], what: str) -> Any:
+    if find_redis_server() is None:
+        redis_unavailable("redis-server not found (set REDIS_SERVER_BIN or put it on PATH)")
+    try:
+        return make().start()
+    except RedisServerError as exc:
+        redis_unavailable(f"could not start {what}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a TLS port only, its certificates made by openssl."""
+    server = _started(lambda: RedisServer(tls=True), "redis-server with TLS")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def unix_redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a unix socket only."""
+    server = _started(lambda: RedisServer(unix=True), "redis-server on a unix socket")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A private 3-master Redis Cluster (about 2 s to start, once per session)."""
+    cluster = _started(RedisClusterProcesses, "a Redis Cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """How the bucket reaches Redis: tests using it run over every transport."""
     return request.param
 
 
-def bucket_url(server: RedisServer, kind: str) -> str:
-    return server.url + (REDIS_PY_URL_SUFFIX if kind == "redis-py" else "")
+@pytest.fixture
+def redis_target(transport: str, request: pytest.FixtureRequest) -> Target:
+    if transport == "tcp":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        if not server.running:  # a test stopped it: bring it back
+            server.start()
+        return Target(transport, server.url, server.url)
+    if transport == "tls":
+        server = request.getfixturevalue("tls_redis_server")
+        return Target(transport, server.url, server.url)
+    if transport == "unix":
+        server = request.getfixturevalue("unix_redis_server")
+        return Target(transport, server.url, server.url)
+    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+    first = cluster.nodes[0]
+    return Target(transport, cluster.url, f"redis://{first.host}:{first.port}")
+
+
+@pytest.fixture
+async def target_client(redis_target: Target) -> AsyncIterator[Redis | RedisCluster]:
+    """A redis-py client of the target, which is flushed (data and scripts) first."""
+    client = redis_target.inspector()
+    try:
+        await client.flushall()
+        await client.script_flush()
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
 async def make_bucket(
-    redis_client: Redis, redis_server: RedisServer, client_kind: str
+    target_client: Redis | RedisCluster, redis_target: Target
 ) -> AsyncIterator[Callable[..., RedisTokenBucket]]:
-    """Build RedisTokenBuckets (own client from the URL unless ``client=`` is given).
+    """Build RedisTokenBuckets (from the target's URL unless ``client=`` is given).
 
-    Parametrized: every test using it runs with the lean client and with redis-py's.
+    Parametrized: every test using it runs over TCP, TLS, a unix socket and a Cluster.
     """
     made: list[RedisTokenBucket] = []
 
-    def make(client: Redis | str | None = None, **kwargs: Any) -> RedisTokenBucket:
+    def make(client: Any = None, **kwargs: Any) -> RedisTokenBucket:
         kwargs.setdefault("timeout_ms", 2000)
-        url = bucket_url(redis_server, client_kind)
-        bucket = RedisTokenBucket(url if client is None else client, **kwargs)
-        if client is None:
-            assert bucket.lean == (client_kind == "resp")
+        bucket = RedisTokenBucket(redis_target.url if client is None else client, **kwargs)
         made.append(bucket)
         return bucket
 

@@ -1,7 +1,7 @@
-"""RedisTokenBucket against a real, private redis-server (see conftest.py).
+"""RedisTokenBucket against real, private redis-servers (see conftest.py).
 
-Buckets built from a URL run every test twice: with the lean RespClient (what a
-``redis://`` URL gets) and with redis-py's client (``client_kind``, see conftest.py).
+Tests of limiting (``make_bucket``) run four times: over TCP, TLS, a unix socket and on a
+3-master Redis Cluster. Tests of Redis trouble stop and pause a TCP server of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from pollybot_leads.ratelimit.base import BucketPolicy, Decision, RateLimiterUnavailable
 from pollybot_leads.ratelimit.memory import InProcessTokenBucket
@@ -23,8 +24,9 @@ from pollybot_leads.ratelimit.redis_bucket import (
     RedisTokenBucket,
 )
 from pollybot_leads.ratelimit.resp import INCOMPLETE, RespClient, RespParser
-from pollybot_leads.settings import Settings
-from tests.ratelimit.conftest import bucket_url
+from pollybot_leads.ratelimit.resp_cluster import ClusterClient, client_from_url
+from pollybot_leads.settings import Settings, SettingsError
+from tests.ratelimit.conftest import Target
 from tests.redis_server import RedisServer
 
 FROZEN = 0.001  # tokens per second: refill negligible during a test
@@ -36,33 +38,29 @@ MakeBucket = Callable[..., RedisTokenBucket]
 class CallSpy:
     """Counts the commands a client sends (each is one round trip).
 
-    A RespClient is spied on where every command goes out, packed (so the wire bytes are
-    what is recorded); redis-py's client at ``execute_command``.
+    Spied on where every command goes out, packed (so the wire bytes are what is
+    recorded): the RespClient's ``send_packed``, or each cluster node's.
     """
 
-    def __init__(self, client: Redis | RespClient) -> None:
+    def __init__(self, client: RespClient | ClusterClient) -> None:
         self.commands: list[str] = []
-        if isinstance(client, RespClient):
-            send_packed = client.send_packed
+        nodes = list(client.nodes.values()) if isinstance(client, ClusterClient) else [client]
+        assert nodes, "spy on a cluster client after its first command"
+        for node in nodes:
+            self._spy(node)
 
-            def spy_send(data: bytes) -> Any:
-                parser = RespParser()
-                parser.feed(data)
-                args = parser.gets()
-                assert parser.gets() is INCOMPLETE  # exactly one command
-                self.commands.append(b" ".join(args[:2]).decode().upper())
-                return send_packed(data)
+    def _spy(self, node: RespClient) -> None:
+        send_packed = node.send_packed
 
-            client.send_packed = spy_send  # type: ignore[method-assign]
-            return
+        def spy_send(data: bytes) -> Any:
+            parser = RespParser()
+            parser.feed(data)
+            args = parser.gets()
+            assert parser.gets() is INCOMPLETE  # exactly one command
+            self.commands.append(b" ".join(args[:2]).decode().upper())
+            return send_packed(data)
 
-        original = client.execute_command
-
-        async def execute_command(*args: Any, **options: Any) -> Any:
-            self.commands.append(" ".join(str(a) for a in args[:2]).upper())
-            return await original(*args, **options)
-
-        client.execute_command = execute_command  # type: ignore[method-assign]
+        node.send_packed = spy_send  # type: ignore[method-assign]
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -103,8 +101,6 @@ async def test_two_instances_with_separate_pools_share_one_bucket(
 ) -> None:
     first, second = make_bucket(), make_bucket()
     assert first.client is not second.client
-    if not first.lean:
-        assert first.client.connection_pool is not second.client.connection_pool
     policy = BucketPolicy(capacity=30, refill_per_second=FROZEN)
 
     decisions = await asyncio.gather(
@@ -203,23 +199,27 @@ async def test_one_round_trip_per_take(make_bucket: MakeBucket) -> None:
     assert spy.commands == ["EVALSHA " + limiter._sha.upper()] * 10
 
 
-async def test_script_flush_is_survived(make_bucket: MakeBucket, redis_client: Redis) -> None:
+async def test_script_flush_is_survived(
+    make_bucket: MakeBucket, target_client: Redis | RedisCluster
+) -> None:
     limiter = make_bucket()
     policy = BucketPolicy(capacity=5, refill_per_second=FROZEN)
     assert (await limiter.take("flush", policy)).remaining == 4
 
-    await redis_client.script_flush()
+    await target_client.script_flush()
     spy = CallSpy(limiter.client)
     after = await limiter.take("flush", policy)
 
     assert (after.allowed, after.remaining, after.degraded) == (True, 3, False)
-    assert [c.split()[0] for c in spy.commands] == ["EVALSHA", "SCRIPT", "EVALSHA"]
+    sent = [c.split()[0] for c in spy.commands]
+    masters = 3 if isinstance(limiter.client, ClusterClient) else 1  # loaded on each
+    assert sent == ["EVALSHA"] + ["SCRIPT"] * masters + ["EVALSHA"]
     assert (await limiter.take("flush", policy)).remaining == 2
-    assert len(spy) == 4
+    assert len(spy) == len(sent) + 1
 
 
 async def test_bucket_is_one_hash_key_that_expires_when_full(
-    make_bucket: MakeBucket, redis_client: Redis
+    make_bucket: MakeBucket, target_client: Redis | RedisCluster
 ) -> None:
     limiter = make_bucket()
     policy = BucketPolicy(capacity=2, refill_per_second=20.0)  # full again after 50 ms
@@ -227,23 +227,25 @@ async def test_bucket_is_one_hash_key_that_expires_when_full(
     await limiter.take("idle", policy)
 
     key = KEY_PREFIX + "idle"
-    assert await redis_client.keys("*") == [key.encode()]
-    assert await redis_client.type(key) == b"hash"
-    assert set(await redis_client.hkeys(key)) == {b"t", b"u"}
-    assert 0 < await redis_client.pttl(key) <= 50
+    assert await target_client.keys("*") == [key.encode()]
+    assert await target_client.type(key) == b"hash"
+    assert set(await target_client.hkeys(key)) == {b"t", b"u"}
+    assert 0 < await target_client.pttl(key) <= 50
     await asyncio.sleep(0.15)
-    assert await redis_client.exists(key) == 0
+    assert await target_client.exists(key) == 0
     again = await limiter.take("idle", policy)
     assert (again.allowed, again.remaining) == (True, 1)  # a vanished bucket is a full one
 
 
-async def test_refused_take_keeps_a_ttl(make_bucket: MakeBucket, redis_client: Redis) -> None:
+async def test_refused_take_keeps_a_ttl(
+    make_bucket: MakeBucket, target_client: Redis | RedisCluster
+) -> None:
     limiter = make_bucket()
     policy = BucketPolicy(capacity=1, refill_per_second=0.5)
     await limiter.take("ttl", policy)
     refused = await limiter.take("ttl", policy)
     assert not refused.allowed
-    assert 1000 < await redis_client.pttl(KEY_PREFIX + "ttl") <= 2000
+    assert 1000 < await target_client.pttl(KEY_PREFIX + "ttl") <= 2000
 
 
 async def test_invalid_policy_is_a_value_error(make_bucket: MakeBucket) -> None:
@@ -270,7 +272,7 @@ async def test_from_settings(redis_server: RedisServer) -> None:
         assert limiter.failure_policy == "deny"
         assert limiter._timeout == 0.25 and limiter._backoff == 1.5
         assert limiter._log_interval == 7.0
-        assert limiter.lean and isinstance(limiter.client, RespClient)
+        assert isinstance(limiter.client, RespClient)
         assert limiter.client.connect_timeout == 0.25
         assert not limiter.client.connected  # lazily: nothing before the first take
         assert (await limiter.take("settings", BucketPolicy(2, FROZEN))).remaining == 1
@@ -284,37 +286,56 @@ async def test_from_settings(redis_server: RedisServer) -> None:
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "kind", "shown"),
     [
-        "rediss://cache.example:6380/0",
-        "unix:///run/redis.sock?db=2",
-        "redis://127.0.0.1:6379/0?socket_keepalive=true",
+        ("rediss://cache.example:6380/0", RespClient, "rediss://cache.example:6380/0"),
+        ("unix:///run/redis.sock?db=2", RespClient, "unix:///run/redis.sock?db=2"),
+        ("redis+cluster://:pw@10.0.0.1:7000?addr=10.0.0.2:7001", ClusterClient, "10.0.0.2:7001"),
     ],
 )
-async def test_urls_the_lean_client_does_not_handle_get_redis_py(url: str) -> None:
+async def test_every_url_gets_the_one_client(url: str, kind: type, shown: str) -> None:
     settings = Settings(redis_url=url, redis_timeout_ms=250)
     limiter = RedisTokenBucket.from_settings(settings)
     try:
-        assert not limiter.lean and isinstance(limiter.client, Redis)
-        kwargs = limiter.client.connection_pool.connection_kwargs
-        assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.25
+        assert isinstance(limiter.client, kind)
+        assert shown in repr(limiter.client) and "pw" not in repr(limiter.client)
     finally:
         await limiter.close()
 
 
-def test_a_malformed_redis_url_is_a_value_error() -> None:
-    for url in ("redis://host:notaport/0", "redis://host:6379/zero", "redis://host/0?db=x"):
-        with pytest.raises(ValueError):
-            RedisTokenBucket(url)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://host:notaport/0",
+        "redis://host:6379/zero",
+        "redis://host/0?db=x",
+        "redis://host/0?socket_keepalive=true",
+        "http://user:secret@host/0",
+        "unix://",
+        "rediss://host/0?ssl_cert_reqs=maybe",
+        "redis+cluster://host:7000/3",
+        "redis+cluster://host:7000?addr=nohost",
+    ],
+)
+def test_a_malformed_redis_url_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ValueError):
+        RedisTokenBucket(url)
+    with pytest.raises(SettingsError) as info:
+        Settings(redis_url=url)
+    assert "secret" not in str(info.value)
 
 
 async def test_close_closes_only_a_client_it_created(
-    make_bucket: MakeBucket, redis_client: Redis
+    make_bucket: MakeBucket, redis_target: Target
 ) -> None:
-    borrowed = make_bucket(redis_client)
-    await borrowed.take("close", BucketPolicy(2, FROZEN))
-    await borrowed.close()
-    assert await redis_client.ping()  # still usable: not ours to close
+    client = client_from_url(redis_target.url)
+    borrowed = make_bucket(client)
+    try:
+        assert not (await borrowed.take("close", BucketPolicy(2, FROZEN))).degraded
+        await borrowed.close()
+        assert await client.ping()  # still usable: not ours to close
+    finally:
+        await client.aclose()
 
     owned = make_bucket()
     await owned.take("close", BucketPolicy(2, FROZEN))
@@ -335,18 +356,18 @@ def records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRec
     return [r for r in caplog.records if r.name == LOGGER_NAME and r.levelno == level]
 
 
-def failing_bucket(server: RedisServer, kind: str = "resp", **kwargs: Any) -> RedisTokenBucket:
+def failing_bucket(server: RedisServer, **kwargs: Any) -> RedisTokenBucket:
     kwargs.setdefault("timeout_ms", 100)
     kwargs.setdefault("backoff_seconds", 0.3)
     kwargs.setdefault("log_interval_seconds", 60.0)
-    url = bucket_url(server, kind)
-    return RedisTokenBucket(url, logger=logging.getLogger(LOGGER_NAME), **kwargs)
+    return RedisTokenBucket(server.url, logger=logging.getLogger(LOGGER_NAME), **kwargs)
 
 
 async def test_stopped_redis_policy_allow_degrades_then_recovers(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
+    own_redis_server: RedisServer,
+    log: pytest.LogCaptureFixture,
 ) -> None:
-    limiter = failing_bucket(own_redis_server, client_kind, failure_policy="allow")
+    limiter = failing_bucket(own_redis_server, failure_policy="allow")
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         assert not (await limiter.take("down", policy)).degraded
@@ -384,9 +405,10 @@ async def test_stopped_redis_policy_allow_degrades_then_recovers(
 
 
 async def test_stopped_redis_policy_deny_raises(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
+    own_redis_server: RedisServer,
+    log: pytest.LogCaptureFixture,
 ) -> None:
-    limiter = failing_bucket(own_redis_server, client_kind, failure_policy="deny")
+    limiter = failing_bucket(own_redis_server, failure_policy="deny")
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         assert (await limiter.take("deny", policy)).allowed
@@ -412,16 +434,16 @@ async def test_stopped_redis_policy_deny_raises(
         await limiter.close()
 
 
-@pytest.mark.parametrize("kind", ["resp", "redis-py", "client-without-timeouts"])
+@pytest.mark.parametrize("kind", ["from-url", "client-without-timeouts"])
 async def test_hung_redis_times_out(
     own_redis_server: RedisServer, log: pytest.LogCaptureFixture, kind: str
 ) -> None:
-    # A client built without socket timeouts (and with redis-py's default retries) is
-    # still cut off by the bucket's hard asyncio timeout.
+    # A client built without connect and stall timeouts is still cut off by the bucket's
+    # hard asyncio timeout.
     own_client = kind == "client-without-timeouts"
-    client = Redis.from_url(own_redis_server.url) if own_client else None
+    client = RespClient.from_url(own_redis_server.url) if own_client else None
     if client is None:
-        limiter = failing_bucket(own_redis_server, kind)
+        limiter = failing_bucket(own_redis_server)
     else:
         limiter = RedisTokenBucket(
             client, timeout_ms=100, backoff_seconds=0.3, logger=logging.getLogger(LOGGER_NAME)
@@ -449,9 +471,9 @@ async def test_hung_redis_times_out(
 
 
 async def test_hung_redis_policy_deny_raises_within_timeout(
-    own_redis_server: RedisServer, client_kind: str
+    own_redis_server: RedisServer,
 ) -> None:
-    limiter = failing_bucket(own_redis_server, client_kind, failure_policy="deny")
+    limiter = failing_bucket(own_redis_server, failure_policy="deny")
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         await limiter.take("hung-deny", policy)
@@ -464,11 +486,9 @@ async def test_hung_redis_policy_deny_raises_within_timeout(
 
 
 async def test_after_back_off_a_single_request_probes(
-    own_redis_server: RedisServer, client_kind: str
+    own_redis_server: RedisServer,
 ) -> None:
-    limiter = failing_bucket(
-        own_redis_server, client_kind, failure_policy="allow", backoff_seconds=0.1
-    )
+    limiter = failing_bucket(own_redis_server, failure_policy="allow", backoff_seconds=0.1)
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         await limiter.take("probe", policy)
@@ -488,12 +508,11 @@ async def test_after_back_off_a_single_request_probes(
 
 
 async def test_failures_are_logged_once_per_interval(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
+    own_redis_server: RedisServer,
+    log: pytest.LogCaptureFixture,
 ) -> None:
     # No back-off: every take tries Redis and fails; the log stays quiet in between.
-    limiter = failing_bucket(
-        own_redis_server, client_kind, backoff_seconds=0.0, log_interval_seconds=0.3
-    )
+    limiter = failing_bucket(own_redis_server, backoff_seconds=0.0, log_interval_seconds=0.3)
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         own_redis_server.stop()
@@ -516,11 +535,10 @@ async def test_failures_are_logged_once_per_interval(
 
 
 async def test_back_off_requests_are_counted_in_the_next_warning(
-    own_redis_server: RedisServer, log: pytest.LogCaptureFixture, client_kind: str
+    own_redis_server: RedisServer,
+    log: pytest.LogCaptureFixture,
 ) -> None:
-    limiter = failing_bucket(
-        own_redis_server, client_kind, backoff_seconds=0.1, log_interval_seconds=0.2
-    )
+    limiter = failing_bucket(own_redis_server, backoff_seconds=0.1, log_interval_seconds=0.2)
     policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
     try:
         own_redis_server.stop()

@@ -1,9 +1,16 @@
 """Writes committed together (group commits) keep each lead's bookkeeping its own."""
 
 import asyncio
+import uuid
+from datetime import timedelta
 
-from pollybot_leads.errors import LeadNotFound
+from pollybot_leads.domain.timeutil import utcnow
+from pollybot_leads.domain.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
+from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
+from pollybot_leads.storage.idempotency import IdempotencyStore, Lease, StoredResponse
+from pollybot_leads.storage.leads import LeadRepository
 from tests.conftest import make_tenant
+from tests.storage.test_query_plans import CommandCounter, counted_mongo
 
 
 async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_repo, accounts):
@@ -14,8 +21,8 @@ async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_r
         fields={"name": "Ada Lovelace", "email": "ada@example.com"},
     )
     lead_id = lead["id"]
-    # The first is written alone; the next two queue behind it and commit together,
-    # the other chatbot's first in that batch.
+    # Writes group by the chatbot named: ours queue behind each other, the other
+    # chatbot's (naming our lead) never touch it.
     results = await asyncio.gather(
         leads_repo.update(chatbot_id=ours.chatbot_id, lead_id=lead_id, changes={"phone": "1"}),
         leads_repo.update(
@@ -56,3 +63,92 @@ async def test_a_create_whose_id_is_taken_gets_another(leads_repo, accounts, mon
         "createdAt"
     ] == first["createdAt"]
     assert (await leads_repo.read_counts(tenant.chatbot_id))["total"] == 2
+
+
+async def test_a_request_of_many_writes_costs_a_few_round_trips(settings, accounts, leads_repo):
+    """A batch of 50 upserts of known emails and 50 updates reads and writes in bulk:
+    the store sees a handful of commands, not one or more per write."""
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    known = [
+        await leads_repo.create(
+            chatbot_id=cb, workspace_id=ws, fields={"name": f"K{i}", "email": f"k{i}@x.com"}
+        )
+        for i in range(100)
+    ]
+    counter = CommandCounter()
+    async with counted_mongo(settings, counter) as mongo:
+        repo = LeadRepository(mongo)
+        writes = [
+            LeadWrite(UPSERT, {"name": f"U{i}", "email": f"K{i}@X.com"}, merge={"name": f"U{i}"})
+            for i in range(50)
+        ] + [LeadWrite(UPDATE, {"status": "contacted"}, lead["id"]) for lead in known[50:]]
+        counter.names.clear()
+        outcomes = await repo.write(chatbot_id=cb, workspace_id=ws, writes=writes)
+        assert len(counter.names) <= 12, counter.names
+    assert [o.lead["id"] for o in outcomes] == [lead["id"] for lead in known]
+    assert [o.created for o in outcomes] == [False] * 100
+    stored = await leads_repo.get(chatbot_id=cb, lead_id=known[7]["id"])
+    assert stored["name"] == "U7" and stored["email"] == "k7@x.com"
+    stored = await leads_repo.get(chatbot_id=cb, lead_id=known[70]["id"])
+    assert stored["status"] == "contacted"
+    counts = await leads_repo.read_counts(cb)
+    assert counts["total"] == 100 and counts["byStatus"]["contacted"] == 50
+
+
+async def test_a_write_whose_idempotency_lease_passed_to_a_retry_writes_nothing(
+    leads_repo, mongo, accounts
+):
+    """A request presumed dead lost its key to a retry: if it still reaches its write,
+    that write is dropped whole (409), and writes queued beside it still commit."""
+    tenant = await make_tenant(accounts)
+    store = IdempotencyStore(mongo.db)
+    key = uuid.uuid4().hex
+    first = await store.begin(scope="key_t", key=key, fingerprint="f")
+    assert isinstance(first, Lease)
+    await mongo.db["idempotency_keys"].update_one(  # its lease runs out...
+        {"_id": first.record_id}, {"$set": {"leaseUntil": utcnow() - timedelta(seconds=1)}}
+    )
+    retry = await store.begin(scope="key_t", key=key, fingerprint="f")  # ...a retry takes it
+    assert isinstance(retry, Lease) and retry.token != first.token
+
+    class Receipt:
+        lease = first
+
+        def render(self, outcomes):
+            return StoredResponse(201, b"{}", {})
+
+    fields = {"name": "Ada", "email": "ada@example.com"}
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    gate = asyncio.Event()
+    real = leads_repo._commit
+
+    async def held_commit(chatbot_id, units):  # the first commit waits, so the next two
+        await gate.wait()  # queue and go together
+        return await real(chatbot_id, units)
+
+    leads_repo._commit = held_commit
+    try:
+        blocker = asyncio.ensure_future(
+            leads_repo.write(chatbot_id=cb, workspace_id=ws, writes=[LeadWrite(CREATE, fields)])
+        )
+        await asyncio.sleep(0.05)
+        lost = asyncio.ensure_future(
+            leads_repo.write(
+                chatbot_id=cb,
+                workspace_id=ws,
+                writes=[LeadWrite(CREATE, fields)],
+                receipt=Receipt(),
+            )
+        )
+        beside = asyncio.ensure_future(
+            leads_repo.write(chatbot_id=cb, workspace_id=ws, writes=[LeadWrite(CREATE, fields)])
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(blocker, lost, beside, return_exceptions=True)
+    finally:
+        leads_repo._commit = real
+    assert isinstance(results[1], IdempotencyInProgress)
+    assert all(isinstance(result[0], Written) for result in (results[0], results[2]))
+    assert (await leads_repo.read_counts(cb))["total"] == 2

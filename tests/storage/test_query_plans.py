@@ -17,6 +17,7 @@ chatbot's leads, so that they are checked on every store.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -32,7 +33,6 @@ from pollybot_leads.domain.queries import SORTS, LeadQuery
 from pollybot_leads.domain.timeutil import to_ms
 from pollybot_leads.storage import listing
 from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.indexes import LEAD_INDEXES
 from pollybot_leads.storage.leads import LIST_PROJECTION, LeadRepository, build_lead_document
 from pollybot_leads.storage.listing import LeadLister, ListPlan
 from pollybot_leads.storage.quirks import PLAIN
@@ -83,21 +83,6 @@ def seeded(chatbot_id: str, workspace_id: str, n: int, span: timedelta, seed: in
         doc["updatedAt"] = created + timedelta(hours=7 * (i // 2 % 3))
         docs.append(doc)
     return docs
-
-
-@pytest.fixture(scope="module")
-async def tenants(accounts, leads_repo) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, n, seed in (("big", BIG, 1), ("small", SMALL, 2)):
-        workspace = await accounts.create_workspace(name=name)
-        chatbot = await accounts.create_chatbot(workspace_id=workspace["id"], name=name)
-        docs = seeded(chatbot["id"], workspace["id"], n, NOW - START, seed)
-        for start in range(0, n, 1000):
-            await leads_repo.insert_many(docs=docs[start : start + 1000])
-        await leads_repo.recount(chatbot_id=chatbot["id"])
-        out[name] = chatbot["id"]
-        out[f"{name}_docs"] = docs
-    return out
 
 
 def small_query(tenants) -> dict[str, Any]:
@@ -307,17 +292,6 @@ def lister_for(leads, leads_repo, quirks) -> LeadLister:
     return LeadLister(leads, LIST_PROJECTION, counts=leads_repo.read_counts, quirks=quirks)
 
 
-@pytest.fixture(scope="module")
-async def plain_copy(mongo, tenants) -> AsyncIterator[Any]:
-    """The small chatbot's leads alone in a collection of their own, with the same
-    indexes: there the plain single queries ($in, $all, $and) are cheap on any store."""
-    leads = mongo.db[f"leads_plain_{tenants['small']}"]
-    await leads.create_indexes(LEAD_INDEXES)
-    await leads.insert_many([dict(d) for d in tenants["small_docs"]])
-    yield leads
-    await leads.drop()
-
-
 async def pages(lister, chatbot_id, query: LeadQuery) -> tuple[list[str], list[str], set]:
     """Every lead of the list, by page/limit and by cursor; and the totals seen."""
     by_page, by_cursor, totals = [], [], set()
@@ -396,6 +370,22 @@ def test_the_shapes_are_not_trivial(tenants):
         assert n > 0 or shape in ("metadata_unmatched", "metadata_three"), shape
 
 
+@contextlib.asynccontextmanager
+async def counted_mongo(settings: Any, counter: CommandCounter) -> AsyncIterator[Mongo]:
+    """A client of its own whose every command ``counter`` sees."""
+    mongo = Mongo(
+        settings.mongodb_uri,
+        settings.mongodb_database,
+        settings.mongodb_driver,
+        event_listeners=[counter],
+    )
+    try:
+        await mongo.connect()
+        yield mongo
+    finally:
+        await mongo.close()
+
+
 class CommandCounter(monitoring.CommandListener):
     def __init__(self) -> None:
         self.names: list[str] = []
@@ -419,14 +409,7 @@ async def test_a_page_costs_two_round_trips(settings, accounts, leads_repo):
     await leads_repo.insert_many(docs=docs)
     await leads_repo.recount(chatbot_id=chatbot["id"])
     counter = CommandCounter()
-    mongo = Mongo(
-        settings.mongodb_uri,
-        settings.mongodb_database,
-        settings.mongodb_driver,
-        event_listeners=[counter],
-    )
-    try:
-        await mongo.connect()
+    async with counted_mongo(settings, counter) as mongo:
         repo = LeadRepository(mongo)
         for fields in ({}, {"statuses": ("new",)}, {"statuses": ("lost",), "page": 2}):
             query = LeadQuery(**fields)
@@ -445,5 +428,3 @@ async def test_a_page_costs_two_round_trips(settings, accounts, leads_repo):
             assert len(counter.names) <= 2, (fields, "cursor", counter.names)
             following = expected[skip + query.limit : skip + 2 * query.limit]
             assert [d["id"] for d in after.leads] == following
-    finally:
-        await mongo.close()

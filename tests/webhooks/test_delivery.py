@@ -302,3 +302,35 @@ async def test_the_example_receiver_accepts_a_real_delivery(api, mongo, tenant, 
         assert not example.standard_signature_ok("whsec_" + "A" * 44, {}, b"{}")
     finally:
         await server.close()
+
+
+async def test_lead_writes_through_the_api_are_delivered_in_order(
+    api, tenant, receiver, run_worker
+):
+    """End to end: each committed create, update and delete reaches the receiver once."""
+    endpoint = await create_endpoint(api, tenant, receiver.url)
+    resp = await api.post(
+        tenant.leads_url, json={"name": "Ada", "email": "ada@example.com"}, headers=tenant.headers
+    )
+    lead = await data_of(resp, 201)
+    resp = await api.put(
+        tenant.lead_url(lead["id"]), json={"status": "contacted"}, headers=tenant.headers
+    )
+    updated = await data_of(resp)
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    run_worker()
+    got = await receiver.wait_for(3)
+    await asyncio.sleep(0.2)
+    events = sorted(
+        (Webhook(endpoint["secret"]).verify(r.body, r.headers) for r in got),
+        key=lambda e: e["sequence"],
+    )
+    assert [e["type"] for e in events] == ["lead.created", "lead.updated", "lead.deleted"]
+    assert [e["sequence"] for e in events] == [1, 2, 3]
+    assert events[0]["data"]["lead"]["email"] == "ada@example.com"
+    assert events[1]["data"]["lead"] == updated
+    assert events[1]["data"]["changes"]["status"] == {"from": "new", "to": "contacted"}
+    assert events[2]["data"] == {"lead": {"id": lead["id"]}}

@@ -1,0 +1,103 @@
+"""Idempotency keys across real processes: two API servers on one store, and restarts of
+the server, of Redis and of the store (SIGKILL) between a request and its retry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+
+from pollybot_leads.storage.embedded import free_port
+from tests.faults.harness import ApiServer, Store, Tenant, list_total, server_env
+from tests.redis_server import RedisServer
+
+BODY = {"name": "Ann", "email": "ann@example.com", "metadata": {"n": 1}}
+
+
+@pytest.fixture
+def second(store: Store, database: str, server: ApiServer, tmp_path: Path) -> Iterator[ApiServer]:
+    """A second API server process on the same store, beside ``server``."""
+    other = ApiServer(free_port(), server_env(store.uri, database), tmp_path / "second.log")
+    other.start()
+    try:
+        yield other
+    finally:
+        other.stop()
+
+
+async def test_fifty_identical_posts_across_two_servers_create_one_lead(
+    tenant: Tenant, server: ApiServer, second: ApiServer, http: ClientSession
+):
+    headers = {**tenant.headers, "Idempotency-Key": str(uuid.uuid4())}
+
+    async def post(n: int) -> tuple[int, dict]:
+        base = (server, second)[n % 2].base_url
+        async with http.post(base + tenant.leads_path, json=BODY, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    results = await asyncio.gather(*(post(n) for n in range(50)))
+    statuses = {status for status, _ in results}
+    assert statuses <= {201, 409}, results
+    ids = {body["data"]["id"] for status, body in results if status == 201}
+    assert len(ids) == 1
+    for status, body in results:
+        if status == 409:
+            assert body["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS"
+    assert await list_total(http, server.base_url, tenant) == 1
+
+
+async def test_a_kept_result_survives_restarts_of_server_redis_and_store(
+    store: Store,
+    database: str,
+    tenant: Tenant,
+    http: ClientSession,
+    tmp_path: Path,
+):
+    redis = RedisServer().start()
+    env = {**server_env(store.uri, database), "REDIS_URL": redis.url}
+    server = ApiServer(free_port(), env, tmp_path / "server.log")
+    server.start()
+    try:
+        headers = {**tenant.headers, "Idempotency-Key": str(uuid.uuid4())}
+        url = server.base_url + tenant.leads_path
+        async with http.post(url, json=BODY, headers=headers) as resp:
+            assert resp.status == 201
+            first = await resp.read()
+        server.kill()  # SIGKILL right after the answer
+        redis.stop()
+        redis.start()  # a fresh Redis: it keeps nothing
+        store.kill()
+        store.start()
+        server.start()
+        async with ClientSession() as fresh:  # the old connections died with the server
+            async with fresh.post(url, json=BODY, headers=headers) as resp:
+                assert resp.status == 201
+                assert resp.headers["Idempotent-Replayed"] == "true"
+                assert await resp.read() == first
+            assert await list_total(fresh, server.base_url, tenant) == 1
+    finally:
+        server.stop()
+        redis.close()
+
+
+async def test_fifty_upserts_of_a_new_email_across_two_servers_leave_one_lead(
+    tenant: Tenant, server: ApiServer, second: ApiServer, http: ClientSession
+):
+    async def upsert(n: int) -> int:
+        base = (server, second)[n % 2].base_url
+        body = {"name": "Zed", "email": "zed@example.com", "metadata": {f"k{n}": n}}
+        url = base + tenant.leads_path + "?upsert=email"
+        async with http.post(url, json=body, headers=tenant.headers) as resp:
+            await resp.read()
+            return resp.status
+
+    statuses = await asyncio.gather(*(upsert(n) for n in range(50)))
+    assert sorted(statuses) == [200] * 49 + [201]
+    assert await list_total(http, server.base_url, tenant) == 1
+    async with http.get(server.base_url + tenant.leads_path, headers=tenant.headers) as resp:
+        (lead,) = (await resp.json())["data"]["leads"]
+    assert lead["metadata"] == {f"k{n}": n for n in range(50)}
