@@ -10,7 +10,13 @@ write). Two phases:
 - **latency**: ``--latency-events`` events, one at a time at about 20 per second, each
   timed from its commit to its arrival at the receiver (p50, p95, max).
 
-Every event must arrive exactly once (the receiver counts ``webhook-id``s). Without
+- **crash** (``--crash-events``, 0 to skip): events queued, a worker SIGKILLed after a
+  third of them arrived, a new worker started; every event must arrive (0 lost), and
+  the ones in flight at the kill may arrive twice, with the same ``webhook-id`` (their
+  leases run out first: timeout + 30 s).
+
+In the first two phases every event must arrive exactly once (the receiver counts
+``webhook-id``s). Without
 MONGODB_URI it starts its own SecantusDB. Prints the figures and writes JSON.
 """
 
@@ -116,6 +122,34 @@ async def wait_for(receiver: Receiver, ids_: list[str], timeout: float) -> None:
         await asyncio.sleep(0.005)
 
 
+async def crash_phase(mongo, log, chatbot, receiver, args, uri, database) -> dict[str, int]:
+    queued: list[str] = []
+    for start in range(0, args.crash_events, 100):
+        docs = await append(mongo, log, chatbot, min(100, args.crash_events - start))
+        queued += [d["_id"] for d in docs]
+    [first] = await start_workers(1, uri, database)
+    third = len(queued) // 3
+    while sum(i in receiver.arrivals for i in queued) < third:
+        await asyncio.sleep(0.01)
+    first.kill()  # SIGKILL: deliveries in flight keep their leases
+    await first.wait()
+    at_kill = sum(i in receiver.arrivals for i in queued)
+    [second] = await start_workers(1, uri, database)
+    try:
+        await wait_for(receiver, queued, timeout=300)
+        await asyncio.sleep(1.0)
+    finally:
+        second.terminate()
+        await second.wait()
+    lost = sum(i not in receiver.arrivals for i in queued)
+    twice = sum(receiver.counts[i] - 1 for i in queued)
+    print(
+        f"crash: {len(queued)} events, worker killed after {at_kill} arrived: {lost} lost, "
+        f"{twice} delivered twice (same webhook-id)"
+    )
+    return {"events": len(queued), "arrived_at_kill": at_kill, "lost": lost, "twice": twice}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -126,6 +160,7 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--events", type=int, default=2000, help="events for the throughput")
     parser.add_argument("--latency-events", type=int, default=200)
+    parser.add_argument("--crash-events", type=int, default=600)
     parser.add_argument("--out", default="bench-webhooks.json")
     args = parser.parse_args()
 
@@ -187,6 +222,14 @@ async def main() -> None:
         await asyncio.sleep(1.0)  # late duplicates would show now
         duplicates = sum(c - 1 for c in receiver.counts.values())
         print(f"duplicates: {duplicates}")
+
+        crash: dict[str, int] = {}
+        if args.crash_events:
+            for proc in procs:
+                proc.terminate()
+                await proc.wait()
+            crash = await crash_phase(mongo, log, chatbot, receiver, args, uri, database)
+            procs = []
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -216,6 +259,7 @@ async def main() -> None:
             "mean": round(statistics.fmean(latencies), 1),
         },
         "duplicates": duplicates,
+        "crash": crash,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
