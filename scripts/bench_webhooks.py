@@ -15,6 +15,11 @@ write). Two phases:
   the ones in flight at the kill may arrive twice, with the same ``webhook-id`` (their
   leases run out first: timeout + 30 s).
 
+- **api** (``--api-seconds``, 0 to skip): a `pollybot-leads serve` (deliveries inside
+  it) answers creates and GETs for that long each, first with no endpoint subscribed,
+  then with 3 (two answering at once, one never answering: every delivery to it waits
+  out the 15 s timeout); requests per second and p95 of each.
+
 In the first two phases every event must arrive exactly once (the receiver counts
 ``webhook-id``s). Without
 MONGODB_URI it starts its own SecantusDB. Prints the figures and writes JSON.
@@ -34,7 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from pollybot_leads.domain import ids
 from pollybot_leads.domain.timeutil import utcnow
@@ -44,6 +49,7 @@ from pollybot_leads.storage.embedded import EmbeddedStore, free_port
 from pollybot_leads.storage.events import LEAD_CREATED, EventLog
 from pollybot_leads.storage.indexes import ensure_indexes
 from pollybot_leads.storage.webhooks import WebhookRepository
+from pollybot_leads.webhooks.payload import EVENT_TYPES
 
 WORKER = (sys.executable, "-m", "pollybot_leads", "worker")
 
@@ -150,6 +156,112 @@ async def crash_phase(mongo, log, chatbot, receiver, args, uri, database) -> dic
     return {"events": len(queued), "arrived_at_kill": at_kill, "lost": lost, "twice": twice}
 
 
+async def api_phase(mongo: Mongo, seconds: float, uri: str, database: str) -> dict[str, dict]:
+    """API throughput without and with 3 subscribed endpoints (one hanging)."""
+    accounts = AccountRepository(mongo)
+    ws = await accounts.create_workspace(name="API bench")
+    bot = await accounts.create_chatbot(workspace_id=ws["id"], name="api")
+    key = await accounts.create_key(
+        workspace_id=ws["id"], rate_limit_capacity=10**9, rate_limit_refill=10**9
+    )
+    headers = {"Authorization": f"Bearer {key.secret}"}
+    port = free_port()
+    env = {
+        **os.environ,
+        "MONGODB_URI": uri,
+        "MONGODB_DATABASE": database,
+        "PORT": str(port),
+        "WEBHOOK_ALLOW_PRIVATE": "1",
+        "WEBHOOK_ALLOW_HTTP": "1",
+        "LOG_LEVEL": "ERROR",
+    }
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pollybot_leads", "serve", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    leads = f"{base}/api/v1/chatbots/{bot['id']}/leads"
+    hang = asyncio.Event()
+
+    async def hanging(request: web.Request) -> web.Response:
+        await request.read()
+        await hang.wait()
+        return web.Response(status=204)
+
+    fast, slow = Receiver(), Receiver()
+    runners = [await fast.start()]
+    app = web.Application()
+    app.router.add_post("/hook", hanging)
+    slow_runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await slow_runner.setup()
+    await web.TCPSite(slow_runner, "127.0.0.1", slow.port).start()
+    runners.append(slow_runner)
+    results: dict[str, dict] = {}
+    try:
+        async with ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{base}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                await asyncio.sleep(0.1)
+            async with http.post(
+                leads, json={"name": "Seed", "email": "s@example.com"}, headers=headers
+            ) as resp:
+                lead_id = (await resp.json())["data"]["id"]
+
+            async def load(op: str) -> dict:
+                times: list[float] = []
+                end = time.perf_counter() + seconds
+
+                async def one() -> None:
+                    while time.perf_counter() < end:
+                        t = time.perf_counter()
+                        if op == "create":
+                            body = {"name": "Bench", "email": "b@example.com"}
+                            async with http.post(leads, json=body, headers=headers) as r:
+                                await r.read()
+                        else:
+                            async with http.get(f"{leads}/{lead_id}", headers=headers) as r:
+                                await r.read()
+                        times.append(time.perf_counter() - t)
+
+                await asyncio.gather(*(one() for _ in range(16)))
+                return {
+                    "per_s": round(len(times) / seconds, 1),
+                    "p95_ms": round(pct(times, 0.95) * 1000, 1),
+                }
+
+            repo = WebhookRepository(mongo)
+            for label in ("0 endpoints", "3 endpoints, 1 hanging"):
+                if label.startswith("3"):
+                    fast_url = f"http://127.0.0.1:{fast.port}/hook"
+                    for url in (fast_url, fast_url, f"http://127.0.0.1:{slow.port}/hook"):
+                        await repo.create(
+                            workspace_id=ws["id"],
+                            url=url,
+                            events=list(EVENT_TYPES),
+                            chatbot_ids=[],
+                            description=None,
+                        )
+                results[label] = {op: await load(op) for op in ("create", "get")}
+                print(
+                    f"api, {label}: "
+                    + ", ".join(
+                        f"{op} {r['per_s']}/s (p95 {r['p95_ms']} ms)"
+                        for op, r in results[label].items()
+                    )
+                )
+    finally:
+        hang.set()
+        server.terminate()
+        await server.wait()
+        for runner in runners:
+            await runner.cleanup()
+    return results
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -161,6 +273,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="events for the throughput")
     parser.add_argument("--latency-events", type=int, default=200)
     parser.add_argument("--crash-events", type=int, default=600)
+    parser.add_argument("--api-seconds", type=float, default=5.0)
     parser.add_argument("--out", default="bench-webhooks.json")
     args = parser.parse_args()
 
@@ -230,6 +343,9 @@ async def main() -> None:
                 await proc.wait()
             crash = await crash_phase(mongo, log, chatbot, receiver, args, uri, database)
             procs = []
+        api: dict[str, dict] = {}
+        if args.api_seconds:
+            api = await api_phase(mongo, args.api_seconds, uri, database)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -260,6 +376,7 @@ async def main() -> None:
         },
         "duplicates": duplicates,
         "crash": crash,
+        "api": api,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
