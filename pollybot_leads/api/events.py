@@ -28,7 +28,8 @@ def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
             "Invalid query parameters", details={n: ["Give this parameter once."] for n in repeated}
         )
     try:
-        return schema.load(dict(query))
+        loaded: dict[str, Any] = schema.load(dict(query))
+        return loaded
     except ValidationError as exc:
         raise ValidationFailed("Invalid query parameters", details=exc.messages) from None
 

@@ -59,7 +59,7 @@ def url_field(**kwargs: Any) -> Text:
     )
 
 
-def events_field(**kwargs: Any) -> fields.List:
+def events_field(**kwargs: Any) -> fields.List[Any]:
     return fields.List(
         fields.String(validate=validate.OneOf(EVENT_TYPES)),
         validate=[validate.Length(1, len(EVENT_TYPES)), _unique],
@@ -73,7 +73,7 @@ def events_field(**kwargs: Any) -> fields.List:
     )
 
 
-def chatbots_field(**kwargs: Any) -> fields.List:
+def chatbots_field(**kwargs: Any) -> fields.List[Any]:
     return fields.List(
         Text(max_length=19, pattern=CHATBOT_PATTERN, pattern_message="Not a chatbot id."),
         validate=[validate.Length(0, CHATBOTS_MAX), _unique],

@@ -83,7 +83,8 @@ def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
 async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
     body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
     try:
-        return schema.load(body)
+        loaded: dict[str, Any] = schema.load(body)
+        return loaded
     except ValidationError as exc:
         raise ValidationFailed(details=exc.messages) from None
 

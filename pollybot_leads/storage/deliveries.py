@@ -204,10 +204,12 @@ class DeliveryQueue:
         return sorted(claimed, key=lambda d: d["queuedAt"])
 
     async def endpoint(self, webhook_id: str) -> dict[str, Any] | None:
-        return await self._webhooks.find_one({"_id": webhook_id})
+        found: dict[str, Any] | None = await self._webhooks.find_one({"_id": webhook_id})
+        return found
 
     async def event(self, event_id: str) -> dict[str, Any] | None:
-        return await self._events.find_one({"_id": event_id})
+        found: dict[str, Any] | None = await self._events.find_one({"_id": event_id})
+        return found
 
     async def finish(
         self,
@@ -222,8 +224,8 @@ class DeliveryQueue:
         being written are committed together in the next transaction."""
         return await self._finishes.submit("finish", (delivery, state, due_at, attempt))
 
-    async def _write_finishes(self, _key: str, batch: list[_Finish]) -> list[bool]:
-        async def write(session: Any) -> list[bool]:
+    async def _write_finishes(self, _key: str, batch: list[_Finish]) -> list[bool | Exception]:
+        async def write(session: Any) -> list[bool | Exception]:
             now = utcnow()
             attempts = [
                 {"_id": new_attempt_id(attempt["at"]), **attempt}
@@ -237,7 +239,7 @@ class DeliveryQueue:
                 doc["_id"]: doc
                 async for doc in self._deliveries.find({"_id": {"$in": ids}}, session=session)
             }
-            outcomes = []
+            outcomes: list[bool | Exception] = []
             for delivery, state, due_at, attempt in batch:
                 found = current.get(delivery["_id"])
                 if found is None or found.get("lease") != delivery["lease"]:

@@ -12,6 +12,7 @@ The delivery queue itself is ``storage/deliveries.py``.
 
 from __future__ import annotations
 
+import builtins
 import re
 import secrets as random_secrets
 from datetime import datetime, timedelta
@@ -105,7 +106,8 @@ class WebhookRepository:
         doc = await self._webhooks.find_one({"_id": webhook_id})
         if doc is None or doc["workspaceId"] != workspace_id:
             raise WebhookNotFound()
-        return doc
+        found: dict[str, Any] = doc
+        return found
 
     @store_errors
     async def workspace_of(self, *, webhook_id: str) -> str:
@@ -117,7 +119,8 @@ class WebhookRepository:
         )
         if doc is None:
             raise WebhookNotFound(f"No webhook endpoint {webhook_id}")
-        return doc["workspaceId"]
+        workspace: str = doc["workspaceId"]
+        return workspace
 
     async def _check_chatbots(self, workspace_id: str, chatbot_ids: list[str]) -> None:
         foreign = []
@@ -227,7 +230,9 @@ class WebhookRepository:
         return endpoint_view({**doc, "secrets": fresh, "updatedAt": updated_at}, now), secret
 
     @store_errors
-    async def request_replay(self, *, workspace_id: str, webhook_id: str, after: int) -> list[str]:
+    async def request_replay(
+        self, *, workspace_id: str, webhook_id: str, after: int
+    ) -> builtins.list[str]:
         """Queue again every event after ``after`` of the endpoint's chatbots (done in the
         background by the dispatcher, see storage/deliveries.py); returns those chatbots."""
         doc = await self._own(workspace_id, webhook_id)
@@ -250,7 +255,7 @@ class WebhookRepository:
     @store_errors
     async def attempts(
         self, *, workspace_id: str, webhook_id: str, before: str | None, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[builtins.list[dict[str, Any]], bool]:
         """The endpoint's delivery attempts, newest first; and whether more are older."""
         await self._own(workspace_id, webhook_id)
         query: dict[str, Any] = {"webhookId": webhook_id}
