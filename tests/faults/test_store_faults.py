@@ -229,12 +229,15 @@ async def test_dead_store_gives_fast_503_and_recovers(
     )
 
 
-async def test_counts_exact_after_faults(
+async def test_counts_and_events_exact_after_faults(
     store: Store, server: ApiServer, tenant: Tenant, database: str, http: ClientSession
 ) -> None:
     """Creates, status changes and deletes under load; the store SIGKILLed and restarted,
     then the server. Afterwards the list's total, unfiltered and per status (counters kept
-    on the chatbot), equals the leads stored, counted directly. No recount is run."""
+    on the chatbot), equals the leads stored, counted directly (no recount is run); and
+    the chatbot's event log is exactly its committed changes: sequences 1..n without a
+    gap, replaying the events gives the leads stored (each as stored), and every create
+    answered 201 has its event."""
     load = Load(
         http,
         server.base_url,
@@ -301,3 +304,33 @@ async def test_counts_exact_after_faults(
         f"list totals (api, stored) differ from the leads stored: {diff}; "
         f"all stored: { {label(s): c for s, c in stored.items()} }; load: {summary}"
     )
+
+    async with direct_db(store.uri, database) as db:
+        found = db["events"].find({"chatbotId": tenant.chatbot_id}, sort=[("sequence", 1)])
+        events = [event async for event in found]
+        found = db["leads"].find({"chatbotId": tenant.chatbot_id})
+        stored_leads = {doc["_id"]: doc async for doc in found}
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    live: dict[str, dict] = {}
+    created: set[str] = set()
+    for event in events:
+        lead = event["data"]["lead"]
+        if event["type"] == "lead.created":
+            assert lead["id"] not in live and lead["id"] not in created, event
+            created.add(lead["id"])
+            live[lead["id"]] = lead
+        elif event["type"] == "lead.updated":
+            assert lead["id"] in live, f"an update event of a lead not live: {event}"
+            live[lead["id"]] = lead
+        else:
+            assert event["type"] == "lead.deleted" and set(lead) == {"id"}, event
+            assert live.pop(lead["id"], None) is not None, f"a delete of a lead not live: {event}"
+    assert set(live) == set(stored_leads), (
+        f"events without their change: {sorted(set(live) - set(stored_leads))[:5]}; "
+        f"changes without their event: {sorted(set(stored_leads) - set(live))[:5]}"
+    )
+    for lead_id, lead in live.items():
+        doc = stored_leads[lead_id]
+        assert (lead["status"], lead["updatedAt"]) == (doc["status"], doc["updatedAt"]), lead_id
+    missing = set(load.acked) - created
+    assert not missing, f"creates answered 201 without their event: {sorted(missing)[:5]}"
