@@ -29,7 +29,7 @@ from .query import (
 )
 from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema
 from .schemas import LeadCreateSchema, LeadUpdateSchema
-from .spec import error_responses
+from .spec import CONFIRM_PARAMETER, error_responses
 
 _create_schema = LeadCreateSchema()
 _update_schema = LeadUpdateSchema()
@@ -267,16 +267,7 @@ async def update_lead(request: web.Request) -> web.Response:
     "nothing is deleted and the answer is 400 `CONFIRMATION_REQUIRED`. The query parameter "
     "is declared required below because OpenAPI 3.0 cannot say 'this parameter or that "
     "header'. An audit record (ids and time, no personal data) is kept.",
-    parameters=[
-        {
-            "in": "query",
-            "name": "confirm",
-            "required": True,
-            "schema": {"type": "string", "enum": ["true"]},
-            "description": "Must be `true`. Alternative: the header `X-Confirm-Delete: true`.",
-            "example": "true",
-        },
-    ],
+    parameters=[CONFIRM_PARAMETER],
     responses=error_responses(400, 401, 404, 409, 412, 422, 429, 503),
 )
 @response_schema(DeleteEnvelopeSchema, 200, description="The lead is gone")

@@ -108,6 +108,15 @@ OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
     "listWebhookDeliveries": _WEBHOOK,
     "replayWebhook": (*_BODY, *_WEBHOOK[1:]),
 }
+# A delete's confirmation (or instead the header X-Confirm-Delete: true).
+CONFIRM_PARAMETER: dict[str, Any] = {
+    "in": "query",
+    "name": "confirm",
+    "required": True,
+    "schema": {"type": "string", "enum": ["true"]},
+    "description": "Must be `true`. Alternative: the header `X-Confirm-Delete: true`.",
+    "example": "true",
+}
 _IDEMPOTENCY_KEY = {
     "in": "header",
     "name": "Idempotency-Key",

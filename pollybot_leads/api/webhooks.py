@@ -18,7 +18,7 @@ from .body import read_json_object
 from .events import load_query
 from .query import CONFIRM_HEADER, reject_query, require_confirmation
 from .responses import ErrorEnvelopeSchema
-from .spec import error_responses
+from .spec import CONFIRM_PARAMETER, error_responses
 from .webhook_schemas import (
     AttemptListEnvelopeSchema,
     AttemptQuerySchema,
@@ -213,16 +213,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     description="Permanent, with its queued deliveries and delivery log, so it must be "
     "confirmed like a lead's delete: `?confirm=true`, or the header `X-Confirm-Delete: "
     "true`; otherwise 400 `CONFIRMATION_REQUIRED` and nothing changes.",
-    parameters=[
-        {
-            "in": "query",
-            "name": "confirm",
-            "required": True,
-            "schema": {"type": "string", "enum": ["true"]},
-            "description": "Must be `true`. Alternative: the header `X-Confirm-Delete: true`.",
-            "example": "true",
-        },
-    ],
+    parameters=[CONFIRM_PARAMETER],
     responses={**error_responses(400, 401, 429, 503), **_NOT_FOUND},
 )
 @response_schema(WebhookDeleteEnvelopeSchema, 200, description="The endpoint is gone")
