@@ -8,11 +8,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from pollybot_leads.app import create_app
 from pollybot_leads.domain import ids
 from pollybot_leads.domain.timeutil import utcnow
+from pollybot_leads.settings import Settings
+from pollybot_leads.storage.accounts import AccountRepository
 from pollybot_leads.storage.client import Mongo
 from pollybot_leads.storage.events import LEAD_CREATED, EventLog
+from pollybot_leads.storage.indexes import ensure_indexes
 from pollybot_leads.storage.webhooks import WebhookRepository
 from pollybot_leads.webhooks.delivery import DeliveryConfig, WebhookWorker
 from pollybot_leads.webhooks.retry import RetryPolicy
@@ -29,12 +34,36 @@ FAST = DeliveryConfig(
 )
 
 
-@pytest.fixture(scope="package", autouse=True)
-async def no_backlog(mongo: Mongo) -> None:
-    """Start from an empty event queue: the session's other tests wrote thousands of
-    events with no dispatcher running (delivery is off in the test configuration), and
-    a dispatcher here would first have to work through all of them."""
-    await mongo.db["events"].update_many({"pending": True}, {"$unset": {"pending": ""}})
+# A database of these tests' own: the rest of the session writes thousands of events
+# with no dispatcher running (delivery is off in the test configuration), and a
+# dispatcher here would first have to work through all of them (on SecantusDB each read
+# of pending events examines every one).
+@pytest.fixture(scope="package")
+def settings(settings: Settings) -> Settings:
+    return settings.replace(mongodb_database=f"{settings.mongodb_database}_webhooks")
+
+
+@pytest.fixture(scope="package")
+async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
+    mongo = Mongo.from_settings(settings)
+    await mongo.connect()
+    await ensure_indexes(mongo)
+    yield mongo
+    await mongo.client.drop_database(settings.mongodb_database)
+    await mongo.close()
+
+
+@pytest.fixture(scope="package")
+def accounts(mongo: Mongo) -> AccountRepository:
+    return AccountRepository(mongo)
+
+
+@pytest.fixture(scope="package")
+async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield client
+    await client.close()
 
 
 @pytest.fixture
