@@ -15,10 +15,10 @@ from marshmallow import fields
 from ..domain.writes import CREATE, LeadWrite, Outcome, Written
 from ..errors import AppError, ValidationFailed
 from ..middleware.ratelimit import charge
-from .body import read_json_object
-from .leads import commit_writes, lead_json, load_fields, upsert_write
+from .body import load_fields, read_json_object
+from .leads import commit_writes, lead_json, upsert_write
 from .query import reject_query
-from .responses import BatchEnvelopeSchema
+from .responses import BatchEnvelopeSchema, ok
 from .schemas import CamelSchema, LeadCreateSchema
 from .spec import error_responses
 
@@ -139,7 +139,7 @@ async def create_leads_batch(request: web.Request) -> web.Response:
             "updated": statuses.count(200),
             "failed": sum(1 for status in statuses if status >= 400),
         }
-        return web.json_response({"success": True, "data": data})
+        return ok(data)
 
     if not writes:
         return build([])

@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 from aiohttp import web
+from marshmallow import Schema, ValidationError
 
-from ..errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType
+from .. import keys
+from ..errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -81,3 +83,18 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
     if len(raw) > max_bytes:  # a body without Content-Length, under the app-wide limit
         raise PayloadTooLarge(f"Request body is over {max_bytes} bytes")
     return decode_json_object(raw)
+
+
+def load_fields(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` validated by ``schema``; a 400 naming every offending field."""
+    try:
+        fields: dict[str, Any] = schema.load(body)
+        return fields
+    except ValidationError as exc:
+        raise ValidationFailed(details=exc.messages) from None
+
+
+async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
+    """The request's JSON object (within the configured size), validated by ``schema``."""
+    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
+    return load_fields(schema, body)

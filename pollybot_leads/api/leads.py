@@ -8,7 +8,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
-from marshmallow import ValidationError
 
 from .. import keys
 from ..domain.leads import etag_matches, render_lead, rendered_etag
@@ -18,7 +17,7 @@ from ..errors import AppError, ValidationFailed
 from ..middleware.context import AUTH, REQUEST_ID
 from ..middleware.errors import error_response
 from ..middleware.idempotency import receipt_for
-from .body import read_json_object
+from .body import load_body, load_fields, read_json_object
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
@@ -27,7 +26,7 @@ from .query import (
     reject_query,
     require_confirmation,
 )
-from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema
+from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema, ok
 from .schemas import LeadCreateSchema, LeadUpdateSchema
 from .spec import CONFIRM_PARAMETER, error_responses
 
@@ -36,23 +35,6 @@ _update_schema = LeadUpdateSchema()
 
 
 lead_json = render_lead  # a lead as the API shows it
-
-
-def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
-    return web.json_response({"success": True, **extra, "data": data}, status=status)
-
-
-def load_fields(schema: Any, body: dict[str, Any]) -> dict[str, Any]:
-    try:
-        fields: dict[str, Any] = schema.load(body)
-        return fields
-    except ValidationError as exc:
-        raise ValidationFailed(details=exc.messages) from None
-
-
-async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
-    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
-    return load_fields(schema, body)
 
 
 def upsert_write(fields: dict[str, Any], body: dict[str, Any]) -> LeadWrite:
@@ -82,7 +64,7 @@ def _lead_response(request: web.Request, outcome: Outcome) -> web.Response:
         return error_response(outcome, request[REQUEST_ID])
     assert isinstance(outcome, Written)
     shown = lead_json(outcome.lead)
-    response = _ok(shown, status=201 if outcome.created else 200)
+    response = ok(shown, status=201 if outcome.created else 200)
     response.headers["ETag"] = rendered_etag(shown)
     if outcome.created:
         response.headers["Location"] = str(
@@ -198,7 +180,7 @@ async def list_leads(request: web.Request) -> web.Response:
     }
     if not page.total_exact:  # only where list.max_count bounds counting
         pagination["totalExact"] = False
-    return _ok({"leads": [lead_json(lead) for lead in page.leads], "pagination": pagination})
+    return ok({"leads": [lead_json(lead) for lead in page.leads], "pagination": pagination})
 
 
 @docs(
@@ -224,7 +206,7 @@ async def get_lead(request: web.Request) -> web.Response:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and etag_matches(if_none_match, etag, weak=True):
         return web.Response(status=304, headers={"ETag": etag})
-    response = _ok(shown)
+    response = ok(shown)
     response.headers["ETag"] = etag
     return response
 
@@ -244,7 +226,7 @@ async def get_lead(request: web.Request) -> web.Response:
 @response_schema(LeadEnvelopeSchema, 200, description="The whole updated lead")
 async def update_lead(request: web.Request) -> web.Response:
     reject_query(request.query)
-    changes = await _load(request, _update_schema)
+    changes = await load_body(request, _update_schema)
     if not changes:
         raise ValidationFailed("No fields to update")
     write = LeadWrite(
@@ -290,7 +272,7 @@ async def delete_lead(request: web.Request) -> web.Response:
         if isinstance(outcome, AppError):
             return error_response(outcome, request[REQUEST_ID])
         assert isinstance(outcome, Deleted)
-        return _ok(
+        return ok(
             {"id": outcome.lead_id, "deletedAt": format_ts(outcome.deleted_at)},
             message="Lead deleted successfully",
         )

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
 from marshmallow import EXCLUDE, fields
 
 from .schemas import STATUS, CamelSchema
+
+
+def ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
+    """The success envelope: ``{"success": true, **extra, "data": data}``."""
+    return web.json_response({"success": True, **extra, "data": data}, status=status)
+
 
 TIMESTAMP = {"format": "date-time", "example": "2024-01-15T10:30:00.000Z"}
 

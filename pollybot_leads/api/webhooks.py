@@ -7,17 +7,16 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
-from marshmallow import ValidationError
 
 from .. import keys
 from ..domain.timeutil import format_ts, utcnow
 from ..errors import ValidationFailed
 from ..middleware.context import AUTH
 from ..webhooks.targets import target_problem
-from .body import read_json_object
+from .body import load_body
 from .events import load_query
 from .query import CONFIRM_HEADER, reject_query, require_confirmation
-from .responses import ErrorEnvelopeSchema
+from .responses import ErrorEnvelopeSchema, ok
 from .spec import CONFIRM_PARAMETER, error_responses
 from .webhook_schemas import (
     AttemptListEnvelopeSchema,
@@ -76,19 +75,6 @@ def attempt_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
-    return web.json_response({"success": True, **extra, "data": data}, status=status)
-
-
-async def _load(request: web.Request, schema: Any) -> dict[str, Any]:
-    body = await read_json_object(request, request.app[keys.settings_key].max_body_bytes)
-    try:
-        loaded: dict[str, Any] = schema.load(body)
-        return loaded
-    except ValidationError as exc:
-        raise ValidationFailed(details=exc.messages) from None
-
-
 async def check_url(request: web.Request, url: str) -> None:
     """The configuration's rules for an endpoint URL: scheme, then the host's addresses."""
     settings = request.app[keys.settings_key]
@@ -128,7 +114,7 @@ _CREATE_EXAMPLE = {
 @response_schema(WebhookSecretEnvelopeSchema, 201, description="The endpoint and its secret")
 async def create_webhook(request: web.Request) -> web.Response:
     reject_query(request.query)
-    fields = await _load(request, _create_schema)
+    fields = await load_body(request, _create_schema)
     await check_url(request, fields["url"])
     endpoint, secret = await _webhooks(request).create(
         workspace_id=request[AUTH].workspace_id,
@@ -139,7 +125,7 @@ async def create_webhook(request: web.Request) -> web.Response:
         enabled=fields["enabled"],
         limit=request.app[keys.settings_key].webhook_max_endpoints,
     )
-    response = _ok(webhook_json(endpoint, secret), status=201)
+    response = ok(webhook_json(endpoint, secret), status=201)
     response.headers["Location"] = str(
         request.app.router["webhook"].url_for(webhookId=endpoint["id"])
     )
@@ -158,7 +144,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def list_webhooks(request: web.Request) -> web.Response:
     reject_query(request.query)
     found = await _webhooks(request).list(workspace_id=request[AUTH].workspace_id)
-    return _ok({"webhooks": [webhook_json(e) for e in found]})
+    return ok({"webhooks": [webhook_json(e) for e in found]})
 
 
 @docs(
@@ -175,7 +161,7 @@ async def get_webhook(request: web.Request) -> web.Response:
     endpoint = await _webhooks(request).get(
         workspace_id=request[AUTH].workspace_id, webhook_id=request.match_info["webhookId"]
     )
-    return _ok(webhook_json(endpoint))
+    return ok(webhook_json(endpoint))
 
 
 @docs(
@@ -193,7 +179,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 @response_schema(WebhookEnvelopeSchema, 200, description="The whole endpoint, changed")
 async def update_webhook(request: web.Request) -> web.Response:
     reject_query(request.query)
-    fields = await _load(request, _update_schema)
+    fields = await load_body(request, _update_schema)
     if not fields:
         raise ValidationFailed("No fields to update")
     if "url" in fields:
@@ -203,7 +189,7 @@ async def update_webhook(request: web.Request) -> web.Response:
         webhook_id=request.match_info["webhookId"],
         changes=_changes(fields),
     )
-    return _ok(webhook_json(endpoint))
+    return ok(webhook_json(endpoint))
 
 
 @docs(
@@ -221,7 +207,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
     require_confirmation(request.query, request.headers.get(CONFIRM_HEADER))
     webhook_id = request.match_info["webhookId"]
     await _webhooks(request).delete(workspace_id=request[AUTH].workspace_id, webhook_id=webhook_id)
-    return _ok(
+    return ok(
         {"id": webhook_id, "deletedAt": format_ts(utcnow())},
         message="Webhook deleted successfully",
     )
@@ -243,7 +229,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     endpoint, secret = await _webhooks(request).rotate_secret(
         workspace_id=request[AUTH].workspace_id, webhook_id=request.match_info["webhookId"]
     )
-    return _ok(webhook_json(endpoint, secret))
+    return ok(webhook_json(endpoint, secret))
 
 
 @docs(
@@ -266,7 +252,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         before=query.get("before"),
         limit=query["limit"],
     )
-    return _ok(
+    return ok(
         {
             "deliveries": [attempt_json(doc) for doc in found],
             "pagination": {
@@ -293,12 +279,12 @@ async def list_deliveries(request: web.Request) -> web.Response:
 @response_schema(ReplayEnvelopeSchema, 202, description="The replay is queued")
 async def replay(request: web.Request) -> web.Response:
     reject_query(request.query)
-    fields = await _load(request, _replay_schema)
+    fields = await load_body(request, _replay_schema)
     webhook_id = request.match_info["webhookId"]
     chatbots = await _webhooks(request).request_replay(
         workspace_id=request[AUTH].workspace_id, webhook_id=webhook_id, after=fields["after"]
     )
-    return _ok(
+    return ok(
         {"webhookId": webhook_id, "after": fields["after"], "chatbotIds": chatbots}, status=202
     )
 

@@ -23,6 +23,7 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from ..domain import ids
+from .client import store_errors
 
 EVENT = "evt_"
 LEAD_CREATED = "lead.created"
@@ -82,6 +83,7 @@ class EventLog:
         await self._events.insert_many(docs, session=session)
         return docs
 
+    @store_errors
     async def feed(self, *, chatbot_id: str, after: int, limit: int) -> list[dict[str, Any]]:
         """The chatbot's events with a sequence above ``after``, in order, at most ``limit``."""
         cursor = self._events.find(
