@@ -7,6 +7,7 @@ of its own, dropped at the end. Settings are loaded here once, from config/test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -56,14 +57,34 @@ def settings(mongodb_uri: str) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
-async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
+@contextlib.asynccontextmanager
+async def database_of(settings: Settings) -> AsyncIterator[Mongo]:
+    """A client on ``settings``' database, indexed; the database is dropped after."""
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
     await mongo.connect()
     await ensure_indexes(mongo)
-    yield mongo
-    await mongo.client.drop_database(settings.mongodb_database)
-    await mongo.close()
+    try:
+        yield mongo
+    finally:
+        await mongo.client.drop_database(settings.mongodb_database)
+        await mongo.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[TestClient]:
+    """The app on ``settings``, built by the same factory as production, serving."""
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="session")
+async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
+    async with database_of(settings) as mongo:
+        yield mongo
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +99,9 @@ def leads_repo(mongo: Mongo) -> LeadRepository:
 
 @pytest.fixture(scope="session")
 async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
-    """One server for the session, built by the same factory as production."""
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    yield client
-    await client.close()
+    """One server for the session."""
+    async with serving(settings) as client:
+        yield client
 
 
 @dataclass

@@ -8,20 +8,18 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from pollybot_leads.app import create_app
 from pollybot_leads.domain import ids
 from pollybot_leads.domain.timeutil import utcnow
 from pollybot_leads.settings import Settings
 from pollybot_leads.storage.accounts import AccountRepository
 from pollybot_leads.storage.client import Mongo
 from pollybot_leads.storage.events import LEAD_CREATED, EventLog
-from pollybot_leads.storage.indexes import ensure_indexes
 from pollybot_leads.storage.webhooks import WebhookRepository
 from pollybot_leads.webhooks.delivery import DeliveryConfig, WebhookWorker
 from pollybot_leads.webhooks.retry import RetryPolicy
-from tests.conftest import Tenant
+from tests.conftest import Tenant, database_of, serving
 
 from .receiver import Receiver
 
@@ -45,12 +43,8 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="package")
 async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
-    mongo = Mongo.from_settings(settings)
-    await mongo.connect()
-    await ensure_indexes(mongo)
-    yield mongo
-    await mongo.client.drop_database(settings.mongodb_database)
-    await mongo.close()
+    async with database_of(settings) as mongo:
+        yield mongo
 
 
 @pytest.fixture(scope="package")
@@ -60,10 +54,8 @@ def accounts(mongo: Mongo) -> AccountRepository:
 
 @pytest.fixture(scope="package")
 async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    yield client
-    await client.close()
+    async with serving(settings) as client:
+        yield client
 
 
 @pytest.fixture
