@@ -22,6 +22,7 @@ and in the JSON.
 
     python scripts/bench_http.py --out bench-http.json [--rounds 5 --seconds 5 --leads 2000]
     python scripts/bench_http.py --workers 2 ...   # the api as `serve --workers 2`
+    python scripts/bench_http.py --ops get ...     # only some operations
 """
 
 from __future__ import annotations
@@ -650,9 +651,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def summarise(servers: dict[str, Server]) -> dict[str, Any]:
+def summarise(servers: dict[str, Server], ops: tuple[str, ...]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for op in OPS:
+    for op in ops:
         row: dict[str, Any] = {}
         for name, server in servers.items():
             rounds = server.rounds[op]
@@ -677,6 +678,8 @@ def summarise(servers: dict[str, Server]) -> dict[str, Any]:
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for op, key, sense, aim in TARGETS:
+        if op not in results:
+            continue
         value = results[op]["api_over_floor"][key]
         met = value is not None and (value >= aim if sense == ">=" else value <= aim)
         out.append(
@@ -704,7 +707,7 @@ def render(report: dict[str, Any]) -> str:
         f"{'store µs/req api / floor':>24} {'ratio':>6}   {'failed api/floor':>16}",
     ]
     lines.append("-" * len(lines[-1]))
-    for op in OPS:
+    for op in results:
         row = results[op]
         api, floor, rel = row["api"], row["floor"], row["api_over_floor"]
         failed = f"{api['non_2xx'] + api['socket_errors']}/"
@@ -721,7 +724,7 @@ def render(report: dict[str, Any]) -> str:
             f"{fmt(rel['store_cpu_us_per_request'], '6.2f')}   {failed:>16}"
         )
     lines += ["", "Latency p50 / p99 ms (api | floor), and cores busy elsewhere on the machine:"]
-    for op in OPS:
+    for op in results:
         api, floor = results[op]["api"], results[op]["floor"]
         lines.append(
             f"  {op:<7} {fmt(api['latency_p50_ms'], '.1f')} / {fmt(api['latency_p99_ms'], '.1f')}"
@@ -787,7 +790,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             return leads.count_documents(query)
 
         started = time.perf_counter()
-        for op in OPS:
+        for op in args.ops:
             if args.warmup:  # connections, caches, first-time imports: never timed
                 for server in servers.values():
                     load.run(server, op, args.warmup)
@@ -824,10 +827,10 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         elif uri:
             drop_database(uri, database)
 
-    results = summarise(servers)
+    results = summarise(servers, args.ops)
     failed = sum(
         results[op][name]["non_2xx"] + results[op][name]["socket_errors"]
-        for op in OPS
+        for op in args.ops
         for name in SERVERS
     )
     wrk_path = shutil.which("wrk")
@@ -919,6 +922,12 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="the floor acknowledges creates with j=true",
     )
+    parser.add_argument(
+        "--ops",
+        type=lambda text: tuple(op for op in OPS if op in text.split(",")),
+        default=OPS,
+        help="comma-separated subset of get,list,create (run in that order)",
+    )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loadgen:  # the fallback load generator, run by ourselves as a subprocess
@@ -926,6 +935,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if min(args.rounds, args.seconds, args.leads, args.connections, args.threads, args.workers) < 1:
         parser.error("rounds, seconds, leads, connections, threads, workers must be at least 1")
+    if not args.ops:
+        parser.error("--ops names none of get, list, create")
     if args.total < args.leads:
         parser.error("--total must be at least --leads")
     if args.load_generator == "wrk" and not shutil.which("wrk"):
