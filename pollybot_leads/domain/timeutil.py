@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 MILLISECOND = timedelta(milliseconds=1)
+ZERO = timedelta(0)
 
 
 def utcnow() -> datetime:
@@ -21,5 +22,8 @@ def to_ms(value: datetime) -> datetime:
 
 
 def format_ts(value: datetime) -> str:
-    value = to_ms(value)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """``2024-01-15T10:30:00.000Z``: UTC, truncated to milliseconds, the year in four
+    digits (``0001`` too). A UTC value, as the store returns, skips the conversion."""
+    if value.utcoffset() != ZERO:
+        value = value.astimezone(UTC) if value.tzinfo is not None else value
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
