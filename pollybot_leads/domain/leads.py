@@ -8,6 +8,8 @@ import re
 import unicodedata
 from typing import Any
 
+import orjson
+
 from .timeutil import format_ts
 
 STATUSES = ("new", "contacted", "qualified", "converted", "lost", "follow_up")
@@ -147,8 +149,8 @@ def render_lead(lead: dict[str, Any]) -> dict[str, Any]:
 def rendered_etag(rendered: dict[str, Any]) -> str:
     """A strong ETag of a lead as the API shows it (``render_lead``): it changes exactly
     when a field does."""
-    canonical = json.dumps(rendered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+    canonical = orjson.dumps(rendered, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return '"' + hashlib.sha256(canonical).hexdigest()[:32] + '"'
 
 
 def lead_etag(lead: dict[str, Any]) -> str:
