@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> web.Application:
         access_log_middleware,
         error_middleware,
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
-        deadline_middleware_factory(settings.mongodb_timeout_ms / 1000),
+        deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, keys.mongo_key),
         auth_middleware_factory(authenticator_key),
     ]
     if settings.ratelimit_enabled:

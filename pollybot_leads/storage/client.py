@@ -31,6 +31,7 @@ from typing import Any, ParamSpec, TypeVar
 import pymongo
 from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.topology_description import TOPOLOGY_TYPE
 
 from ..errors import ServiceUnavailable
 from ..ops.metrics import store_unavailable
@@ -134,6 +135,15 @@ class Mongo:
                 "is fine): lead writes and their counters commit in one transaction"
             )
         return self.quirks
+
+    def primary_known(self) -> bool:
+        """Whether a store call finds its server at once, with no server selection wait:
+        PyMongo's client, which knows the replica set's primary. (motor's calls run in
+        threads, outside the request's timeout context: never.)"""
+        if self.driver != "pymongo":
+            return False
+        description = self.client.topology_description
+        return bool(description.topology_type == TOPOLOGY_TYPE.ReplicaSetWithPrimary)
 
     async def ping(self) -> None:
         await self.db.command("ping")
