@@ -25,7 +25,8 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import pymongo
@@ -54,17 +55,36 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def store_deadline(seconds: float) -> Iterator[None]:
+class StoreDeadline:
+    """The context of :func:`store_deadline` (a class: it is entered on every request)."""
+
+    __slots__ = ("_seconds", "_timeout", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def __enter__(self) -> None:
+        end = time.monotonic() + self._seconds
+        outer = _deadline.get()
+        self._token = _deadline.set(end if outer is None else min(outer, end))
+        self._timeout = pymongo.timeout(self._seconds)
+        self._timeout.__enter__()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self._timeout.__exit__(kind, error, traceback)
+        finally:
+            _deadline.reset(self._token)
+
+
+def store_deadline(seconds: float) -> StoreDeadline:
     """Every store call inside shares one budget of ``seconds`` (nested: the tighter)."""
-    end = time.monotonic() + seconds
-    outer = _deadline.get()
-    token = _deadline.set(end if outer is None else min(outer, end))
-    try:
-        with pymongo.timeout(seconds):
-            yield
-    finally:
-        _deadline.reset(token)
+    return StoreDeadline(seconds)
 
 
 def remaining() -> float | None:
