@@ -59,8 +59,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         metrics.IN_FLIGHT.dec()
         elapsed = time.perf_counter() - started
         route, method = route_template(request), metrics.method_label(request.method)
-        metrics.REQUESTS.labels(route, method, str(status)).inc()
-        metrics.LATENCY.labels(route, method).observe(elapsed)
+        metrics.count_request(route, method, status, elapsed)
         auth = request.get(AUTH)
         key_id = auth.key.id if auth is not None else None
         duration_ms = round(elapsed * 1000, 2)

@@ -33,10 +33,12 @@ def ratelimit_middleware_factory(
         if auth is None:
             return await handler(request)
         key = auth.key
-        policy = BucketPolicy(
-            capacity=key.rate_limit_capacity or default_policy.capacity,
-            refill_per_second=key.rate_limit_refill or default_policy.refill_per_second,
-        )
+        policy = default_policy
+        if key.rate_limit_capacity or key.rate_limit_refill:  # the key's own limits
+            policy = BucketPolicy(
+                capacity=key.rate_limit_capacity or default_policy.capacity,
+                refill_per_second=key.rate_limit_refill or default_policy.refill_per_second,
+            )
 
         async def take(cost: int) -> None:
             try:

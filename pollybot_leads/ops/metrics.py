@@ -13,6 +13,7 @@ Labels are bounded: a route is its resource's template (``/api/v1/chatbots/{chat
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -75,9 +76,11 @@ WORKER_UP = Gauge(
     multiprocess_mode="liveall",
 )
 
-for _bucket in ("key", "auth_failure"):
-    for _decision in ("allowed", "limited", "degraded", "unavailable"):
-        RATELIMIT_DECISIONS.labels(_bucket, _decision)
+_DECISIONS = {
+    (bucket, decision): RATELIMIT_DECISIONS.labels(bucket, decision)
+    for bucket in ("key", "auth_failure")
+    for decision in ("allowed", "limited", "degraded", "unavailable")
+}
 for _kind in ("timeout", "unreachable"):
     STORE_ERRORS.labels(_kind)
 
@@ -97,6 +100,21 @@ def exposition() -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=_multiprocess_dir)
     return generate_latest(registry)
+
+
+# A request's two series, by (route, method, status): labels() costs more than the
+# update itself, and the combinations are few.
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def count_request(route: str, method: str, status: int, seconds: float) -> None:
+    """One answered request: REQUESTS by route, method and status; its LATENCY."""
+    series = _REQUEST_SERIES.get((route, method, status))
+    if series is None:
+        series = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method))
+        _REQUEST_SERIES[(route, method, status)] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def method_label(method: str) -> str:
@@ -126,13 +144,13 @@ class CountingRateLimiter:
         try:
             decision = await self.inner.take(bucket, policy, cost)
         except RateLimiterUnavailable:
-            RATELIMIT_DECISIONS.labels(kind, "unavailable").inc()
+            _DECISIONS[kind, "unavailable"].inc()
             raise
         if decision.degraded:
             outcome = "degraded"
         else:
             outcome = "allowed" if decision.allowed else "limited"
-        RATELIMIT_DECISIONS.labels(kind, outcome).inc()
+        _DECISIONS[kind, outcome].inc()
         return decision
 
     async def ping(self, timeout: float) -> bool:
