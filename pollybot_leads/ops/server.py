@@ -21,6 +21,7 @@ request id, on a connection that is then closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import uuid
@@ -172,6 +173,7 @@ async def serve_app(
         site = ServingSite(runner, host, port, reuse_port=reuse_port)
         await site.start()
         metrics.WORKER_UP.set(1)
+        settle_garbage_collector()
         if on_ready is not None:
             on_ready()
         await stop.wait()
@@ -180,6 +182,24 @@ async def serve_app(
         for signum in stop_signals:
             loop.remove_signal_handler(signum)
     log.info("stopped")
+
+
+# Python's cyclic garbage collector, tuned for serving. At its defaults (700, 10, 10) it
+# cost a GET about 80 µs of server CPU in collections (gc.callbacks under wrk, 64
+# connections), with pauses up to 60 ms: each young collection caught the objects of the
+# requests in flight and promoted them, to be traversed again by the older ones, and the
+# oldest traversed the application's ~63,000 objects every time. Frozen after start-up
+# (they live as long as the process) and with young collections every 5,000 net
+# allocations, collections cost about 33 µs per GET, with pauses up to about 20 ms.
+GC_THRESHOLDS = (5000, 10, 10)
+
+
+def settle_garbage_collector() -> None:
+    """Once serving: what exists now lives as long as the process, so no collection needs
+    to look at it again (gc.freeze); then the thresholds above."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
