@@ -60,11 +60,11 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         elapsed = time.perf_counter() - started
         route, method = route_template(request), metrics.method_label(request.method)
         metrics.count_request(route, method, status, elapsed)
-        auth = request.get(AUTH)
-        key_id = auth.key.id if auth is not None else None
-        duration_ms = round(elapsed * 1000, 2)
         level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
         if access_log.isEnabledFor(level):
+            auth = request.get(AUTH)
+            key_id = auth.key.id if auth is not None else None
+            duration_ms = round(elapsed * 1000, 2)
             access_log.log(
                 level,
                 "%s %s %d %.2fms key=%s",
