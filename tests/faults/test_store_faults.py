@@ -93,6 +93,7 @@ async def test_acknowledged_creates_survive_store_sigkill(
 
     lost = await missing_leads(store, database, acked)
     assert not lost, f"{len(lost)} of {len(acked)} leads gone after all crashes: {lost[:5]}"
+    print(f"\nstore SIGKILL x{STORE_CRASHES}: 0 of {len(acked)} acknowledged creates lost")
 
 
 async def test_acknowledged_creates_survive_server_sigkill(
@@ -124,6 +125,7 @@ async def test_acknowledged_creates_survive_server_sigkill(
     )
     after = [o for o in load.outcomes if o.started >= restarted_at]
     assert any(o.status == 201 for o in after), f"no create succeeded after the restart: {summary}"
+    print(f"\nserver SIGKILL: 0 of {len(load.acked)} acknowledged creates lost")
 
 
 async def test_stalled_store_gives_fast_503_and_recovers(
@@ -176,6 +178,11 @@ async def test_stalled_store_gives_fast_503_and_recovers(
         f"{len(failing)} of {len(settled)} requests sent 5 s or more after SIGCONT failed: "
         f"{worst(failing, resumed_at)}; load: {summary}"
     )
+    print(
+        f"\nstore SIGSTOP {resumed_at - stalled_at:.1f} s: {len(during)} requests in flight or "
+        f"sent, slowest {max(o.latency for o in during):.2f} s, {len(refused)} answered 503; "
+        f"{len(settled)} of {len(settled)} ok from 5 s after SIGCONT"
+    )
 
 
 async def test_dead_store_gives_fast_503_and_recovers(
@@ -226,6 +233,10 @@ async def test_dead_store_gives_fast_503_and_recovers(
     assert recovered_in is not None, (
         f"list, create and read did not all succeed within {RECOVERY_SECONDS:.0f} s of the "
         f"store's restart: {summarize(seen)}"
+    )
+    print(
+        f"\nstore dead: {len(dead)} requests, all 503 within {DEAD_BUDGET} s (slowest "
+        f"{max(o.latency for o in dead):.2f} s); all ok again {recovered_in:.1f} s after restart"
     )
 
 
