@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError
 from ..domain.timeutil import utcnow
 from .batching import GroupCommit, KeyedLocks
 from .client import Mongo
+from .pending import PendingWindow
 from .webhooks import new_attempt_id
 
 DUPLICATE_KEY = 11000
@@ -71,20 +72,23 @@ class DeliveryQueue:
         self._deliveries = mongo.db["webhook_deliveries"]
         self._attempts = mongo.db["webhook_attempts"]
         self._replays = mongo.db["webhook_replays"]
+        self.pending = PendingWindow(mongo.db)
         self._finishes: GroupCommit[_Finish, bool] = GroupCommit(
             KeyedLocks(), self._write_finishes, max_batch=FINISH_BATCH_MAX
         )
 
     # --- fan-out -----------------------------------------------------------------------
 
-    async def fan_out(self, *, limit: int = 500) -> int:
-        """Turn up to ``limit`` pending events into deliveries; returns deliveries made.
+    async def fan_out(self) -> int:
+        """Turn the pending events of the next window (storage/pending.py, at most its
+        limit) into deliveries; returns deliveries made.
 
         Crash-safe and safe to run in several processes at once: deliveries are
         inserted before the events lose ``pending``, and inserting one twice is a
         duplicate key, ignored.
         """
-        events = await self._events.find({"pending": True}, limit=limit).to_list(None)
+        batch = await self.pending.read(utcnow())
+        events = batch.events
         if not events:
             return 0
         workspaces = sorted({e["workspaceId"] for e in events})
@@ -99,6 +103,7 @@ class DeliveryQueue:
         await self._events.update_many(
             {"_id": {"$in": [e["_id"] for e in events]}}, {"$unset": {"pending": ""}}
         )
+        await self.pending.passed(batch, now)
         return made
 
     async def _insert_new(self, docs: list[dict[str, Any]]) -> int:

@@ -6,11 +6,12 @@ a change without its event or an event without its change. Each chatbot's events
 numbered 1, 2, 3… by ``sequence``; the number comes from the chatbot's document in
 ``event_sequences``, incremented in the same transaction, so sequences are dense and
 committed in order (a second writer of the chatbot conflicts on that document until
-the first commits). New events carry ``pending: true`` until the webhook dispatcher has
-taken them (see the webhooks package); the feed reads them either way.
+the first commits). New events carry ``pending: <createdAt>`` until the webhook
+dispatcher has taken them (storage/pending.py reads them by that time, a window at a
+time); the feed reads them either way.
 
 Stored event: ``{_id: "evt_<16 hex>", chatbotId, workspaceId, sequence, type,
-createdAt, data, pending}``; ``data`` is ``{"lead": <public lead, datetimes as
+createdAt, data, pending?}``; ``data`` is ``{"lead": <public lead, datetimes as
 datetimes>, "changes"?: {field: {"from", "to"}}}``; a ``lead.deleted`` event's lead is
 ``{"id": …}`` only (no personal data).
 """
@@ -76,7 +77,7 @@ class EventLog:
                 "type": kind,
                 "createdAt": now,
                 "data": data,
-                "pending": True,
+                "pending": now,  # until fanned out (see storage/pending.py)
             }
             for offset, (kind, data) in enumerate(events)
         ]

@@ -161,6 +161,7 @@ class WebhookWorker:
                 continue
             if made:
                 self._wake.set()
+            if made or self.queue.pending.behind:
                 continue  # more may be waiting
             await asyncio.sleep(self.config.poll_seconds)
 
