@@ -18,6 +18,8 @@ datetimes>, "changes"?: {field: {"from", "to"}}}``; a ``lead.deleted`` event's l
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +43,31 @@ def lead_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dic
         for field in CHANGE_FIELDS
         if before.get(field) != after.get(field)
     }
+
+
+class EventSignal:
+    """Events were committed in this process: wakes its webhook dispatcher at once.
+
+    The lead repository notifies it after each commit; a dispatcher in the same process
+    (``serve``) waits on it instead of sleeping out its poll, so a delivery does not
+    wait up to ``poll_seconds`` for its event. Writes of other processes are still found
+    by the poll.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        """Before a read of pending events: a commit after this wakes the next wait."""
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Until notified (since the last clear) or ``timeout`` seconds passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
 
 
 class EventLog:

@@ -35,6 +35,7 @@ from ..errors import AppError
 from ..settings import Settings
 from ..storage.client import Mongo, store_deadline
 from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
+from ..storage.events import EventSignal
 from ..storage.webhooks import active_secrets
 from .payload import event_body
 from .retry import RetryPolicy, parse_retry_after
@@ -109,9 +110,14 @@ def _cancelled() -> bool:
 
 
 class WebhookWorker:
-    def __init__(self, mongo: Mongo, config: DeliveryConfig) -> None:
+    def __init__(
+        self, mongo: Mongo, config: DeliveryConfig, committed: EventSignal | None = None
+    ) -> None:
+        """``committed``: notified by this process's lead writes (serve); without it the
+        dispatcher finds new events by polling alone."""
         self.queue = DeliveryQueue(mongo)
         self.config = config
+        self._committed = committed or EventSignal()
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -150,6 +156,7 @@ class WebhookWorker:
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping():
+            self._committed.clear()
             try:
                 with store_deadline(STORE_BUDGET_SECONDS):
                     made = await self.dispatch_once()
@@ -163,7 +170,7 @@ class WebhookWorker:
                 self._wake.set()
             if made or self.queue.pending.behind:
                 continue  # more may be waiting
-            await asyncio.sleep(self.config.poll_seconds)
+            await self._committed.wait(self.config.poll_seconds)
 
     async def dispatch_once(self) -> int:
         """Fan pending events out and advance replays once; returns deliveries queued."""
@@ -321,9 +328,11 @@ class WebhookWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(mongo: Mongo, settings: Settings) -> AsyncIterator[WebhookWorker]:
+async def running_worker(
+    mongo: Mongo, settings: Settings, committed: EventSignal | None = None
+) -> AsyncIterator[WebhookWorker]:
     """A worker running in the background while the block runs; cancelled after it."""
-    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings))
+    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings), committed)
     task = asyncio.create_task(worker.run(), name="webhooks")
     try:
         yield worker
