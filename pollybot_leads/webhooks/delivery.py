@@ -45,7 +45,6 @@ from .targets import GuardedResolver, TargetRefused, refused_literal
 log = logging.getLogger(__name__)
 
 RESPONSE_READ_MAX = 1024  # bytes of a receiver's answer read at most (then dropped)
-LEASE_MARGIN_SECONDS = 30.0
 ERROR_MAX = 200  # characters of an error kept in the attempt log
 STORE_BACKOFF_SECONDS = 1.0
 # Each background store step gets its own budget (no request deadline applies here).
@@ -82,6 +81,7 @@ class DeliveryConfig:
     timeout_seconds: float = 15.0
     concurrency: int = 16
     poll_seconds: float = 0.25
+    lease_margin_seconds: float = 30.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -91,6 +91,7 @@ class DeliveryConfig:
             timeout_seconds=settings.webhook_timeout_seconds,
             concurrency=settings.webhook_concurrency,
             poll_seconds=settings.webhook_poll_seconds,
+            lease_margin_seconds=settings.webhook_lease_margin_seconds,
             policy=RetryPolicy(
                 schedule=settings.webhook_retry_schedule,
                 retry_for_seconds=settings.webhook_retry_for_seconds,
@@ -99,7 +100,7 @@ class DeliveryConfig:
 
     @property
     def lease_seconds(self) -> float:
-        return self.timeout_seconds + LEASE_MARGIN_SECONDS
+        return self.timeout_seconds + self.lease_margin_seconds
 
 
 def _cancelled() -> bool:
