@@ -21,7 +21,9 @@ write). Phases (each skipped with 0):
   (16 clients) against a `serve` delivering in the background, with no endpoint
   subscribed and with 3 (two answering at once, one never answering: every delivery to
   it waits out the 15 s timeout), alternating, each on a fresh database and server;
-  every round printed, and the medians side by side.
+  every round printed, and the medians side by side. ``--api-baseline DIR`` measures
+  another checkout's server (say, main's) the same way in every round, interleaved,
+  so that a change is compared under the same machine load.
 
 In the first two phases every event must arrive exactly once (the receiver counts
 ``webhook-id``s). Without MONGODB_URI it starts its own SecantusDB. Prints the figures
@@ -184,8 +186,9 @@ class Hanging:
 
 
 @contextlib.asynccontextmanager
-async def serving(uri: str, database: str) -> AsyncIterator[str]:
-    """`pollybot-leads serve` (deliveries inside it) on a free port; yields its base URL."""
+async def serving(uri: str, database: str, code: str | None = None) -> AsyncIterator[str]:
+    """`pollybot-leads serve` (deliveries inside it) on a free port, from the checkout
+    ``code`` (default: this one); yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -196,6 +199,8 @@ async def serving(uri: str, database: str) -> AsyncIterator[str]:
         "WEBHOOK_ALLOW_HTTP": "1",
         "LOG_LEVEL": "ERROR",
     }
+    if code:
+        env["PYTHONPATH"] = code
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pollybot_leads", "serve", env=env, stdout=asyncio.subprocess.DEVNULL
     )
@@ -272,38 +277,33 @@ async def api_load(base: str, bot: dict, headers: dict, seconds: float) -> dict[
         return {op: await load(op) for op in ("create", "get")}
 
 
-async def api_phase(uri: str, seconds: float, rounds: int) -> dict[str, Any]:
+async def api_phase(uri: str, seconds: float, rounds: int, baseline: str | None) -> dict[str, Any]:
     """API throughput without and with 3 subscribed endpoints (two answering at once,
-    one hanging), each measurement on a fresh database and server, alternating."""
+    one hanging), each measurement on a fresh database and server, alternating; with
+    ``baseline`` (another checkout) its server is measured the same way in each round."""
     fast, slow = Receiver(), Hanging()
     runners = [await fast.start(), await slow.start()]
     fast_url = f"http://127.0.0.1:{fast.port}/hook"
     urls = [fast_url, fast_url, f"http://127.0.0.1:{slow.port}/hook"]
+    codes = {"": None} | ({"baseline, ": baseline} if baseline else {})
     labels = {0: "0 endpoints", 3: "3 endpoints, 1 hanging"}
-    runs: dict[str, list[dict]] = {label: [] for label in labels.values()}
+    runs: dict[str, list[dict]] = {
+        prefix + label: [] for prefix in codes for label in labels.values()
+    }
     try:
         for round_ in range(rounds):
-            for endpoints, label in labels.items():
-                database = f"pollybot_bench_api_{random.randrange(16**6):06x}"
-                mongo = Mongo(uri, database)
-                try:
-                    await mongo.connect()
-                    await ensure_indexes(mongo)
-                    bot, headers = await api_tenant(mongo)
-                    await subscribe(mongo, bot, urls[:endpoints])
-                    async with serving(uri, database) as base:
-                        result = await api_load(base, bot, headers, seconds)
-                finally:
-                    await mongo.client.drop_database(database)
-                    await mongo.close()
-                runs[label].append(result)
-                print(
-                    f"api round {round_ + 1}, {label}: "
-                    + ", ".join(
-                        f"{op} {r['per_s']}/s (p95 {r['p95_ms']} ms)" for op, r in result.items()
-                    ),
-                    flush=True,
-                )
+            for prefix, code in codes.items():
+                for endpoints, label in labels.items():
+                    result = await api_once(uri, urls[:endpoints], seconds, code)
+                    runs[prefix + label].append(result)
+                    print(
+                        f"api round {round_ + 1}, {prefix}{label}: "
+                        + ", ".join(
+                            f"{op} {r['per_s']}/s (p95 {r['p95_ms']} ms)"
+                            for op, r in result.items()
+                        ),
+                        flush=True,
+                    )
     finally:
         slow.release.set()
         for runner in runners:
@@ -312,14 +312,30 @@ async def api_phase(uri: str, seconds: float, rounds: int) -> dict[str, Any]:
         label: {op: statistics.median(r[op]["per_s"] for r in results) for op in ("create", "get")}
         for label, results in runs.items()
     }
-    base_label, with_label = labels[0], labels[3]
-    for op in ("create", "get"):
-        ratio = medians[with_label][op] / medians[base_label][op]
-        print(
-            f"api medians of {rounds}: {op} {medians[base_label][op]:.0f}/s with 0 endpoints, "
-            f"{medians[with_label][op]:.0f}/s with 3 (x{ratio:.2f})"
-        )
+    for prefix in codes:
+        base, loaded = medians[prefix + labels[0]], medians[prefix + labels[3]]
+        for op in ("create", "get"):
+            print(
+                f"api medians of {rounds}, {prefix or 'this checkout, '}{op}: "
+                f"{base[op]:.0f}/s with 0 endpoints, {loaded[op]:.0f}/s with 3 "
+                f"(x{loaded[op] / base[op]:.2f})"
+            )
     return {"rounds": runs, "medians_per_s": medians}
+
+
+async def api_once(uri: str, urls: list[str], seconds: float, code: str | None) -> dict:
+    database = f"pollybot_bench_api_{random.randrange(16**6):06x}"
+    mongo = Mongo(uri, database)
+    try:
+        await mongo.connect()
+        await ensure_indexes(mongo)
+        bot, headers = await api_tenant(mongo)
+        await subscribe(mongo, bot, urls)
+        async with serving(uri, database, code) as base:
+            return await api_load(base, bot, headers, seconds)
+    finally:
+        await mongo.client.drop_database(database)
+        await mongo.close()
 
 
 async def serve_latency_phase(uri: str, count: int) -> dict[str, float]:
@@ -426,6 +442,11 @@ async def main() -> None:
     parser.add_argument("--serve-latency-events", type=int, default=100)
     parser.add_argument("--api-seconds", type=float, default=5.0)
     parser.add_argument("--api-rounds", type=int, default=3)
+    parser.add_argument(
+        "--api-baseline",
+        metavar="DIR",
+        help="another checkout whose server the api phase measures too, in each round",
+    )
     parser.add_argument("--out", default="bench-webhooks.json")
     args = parser.parse_args()
 
@@ -480,7 +501,7 @@ async def main() -> None:
             serve_latency = await serve_latency_phase(uri, args.serve_latency_events)
         api: dict[str, Any] = {}
         if args.api_seconds:
-            api = await api_phase(uri, args.api_seconds, args.api_rounds)
+            api = await api_phase(uri, args.api_seconds, args.api_rounds, args.api_baseline)
     finally:
         for proc in procs:
             if proc.returncode is None:

@@ -17,6 +17,7 @@ flight bumps its ``version``; the finish then leaves it pending, due at once.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,8 @@ from .pending import PendingWindow
 from .webhooks import new_attempt_id
 
 DUPLICATE_KEY = 11000
+# A claim reads this many candidates per slot, to pass over endpoints without room.
+CLAIM_READ_FACTOR = 4
 FINISH_BATCH_MAX = 100
 # A claimed delivery, its new state and due time, and the attempt to log (or None).
 _Finish = tuple[dict[str, Any], str, "datetime | None", "dict[str, Any] | None"]
@@ -173,48 +176,68 @@ class DeliveryQueue:
 
     # --- claims and outcomes -----------------------------------------------------------
 
-    async def claim(self, *, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
+    async def claim(
+        self, *, limit: int, lease_seconds: float, room: Callable[[str], int] | None = None
+    ) -> list[dict[str, Any]]:
         """Up to ``limit`` due pending deliveries, leased to the caller (each with its
-        ``lease`` token), most overdue first.
+        ``lease`` token), most overdue first; at most ``room(webhook id)`` of one
+        endpoint (so that one slow endpoint cannot take every slot).
 
-        One read finds candidates, one transaction leases those still due (a concurrent
-        claimer makes it conflict and run again, then they are no longer due). In
-        batches because SecantusDB 0.7 reads every due delivery for any limit.
+        One read finds candidates, one transaction leases those still due, in one write
+        (a concurrent claimer makes it conflict and run again, then they are no longer
+        due). In batches because SecantusDB 0.7 reads every due delivery for any limit.
         """
         now = utcnow()
         cursor = self._deliveries.find(
-            {"state": PENDING, "dueAt": {"$lte": now}}, sort=[("dueAt", 1)], limit=limit
+            {"state": PENDING, "dueAt": {"$lte": now}},
+            sort=[("dueAt", 1)],
+            limit=limit * CLAIM_READ_FACTOR,
         )
-        candidates = [doc["_id"] async for doc in cursor]
+        taken: dict[str, int] = {}
+        candidates = []
+        async for doc in cursor:
+            webhook_id = doc["webhookId"]
+            if room is not None and taken.get(webhook_id, 0) >= room(webhook_id):
+                continue
+            taken[webhook_id] = taken.get(webhook_id, 0) + 1
+            candidates.append(doc["_id"])
+            if len(candidates) == limit:
+                break
         if not candidates:
             return []
-
-        async def lease(session: Any) -> list[dict[str, Any]]:
-            claimed = []
-            found = self._deliveries.find({"_id": {"$in": candidates}}, session=session)
-            async for doc in found:
-                if doc["state"] != PENDING or doc["dueAt"] > now:
-                    continue  # claimed (or finished) by another process meanwhile
-                sets = {
-                    "dueAt": now + timedelta(seconds=lease_seconds),
-                    "lease": secrets.token_hex(8),
-                }
-                await self._deliveries.update_one(
-                    {"_id": doc["_id"]}, {"$set": sets}, session=session
-                )
-                claimed.append({**doc, **sets})
-            return claimed
-
-        claimed = await self._mongo.transaction(lease)
+        until = now + timedelta(seconds=lease_seconds)
+        claimed = await self._lease(candidates, now, until)
         return sorted(claimed, key=lambda d: d["queuedAt"])
 
-    async def endpoint(self, webhook_id: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await self._webhooks.find_one({"_id": webhook_id})
-        return found
+    async def _lease(
+        self, candidates: list[str], now: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        token = secrets.token_hex(8)
 
-    async def event(self, event_id: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await self._events.find_one({"_id": event_id})
-        return found
+        async def lease(session: Any) -> list[dict[str, Any]]:
+            found = self._deliveries.find({"_id": {"$in": candidates}}, session=session)
+            due = [doc async for doc in found if doc["state"] == PENDING and doc["dueAt"] <= now]
+            if due:  # the others were claimed (or finished) by another process meanwhile
+                await self._deliveries.update_many(
+                    {"_id": {"$in": [doc["_id"] for doc in due]}},
+                    {"$set": {"dueAt": until, "lease": token}},
+                    session=session,
+                )
+            return [{**doc, "dueAt": until, "lease": token} for doc in due]
+
+        return await self._mongo.transaction(lease)
+
+    async def lookup(
+        self, deliveries: list[dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The endpoints and the events of ``deliveries``, by id (two reads)."""
+        webhook_ids = sorted({d["webhookId"] for d in deliveries})
+        event_ids = sorted({d["eventId"] for d in deliveries})
+        endpoints = {
+            doc["_id"]: doc async for doc in self._webhooks.find({"_id": {"$in": webhook_ids}})
+        }
+        events = {doc["_id"]: doc async for doc in self._events.find({"_id": {"$in": event_ids}})}
+        return endpoints, events
 
     async def finish(
         self,
@@ -245,24 +268,28 @@ class DeliveryQueue:
                 async for doc in self._deliveries.find({"_id": {"$in": ids}}, session=session)
             }
             outcomes: list[bool | Exception] = []
+            # One write per distinct change (the delivered ones all share one).
+            groups: dict[tuple[Any, ...], list[str]] = {}
             for delivery, state, due_at, attempt in batch:
                 found = current.get(delivery["_id"])
                 if found is None or found.get("lease") != delivery["lease"]:
                     outcomes.append(False)
                     continue
-                sets: dict[str, Any]
+                change: tuple[Any, ...]
                 if found.get("version", 0) != delivery.get("version", 0):
-                    sets = {"state": PENDING, "dueAt": now}  # replayed while in flight
+                    change = (PENDING, now, False)  # replayed while in flight
                 else:
-                    sets = {"state": state, "dueAt": due_at or now}
-                    if attempt is not None:
-                        sets["attempts"] = found.get("attempts", 0) + 1
-                await self._deliveries.update_one(
-                    {"_id": delivery["_id"]},
-                    {"$set": sets, "$unset": {"lease": ""}},
-                    session=session,
-                )
+                    change = (state, due_at or now, attempt is not None)
+                groups.setdefault(change, []).append(delivery["_id"])
                 outcomes.append(True)
+            for (state, due_at, counted), group in groups.items():
+                update: dict[str, Any] = {
+                    "$set": {"state": state, "dueAt": due_at},
+                    "$unset": {"lease": ""},
+                }
+                if counted:
+                    update["$inc"] = {"attempts": 1}
+                await self._deliveries.update_many({"_id": {"$in": group}}, update, session=session)
             return outcomes
 
         return await self._mongo.transaction(write)

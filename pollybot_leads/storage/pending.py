@@ -66,7 +66,9 @@ class PendingWindow:
         self._kept: datetime | None = None
         self._width = FIRST_WIDTH
         self._legacy_left = True
-        self.behind = False  # the last read found events: another may find more
+        # After the last read, more may be waiting now: it came back full, or its window
+        # ended before the present (legacy events: the windows are still to be read).
+        self.behind = False
 
     async def read(self, now: datetime) -> PendingBatch:
         """The next pending events (empty when none): from the oldest window holding any."""
@@ -95,7 +97,7 @@ class PendingWindow:
             events = await self._find(filters[-1])
             batch = PendingBatch(events, high, len(events) >= self.limit, filters=filters)
             if events or high is None:
-                self.behind = bool(events)
+                self.behind = batch.full or high is not None
                 return batch
             await self.passed(batch, now)  # an empty window: on to the next, twice as wide
         self.behind = True  # not yet at the present
