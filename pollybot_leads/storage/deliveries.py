@@ -16,22 +16,29 @@ flight bumps its ``version``; the finish then leaves it pending, due at once.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..domain.timeutil import utcnow
+from ..errors import AppError
 from .batching import GroupCommit, KeyedLocks
-from .client import Mongo
+from .client import Mongo, store_deadline
 from .pending import PendingWindow
 from .webhooks import new_attempt_id
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 # A claim reads this many candidates per slot, to pass over endpoints without room.
 CLAIM_READ_FACTOR = 4
+# A lease that conflicts with a transaction left open gives up after this long.
+STUCK_CLAIM_SECONDS = 0.5
+CONFLICTS = (PyMongoError, AppError)  # a conflict outlasting the retries, or the deadline
 FINISH_BATCH_MAX = 100
 # A claimed delivery, its new state and due time, and the attempt to log (or None).
 _Finish = tuple[dict[str, Any], str, "datetime | None", "dict[str, Any] | None"]
@@ -76,6 +83,9 @@ class DeliveryQueue:
         self._attempts = mongo.db["webhook_attempts"]
         self._replays = mongo.db["webhook_replays"]
         self.pending = PendingWindow(mongo.db)
+        # Deliveries whose lease conflicted with a transaction left open: until when
+        # this process leaves them alone.
+        self._stuck: dict[str, datetime] = {}
         self._finishes: GroupCommit[_Finish, bool] = GroupCommit(
             KeyedLocks(), self._write_finishes, max_batch=FINISH_BATCH_MAX
         )
@@ -188,15 +198,18 @@ class DeliveryQueue:
         due). In batches because SecantusDB 0.7 reads every due delivery for any limit.
         """
         now = utcnow()
+        self._stuck = {i: until for i, until in self._stuck.items() if until > now}
         cursor = self._deliveries.find(
             {"state": PENDING, "dueAt": {"$lte": now}},
             sort=[("dueAt", 1)],
-            limit=limit * CLAIM_READ_FACTOR,
+            limit=limit * CLAIM_READ_FACTOR + len(self._stuck),
         )
         taken: dict[str, int] = {}
         candidates = []
         async for doc in cursor:
             webhook_id = doc["webhookId"]
+            if doc["_id"] in self._stuck:
+                continue
             if room is not None and taken.get(webhook_id, 0) >= room(webhook_id):
                 continue
             taken[webhook_id] = taken.get(webhook_id, 0) + 1
@@ -206,7 +219,25 @@ class DeliveryQueue:
         if not candidates:
             return []
         until = now + timedelta(seconds=lease_seconds)
-        claimed = await self._lease(candidates, now, until)
+        try:
+            claimed = await self._lease(candidates, now, until)
+        except CONFLICTS:
+            # One of them is held by a transaction still open, most likely of a process
+            # that died in it (the store ends it after a minute): lease them one at a
+            # time, and leave the held ones alone for a lease's time.
+            claimed = []
+            for one in candidates:
+                try:
+                    with store_deadline(STUCK_CLAIM_SECONDS):
+                        claimed += await self._lease([one], now, until)
+                except CONFLICTS:
+                    self._stuck[one] = now + timedelta(seconds=lease_seconds)
+            log.warning(
+                "%d of %d due deliveries held by an open transaction: skipped for %g s",
+                len(candidates) - len(claimed),
+                len(candidates),
+                lease_seconds,
+            )
         return sorted(claimed, key=lambda d: d["queuedAt"])
 
     async def _lease(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from datetime import timedelta
 
 from pollybot_leads.domain.timeutil import utcnow
@@ -156,3 +157,40 @@ async def test_reads_of_a_backlog_examine_their_window_not_the_backlog(settings)
         assert max(keys for keys, _ in examined) <= window.limit + 1, examined
         assert max(docs for _, docs in examined) <= window.limit + 1, examined
         assert sum(docs for _, docs in examined) < 2 * len(times), examined
+
+
+async def test_a_delivery_held_by_an_open_transaction_does_not_stop_the_others(
+    mongo, accounts, webhooks
+):
+    """As a process killed inside a claim leaves it: its transaction holds the delivery
+    until the store ends it. A claim leases the others and leaves that one alone."""
+    tenant = await make_tenant(accounts)
+    endpoint, _ = await webhooks.create(
+        workspace_id=tenant.workspace_id,
+        url="https://example.com/hook",
+        events=["lead.created"],
+        chatbot_ids=[tenant.chatbot_id],
+        description=None,
+    )
+    events = await emit(mongo, tenant, n=3)
+    queue = DeliveryQueue(mongo)
+    while await queue.fan_out():
+        pass
+    ids = [f"{endpoint['id']}:{e['_id']}" for e in events]
+    deliveries = mongo.db["webhook_deliveries"]
+    session = mongo.client.start_session()
+    if inspect.isawaitable(session):  # motor: a coroutine; PyMongo: the session
+        session = await session
+    started = session.start_transaction()
+    if inspect.isawaitable(started):  # PyMongo: a coroutine; motor: not
+        await started
+    try:
+        await deliveries.update_one({"_id": ids[0]}, {"$set": {"held": True}}, session=session)
+        claimed = await queue.claim(limit=16, lease_seconds=30)
+        mine = sorted(d["_id"] for d in claimed if d["webhookId"] == endpoint["id"])
+        assert mine == sorted(ids[1:])
+        again = await queue.claim(limit=16, lease_seconds=30)  # left alone, not retried
+        assert all(d["_id"] != ids[0] for d in again)
+    finally:
+        await session.abort_transaction()
+        await session.end_session()
