@@ -4,14 +4,16 @@ One delivery document per (endpoint, event), ``_id: "<webhook id>:<event id>"``,
 fanning an event out again after a crash creates nothing twice (the duplicate inserts
 are refused by the ``_id`` index and ignored). States: ``pending`` (due at ``dueAt``),
 ``delivered``, ``failed`` (given up, or the receiver answered 410), ``paused`` (its
-endpoint is disabled; enabling it makes them pending again).
+endpoint was disabled when it was sent; enabling it makes them pending again). Claims
+read enabled endpoints only: a disabled endpoint's pending deliveries wait as they are.
 
-A claim moves ``dueAt`` a lease ahead and stamps the delivery with a random ``lease``
-token in one atomic find-and-modify: no other process can claim it while the lease
-runs, and if the claimer dies the delivery is simply due again when the lease ends.
-Finishing reads and writes the delivery by ``_id`` in a transaction and applies only
-when the token is still the claimer's. A replay that lands while a delivery is in
-flight bumps its ``version``; the finish then leaves it pending, due at once.
+A claim reads each endpoint's due deliveries in a window (storage/due.py), then moves
+their ``dueAt`` a lease ahead and stamps them with a random ``lease`` token, in one
+transaction: no other process can claim them while the lease runs, and if the claimer
+dies they are simply due again when the lease ends. Finishing reads and writes the
+deliveries by ``_id`` in a transaction and applies only where the token is still the
+claimer's. A replay that lands while a delivery is in flight bumps its ``version``;
+the finish then leaves it pending, due at once.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ from ..domain.timeutil import utcnow
 from ..errors import AppError
 from .batching import GroupCommit, KeyedLocks
 from .client import Mongo, store_deadline
+from .due import DueWindows
 from .pending import PendingWindow
 from .webhooks import new_attempt_id
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-# A claim reads this many candidates per slot, to pass over endpoints without room.
-CLAIM_READ_FACTOR = 4
 # A lease that conflicts with a transaction left open gives up after this long.
 STUCK_CLAIM_SECONDS = 0.5
 CONFLICTS = (PyMongoError, AppError)  # a conflict outlasting the retries, or the deadline
@@ -86,6 +87,8 @@ class DeliveryQueue:
         # Deliveries whose lease conflicted with a transaction left open: until when
         # this process leaves them alone.
         self._stuck: dict[str, datetime] = {}
+        self._due = DueWindows(self._deliveries)
+        self._turn = 0
         self._finishes: GroupCommit[_Finish, bool] = GroupCommit(
             KeyedLocks(), self._write_finishes, max_batch=FINISH_BATCH_MAX
         )
@@ -113,6 +116,7 @@ class DeliveryQueue:
         now = utcnow()
         docs = [_delivery(ep, ev, now) for ev in events for ep in endpoints if _matches(ep, ev)]
         made = await self._insert_new(docs)
+        self._due.fresh({d["webhookId"] for d in docs})
         await self._events.update_many(
             {"_id": {"$in": [e["_id"] for e in events]}}, {"$unset": {"pending": ""}}
         )
@@ -166,6 +170,7 @@ class DeliveryQueue:
         now = utcnow()
         docs = [_delivery(endpoint, e, now) for e in events]
         await self._insert_new(docs)
+        self._due.fresh({endpoint["_id"]})
 
         async def reset(session: Any) -> None:
             cursor = self._deliveries.find(
@@ -190,55 +195,67 @@ class DeliveryQueue:
         self, *, limit: int, lease_seconds: float, room: Callable[[str], int] | None = None
     ) -> list[dict[str, Any]]:
         """Up to ``limit`` due pending deliveries, leased to the caller (each with its
-        ``lease`` token), most overdue first; at most ``room(webhook id)`` of one
-        endpoint (so that one slow endpoint cannot take every slot).
+        ``lease`` token), the most overdue of each endpoint first; at most
+        ``room(webhook id)`` of one endpoint (so that one slow endpoint cannot take every
+        slot). Endpoints take turns to come first.
 
-        One read finds candidates, one transaction leases those still due, in one write
-        (a concurrent claimer makes it conflict and run again, then they are no longer
-        due). In batches because SecantusDB 0.7 reads every due delivery for any limit.
+        Each enabled endpoint's due deliveries are read in a window of their own
+        (storage/due.py), and one transaction leases those still due, in one write (a
+        concurrent claimer makes it conflict and run again, then they are no longer due).
         """
         now = utcnow()
         self._stuck = {i: until for i, until in self._stuck.items() if until > now}
-        cursor = self._deliveries.find(
-            {"state": PENDING, "dueAt": {"$lte": now}},
-            sort=[("dueAt", 1)],
-            limit=limit * CLAIM_READ_FACTOR + len(self._stuck),
-        )
-        taken: dict[str, int] = {}
-        candidates = []
-        async for doc in cursor:
-            webhook_id = doc["webhookId"]
-            if doc["_id"] in self._stuck:
+        enabled = [doc["_id"] async for doc in self._webhooks.find({"enabled": True})]
+        self._turn += 1
+        if enabled:
+            turn = self._turn % len(enabled)
+            enabled = enabled[turn:] + enabled[:turn]
+        reads: list[tuple[str, list[dict[str, Any]], datetime]] = []
+        candidates: list[str] = []
+        for webhook_id in enabled:
+            wanted = limit - len(candidates)
+            if room is not None:
+                wanted = min(wanted, room(webhook_id))
+            if wanted <= 0 or self._due.idle(webhook_id, now):
                 continue
-            if room is not None and taken.get(webhook_id, 0) >= room(webhook_id):
-                continue
-            taken[webhook_id] = taken.get(webhook_id, 0) + 1
-            candidates.append(doc["_id"])
-            if len(candidates) == limit:
+            docs, high = await self._due.read(webhook_id, now)
+            reads.append((webhook_id, docs, high))
+            candidates += [d["_id"] for d in docs if d["_id"] not in self._stuck][:wanted]
+            if len(candidates) >= limit:
                 break
-        if not candidates:
-            return []
+        claimed: list[dict[str, Any]] = []
+        if candidates:
+            claimed = await self._lease_around_held(candidates, now, lease_seconds)
+        leased = {d["_id"] for d in claimed}
+        for webhook_id, docs, high in reads:
+            self._due.passed(webhook_id, docs, high, leased, now)
+        return sorted(claimed, key=lambda d: d["queuedAt"])
+
+    async def _lease_around_held(
+        self, candidates: list[str], now: datetime, lease_seconds: float
+    ) -> list[dict[str, Any]]:
         until = now + timedelta(seconds=lease_seconds)
         try:
-            claimed = await self._lease(candidates, now, until)
+            return await self._lease(candidates, now, until)
         except CONFLICTS:
-            # One of them is held by a transaction still open, most likely of a process
-            # that died in it (the store ends it after a minute): lease them one at a
-            # time, and leave the held ones alone for a lease's time.
-            claimed = []
-            for one in candidates:
-                try:
-                    with store_deadline(STUCK_CLAIM_SECONDS):
-                        claimed += await self._lease([one], now, until)
-                except CONFLICTS:
-                    self._stuck[one] = now + timedelta(seconds=lease_seconds)
-            log.warning(
-                "%d of %d due deliveries held by an open transaction: skipped for %g s",
-                len(candidates) - len(claimed),
-                len(candidates),
-                lease_seconds,
-            )
-        return sorted(claimed, key=lambda d: d["queuedAt"])
+            pass
+        # One of them is held by a transaction still open, most likely of a process
+        # that died in it (the store ends it after a minute): lease them one at a time,
+        # and leave the held ones alone for a lease's time.
+        claimed = []
+        for one in candidates:
+            try:
+                with store_deadline(STUCK_CLAIM_SECONDS):
+                    claimed += await self._lease([one], now, until)
+            except CONFLICTS:
+                self._stuck[one] = until
+        log.warning(
+            "%d of %d due deliveries held by an open transaction: skipped for %g s",
+            len(candidates) - len(claimed),
+            len(candidates),
+            lease_seconds,
+        )
+        return claimed
 
     async def _lease(
         self, candidates: list[str], now: datetime, until: datetime
@@ -312,6 +329,8 @@ class DeliveryQueue:
                 else:
                     change = (state, due_at or now, attempt is not None)
                 groups.setdefault(change, []).append(delivery["_id"])
+                if change[0] == PENDING:
+                    self._due.due_at(delivery["webhookId"], change[1])
                 outcomes.append(True)
             for (state, due_at, counted), group in groups.items():
                 update: dict[str, Any] = {

@@ -194,3 +194,31 @@ async def test_a_delivery_held_by_an_open_transaction_does_not_stop_the_others(
     finally:
         await session.abort_transaction()
         await session.end_session()
+
+
+async def test_a_slow_endpoints_backlog_does_not_hold_back_the_others(mongo, accounts, webhooks):
+    """Endpoint A has 100 due deliveries older than B's one, and room for 2 more in
+    flight: a claim takes 2 of A's and B's, not only A's oldest."""
+    tenant = await make_tenant(accounts)
+    made = []
+    for kind in ("lead.created", "lead.updated"):
+        endpoint, _ = await webhooks.create(
+            workspace_id=tenant.workspace_id,
+            url="https://example.com/hook",
+            events=[kind],
+            chatbot_ids=[tenant.chatbot_id],
+            description=None,
+        )
+        made.append(endpoint["id"])
+    slow, other = made
+    await emit(mongo, tenant, n=100)
+    await emit(mongo, tenant, kind="lead.updated", data={"lead": {"id": "ld_0"}, "changes": {}})
+    queue = DeliveryQueue(mongo)
+    while await queue.fan_out():
+        pass
+    claimed = await queue.claim(
+        limit=8, lease_seconds=30, room=lambda webhook_id: 2 if webhook_id in made else 0
+    )
+    by_endpoint = [d["webhookId"] for d in claimed]
+    assert by_endpoint.count(slow) == 2
+    assert by_endpoint.count(other) == 1
