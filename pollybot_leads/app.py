@@ -31,7 +31,7 @@ from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
-from .storage.events import EventLog
+from .storage.events import EventLog, EventSignal
 from .storage.idempotency import IdempotencyStore
 from .storage.indexes import ensure_indexes
 from .storage.leads import LeadRepository
@@ -57,7 +57,8 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await mongo.connect()
         await ensure_indexes(mongo)
-        leads = LeadRepository(mongo, max_count=settings.list_max_count)
+        committed = EventSignal()
+        leads = LeadRepository(mongo, max_count=settings.list_max_count, committed=committed)
         await leads.migrate_counters(mongo.db["chatbots"])
         app[keys.leads_repo_key] = leads
         app[keys.mongo_key] = mongo
@@ -65,6 +66,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.idempotency_key] = IdempotencyStore(mongo.db)
         app[keys.webhooks_repo_key] = WebhookRepository(mongo)
         app[keys.event_log_key] = EventLog(mongo.db)
+        app[keys.events_committed_key] = committed
         yield
     finally:
         await mongo.close()
@@ -95,7 +97,7 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.webhooks_deliver:
         yield
         return
-    async with running_worker(app[keys.mongo_key], settings):
+    async with running_worker(app[keys.mongo_key], settings, app[keys.events_committed_key]):
         yield
 
 

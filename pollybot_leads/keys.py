@@ -13,7 +13,7 @@ from .ratelimit.base import RateLimiter
 from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
-from .storage.events import EventLog
+from .storage.events import EventLog, EventSignal
 from .storage.idempotency import IdempotencyStore
 from .storage.leads import LeadRepository
 from .storage.webhooks import WebhookRepository
@@ -25,4 +25,6 @@ rate_limiter_key = web.AppKey("rate_limiter", RateLimiter)
 mongo_key = web.AppKey("mongo", Mongo)
 webhooks_repo_key = web.AppKey("webhooks_repo", WebhookRepository)
 event_log_key = web.AppKey("event_log", EventLog)
+# Notified by this process's lead writes; wakes its webhook dispatcher.
+events_committed_key = web.AppKey("events_committed", EventSignal)
 idempotency_key = web.AppKey("idempotency", IdempotencyStore)

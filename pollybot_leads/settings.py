@@ -99,6 +99,7 @@ class Settings:
     webhook_retry_for_seconds: float = 3 * 24 * 3600
     webhook_concurrency: int = 16
     webhook_poll_seconds: float = 0.25
+    webhook_lease_margin_seconds: float = 30.0
     webhook_max_endpoints: int = 50  # per workspace
 
     def __post_init__(self) -> None:
@@ -146,6 +147,8 @@ class Settings:
             raise SettingsError("webhooks.concurrency must be 1-1000")
         if not 0 < self.webhook_poll_seconds <= 60:
             raise SettingsError("webhooks.poll_seconds must be in (0, 60]")
+        if not 0 < self.webhook_lease_margin_seconds <= 3600:
+            raise SettingsError("webhooks.lease_margin_seconds must be in (0, 3600]")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -315,5 +318,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         webhook_retry_for_seconds=get(float, "webhooks.retry_for_seconds", 3 * 24 * 3600),
         webhook_concurrency=get(int, "webhooks.concurrency", 16),
         webhook_poll_seconds=get(float, "webhooks.poll_seconds", 0.25),
+        webhook_lease_margin_seconds=get(float, "webhooks.lease_margin_seconds", 30.0),
         webhook_max_endpoints=get(int, "webhooks.max_endpoints", 50),
     )

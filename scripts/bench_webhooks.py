@@ -3,32 +3,38 @@
 Runs `pollybot-leads worker` processes (default settings: 16 deliveries in flight, a
 0.25 s poll) against a local receiver (an aiohttp server in this process answering 204),
 with events appended as lead writes append them (storage/events.py, one transaction per
-write). Two phases:
+write). Phases (each skipped with 0):
 
-- **throughput**: ``--events`` events are queued before the workers start; reported is
+- **throughput** (``--events``): events queued before the workers start; reported is
   deliveries per second from the workers' start to the last delivery, per worker;
-- **latency**: ``--latency-events`` events, one at a time at about 20 per second, each
-  timed from its commit to its arrival at the receiver (p50, p95, max).
-
-- **crash** (``--crash-events``, 0 to skip): events queued, a worker SIGKILLed after a
-  third of them arrived, a new worker started; every event must arrive (0 lost), and
-  the ones in flight at the kill may arrive twice, with the same ``webhook-id`` (their
-  leases run out first: timeout + 30 s).
-
-- **api** (``--api-seconds``, 0 to skip): a `pollybot-leads serve` (deliveries inside
-  it) answers creates and GETs for that long each, first with no endpoint subscribed,
-  then with 3 (two answering at once, one never answering: every delivery to it waits
-  out the 15 s timeout); requests per second and p95 of each.
+- **latency** (``--latency-events``): events one at a time at about 20 per second, each
+  timed from its commit to its arrival at the receiver (p50, p95, max); a worker in
+  another process learns of them by polling;
+- **crash** (``--crash-events``): events queued, a worker SIGKILLed after a third of
+  them arrived, a new worker started; every event must arrive (0 lost), and the ones in
+  flight at the kill may arrive twice, with the same ``webhook-id`` (their leases run
+  out first: timeout + 30 s);
+- **serve latency** (``--serve-latency-events``): creates through a `pollybot-leads
+  serve` delivering in the background (one endpoint), one at a time at about 20 per
+  second, each from its 201 to its arrival (the write wakes the server's own dispatcher);
+- **api** (``--api-seconds`` each, ``--api-rounds`` rounds): creates and GETs per second
+  (16 clients) against a `serve` delivering in the background, with no endpoint
+  subscribed and with 3 (two answering at once, one never answering: every delivery to
+  it waits out the 15 s timeout), alternating, each on a fresh database and server;
+  every round printed, and the medians side by side. ``--api-baseline DIR`` measures
+  another checkout's server (say, main's) the same way in every round, interleaved,
+  so that a change is compared under the same machine load.
 
 In the first two phases every event must arrive exactly once (the receiver counts
-``webhook-id``s). Without
-MONGODB_URI it starts its own SecantusDB. Prints the figures and writes JSON.
+``webhook-id``s). Without MONGODB_URI it starts its own SecantusDB. Prints the figures
+and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -37,7 +43,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import ClientSession, web
 
@@ -156,15 +164,31 @@ async def crash_phase(mongo, log, chatbot, receiver, args, uri, database) -> dic
     return {"events": len(queued), "arrived_at_kill": at_kill, "lost": lost, "twice": twice}
 
 
-async def api_phase(mongo: Mongo, seconds: float, uri: str, database: str) -> dict[str, dict]:
-    """API throughput without and with 3 subscribed endpoints (one hanging)."""
-    accounts = AccountRepository(mongo)
-    ws = await accounts.create_workspace(name="API bench")
-    bot = await accounts.create_chatbot(workspace_id=ws["id"], name="api")
-    key = await accounts.create_key(
-        workspace_id=ws["id"], rate_limit_capacity=10**9, rate_limit_refill=10**9
-    )
-    headers = {"Authorization": f"Bearer {key.secret}"}
+class Hanging:
+    """A receiver that never answers (until the end): every delivery waits out the timeout."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        await self.release.wait()
+        return web.Response(status=204)
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        return runner
+
+
+@contextlib.asynccontextmanager
+async def serving(uri: str, database: str, code: str | None = None) -> AsyncIterator[str]:
+    """`pollybot-leads serve` (deliveries inside it) on a free port, from the checkout
+    ``code`` (default: this one); yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -175,27 +199,12 @@ async def api_phase(mongo: Mongo, seconds: float, uri: str, database: str) -> di
         "WEBHOOK_ALLOW_HTTP": "1",
         "LOG_LEVEL": "ERROR",
     }
+    if code:
+        env["PYTHONPATH"] = code
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pollybot_leads", "serve", env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "pollybot_leads", "serve", env=env, stdout=asyncio.subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
-    leads = f"{base}/api/v1/chatbots/{bot['id']}/leads"
-    hang = asyncio.Event()
-
-    async def hanging(request: web.Request) -> web.Response:
-        await request.read()
-        await hang.wait()
-        return web.Response(status=204)
-
-    fast, slow = Receiver(), Receiver()
-    runners = [await fast.start()]
-    app = web.Application()
-    app.router.add_post("/hook", hanging)
-    slow_runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await slow_runner.setup()
-    await web.TCPSite(slow_runner, "127.0.0.1", slow.port).start()
-    runners.append(slow_runner)
-    results: dict[str, dict] = {}
     try:
         async with ClientSession() as http:
             for _ in range(600):
@@ -206,60 +215,229 @@ async def api_phase(mongo: Mongo, seconds: float, uri: str, database: str) -> di
                 except OSError:
                     pass
                 await asyncio.sleep(0.1)
-            async with http.post(
-                leads, json={"name": "Seed", "email": "s@example.com"}, headers=headers
-            ) as resp:
-                lead_id = (await resp.json())["data"]["id"]
-
-            async def load(op: str) -> dict:
-                times: list[float] = []
-                end = time.perf_counter() + seconds
-
-                async def one() -> None:
-                    while time.perf_counter() < end:
-                        t = time.perf_counter()
-                        if op == "create":
-                            body = {"name": "Bench", "email": "b@example.com"}
-                            async with http.post(leads, json=body, headers=headers) as r:
-                                await r.read()
-                        else:
-                            async with http.get(f"{leads}/{lead_id}", headers=headers) as r:
-                                await r.read()
-                        times.append(time.perf_counter() - t)
-
-                await asyncio.gather(*(one() for _ in range(16)))
-                return {
-                    "per_s": round(len(times) / seconds, 1),
-                    "p95_ms": round(pct(times, 0.95) * 1000, 1),
-                }
-
-            repo = WebhookRepository(mongo)
-            for label in ("0 endpoints", "3 endpoints, 1 hanging"):
-                if label.startswith("3"):
-                    fast_url = f"http://127.0.0.1:{fast.port}/hook"
-                    for url in (fast_url, fast_url, f"http://127.0.0.1:{slow.port}/hook"):
-                        await repo.create(
-                            workspace_id=ws["id"],
-                            url=url,
-                            events=list(EVENT_TYPES),
-                            chatbot_ids=[],
-                            description=None,
-                        )
-                results[label] = {op: await load(op) for op in ("create", "get")}
-                print(
-                    f"api, {label}: "
-                    + ", ".join(
-                        f"{op} {r['per_s']}/s (p95 {r['p95_ms']} ms)"
-                        for op, r in results[label].items()
-                    )
-                )
+        yield base
     finally:
-        hang.set()
         server.terminate()
         await server.wait()
+
+
+async def api_tenant(mongo: Mongo) -> tuple[dict, dict]:
+    """A workspace and chatbot, and the key's Authorization header."""
+    accounts = AccountRepository(mongo)
+    ws = await accounts.create_workspace(name="API bench")
+    bot = await accounts.create_chatbot(workspace_id=ws["id"], name="api")
+    key = await accounts.create_key(
+        workspace_id=ws["id"], rate_limit_capacity=10**9, rate_limit_refill=10**9
+    )
+    return bot, {"Authorization": f"Bearer {key.secret}"}
+
+
+async def subscribe(mongo: Mongo, bot: dict, urls: list[str]) -> None:
+    for url in urls:
+        await WebhookRepository(mongo).create(
+            workspace_id=bot["workspaceId"],
+            url=url,
+            events=list(EVENT_TYPES),
+            chatbot_ids=[],
+            description=None,
+        )
+
+
+async def api_load(base: str, bot: dict, headers: dict, seconds: float) -> dict[str, dict]:
+    """Creates, then GETs of one lead, each for ``seconds`` with 16 clients."""
+    leads = f"{base}/api/v1/chatbots/{bot['id']}/leads"
+    async with ClientSession() as http:
+        async with http.post(
+            leads, json={"name": "Seed", "email": "s@example.com"}, headers=headers
+        ) as resp:
+            lead_id = (await resp.json())["data"]["id"]
+
+        async def load(op: str) -> dict:
+            times: list[float] = []
+            end = time.perf_counter() + seconds
+
+            async def one() -> None:
+                while time.perf_counter() < end:
+                    t = time.perf_counter()
+                    if op == "create":
+                        body = {"name": "Bench", "email": "b@example.com"}
+                        async with http.post(leads, json=body, headers=headers) as r:
+                            await r.read()
+                    else:
+                        async with http.get(f"{leads}/{lead_id}", headers=headers) as r:
+                            await r.read()
+                    times.append(time.perf_counter() - t)
+
+            await asyncio.gather(*(one() for _ in range(16)))
+            return {
+                "per_s": round(len(times) / seconds, 1),
+                "p95_ms": round(pct(times, 0.95) * 1000, 1),
+            }
+
+        return {op: await load(op) for op in ("create", "get")}
+
+
+async def api_phase(uri: str, seconds: float, rounds: int, baseline: str | None) -> dict[str, Any]:
+    """API throughput without and with 3 subscribed endpoints (two answering at once,
+    one hanging), each measurement on a fresh database and server, alternating; with
+    ``baseline`` (another checkout) its server is measured the same way in each round."""
+    fast, slow = Receiver(), Hanging()
+    runners = [await fast.start(), await slow.start()]
+    fast_url = f"http://127.0.0.1:{fast.port}/hook"
+    urls = [fast_url, fast_url, f"http://127.0.0.1:{slow.port}/hook"]
+    codes = {"": None} | ({"baseline, ": baseline} if baseline else {})
+    labels = {0: "0 endpoints", 3: "3 endpoints, 1 hanging"}
+    runs: dict[str, list[dict]] = {
+        prefix + label: [] for prefix in codes for label in labels.values()
+    }
+    try:
+        for round_ in range(rounds):
+            for prefix, code in codes.items():
+                for endpoints, label in labels.items():
+                    before = sum(fast.counts.values())
+                    result = await api_once(uri, urls[:endpoints], seconds, code)
+                    # Deliveries that reached the two answering endpoints meanwhile.
+                    arrived = sum(fast.counts.values()) - before
+                    result["delivered"] = {"per_s": round(arrived / (2 * seconds), 1)}
+                    runs[prefix + label].append(result)
+                    print(
+                        f"api round {round_ + 1}, {prefix}{label}: "
+                        + ", ".join(
+                            f"{op} {r['per_s']}/s"
+                            + (f" (p95 {r['p95_ms']} ms)" if "p95_ms" in r else "")
+                            for op, r in result.items()
+                        ),
+                        flush=True,
+                    )
+    finally:
+        slow.release.set()
         for runner in runners:
             await runner.cleanup()
-    return results
+    medians = {
+        label: {
+            op: statistics.median(r[op]["per_s"] for r in results)
+            for op in ("create", "get", "delivered")
+        }
+        for label, results in runs.items()
+    }
+    for prefix in codes:
+        base, loaded = medians[prefix + labels[0]], medians[prefix + labels[3]]
+        print(
+            f"api medians of {rounds}, {prefix or 'this checkout, '}delivered while serving "
+            f"with 3: {loaded['delivered']:.0f}/s"
+        )
+        for op in ("create", "get"):
+            print(
+                f"api medians of {rounds}, {prefix or 'this checkout, '}{op}: "
+                f"{base[op]:.0f}/s with 0 endpoints, {loaded[op]:.0f}/s with 3 "
+                f"(x{loaded[op] / base[op]:.2f})"
+            )
+    return {"rounds": runs, "medians_per_s": medians}
+
+
+async def api_once(uri: str, urls: list[str], seconds: float, code: str | None) -> dict:
+    database = f"pollybot_bench_api_{random.randrange(16**6):06x}"
+    mongo = Mongo(uri, database)
+    try:
+        await mongo.connect()
+        await ensure_indexes(mongo)
+        bot, headers = await api_tenant(mongo)
+        await subscribe(mongo, bot, urls)
+        async with serving(uri, database, code) as base:
+            return await api_load(base, bot, headers, seconds)
+    finally:
+        await mongo.client.drop_database(database)
+        await mongo.close()
+
+
+async def serve_latency_phase(uri: str, count: int) -> dict[str, float]:
+    """From a create's 201 to its delivery, with `serve` delivering (one endpoint),
+    creates one at a time at about 20 a second."""
+    receiver = Receiver()
+    runner = await receiver.start()
+    database = f"pollybot_bench_lat_{random.randrange(16**6):06x}"
+    mongo = Mongo(uri, database)
+    latencies: list[float] = []
+    try:
+        await mongo.connect()
+        await ensure_indexes(mongo)
+        bot, headers = await api_tenant(mongo)
+        await subscribe(mongo, bot, [f"http://127.0.0.1:{receiver.port}/hook"])
+        async with serving(uri, database) as base, ClientSession() as http:
+            leads = f"{base}/api/v1/chatbots/{bot['id']}/leads"
+            for _ in range(count):
+                body = {"name": "Latency", "email": "l@example.com"}
+                async with http.post(leads, json=body, headers=headers) as resp:
+                    await resp.read()
+                    assert resp.status == 201, resp.status
+                committed = time.perf_counter()
+                before = set(receiver.arrivals)
+                end = committed + 60
+                while len(receiver.arrivals) == len(before):
+                    if time.perf_counter() > end:
+                        raise SystemExit("a create was not delivered within 60 s")
+                    await asyncio.sleep(0.001)
+                [new] = set(receiver.arrivals) - before
+                latencies.append((receiver.arrivals[new] - committed) * 1000)
+                await asyncio.sleep(random.uniform(0.03, 0.07))
+    finally:
+        await runner.cleanup()
+        await mongo.client.drop_database(database)
+        await mongo.close()
+    p50, p95 = pct(latencies, 0.5), pct(latencies, 0.95)
+    print(
+        f"latency in serve (201 -> receiver), {len(latencies)} creates: p50 {p50:.0f} ms, "
+        f"p95 {p95:.0f} ms, max {max(latencies):.0f} ms"
+    )
+    return {"events": len(latencies), "p50": round(p50, 1), "p95": round(p95, 1)}
+
+
+async def throughput_phase(mongo, log, chatbot, receiver, args, uri) -> tuple[dict, list]:
+    """``--events`` queued first; deliveries per second from the workers' start."""
+    queued: list[str] = []
+    for start in range(0, args.events, 100):
+        docs = await append(mongo, log, chatbot, min(100, args.events - start))
+        queued += [d["_id"] for d in docs]
+    began = time.perf_counter()
+    procs = await start_workers(args.workers, uri, mongo.db.name)
+    ready = time.perf_counter()
+    await wait_for(receiver, queued, timeout=600)
+    last = max(receiver.arrivals[i] for i in queued)
+    per_s = len(queued) / (last - ready)
+    print(
+        f"throughput: {len(queued)} deliveries in {last - ready:.2f} s with "
+        f"{args.workers} worker(s): {per_s:.0f}/s ({per_s / args.workers:.0f}/s "
+        f"per worker; workers took {ready - began:.1f} s to start)"
+    )
+    result = {
+        "deliveries": len(queued),
+        "per_s": round(per_s, 1),
+        "per_s_per_worker": round(per_s / args.workers, 1),
+    }
+    return result, procs
+
+
+async def worker_latency_phase(mongo, log, chatbot, receiver, args) -> dict[str, float]:
+    """Events one at a time (about 20 a second), each from its commit to its arrival."""
+    latencies = []
+    for _ in range(args.latency_events):
+        [doc] = await append(mongo, log, chatbot, 1)
+        committed = time.perf_counter()
+        await wait_for(receiver, [doc["_id"]], timeout=60)
+        latencies.append((receiver.arrivals[doc["_id"]] - committed) * 1000)
+        await asyncio.sleep(random.uniform(0.03, 0.07))  # about 20 writes a second
+    p50, p95 = pct(latencies, 0.5), pct(latencies, 0.95)
+    print(
+        f"latency with a worker process (commit -> receiver), {len(latencies)} events: "
+        f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(latencies):.0f} ms"
+    )
+    return {
+        "events": len(latencies),
+        "p50": round(p50, 1),
+        "p95": round(p95, 1),
+        "max": round(max(latencies), 1),
+        "mean": round(statistics.fmean(latencies), 1),
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -273,7 +451,14 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="events for the throughput")
     parser.add_argument("--latency-events", type=int, default=200)
     parser.add_argument("--crash-events", type=int, default=600)
+    parser.add_argument("--serve-latency-events", type=int, default=100)
     parser.add_argument("--api-seconds", type=float, default=5.0)
+    parser.add_argument("--api-rounds", type=int, default=3)
+    parser.add_argument(
+        "--api-baseline",
+        metavar="DIR",
+        help="another checkout whose server the api phase measures too, in each round",
+    )
     parser.add_argument("--out", default="bench-webhooks.json")
     args = parser.parse_args()
 
@@ -304,48 +489,31 @@ async def main() -> None:
         )
         log = EventLog(mongo.db)
 
-        queued: list[str] = []
-        for start in range(0, args.events, 100):
-            docs = await append(mongo, log, chatbot, min(100, args.events - start))
-            queued += [d["_id"] for d in docs]
-        began = time.perf_counter()
-        procs = await start_workers(args.workers, uri, database)
-        ready = time.perf_counter()
-        await wait_for(receiver, queued, timeout=600)
-        last = max(receiver.arrivals[i] for i in queued)
-        throughput = len(queued) / (last - ready)
-        print(
-            f"throughput: {len(queued)} deliveries in {last - ready:.2f} s with "
-            f"{args.workers} worker(s): {throughput:.0f}/s ({throughput / args.workers:.0f}/s "
-            f"per worker; workers took {ready - began:.1f} s to start)"
-        )
-
-        latencies = []
-        for _ in range(args.latency_events):
-            [doc] = await append(mongo, log, chatbot, 1)
-            committed = time.perf_counter()
-            await wait_for(receiver, [doc["_id"]], timeout=60)
-            latencies.append((receiver.arrivals[doc["_id"]] - committed) * 1000)
-            await asyncio.sleep(random.uniform(0.03, 0.07))  # about 20 writes a second
-        p50, p95 = pct(latencies, 0.5), pct(latencies, 0.95)
-        print(
-            f"latency (commit -> receiver), {len(latencies)} events: p50 {p50:.0f} ms, "
-            f"p95 {p95:.0f} ms, max {max(latencies):.0f} ms (poll 0.25 s)"
-        )
+        throughput: dict[str, float] = {}
+        latency: dict[str, float] = {}
+        if args.events:
+            throughput, procs = await throughput_phase(mongo, log, chatbot, receiver, args, uri)
+        elif args.latency_events:
+            procs = await start_workers(args.workers, uri, database)
+        if args.latency_events:
+            latency = await worker_latency_phase(mongo, log, chatbot, receiver, args)
         await asyncio.sleep(1.0)  # late duplicates would show now
         duplicates = sum(c - 1 for c in receiver.counts.values())
         print(f"duplicates: {duplicates}")
+        for proc in procs:  # the later phases run without them
+            proc.terminate()
+            await proc.wait()
+        procs = []
 
         crash: dict[str, int] = {}
         if args.crash_events:
-            for proc in procs:
-                proc.terminate()
-                await proc.wait()
             crash = await crash_phase(mongo, log, chatbot, receiver, args, uri, database)
-            procs = []
-        api: dict[str, dict] = {}
+        serve_latency: dict[str, float] = {}
+        if args.serve_latency_events:
+            serve_latency = await serve_latency_phase(uri, args.serve_latency_events)
+        api: dict[str, Any] = {}
         if args.api_seconds:
-            api = await api_phase(mongo, args.api_seconds, uri, database)
+            api = await api_phase(uri, args.api_seconds, args.api_rounds, args.api_baseline)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -362,20 +530,11 @@ async def main() -> None:
     report = {
         "workers": args.workers,
         "store": "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded SecantusDB",
-        "throughput": {
-            "deliveries": len(queued),
-            "per_s": round(throughput, 1),
-            "per_s_per_worker": round(throughput / args.workers, 1),
-        },
-        "latency_ms": {
-            "events": len(latencies),
-            "p50": round(p50, 1),
-            "p95": round(p95, 1),
-            "max": round(max(latencies), 1),
-            "mean": round(statistics.fmean(latencies), 1),
-        },
+        "throughput": throughput,
+        "latency_ms": latency,
         "duplicates": duplicates,
         "crash": crash,
+        "serve_latency_ms": serve_latency,
         "api": api,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -6,17 +6,20 @@ a change without its event or an event without its change. Each chatbot's events
 numbered 1, 2, 3… by ``sequence``; the number comes from the chatbot's document in
 ``event_sequences``, incremented in the same transaction, so sequences are dense and
 committed in order (a second writer of the chatbot conflicts on that document until
-the first commits). New events carry ``pending: true`` until the webhook dispatcher has
-taken them (see the webhooks package); the feed reads them either way.
+the first commits). New events carry ``pending: <createdAt>`` until the webhook
+dispatcher has taken them (storage/pending.py reads them by that time, a window at a
+time); the feed reads them either way.
 
 Stored event: ``{_id: "evt_<16 hex>", chatbotId, workspaceId, sequence, type,
-createdAt, data, pending}``; ``data`` is ``{"lead": <public lead, datetimes as
+createdAt, data, pending?}``; ``data`` is ``{"lead": <public lead, datetimes as
 datetimes>, "changes"?: {field: {"from", "to"}}}``; a ``lead.deleted`` event's lead is
 ``{"id": …}`` only (no personal data).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +43,31 @@ def lead_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dic
         for field in CHANGE_FIELDS
         if before.get(field) != after.get(field)
     }
+
+
+class EventSignal:
+    """Events were committed in this process: wakes its webhook dispatcher at once.
+
+    The lead repository notifies it after each commit; a dispatcher in the same process
+    (``serve``) waits on it instead of sleeping out its poll, so a delivery does not
+    wait up to ``poll_seconds`` for its event. Writes of other processes are still found
+    by the poll.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        """Before a read of pending events: a commit after this wakes the next wait."""
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Until notified (since the last clear) or ``timeout`` seconds passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
 
 
 class EventLog:
@@ -76,7 +104,7 @@ class EventLog:
                 "type": kind,
                 "createdAt": now,
                 "data": data,
-                "pending": True,
+                "pending": now,  # until fanned out (see storage/pending.py)
             }
             for offset, (kind, data) in enumerate(events)
         ]

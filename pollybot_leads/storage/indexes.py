@@ -65,7 +65,8 @@ OTHER_INDEXES = {
         IndexModel(
             [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=EVENT_RETENTION_SECONDS
         ),
-        # The webhook dispatcher's work: sparse, so it holds only events not yet fanned out.
+        # The webhook dispatcher's work: sparse, so it holds only events not yet fanned
+        # out, by their time (read a window at a time: storage/pending.py).
         IndexModel([("pending", ASCENDING)], name="pending", sparse=True),
     ],
     # Idempotency records and upsert guards are expired by the store itself.

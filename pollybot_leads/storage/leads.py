@@ -39,7 +39,14 @@ from ..errors import (
 from .batching import GroupCommit, KeyedLocks
 from .client import Mongo, store_errors
 from .counters import Claim, LeadCounters
-from .events import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
+from .events import (
+    LEAD_CREATED,
+    LEAD_DELETED,
+    LEAD_UPDATED,
+    EventLog,
+    EventSignal,
+    lead_changes,
+)
 from .export import LeadExporter
 from .idempotency import IdempotencyStore, Receipt
 from .listing import LeadLister
@@ -136,8 +143,12 @@ class LeadRepository:
     (see quirks.id_lookup_alone; the check runs inside the transaction on every store).
     """
 
-    def __init__(self, mongo: Mongo, *, max_count: int = 0) -> None:
+    def __init__(
+        self, mongo: Mongo, *, max_count: int = 0, committed: EventSignal | None = None
+    ) -> None:
         quirks = mongo.quirks  # learnt by mongo.connect()
+        # Notified after every commit (its events are then in the log): see EventSignal.
+        self._committed = committed
         self._mongo = mongo
         self._leads = mongo.db["leads"]
         self._audit = mongo.db["audit_log"]
@@ -277,6 +288,8 @@ class LeadRepository:
                 except _LeaseLost as lost:
                     refused[units.index(lost.unit)] = IdempotencyInProgress()
                     continue
+                if self._committed is not None:
+                    self._committed.notify()
                 return [refused[i] if i in refused else next(done) for i in range(len(units))]
 
     @store_errors

@@ -53,6 +53,13 @@ class StoreQuirks:
     # public fields. MongoDB: project on the server (less to send and decode).
     projection_in_app: bool = False
 
+    # Not a flag (the workaround is a plain query on MongoDB too): SecantusDB 0.7.0b3
+    # reads every key of a find's index range before it applies ``limit`` (500 of 5,000
+    # pending events returned, all 5,000 examined, 85 ms). Workaround: reads whose own
+    # range bounds the scan, such as the lead lists' windows (storage/listing.py) and the
+    # webhook dispatcher's window over pending events (storage/pending.py). MongoDB:
+    # the limit stops the scan.
+
     # Not a flag (nothing to detect from a client): SecantusDB 0.7.0b3 does not journal
     # a transaction's commit even with writeConcern j: true (single writes it does);
     # measured: 2 of 571 and 18 of 422 acknowledged commits lost to a SIGKILL. The

@@ -38,10 +38,13 @@ WEBHOOK_INDEXES = {
     "webhooks": [
         IndexModel([("workspaceId", ASCENDING), ("createdAt", ASCENDING)], name="by_workspace")
     ],
-    # Claims read due deliveries in order; pause/resume and deletes read one endpoint's.
+    # Claims read each endpoint's due deliveries by due time (storage/due.py); pause,
+    # resume and deletes read one endpoint's.
     "webhook_deliveries": [
-        IndexModel([("state", ASCENDING), ("dueAt", ASCENDING)], name="due"),
-        IndexModel([("webhookId", ASCENDING), ("state", ASCENDING)], name="by_webhook"),
+        IndexModel(
+            [("webhookId", ASCENDING), ("state", ASCENDING), ("dueAt", ASCENDING)],
+            name="by_webhook",
+        ),
         IndexModel([("queuedAt", ASCENDING)], name="expiry", expireAfterSeconds=RETENTION_SECONDS),
     ],
     # Attempt ids begin with their time: one endpoint's log pages by _id, newest first.

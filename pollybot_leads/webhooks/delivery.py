@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,7 @@ from ..errors import AppError
 from ..settings import Settings
 from ..storage.client import Mongo, store_deadline
 from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
+from ..storage.events import EventSignal
 from ..storage.webhooks import active_secrets
 from .payload import event_body
 from .retry import RetryPolicy, parse_retry_after
@@ -44,9 +46,10 @@ from .targets import GuardedResolver, TargetRefused, refused_literal
 log = logging.getLogger(__name__)
 
 RESPONSE_READ_MAX = 1024  # bytes of a receiver's answer read at most (then dropped)
-LEASE_MARGIN_SECONDS = 30.0
 ERROR_MAX = 200  # characters of an error kept in the attempt log
 STORE_BACKOFF_SECONDS = 1.0
+# A stream of writes is fanned out at most this often (see _dispatch_loop).
+DISPATCH_INTERVAL_SECONDS = 0.05
 # Each background store step gets its own budget (no request deadline applies here).
 STORE_BUDGET_SECONDS = 10.0
 STORE_FAILURES = (PyMongoError, TimeoutError, OSError, AppError)
@@ -81,6 +84,8 @@ class DeliveryConfig:
     timeout_seconds: float = 15.0
     concurrency: int = 16
     poll_seconds: float = 0.25
+    lease_margin_seconds: float = 30.0
+    dispatch_interval_seconds: float = DISPATCH_INTERVAL_SECONDS
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -90,6 +95,7 @@ class DeliveryConfig:
             timeout_seconds=settings.webhook_timeout_seconds,
             concurrency=settings.webhook_concurrency,
             poll_seconds=settings.webhook_poll_seconds,
+            lease_margin_seconds=settings.webhook_lease_margin_seconds,
             policy=RetryPolicy(
                 schedule=settings.webhook_retry_schedule,
                 retry_for_seconds=settings.webhook_retry_for_seconds,
@@ -98,7 +104,7 @@ class DeliveryConfig:
 
     @property
     def lease_seconds(self) -> float:
-        return self.timeout_seconds + LEASE_MARGIN_SECONDS
+        return self.timeout_seconds + self.lease_margin_seconds
 
 
 def _cancelled() -> bool:
@@ -109,12 +115,18 @@ def _cancelled() -> bool:
 
 
 class WebhookWorker:
-    def __init__(self, mongo: Mongo, config: DeliveryConfig) -> None:
+    def __init__(
+        self, mongo: Mongo, config: DeliveryConfig, committed: EventSignal | None = None
+    ) -> None:
+        """``committed``: notified by this process's lead writes (serve); without it the
+        dispatcher finds new events by polling alone."""
         self.queue = DeliveryQueue(mongo)
         self.config = config
+        self._committed = committed or EventSignal()
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._busy: Tally[str] = Tally()  # deliveries in flight by endpoint
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -149,29 +161,37 @@ class WebhookWorker:
                 self._session = None
 
     async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping():
+            self._committed.clear()
+            began = loop.time()
             try:
                 with store_deadline(STORE_BUDGET_SECONDS):
-                    made = await self.dispatch_once()
+                    made = await self.queue.fan_out()
+                    replayed = await self.queue.advance_replays()
             except STORE_FAILURES as exc:
                 if _cancelled():
                     raise asyncio.CancelledError from exc
                 log.warning("webhook dispatcher: store error %s; retrying", type(exc).__name__)
                 await asyncio.sleep(STORE_BACKOFF_SECONDS)
                 continue
-            if made:
+            if made or replayed:
                 self._wake.set()
-                continue  # more may be waiting
-            await asyncio.sleep(self.config.poll_seconds)
-
-    async def dispatch_once(self) -> int:
-        """Fan pending events out and advance replays once; returns deliveries queued."""
-        return await self.queue.fan_out() + await self.queue.advance_replays()
+            if replayed or self.queue.pending.behind:
+                continue  # more is waiting
+            await self._committed.wait(self.config.poll_seconds)
+            # At most one fan-out per interval: under a stream of writes each one takes
+            # the events of several commits, in fewer and larger writes to the store.
+            pause = self.config.dispatch_interval_seconds - (loop.time() - began)
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     async def _send_loop(self) -> None:
-        """Claim due deliveries in batches (when at least half the slots are free) and
-        send each in a task of its own."""
+        """Claim due deliveries in batches (when at least half the slots are free), at
+        most a quarter of the slots per endpoint (a hanging one holds its slots for the
+        whole timeout: the others keep the rest), and send each in a task of its own."""
         size = self.config.concurrency
+        per_endpoint = max(1, size // 4)
         while not self._stopping():
             free = size - len(self._in_flight)
             if free < max(1, size // 2):
@@ -180,8 +200,11 @@ class WebhookWorker:
             try:
                 with store_deadline(STORE_BUDGET_SECONDS):
                     batch = await self.queue.claim(
-                        limit=free, lease_seconds=self.config.lease_seconds
+                        limit=free,
+                        lease_seconds=self.config.lease_seconds,
+                        room=lambda webhook_id: per_endpoint - self._busy[webhook_id],
                     )
+                    endpoints, events = await self.queue.lookup(batch) if batch else ({}, {})
             except STORE_FAILURES as exc:
                 if _cancelled():
                     raise asyncio.CancelledError from exc
@@ -194,13 +217,32 @@ class WebhookWorker:
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
                 continue
             for delivery in batch:
-                task = asyncio.create_task(self._deliver_logged(delivery))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+                endpoint = endpoints.get(delivery["webhookId"])
+                event = events.get(delivery["eventId"])
+                self._start(delivery, self._deliver_logged(delivery, endpoint, event))
 
-    async def _deliver_logged(self, delivery: dict[str, Any]) -> None:
+    def _start(self, delivery: dict[str, Any], work: Coroutine[Any, Any, None]) -> None:
+        webhook_id = delivery["webhookId"]
+        self._busy[webhook_id] += 1
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._busy[webhook_id] -= 1
+            if not self._busy[webhook_id]:
+                del self._busy[webhook_id]
+
+        task.add_done_callback(done)
+
+    async def _deliver_logged(
+        self,
+        delivery: dict[str, Any],
+        endpoint: dict[str, Any] | None,
+        event: dict[str, Any] | None,
+    ) -> None:
         try:
-            await self.deliver(delivery)
+            await self.deliver(delivery, endpoint, event)
         except STORE_FAILURES as exc:
             if _cancelled():
                 raise asyncio.CancelledError from exc
@@ -209,17 +251,22 @@ class WebhookWorker:
 
     # --- one delivery ------------------------------------------------------------------
 
-    async def deliver(self, delivery: dict[str, Any]) -> str:
-        """Send one claimed delivery and record it; returns its new state."""
-        with store_deadline(STORE_BUDGET_SECONDS):
-            endpoint = await self.queue.endpoint(delivery["webhookId"])
-            if endpoint is None:
+    async def deliver(
+        self,
+        delivery: dict[str, Any],
+        endpoint: dict[str, Any] | None,
+        event: dict[str, Any] | None,
+    ) -> str:
+        """Send one claimed delivery of ``event`` to ``endpoint`` (as read when it was
+        claimed: None when gone) and record it; returns its new state."""
+        if endpoint is None:
+            with store_deadline(STORE_BUDGET_SECONDS):
                 await self.queue.drop(delivery)
-                return "dropped"
-            if not endpoint["enabled"]:
+            return "dropped"
+        if not endpoint["enabled"]:
+            with store_deadline(STORE_BUDGET_SECONDS):
                 await self.queue.finish(delivery, state=PAUSED, due_at=None, attempt=None)
-                return PAUSED
-            event = await self.queue.event(delivery["eventId"])
+            return PAUSED
         now = utcnow()
         if event is None:  # expired from the log (kept 30 days; retries last 3)
             result = SendResult(None, "The event is no longer in the event log", 0)
@@ -320,9 +367,11 @@ class WebhookWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(mongo: Mongo, settings: Settings) -> AsyncIterator[WebhookWorker]:
+async def running_worker(
+    mongo: Mongo, settings: Settings, committed: EventSignal | None = None
+) -> AsyncIterator[WebhookWorker]:
     """A worker running in the background while the block runs; cancelled after it."""
-    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings))
+    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings), committed)
     task = asyncio.create_task(worker.run(), name="webhooks")
     try:
         yield worker

@@ -87,3 +87,15 @@ async def test_inclusive_far_bound_drops_equal_keys(secantus):
     got = [d["_id"] async for d in coll.find(inclusive).sort("k", 1)]
     # SecantusDB 0.7 loses leads equal to the far bound of a descending index range.
     assert set(got) < set(expected)
+
+
+async def test_a_limit_does_not_stop_an_index_scan(secantus):
+    """Why the webhook dispatcher reads pending events a window at a time."""
+    coll, _ = secantus
+    db = coll.database
+    plan = await db.command(
+        "explain",
+        {"find": coll.name, "filter": {"t": "a"}, "limit": 10},
+        verbosity="executionStats",
+    )
+    assert plan["executionStats"]["totalKeysExamined"] == 200  # every "a", not 10

@@ -15,9 +15,10 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pollybot_leads import __version__
+from pollybot_leads.storage.accounts import AccountRepository
 from pollybot_leads.storage.events import LEAD_DELETED, LEAD_UPDATED
 from tests.api.helpers import data_of
-from tests.conftest import make_tenant
+from tests.conftest import database_of, make_tenant, serving
 
 from .conftest import FAST, a_lead, emit
 from .receiver import Answer, Receiver, wait_until
@@ -334,3 +335,28 @@ async def test_lead_writes_through_the_api_are_delivered_in_order(
     assert events[1]["data"]["lead"] == updated
     assert events[1]["data"]["changes"]["status"] == {"from": "new", "to": "contacted"}
     assert events[2]["data"] == {"lead": {"id": lead["id"]}}
+
+
+async def test_a_write_wakes_its_own_servers_dispatcher(settings, receiver):
+    """`serve` delivering in the background with a one-minute poll: its own creates are
+    still delivered at once (the commit wakes the dispatcher; the poll only finds other
+    processes' writes)."""
+    own = settings.replace(
+        mongodb_database=f"{settings.mongodb_database}_wake",
+        webhooks_deliver=True,
+        webhook_poll_seconds=60.0,
+    )
+    async with database_of(own) as mongo, serving(own) as api:
+        tenant = await make_tenant(AccountRepository(mongo))
+        endpoint = await create_endpoint(api, tenant, receiver.url)
+        await asyncio.sleep(0.5)  # the dispatcher has looked once and waits for a minute
+        for n in (1, 2):
+            resp = await api.post(
+                tenant.leads_url,
+                json={"name": "Ada", "email": "a@example.com"},
+                headers=tenant.headers,
+            )
+            lead = await data_of(resp, 201)
+            got = await receiver.wait_for(n, timeout=10)
+            event = Webhook(endpoint["secret"]).verify(got[-1].body, got[-1].headers)
+            assert event["data"]["lead"]["id"] == lead["id"]

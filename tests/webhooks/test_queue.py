@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
+from datetime import timedelta
 
+from pollybot_leads.domain.timeutil import utcnow
 from pollybot_leads.storage.deliveries import DeliveryQueue
-from tests.conftest import make_tenant
+from pollybot_leads.storage.pending import PendingWindow
+from tests.conftest import database_of, make_tenant
 
 from .conftest import FAST, emit
 from .receiver import Receiver
@@ -33,13 +37,39 @@ async def test_fanning_out_again_after_a_crash_makes_no_duplicates(mongo, accoun
     ids = [e["_id"] for e in events]
     assert await queue.fan_out() == 3  # one endpoint is enabled
     # A crash after the deliveries were written, before the events lost `pending`:
-    await mongo.db["events"].update_many({"_id": {"$in": ids}}, {"$set": {"pending": True}})
+    for event in events:
+        await mongo.db["events"].update_one(
+            {"_id": event["_id"]}, {"$set": {"pending": event["createdAt"]}}
+        )
     # ...and two dispatchers redo it at once.
     made = await asyncio.gather(queue.fan_out(), queue.fan_out())
     assert sum(made) == 0
     stored = await mongo.db["webhook_deliveries"].count_documents({"eventId": {"$in": ids}})
     assert stored == 3
-    assert await mongo.db["events"].count_documents({"_id": {"$in": ids}, "pending": True}) == 0
+    left = {"_id": {"$in": ids}, "pending": {"$exists": True}}
+    assert await mongo.db["events"].count_documents(left) == 0
+
+
+async def test_events_marked_pending_by_earlier_versions_are_fanned_out(mongo, accounts, webhooks):
+    """Earlier versions marked a pending event ``pending: true``; a dispatcher of this one
+    takes them first (their own query), then its window."""
+    tenant = await make_tenant(accounts)
+    await webhooks.create(
+        workspace_id=tenant.workspace_id,
+        url="https://example.com/hook",
+        events=["lead.created"],
+        chatbot_ids=[],
+        description=None,
+    )
+    old, new = await emit(mongo, tenant, n=2)
+    await mongo.db["events"].update_one({"_id": old["_id"]}, {"$set": {"pending": True}})
+    queue = DeliveryQueue(mongo)
+    for _ in range(5):
+        await queue.fan_out()
+    ids = [old["_id"], new["_id"]]
+    assert await mongo.db["webhook_deliveries"].count_documents({"eventId": {"$in": ids}}) == 2
+    left = {"_id": {"$in": ids}, "pending": {"$exists": True}}
+    assert await mongo.db["events"].count_documents(left) == 0
 
 
 async def test_private_targets_are_refused_when_sending(mongo, accounts, webhooks, run_worker):
@@ -73,3 +103,122 @@ async def test_private_targets_are_refused_when_sending(mongo, accounts, webhook
         assert receiver.received == []
     finally:
         await receiver.stop()
+
+
+async def test_reads_of_a_backlog_examine_their_window_not_the_backlog(settings):
+    """2,000 events written while no dispatcher ran (over 35 minutes after the last one
+    stopped), 100 more just now: every read the dispatcher sends examines at most one
+    window's worth (explained at executionStats as it is sent), and all are fanned out.
+    A read of all pending events with a limit examines every one on SecantusDB 0.7."""
+    own = settings.replace(mongodb_database=f"{settings.mongodb_database}_backlog")
+    async with database_of(own) as mongo:
+        now = utcnow()
+        stopped = now - timedelta(minutes=50)  # where the last dispatcher left off
+        await mongo.db["webhook_dispatch"].insert_one({"_id": "pending", "low": stopped})
+        times = [stopped + timedelta(seconds=i) for i in range(2000)]  # the first at low
+        times += [now - timedelta(milliseconds=10 * i) for i in range(100)]
+        events = mongo.db["events"]
+        await events.insert_many(
+            [
+                {
+                    "_id": f"evt_{i:016x}",
+                    "chatbotId": "cb_backlog",
+                    "workspaceId": "ws_backlog",
+                    "sequence": i + 1,
+                    "type": "lead.created",
+                    "createdAt": at,
+                    "data": {"lead": {"id": f"ld_{i:016x}"}},
+                    "pending": at,
+                }
+                for i, at in enumerate(times)
+            ]
+        )
+        window = PendingWindow(mongo.db)
+        examined, fanned = [], 0
+        for _ in range(200):
+            batch = await window.read(utcnow())
+            for filter_ in batch.filters:
+                plan = await mongo.db.command(
+                    "explain",
+                    {"find": "events", "filter": filter_, "limit": window.limit},
+                    verbosity="executionStats",
+                )
+                stats = plan["executionStats"]
+                examined.append((stats["totalKeysExamined"], stats["totalDocsExamined"]))
+            ids = [e["_id"] for e in batch.events]
+            await events.update_many({"_id": {"$in": ids}}, {"$unset": {"pending": ""}})
+            fanned += len(ids)
+            await window.passed(batch, utcnow())
+            if not window.behind:
+                break
+        assert fanned == len(times)
+        assert await events.count_documents({"pending": {"$exists": True}}) == 0
+        # +1: mongod counts the key that ends the range.
+        assert max(keys for keys, _ in examined) <= window.limit + 1, examined
+        assert max(docs for _, docs in examined) <= window.limit + 1, examined
+        assert sum(docs for _, docs in examined) < 2 * len(times), examined
+
+
+async def test_a_delivery_held_by_an_open_transaction_does_not_stop_the_others(
+    mongo, accounts, webhooks
+):
+    """As a process killed inside a claim leaves it: its transaction holds the delivery
+    until the store ends it. A claim leases the others and leaves that one alone."""
+    tenant = await make_tenant(accounts)
+    endpoint, _ = await webhooks.create(
+        workspace_id=tenant.workspace_id,
+        url="https://example.com/hook",
+        events=["lead.created"],
+        chatbot_ids=[tenant.chatbot_id],
+        description=None,
+    )
+    events = await emit(mongo, tenant, n=3)
+    queue = DeliveryQueue(mongo)
+    while await queue.fan_out():
+        pass
+    ids = [f"{endpoint['id']}:{e['_id']}" for e in events]
+    deliveries = mongo.db["webhook_deliveries"]
+    session = mongo.client.start_session()
+    if inspect.isawaitable(session):  # motor: a coroutine; PyMongo: the session
+        session = await session
+    started = session.start_transaction()
+    if inspect.isawaitable(started):  # PyMongo: a coroutine; motor: not
+        await started
+    try:
+        await deliveries.update_one({"_id": ids[0]}, {"$set": {"held": True}}, session=session)
+        claimed = await queue.claim(limit=16, lease_seconds=30)
+        mine = sorted(d["_id"] for d in claimed if d["webhookId"] == endpoint["id"])
+        assert mine == sorted(ids[1:])
+        again = await queue.claim(limit=16, lease_seconds=30)  # left alone, not retried
+        assert all(d["_id"] != ids[0] for d in again)
+    finally:
+        await session.abort_transaction()
+        await session.end_session()
+
+
+async def test_a_slow_endpoints_backlog_does_not_hold_back_the_others(mongo, accounts, webhooks):
+    """Endpoint A has 100 due deliveries older than B's one, and room for 2 more in
+    flight: a claim takes 2 of A's and B's, not only A's oldest."""
+    tenant = await make_tenant(accounts)
+    made = []
+    for kind in ("lead.created", "lead.updated"):
+        endpoint, _ = await webhooks.create(
+            workspace_id=tenant.workspace_id,
+            url="https://example.com/hook",
+            events=[kind],
+            chatbot_ids=[tenant.chatbot_id],
+            description=None,
+        )
+        made.append(endpoint["id"])
+    slow, other = made
+    await emit(mongo, tenant, n=100)
+    await emit(mongo, tenant, kind="lead.updated", data={"lead": {"id": "ld_0"}, "changes": {}})
+    queue = DeliveryQueue(mongo)
+    while await queue.fan_out():
+        pass
+    claimed = await queue.claim(
+        limit=8, lease_seconds=30, room=lambda webhook_id: 2 if webhook_id in made else 0
+    )
+    by_endpoint = [d["webhookId"] for d in claimed]
+    assert by_endpoint.count(slow) == 2
+    assert by_endpoint.count(other) == 1
