@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .client import remaining, unavailable
 
@@ -53,6 +53,12 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+def _retrieved(outcome: asyncio.Future[Any]) -> None:
+    """Mark an outcome's exception as seen (asyncio logs one that never is)."""
+    if not outcome.cancelled():
+        outcome.exception()
+
+
 @dataclass
 class _Pending(Generic[Item, Result]):
     item: Item
@@ -87,6 +93,8 @@ class GroupCommit(Generic[Item, Result]):
                 queue.remove(entry)  # never written: drop it
                 if not queue:
                     del self._queues[key]
+            else:  # in a batch being written: its outcome is nobody's to read now
+                entry.outcome.add_done_callback(_retrieved)
             raise
         return entry.outcome.result()  # raises the batch's failure, or this item's own
 
