@@ -195,11 +195,13 @@ class Mongo:
                 except BaseException as exc:
                     ended_elsewhere = await _abort(session, exc)
                     transient = isinstance(exc, PyMongoError) and _transient(exc)
-                    if not transient or attempt == TRANSACTION_ATTEMPTS - 1:
+                    if not transient:
                         raise
             finally:
                 if not ended_elsewhere:
                     await _end(session)
+            if attempt == TRANSACTION_ATTEMPTS - 1:
+                break  # conflicts every time (another transaction holds the documents): a 503
             pause = random.uniform(0, 0.002 * (attempt + 1))  # noqa: S311 - jitter
             left = remaining()
             if left is not None and left <= pause:

@@ -41,6 +41,7 @@ from tests.faults.harness import (
 STALL_BUDGET = 2.5  # seconds a request may take while the store is stalled (contract: 2)
 DEAD_BUDGET = 2.0  # seconds a request may take while the store is dead
 RECOVERY_SECONDS = 15.0  # a restarted store is used again within this, by itself
+ORPHANED_TRANSACTION_SECONDS = 75.0  # the store ends a dead client's transaction (60 s)
 SAMPLE = 20
 STORE_CRASHES = 2
 
@@ -123,9 +124,20 @@ async def test_acknowledged_creates_survive_server_sigkill(
         f"{len(lost)} of {len(load.acked)} leads answered 201 are gone after the server was "
         f"killed, e.g. {lost[:5]}; load: {summary}"
     )
-    after = [o for o in load.outcomes if o.started >= restarted_at]
-    assert any(o.status == 201 for o in after), f"no create succeeded after the restart: {summary}"
-    print(f"\nserver SIGKILL: 0 of {len(load.acked)} acknowledged creates lost")
+    errors = [o for o in load.all_outcomes if o.status is not None and o.status >= 500]
+    assert all(o.unavailable for o in errors), f"a failure other than a 503: {summary}"
+    # Creates succeed again by themselves. A transaction the killed server left open holds
+    # the chatbot's event sequence until the store ends it (60 s, as mongod): until then
+    # the chatbot's writes are 503s.
+    recovered_in, seen = await first_success(
+        lambda: asyncio.gather(create_lead(http, server, tenant, 10_000)),
+        within=ORPHANED_TRANSACTION_SECONDS,
+    )
+    assert recovered_in is not None, f"no create succeeded after the restart: {summarize(seen)}"
+    print(
+        f"\nserver SIGKILL: 0 of {len(load.acked)} acknowledged creates lost; creates "
+        f"succeeded again {time.monotonic() - restarted_at:.1f} s after the restart"
+    )
 
 
 async def test_stalled_store_gives_fast_503_and_recovers(
