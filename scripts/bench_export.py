@@ -18,21 +18,17 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout
-from bench_list import seed  # the same realistic leads, a year of them
+from bench_list import BenchStore, seed  # the same realistic leads, a year of them
 
 from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.storage.indexes import ensure_indexes
+from pollybot_leads.storage.embedded import free_port, port_open
 from pollybot_leads.storage.leads import LeadRepository
 
 FLAT_WITHIN = 0.10
@@ -111,19 +107,10 @@ async def main() -> None:
     args = parser.parse_args()
     formats = args.formats.split(",")
 
-    tmp = tempfile.TemporaryDirectory(prefix="pollybot-bench-")
-    store = None
-    uri = os.environ.get("MONGODB_URI")
-    if not uri:
-        store = EmbeddedStore(Path(tmp.name), free_port(), cache_size=args.cache_size)
-        store.start()
-        uri = store.uri
-    database = f"pollybot_bench_{random.randrange(16**6):06x}"
-    mongo = Mongo(uri, database, os.environ.get("MONGODB_DRIVER", "pymongo"))
+    bench = await BenchStore.open(args.cache_size)
+    mongo, uri, database = bench.mongo, bench.uri, bench.database
     results = []
     try:
-        await mongo.connect()
-        await ensure_indexes(mongo)
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         ws = await accounts.create_workspace(name="Bench")
         small = await accounts.create_chatbot(workspace_id=ws["id"], name="Small bot")
@@ -132,12 +119,8 @@ async def main() -> None:
             workspace_id=ws["id"], rate_limit_capacity=10**9, rate_limit_refill=10**9
         )
         targets = [(small["id"], ws["id"], args.small), (large["id"], ws["id"], args.large)]
-        total = args.small + args.large
         print(f"seeding {args.small:,} + {args.large:,} leads ...", flush=True)
         seed_seconds = await seed(repo, targets, 11)
-        for bot_id, _, _ in targets:  # a bulk load bypasses the per-chatbot lead counters
-            await repo.recount(chatbot_id=bot_id)
-        print(f"seeded {total:,} in {seed_seconds:.0f} s ({total / seed_seconds:,.0f}/s)")
 
         env = {
             **os.environ,
@@ -161,12 +144,7 @@ async def main() -> None:
                     flush=True,
                 )
     finally:
-        if store is None:  # an external store keeps nothing of ours; our own is deleted
-            await mongo.client.drop_database(database)
-        await mongo.close()
-        if store is not None:
-            store.stop()
-        tmp.cleanup()
+        await bench.close()
 
     print()
     flat = {}

@@ -161,7 +161,48 @@ async def seed(
             if done % 10000 == 0:
                 rate = done / (time.perf_counter() - started)
                 print(f"  seeded {done:,} leads ({rate:,.0f}/s)", flush=True)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    for chatbot_id, _, _ in targets:  # a bulk load bypasses the per-chatbot lead counters
+        await repo.recount(chatbot_id=chatbot_id)
+    print(f"seeded {done:,} in {seconds:.0f} s ({done / seconds:,.0f}/s)", flush=True)
+    return seconds
+
+
+class BenchStore:
+    """A database of the benchmark's own, connected and indexed: on MONGODB_URI's server
+    (dropped by close), else in an embedded SecantusDB in a temporary directory (deleted
+    with it by close)."""
+
+    def __init__(self, cache_size: str) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="pollybot-bench-")
+        self._store: EmbeddedStore | None = None
+        uri = os.environ.get("MONGODB_URI")
+        if not uri:
+            self._store = EmbeddedStore(Path(self._tmp.name), free_port(), cache_size=cache_size)
+            self._store.start()
+            uri = self._store.uri
+        self.uri = uri
+        self.database = f"pollybot_bench_{random.randrange(16**6):06x}"
+        self.mongo = Mongo(uri, self.database, os.environ.get("MONGODB_DRIVER", "pymongo"))
+
+    @classmethod
+    async def open(cls, cache_size: str) -> BenchStore:
+        bench = cls(cache_size)
+        try:
+            await bench.mongo.connect()
+            await ensure_indexes(bench.mongo)
+        except BaseException:
+            await bench.close()
+            raise
+        return bench
+
+    async def close(self) -> None:
+        if self._store is None:  # an embedded store goes with its directory
+            await self.mongo.client.drop_database(self.database)
+        await self.mongo.close()
+        if self._store is not None:
+            self._store.stop()
+        self._tmp.cleanup()
 
 
 def fmt(value: Any) -> str:
@@ -206,19 +247,10 @@ async def main() -> None:
     )
     args = parser.parse_args()
 
-    tmp = tempfile.TemporaryDirectory(prefix="pollybot-bench-")
-    store = None
-    uri = os.environ.get("MONGODB_URI")
-    if not uri:
-        store = EmbeddedStore(Path(tmp.name), free_port(), cache_size=args.cache_size)
-        store.start()
-        uri = store.uri
-    database = f"pollybot_bench_{random.randrange(16**6):06x}"
-    mongo = Mongo(uri, database, os.environ.get("MONGODB_DRIVER", "pymongo"))
+    bench = await BenchStore.open(args.cache_size)
+    mongo, uri, database = bench.mongo, bench.uri, bench.database
     server = None
     try:
-        await mongo.connect()
-        await ensure_indexes(mongo)
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         ws = await accounts.create_workspace(name="Bench")
         main_bot = await accounts.create_chatbot(workspace_id=ws["id"], name="Busy bot")
@@ -233,10 +265,6 @@ async def main() -> None:
         ]
         print(f"seeding {args.leads:,} + {args.others:,} leads ...", flush=True)
         seed_seconds = await seed(repo, targets, 7)
-        for bot_id, _, _ in targets:  # a bulk load bypasses the per-chatbot lead counters
-            await repo.recount(chatbot_id=bot_id)
-        total = args.leads + args.others
-        print(f"seeded {total:,} in {seed_seconds:.0f} s ({total / seed_seconds:,.0f}/s)")
 
         port = free_port()
         secret = "bench-cursor-secret"
@@ -386,12 +414,7 @@ async def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(30)
-        if store is None:  # an embedded store goes with its directory
-            await mongo.client.drop_database(database)
-        await mongo.close()
-        if store is not None:
-            store.stop()
-        tmp.cleanup()
+        await bench.close()
 
     print()
     print(
