@@ -26,27 +26,23 @@ from tests.faults.harness import (
     server_env,
     summarize,
 )
+from tests.webhooks.receiver import Receiver
 
 HOLD_SECONDS = 0.1  # the receiver answers after this: deliveries are in flight at the kill
 
 
-class VerifyingReceiver:
+class VerifyingReceiver(Receiver):
     """Accepts a delivery only when its Standard Webhooks signature verifies."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.secret = ""
         self.arrivals: Counter[str] = Counter()  # webhook-id -> deliveries received
         self.event_ids: dict[str, set[str]] = {}  # webhook-id -> the event ids it carried
         self.invalid = 0
         self.holding = 0  # received, not yet answered
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
@@ -63,18 +59,6 @@ class VerifyingReceiver:
         finally:
             self.holding -= 1
         return web.Response(status=204)
-
-    async def start(self) -> VerifyingReceiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def delivering_env(store: Store, database: str, config_dir: Path) -> dict[str, str]:
