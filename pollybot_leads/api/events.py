@@ -13,6 +13,7 @@ from .. import keys
 from ..errors import ValidationFailed
 from ..middleware.context import AUTH
 from ..webhooks.payload import event_json
+from .responses import ok
 from .spec import error_responses
 from .webhook_schemas import EventFeedQuerySchema, EventListEnvelopeSchema
 
@@ -53,17 +54,14 @@ async def list_events(request: web.Request) -> web.Response:
         chatbot_id=request[AUTH].chatbot_id, after=query["after"], limit=query["limit"] + 1
     )
     page = found[: query["limit"]]
-    return web.json_response(
+    return ok(
         {
-            "success": True,
-            "data": {
-                "events": [event_json(doc) for doc in page],
-                "pagination": {
-                    "after": query["after"],
-                    "limit": query["limit"],
-                    "hasMore": len(found) > len(page),
-                    "nextAfter": page[-1]["sequence"] if page else query["after"],
-                },
+            "events": [event_json(doc) for doc in page],
+            "pagination": {
+                "after": query["after"],
+                "limit": query["limit"],
+                "hasMore": len(found) > len(page),
+                "nextAfter": page[-1]["sequence"] if page else query["after"],
             },
         }
     )
