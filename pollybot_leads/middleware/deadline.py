@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -103,58 +102,31 @@ class StreamBudget:
 STREAM_BUDGET = web.RequestKey("stream_budget", StreamBudget)
 
 
-def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 def deadline_middleware_factory(seconds: float, mongo_key: web.AppKey[Mongo]) -> Middleware:
-    cap = seconds + HARD_CAP_SLACK_SECONDS
-
     @web.middleware
     async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if getattr(request.match_info.handler, _STREAMED, False):
-            return await _streamed(request, handler)
+        is_streamed = getattr(request.match_info.handler, _STREAMED, False)
         mongo = request.app.get(mongo_key)
-        if mongo is not None and mongo.primary_known():
+        if not is_streamed and mongo is not None and mongo.primary_known():
             with store_deadline(seconds):
                 return await handler(request)
-        loop = asyncio.get_running_loop()
+        budget = None
+        if is_streamed:
+            started = asyncio.get_running_loop().create_future()
+            budget = StreamBudget(seconds, contextvars.copy_context(), started)
+            request[STREAM_BUDGET] = budget
         with store_deadline(seconds):
             task = asyncio.ensure_future(handler(request))  # inherits the deadline
-        # asyncio.wait(timeout=cap) by hand: one waiter, one timer (it is every request's).
-        waiter = loop.create_future()
-        wake = functools.partial(_wake, waiter)
-        task.add_done_callback(wake)
-        timer = loop.call_later(cap, wake)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            task.remove_done_callback(wake)
-            _overrun(task)
-            raise
-        finally:
-            timer.cancel()
-        if task.done():
-            return task.result()
-        task.remove_done_callback(wake)
-        _overrun(task)
-        raise unavailable()
-
-    async def _streamed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = asyncio.get_running_loop().create_future()
-        budget = StreamBudget(seconds, contextvars.copy_context(), started)
-        request[STREAM_BUDGET] = budget
-        with store_deadline(seconds):
-            task = asyncio.ensure_future(handler(request))
+        waits: set[asyncio.Future[Any]] = {task} if budget is None else {task, budget.started}
         done, _ = await asyncio.wait(
-            {task, started}, timeout=cap, return_when=asyncio.FIRST_COMPLETED
+            waits, timeout=seconds + HARD_CAP_SLACK_SECONDS, return_when=asyncio.FIRST_COMPLETED
         )
         if task in done:
             return task.result()
         if done:  # the stream began within the budget; its steps have budgets of their own
             return await task
-        started.cancel()
+        if budget is not None:
+            budget.started.cancel()
         _overrun(task)
         raise unavailable()
 
