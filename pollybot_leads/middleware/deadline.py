@@ -33,13 +33,15 @@ T = TypeVar("T")
 # the driver's own deadline, and its result is dropped.
 #
 # That takes a task per request, and the waits it guards against only happen while the
-# driver looks for a server. So while PyMongo's client knows the primary (Mongo.
-# primary_known: every store call finds its server at once, and its socket reads,
-# connection checkout and server-side maxTimeMS all keep to the budget), the handler
-# runs in the request's own task with the budget alone. The task and its timer had
-# cost about a tenth of a GET's server CPU (697 -> 624 µs in one side-by-side run).
-# A primary lost in the middle of a request can still make its next store call wait
-# for selection: by at most the half second above.
+# driver looks for a server. So while PyMongo's client knows a server to write to
+# (Mongo.primary_known: a primary, a mongos, or a direct connection's one server), every
+# store call finds its server at once, its socket reads, connection checkout and
+# server-side maxTimeMS all keep to the budget, and the handler runs in the request's
+# own task with the budget alone. The task and its timer had cost about a tenth of a
+# GET's server CPU (697 -> 624 µs in one side-by-side run; on the embedded store, a
+# direct connection, 1,022 -> 919 µs once it took this path too). A server lost in the
+# middle of a request can still make its next store call wait for selection: by at
+# most the half second above.
 HARD_CAP_SLACK_SECONDS = 0.25
 _OVERRUNS: set[asyncio.Task[Any]] = set()
 _STREAMED = "__pollybot_streamed__"

@@ -32,7 +32,6 @@ from typing import Any, ParamSpec, TypeVar
 import pymongo
 from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
-from pymongo.topology_description import TOPOLOGY_TYPE
 
 from ..errors import ServiceUnavailable
 from ..ops.metrics import store_unavailable
@@ -134,6 +133,8 @@ class Mongo:
         self.driver = driver
         self.db = self.client[database]
         self.quirks: StoreQuirks = PLAIN
+        self._description_seen: Any = None
+        self._writable = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mongo:
@@ -158,12 +159,16 @@ class Mongo:
 
     def primary_known(self) -> bool:
         """Whether a store call finds its server at once, with no server selection wait:
-        PyMongo's client, which knows the replica set's primary. (motor's calls run in
-        threads, outside the request's timeout context: never.)"""
+        PyMongo's client, which knows a server it can write to (a replica set's primary,
+        a mongos, or the one server of a direct connection; the embedded store is one).
+        motor's calls run in threads, outside the request's timeout context: never."""
         if self.driver != "pymongo":
             return False
         description = self.client.topology_description
-        return bool(description.topology_type == TOPOLOGY_TYPE.ReplicaSetWithPrimary)
+        if description is not self._description_seen:  # a new one on every change
+            self._writable = description.has_writable_server()
+            self._description_seen = description
+        return self._writable
 
     async def ping(self) -> None:
         await self.db.command("ping")
