@@ -14,6 +14,7 @@ from .context import AUTH, RESPONSE_HEADERS
 # Takes more tokens for a request that costs more than one (a batch: one per item).
 Charge = Callable[[int], Awaitable[None]]
 CHARGE: web.RequestKey[Charge] = web.RequestKey("ratelimit_charge")
+OWN_POLICIES_KEPT = 1024
 
 
 async def charge(request: web.Request, tokens: int) -> None:
@@ -27,6 +28,19 @@ async def charge(request: web.Request, tokens: int) -> None:
 def ratelimit_middleware_factory(
     limiter_key: web.AppKey[RateLimiter], default_policy: BucketPolicy
 ) -> Middleware:
+    # One policy per distinct pair of a key's own limits, built once (a few pairs in all).
+    own_policies: dict[tuple[int | None, float | None], BucketPolicy] = {}
+
+    def own_policy(limits: tuple[int | None, float | None]) -> BucketPolicy:
+        if len(own_policies) >= OWN_POLICIES_KEPT:
+            own_policies.clear()
+        capacity, refill = limits
+        policy = own_policies[limits] = BucketPolicy(
+            capacity=capacity or default_policy.capacity,
+            refill_per_second=refill or default_policy.refill_per_second,
+        )
+        return policy
+
     @web.middleware
     async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         auth = request.get(AUTH)
@@ -35,10 +49,8 @@ def ratelimit_middleware_factory(
         key = auth.key
         policy = default_policy
         if key.rate_limit_capacity or key.rate_limit_refill:  # the key's own limits
-            policy = BucketPolicy(
-                capacity=key.rate_limit_capacity or default_policy.capacity,
-                refill_per_second=key.rate_limit_refill or default_policy.refill_per_second,
-            )
+            limits = (key.rate_limit_capacity, key.rate_limit_refill)
+            policy = own_policies.get(limits) or own_policy(limits)
 
         async def take(cost: int) -> None:
             try:
