@@ -67,7 +67,8 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.webhooks_repo_key] = WebhookRepository(mongo)
         app[keys.event_log_key] = EventLog(mongo.db)
         app[keys.events_committed_key] = committed
-        yield
+        async with mongo.sessions.kept():
+            yield
     finally:
         await mongo.close()
 

@@ -37,6 +37,7 @@ from ..errors import ServiceUnavailable
 from ..ops.metrics import store_unavailable
 from ..settings import Settings
 from .quirks import PLAIN, StoreQuirks, detect
+from .sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class Mongo:
         self.driver = driver
         self.db = self.client[database]
         self.quirks: StoreQuirks = PLAIN
+        # The sessions transactions run in, recorded while serving (SessionRegistry.kept).
+        self.sessions = SessionRegistry(self.db)
         self._description_seen: Any = None
         self._writable = False
 
@@ -190,6 +193,7 @@ class Mongo:
                 session = await session
             ended_elsewhere = False
             try:
+                await self.sessions.register(session.session_id)
                 started = session.start_transaction(write_concern=self.write_concern)
                 if inspect.isawaitable(started):  # PyMongo: a coroutine; motor: not
                     await started

@@ -82,6 +82,11 @@ OTHER_INDEXES = {
         IndexModel([("leadId", ASCENDING)], name="by_lead"),
         IndexModel([("chatbotId", ASCENDING), ("at", DESCENDING)], name="by_chatbot"),
     ],
+    # Transaction sessions of running processes (storage/sessions.py); a record that no
+    # process reaped (all of them stopped) goes after a day.
+    "server_sessions": [
+        IndexModel([("aliveAt", ASCENDING)], name="expiry", expireAfterSeconds=86_400)
+    ],
 }
 
 

@@ -171,7 +171,7 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     try:
         await mongo.connect()
         await ensure_indexes(mongo)
-        async with running_worker(mongo, settings):
+        async with mongo.sessions.kept(), running_worker(mongo, settings):
             if on_ready:
                 on_ready()
             await stop.wait()

@@ -1,0 +1,82 @@
+"""A transaction left open by a process that was SIGKILLed: ended by the processes that
+live on (storage/sessions.py), instead of blocking its documents until the store
+expires it (60 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pollybot_leads.errors import ServiceUnavailable
+from pollybot_leads.settings import Settings
+from pollybot_leads.storage.client import Mongo, store_deadline
+from pollybot_leads.storage.sessions import SessionRegistry
+
+# A process that records its sessions as a server does, opens a transaction on the
+# document and holds it open: the state a server killed mid-write leaves.
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pollybot_leads.storage.client import Mongo
+
+    async def main(uri, database, driver):
+        mongo = Mongo(uri, database, driver)
+        await mongo.connect()
+        async with mongo.sessions.kept():
+            async def hold(session):
+                held = mongo.db["held"]
+                await held.update_one({"_id": "doc"}, {"$inc": {"n": 1}}, session=session)
+                print("holding", flush=True)
+                await asyncio.sleep(3600)
+            await mongo.transaction(hold)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+@pytest.fixture
+async def holder(settings: Settings, mongo: Mongo) -> AsyncIterator[subprocess.Popen[str]]:
+    await mongo.db["held"].replace_one({"_id": "doc"}, {"_id": "doc", "n": 0}, upsert=True)
+    argv = [sys.executable, "-c", HOLDER, settings.mongodb_uri, settings.mongodb_database]
+    process = subprocess.Popen([*argv, settings.mongodb_driver], stdout=subprocess.PIPE, text=True)
+    try:
+        line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
+        assert line.strip() == "holding"
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        await SessionRegistry(mongo.db).reap()  # nothing left holding the document
+
+
+async def write(mongo: Mongo, budget: float) -> None:
+    async def bump(session: object) -> None:
+        await mongo.db["held"].update_one({"_id": "doc"}, {"$inc": {"n": 10}}, session=session)
+
+    with store_deadline(budget):
+        await mongo.transaction(bump)
+
+
+async def test_a_killed_process_transaction_is_ended_by_the_next_reap(holder, mongo) -> None:
+    registry = SessionRegistry(mongo.db)
+    await registry.reap()  # the holder runs: its sessions are left alone
+    with pytest.raises(ServiceUnavailable):  # its transaction holds the document
+        await write(mongo, 1.0)
+
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert await registry.reap() >= 1  # gone from this host: no need to wait for silence
+    await write(mongo, 2.0)
+    doc = await mongo.db["held"].find_one({"_id": "doc"})
+    assert doc["n"] == 10  # the killed process's change was never committed; ours was
+    assert await mongo.db["server_sessions"].count_documents({"pid": holder.pid}) == 0
