@@ -120,6 +120,12 @@ def index_layout(name: str) -> tuple[str | None, str]:
 
 
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+INDEX_ABSENT = (26, 27)  # NamespaceNotFound, IndexNotFound
+# Indexes an earlier version created and no query uses any more: dropped at start-up
+# (each costs every write to its collection).
+RETIRED_INDEXES = {
+    "webhook_deliveries": ("due",)
+}  # (state, dueAt): storage/due.py reads by_webhook
 
 
 async def ensure_indexes(mongo: Mongo) -> None:
@@ -136,4 +142,13 @@ async def ensure_indexes(mongo: Mongo) -> None:
                 log.warning("index %s.%s changed definition: rebuilding it", collection, name)
                 await coll.drop_index(name)
                 await coll.create_indexes([model])
+    for collection, names in RETIRED_INDEXES.items():
+        for name in names:
+            try:
+                await mongo.db[collection].drop_index(name)
+            except OperationFailure as exc:
+                if exc.code not in INDEX_ABSENT:
+                    raise
+            else:
+                log.warning("dropped the retired index %s.%s", collection, name)
     log.debug("indexes ensured")

@@ -1,6 +1,6 @@
 from pymongo import ASCENDING, IndexModel
 
-from pollybot_leads.storage.indexes import LEAD_INDEXES, ensure_indexes
+from pollybot_leads.storage.indexes import LEAD_INDEXES, RETIRED_INDEXES, ensure_indexes
 
 
 async def test_ensure_indexes_is_idempotent_and_rebuilds_changed_ones(mongo):
@@ -16,3 +16,16 @@ async def test_ensure_indexes_is_idempotent_and_rebuilds_changed_ones(mongo):
     for model in LEAD_INDEXES:
         doc = model.document
         assert [tuple(k) for k in info[doc["name"]]["key"]] == list(doc["key"].items())
+
+
+async def test_indexes_no_query_uses_any_more_are_dropped(mongo):
+    """A database an earlier version indexed loses the indexes it no longer reads by."""
+    deliveries = mongo.db["webhook_deliveries"]
+    await deliveries.create_indexes(
+        [IndexModel([("state", ASCENDING), ("dueAt", ASCENDING)], name="due")]
+    )  # as the first webhook version made it
+    await ensure_indexes(mongo)
+    await ensure_indexes(mongo)  # nothing left to drop: no error either
+    for collection, names in RETIRED_INDEXES.items():
+        assert not set(names) & set(await mongo.db[collection].index_information())
+    assert "by_webhook" in await deliveries.index_information()
