@@ -241,6 +241,13 @@ async def main() -> None:
     parser.add_argument("--reps", type=int, default=15, help="timed runs per query")
     parser.add_argument("--out", default="bench-list.json")
     parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the shapes whose label contains TEXT (repeatable)",
+    )
+    parser.add_argument(
         "--cache-size",
         default="6G",
         help="SecantusDB's WiredTiger cache (its 1G default stalls inserts past ~30k leads)",
@@ -311,8 +318,13 @@ async def main() -> None:
                     cursor = body["data"]["pagination"]["nextCursor"]
                 return cursor
 
-            deep_cursor = await cursor_after(5000, {})
-            name_cursor = await cursor_after(1000, {"sort": "name"})
+            def wanted(label: str) -> bool:
+                return not args.only or any(text in label for text in args.only)
+
+            deep_cursor = await cursor_after(5000, {}) if wanted("cursor page (") else None
+            name_cursor = (
+                await cursor_after(1000, {"sort": "name"}) if wanted("sort name (") else None
+            )
             now = datetime.now(UTC)
             queries = {
                 "page 1": {},
@@ -364,6 +376,8 @@ async def main() -> None:
                 },
             }
             for label, params in queries.items():
+                if not wanted(label):
+                    continue
                 query = parse_list_query(MultiDict(params), codec)
                 try:
                     plans = await repo.explain_list(chatbot_id=main_bot["id"], query=query)

@@ -37,8 +37,8 @@ from ..errors import (
     ValidationFailed,
 )
 from .batching import GroupCommit, KeyedLocks
-from .client import Mongo, store_errors
-from .counters import Claim, LeadCounters
+from .client import Mongo, aggregate, store_errors
+from .counters import Bounds, Claim, LeadCounters
 from .events import (
     LEAD_CREATED,
     LEAD_DELETED,
@@ -341,7 +341,21 @@ class LeadRepository:
                 for status in STATUSES
             }
             counts = {"total": sum(by_status.values()), "byStatus": by_status}
-            await self._counters.replace(session, chatbot_id, counts)
+            bounds = Bounds()
+            pipeline: builtins.list[dict[str, Any]] = [
+                {"$match": {"chatbotId": chatbot_id}},
+                {
+                    "$group": {
+                        "_id": None,
+                        "first": {"$min": "$createdAt"},
+                        "low": {"$min": "$nameSort"},
+                        "high": {"$max": "$nameSort"},
+                    }
+                },
+            ]
+            for row in await aggregate(self._leads, pipeline, session=session):
+                bounds = Bounds(row.get("first"), row.get("low"), row.get("high"))
+            await self._counters.replace(session, chatbot_id, counts, bounds)
             return counts
 
         return await self._mongo.transaction(work)
@@ -393,6 +407,7 @@ class _Batch:
         self.states: dict[str, dict[str, Any] | None] = {}  # lead id -> now (None: gone)
         self.stored: dict[str, dict[str, Any] | None] = {}  # lead id -> as read (None: new)
         self.counts: dict[str, int] = {}
+        self.bounds = Bounds()
         self.audits: list[dict[str, Any]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.guarded: set[str] = set()
@@ -488,11 +503,12 @@ class _Batch:
             self.counts[key] = self.counts.get(key, 0) + n
 
     def _create(self, workspace_id: str, fields: dict[str, Any]) -> Written:
-        doc = {"_id": ids.new_id(ids.LEAD)}
+        doc: dict[str, Any] = {"_id": ids.new_id(ids.LEAD)}
         doc.update(build_lead_document(self.chatbot_id, workspace_id, fields, self.now))
         self.states[doc["_id"]] = doc
         self.stored[doc["_id"]] = None
         self._count({"total": 1, doc["status"]: 1})
+        self.bounds.include(doc["createdAt"], doc["nameSort"])
         lead = _to_lead(doc)
         self.events.append((LEAD_CREATED, {"lead": lead}))
         return Written(lead, created=True)
@@ -502,6 +518,8 @@ class _Batch:
         self.states[current["_id"]] = after
         if after["status"] != current["status"]:
             self._count({current["status"]: -1, after["status"]: 1})
+        if after.get("nameSort") != current.get("nameSort"):
+            self.bounds.include(None, after["nameSort"])
         lead = _to_lead(after)
         changed = lead_changes(_to_lead(current), lead)
         self.events.append((LEAD_UPDATED, {"lead": lead, "changes": changed}))
@@ -589,8 +607,8 @@ class _Batch:
         if self.audits:
             await self.repo._audit.insert_many(self.audits, session=session)
         changes = {key: n for key, n in self.counts.items() if n}
-        if changes:
-            await counts.add(session, changes)
+        if changes or not self.bounds.empty:
+            await counts.add(session, changes, self.bounds)
         await self.repo._events.append(
             session, self.chatbot_id, self.workspace_id, self.events, self.now
         )
