@@ -28,6 +28,11 @@ from typing import Any
 from ..domain.leads import STATUSES
 
 SHARDS = 32
+BY_SOURCE = "bySource"
+# On every shard whose ``bySource`` counts every lead its ``total`` does: shards made
+# since those counts exist and by recount. Until all of a chatbot's shards have it
+# (after ``admin recount``), its lists filtered by source count their leads instead.
+SOURCES_COUNTED = "sourcesCounted"
 
 
 def _range(chatbot_id: str) -> dict[str, Any]:
@@ -35,8 +40,21 @@ def _range(chatbot_id: str) -> dict[str, Any]:
     return {"_id": {"$gte": f"{chatbot_id}:", "$lt": f"{chatbot_id};"}}
 
 
+def pair_key(status: str, source: Any) -> str | None:
+    """The counter of the leads with this status and source (None: no source, not
+    counted): ``bySource.<source as UTF-8 hex>.<status>`` (a source may hold any
+    character, a field name may not)."""
+    if not isinstance(source, str):
+        return None
+    return f"{BY_SOURCE}.{source.encode().hex()}.{status}"
+
+
 def _inc(changes: dict[str, int]) -> dict[str, int]:
-    inc = {f"byStatus.{s}": n for s, n in changes.items() if s != "total"}
+    inc = {
+        (s if s.startswith(BY_SOURCE) else f"byStatus.{s}"): n
+        for s, n in changes.items()
+        if s != "total"
+    }
     if "total" in changes:
         inc["total"] = changes["total"]
     return inc
@@ -59,7 +77,9 @@ class Claim:
     ) -> None:
         number = self._counters.take(self._chatbot_id, avoid=self.used)
         self.used.append(number)
-        update: dict[str, Any] = {"$setOnInsert": {"chatbotId": self._chatbot_id}}
+        update: dict[str, Any] = {
+            "$setOnInsert": {"chatbotId": self._chatbot_id, SOURCES_COUNTED: True}
+        }
         if changes:
             update["$inc"] = _inc(changes)
         if bounds is not None:
@@ -116,15 +136,26 @@ class LeadCounters:
         self._busy: dict[str, set[int]] = {}
 
     async def read(self, chatbot_id: str) -> dict[str, Any]:
-        """``{"total": n, "byStatus": {status: n}, "bounds": Bounds}``."""
+        """``{"total": n, "byStatus": {status: n}, "bounds": Bounds}``, with
+        ``"bySource": {source: {status: n}}`` when every shard counts by source."""
         counts: dict[str, Any] = {"total": 0, "byStatus": dict.fromkeys(STATUSES, 0)}
         bounds = Bounds()
+        by_source: dict[str, dict[str, int]] | None = {}
         async for doc in self.collection.find(_range(chatbot_id)):
             counts["total"] += doc.get("total", 0)
             for status, n in (doc.get("byStatus") or {}).items():
                 counts["byStatus"][status] = counts["byStatus"].get(status, 0) + n
             bounds.merge(Bounds.of(doc))
+            if by_source is None or not doc.get(SOURCES_COUNTED):
+                by_source = None
+                continue
+            for key, statuses in (doc.get(BY_SOURCE) or {}).items():
+                source = by_source.setdefault(bytes.fromhex(key).decode(), {})
+                for status, n in statuses.items():
+                    source[status] = source.get(status, 0) + n
         counts["bounds"] = bounds
+        if by_source is not None:
+            counts[BY_SOURCE] = by_source
         return counts
 
     @contextlib.asynccontextmanager
@@ -148,10 +179,15 @@ class LeadCounters:
         return number
 
     async def replace(
-        self, session: Any, chatbot_id: str, counts: dict[str, Any], bounds: Bounds
+        self,
+        session: Any,
+        chatbot_id: str,
+        counts: dict[str, Any],
+        bounds: Bounds,
+        by_source: dict[str, dict[str, int]],
     ) -> None:
-        """Set the chatbot's counters to ``counts`` and ``bounds`` (one shard; the others
-        removed)."""
+        """Set the chatbot's counters to ``counts``, ``by_source`` ({source: {status: n}})
+        and ``bounds`` (one shard; the others removed)."""
         await self.collection.delete_many(_range(chatbot_id), session=session)
         await self.collection.insert_one(
             {
@@ -160,6 +196,10 @@ class LeadCounters:
                 "total": counts["total"],
                 "byStatus": counts["byStatus"],
                 **bounds.fields(),
+                BY_SOURCE: {
+                    source.encode().hex(): statuses for source, statuses in by_source.items()
+                },
+                SOURCES_COUNTED: True,
             },
             session=session,
         )

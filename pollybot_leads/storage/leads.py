@@ -38,7 +38,7 @@ from ..errors import (
 )
 from .batching import GroupCommit, KeyedLocks
 from .client import Mongo, aggregate, store_errors
-from .counters import Bounds, Claim, LeadCounters
+from .counters import Bounds, Claim, LeadCounters, pair_key
 from .events import (
     LEAD_CREATED,
     LEAD_DELETED,
@@ -355,7 +355,16 @@ class LeadRepository:
             ]
             for row in await aggregate(self._leads, pipeline, session=session):
                 bounds = Bounds(row.get("first"), row.get("low"), row.get("high"))
-            await self._counters.replace(session, chatbot_id, counts, bounds)
+            pairs: builtins.list[dict[str, Any]] = [
+                {"$match": {"chatbotId": chatbot_id}},
+                {"$group": {"_id": {"s": "$status", "src": "$source"}, "n": {"$sum": 1}}},
+            ]
+            by_source: dict[str, dict[str, int]] = {}
+            for row in await aggregate(self._leads, pairs, session=session):
+                source, status = row["_id"].get("src"), row["_id"].get("s")
+                if isinstance(source, str) and isinstance(status, str):
+                    by_source.setdefault(source, {})[status] = row["n"]
+            await self._counters.replace(session, chatbot_id, counts, bounds, by_source)
             return counts
 
         return await self._mongo.transaction(work)
@@ -498,7 +507,10 @@ class _Batch:
             return self._update(current, write.fields)
         return self._delete(current, write.audit or {})
 
-    def _count(self, changes: dict[str, int]) -> None:
+    def _count(self, changes: dict[str, int], pair: str | None = None, by: int = 1) -> None:
+        """Move the counters by ``changes``, and the (status, source) ``pair`` by ``by``."""
+        if pair is not None:
+            changes = {**changes, pair: by}
         for key, n in changes.items():
             self.counts[key] = self.counts.get(key, 0) + n
 
@@ -507,7 +519,7 @@ class _Batch:
         doc.update(build_lead_document(self.chatbot_id, workspace_id, fields, self.now))
         self.states[doc["_id"]] = doc
         self.stored[doc["_id"]] = None
-        self._count({"total": 1, doc["status"]: 1})
+        self._count({"total": 1, doc["status"]: 1}, pair_key(doc["status"], doc.get("source")))
         self.bounds.include(doc["createdAt"], doc["nameSort"])
         lead = _to_lead(doc)
         self.events.append((LEAD_CREATED, {"lead": lead}))
@@ -518,6 +530,11 @@ class _Batch:
         self.states[current["_id"]] = after
         if after["status"] != current["status"]:
             self._count({current["status"]: -1, after["status"]: 1})
+        before_pair = pair_key(current["status"], current.get("source"))
+        after_pair = pair_key(after["status"], after.get("source"))
+        if before_pair != after_pair:
+            self._count({}, before_pair, -1)
+            self._count({}, after_pair)
         if after.get("nameSort") != current.get("nameSort"):
             self.bounds.include(None, after["nameSort"])
         lead = _to_lead(after)
@@ -528,7 +545,11 @@ class _Batch:
     def _delete(self, current: dict[str, Any], audit: dict[str, Any]) -> Deleted:
         lead_id = current["_id"]
         self.states[lead_id] = None
-        self._count({"total": -1, current["status"]: -1})
+        self._count(
+            {"total": -1, current["status"]: -1},
+            pair_key(current["status"], current.get("source")),
+            -1,
+        )
         self.audits.append(
             {
                 "_id": ids.new_id("aud_"),

@@ -39,7 +39,7 @@ from ..domain.leads import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound
 from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, utcnow
 from .client import aggregate
-from .counters import Bounds
+from .counters import BY_SOURCE, Bounds
 from .indexes import INDEX_FIELDS, choose_lead_index, index_layout
 from .quirks import PLAIN, StoreQuirks
 
@@ -375,10 +375,11 @@ class ListPlan:
         return [(self.field, self.direction), ("_id", self.direction)]
 
     @property
-    def counted_by_status_only(self) -> bool:
-        """Whether `total` is the chatbot's own lead counters (no filter but status)."""
+    def counted_by_counters(self) -> bool:
+        """Whether `total` can come from the chatbot's own lead counters (no filter but
+        status and source)."""
         q = self.query
-        return not (q.sources or q.email is not None or q.metadata or q.words or _date_bounds(q))
+        return not (q.email is not None or q.metadata or q.words or _date_bounds(q))
 
 
 class LeadLister:
@@ -418,7 +419,7 @@ class LeadLister:
         if not plan.ordered:
             return await self._list_by_candidates(reads, plan)
         counts = None
-        if plan.needs_bounds or plan.counted_by_status_only:
+        if plan.needs_bounds or plan.counted_by_counters:
             counts = await self._counts(plan.chatbot_id)
             if counts is not None:
                 plan.bounds = counts.get("bounds")
@@ -434,13 +435,10 @@ class LeadLister:
     ) -> tuple[int, bool, bool]:
         """The number of matching leads, whether it is exact (not cut at the bound), and
         whether it was counted now (rather than read from ``counts``, the counters)."""
-        if plan.counted_by_status_only:
-            if counts is not None:
-                statuses = plan.query.statuses
-                if not statuses:
-                    return counts.get("total", 0), True, False
-                by_status = counts.get("byStatus", {})
-                return sum(by_status.get(s, 0) for s in statuses), True, False
+        if plan.counted_by_counters and counts is not None:
+            total = _counted(counts, plan.query)
+            if total is not None:
+                return total, True, False
         bound = self._max_count
         filters = [plan.filter(part) for part in plan.parts]
         if plan.overlap:  # a lead can be in two parts: count it once
@@ -717,6 +715,25 @@ def _position(value: Any, lead_id: Any) -> tuple[Any, ...]:
 
 def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     return lambda doc: _position(doc.get(field), doc["_id"])
+
+
+def _counted(counts: dict[str, Any], query: LeadQuery) -> int | None:
+    """The matches of a list filtered by status and source only, from the chatbot's
+    counters; None where they do not count by source (shards from before they did)."""
+    statuses = tuple(dict.fromkeys(query.statuses))
+    if not query.sources:
+        if not statuses:
+            return int(counts.get("total", 0))
+        by_status = counts.get("byStatus", {})
+        return int(sum(by_status.get(s, 0) for s in statuses))
+    by_source = counts.get(BY_SOURCE)
+    if by_source is None:
+        return None
+    total = 0
+    for source in dict.fromkeys(query.sources):
+        held = by_source.get(source, {})
+        total += sum(held.get(s, 0) for s in statuses) if statuses else sum(held.values())
+    return total
 
 
 def _page_of(
