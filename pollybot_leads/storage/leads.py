@@ -334,36 +334,32 @@ class LeadRepository:
         """
 
         async def work(session: Any) -> dict[str, Any]:
-            by_status = {
-                status: await self._leads.count_documents(
-                    {"chatbotId": chatbot_id, "status": status}, session=session
-                )
-                for status in STATUSES
-            }
-            counts = {"total": sum(by_status.values()), "byStatus": by_status}
-            bounds = Bounds()
+            # One pass over the chatbot's leads: counts by (status, source), with the
+            # bounds of each group (the chatbot's are theirs combined).
             pipeline: builtins.list[dict[str, Any]] = [
                 {"$match": {"chatbotId": chatbot_id}},
                 {
                     "$group": {
-                        "_id": None,
+                        "_id": {"s": "$status", "src": "$source"},
+                        "n": {"$sum": 1},
                         "first": {"$min": "$createdAt"},
                         "low": {"$min": "$nameSort"},
                         "high": {"$max": "$nameSort"},
                     }
                 },
             ]
-            for row in await aggregate(self._leads, pipeline, session=session):
-                bounds = Bounds(row.get("first"), row.get("low"), row.get("high"))
-            pairs: builtins.list[dict[str, Any]] = [
-                {"$match": {"chatbotId": chatbot_id}},
-                {"$group": {"_id": {"s": "$status", "src": "$source"}, "n": {"$sum": 1}}},
-            ]
+            by_status = dict.fromkeys(STATUSES, 0)
             by_source: dict[str, dict[str, int]] = {}
-            for row in await aggregate(self._leads, pairs, session=session):
-                source, status = row["_id"].get("src"), row["_id"].get("s")
-                if isinstance(source, str) and isinstance(status, str):
+            bounds = Bounds()
+            for row in await aggregate(self._leads, pipeline, session=session):
+                status, source = row["_id"].get("s"), row["_id"].get("src")
+                if status not in by_status:
+                    continue
+                by_status[status] += row["n"]
+                if isinstance(source, str):
                     by_source.setdefault(source, {})[status] = row["n"]
+                bounds.merge(Bounds(row.get("first"), row.get("low"), row.get("high")))
+            counts = {"total": sum(by_status.values()), "byStatus": by_status}
             await self._counters.replace(session, chatbot_id, counts, bounds, by_source)
             return counts
 
