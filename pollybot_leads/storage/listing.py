@@ -821,15 +821,24 @@ def _one_or_in(values: tuple[Any, ...]) -> Any:
 
 
 # Name windows. A folded name's place in the name order as a number: its first
-# NAME_DIGITS characters, each the rank of its class of characters (each digit and each
-# letter a-z a class of its own, other characters a few broad classes by code point, 0
-# past the end). It never decreases as names increase (strings compare by code point,
-# as the index orders them), so a range of names can be sized like a range of times.
+# NAME_DIGITS characters, each the rank of its class of characters (0: past the end or
+# a control character). Digits, letters a-z, the space and the usual punctuation of
+# names are each a class of their own; other characters fall in a few broad classes by
+# code point, and the digits stop after one of those (two names that differ only
+# within such a class must not be ordered by what follows it). So the number never
+# decreases as names increase (strings compare by code point, as the index orders
+# them), and a range of names can be sized like a range of times.
 _CLASS_STARTS = (
-    0x20,
-    *range(0x30, 0x3A),
+    0x20,  # space
+    0x21,
+    0x27,  # '
+    0x28,
+    0x2D,  # -
+    0x2E,  # .
+    0x2F,
+    *range(0x30, 0x3A),  # 0-9
     0x3A,
-    *range(0x61, 0x7B),
+    *range(0x61, 0x7B),  # a-z
     0x7B,
     0x80,
     0x250,
@@ -839,6 +848,11 @@ _CLASS_STARTS = (
     0xA000,
     0xE000,
 )
+_SINGLE = frozenset(
+    rank
+    for rank in range(1, len(_CLASS_STARTS))
+    if _CLASS_STARTS[rank] - _CLASS_STARTS[rank - 1] == 1
+)
 NAME_BASE = len(_CLASS_STARTS) + 1
 NAME_DIGITS = 12
 NAME_TOP = NAME_BASE**NAME_DIGITS
@@ -846,11 +860,23 @@ NAME_TOP = NAME_BASE**NAME_DIGITS
 NAME_SPAN = 26 * NAME_BASE ** (NAME_DIGITS - 1)
 
 
+def _name_ranks(name: str) -> list[int]:
+    """The ranks a position is made of: up to NAME_DIGITS, the last one past which
+    nothing counts (a broad class, or the end)."""
+    ranks = []
+    for char in name[:NAME_DIGITS]:
+        rank = bisect.bisect_right(_CLASS_STARTS, ord(char))
+        ranks.append(rank)
+        if rank not in _SINGLE:
+            break
+    return ranks
+
+
 def name_position(name: str) -> int:
+    ranks = _name_ranks(name)
     position = 0
     for i in range(NAME_DIGITS):
-        rank = bisect.bisect_right(_CLASS_STARTS, ord(name[i])) if i < len(name) else 0
-        position = position * NAME_BASE + rank
+        position = position * NAME_BASE + (ranks[i] if i < len(ranks) else 0)
     return position
 
 
@@ -863,12 +889,20 @@ def _name_digits(position: int) -> list[int]:
 
 
 def name_edge(origin: str, position: int) -> str:
-    """A name at about ``position``: ``origin``'s own characters as long as its digits
+    """A name at about ``position``: ``origin``'s own characters as long as the digits
     agree with the position's, then the first character of each digit's class. Above
     ``origin`` when the position is, below it when the position is."""
     digits = _name_digits(min(max(position, 0), NAME_TOP - 1))
-    own = _name_digits(name_position(origin))
+    ranks = _name_ranks(origin)
+    own = ranks + [0] * (NAME_DIGITS - len(ranks))
     same = next((i for i in range(NAME_DIGITS) if digits[i] != own[i]), NAME_DIGITS)
+    counted = len(ranks)
+    if same >= counted and ranks and ranks[-1] not in _SINGLE:
+        # Above the origin but within the class its digits stop at: past that class.
+        last = counted - 1
+        if ranks[last] < len(_CLASS_STARTS):
+            return origin[:last] + chr(_CLASS_STARTS[ranks[last]])
+        return origin[:last] + chr(0x10FFFF) * (len(origin) - last + 1)
     edge = origin[:same]
     for digit in digits[same:]:
         if digit == 0:
