@@ -10,16 +10,21 @@ query hints an index. A list runs one of two ways, after the store's quirks
 - Index-only (SecantusDB 0.7, which reads the whole collection for anything else):
   each query names only fields of the chosen index, as equalities and at most one range
   (on the index's time or name field). A list of values (several statuses or sources,
-  the values a metadata filter matches) becomes one equality read per value, merged here
-  in sort order; conditions on fields outside the index (another filter, more search
-  words, a date range on the other time field) are checked here, on the chatbot's
-  candidates read from the index.
+  the values a metadata filter matches) becomes one equality read per value (per pair
+  of values on ``by_status_source``), merged here in sort order; conditions on fields
+  outside the index (another filter, more search words, a date range on the other time
+  field) are checked here, on the chatbot's candidates read from the index.
 
 A page sorted on a time field is read in a window back from its start point (now, or
 the cursor). The number of matches is known before the page is read, so the first
 window is sized to hold the page, and it is widened only when it did not; a cursor
 page's window starts at the cursor's own value, so the leads sharing it come in the
-same read. Windows narrow the scan and never change the result.
+same read. Windows narrow the scan and never change the result. Where a limit does not
+stop a scan (``quirks.limit_reads_whole_range``), pages sorted oldest first start at the
+chatbot's first creation time, and pages sorted by name read windows of names (sized by
+``name_position``) from the cursor or the chatbot's lowest or highest name; those
+bounds come with the lead counters (storage/counters.py). A window has no bound on its
+origin's side but the cursor's, so a stale bound costs reads, never leads.
 """
 
 from __future__ import annotations
