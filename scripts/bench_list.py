@@ -241,6 +241,19 @@ async def main() -> None:
     parser.add_argument("--reps", type=int, default=15, help="timed runs per query")
     parser.add_argument("--out", default="bench-list.json")
     parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also serve the code in DIR (another checkout, e.g. the main branch) on the "
+        "same data, and time each query against both, alternately, in the same run",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the shapes whose label contains TEXT (repeatable)",
+    )
+    parser.add_argument(
         "--cache-size",
         default="6G",
         help="SecantusDB's WiredTiger cache (its 1G default stalls inserts past ~30k leads)",
@@ -249,7 +262,7 @@ async def main() -> None:
 
     bench = await BenchStore.open(args.cache_size)
     mongo, uri, database = bench.mongo, bench.uri, bench.database
-    server = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         ws = await accounts.create_workspace(name="Bench")
@@ -280,13 +293,27 @@ async def main() -> None:
         server = subprocess.Popen(
             [sys.executable, "-m", "pollybot_leads", "serve"], env=env, stdout=subprocess.DEVNULL
         )
+        servers.append(server)
+        baseline_port = free_port()
+        if args.baseline:
+            baseline_env = {**env, "PORT": str(baseline_port), "PYTHONPATH": args.baseline}
+            servers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "pollybot_leads", "serve"],
+                    env=baseline_env,
+                    stdout=subprocess.DEVNULL,
+                    cwd=args.baseline,
+                )
+            )
         deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", port):
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the API server did not start")
-            await asyncio.sleep(0.1)
+        for each, each_port in zip(servers, (port, baseline_port), strict=False):
+            while not port_open("127.0.0.1", each_port):
+                if time.monotonic() > deadline or each.poll() is not None:
+                    raise SystemExit("an API server did not start")
+                await asyncio.sleep(0.1)
 
         base = f"http://127.0.0.1:{port}/api/v1/chatbots/{main_bot['id']}/leads"
+        baseline_base = base.replace(f":{port}/", f":{baseline_port}/")
         headers = {"Authorization": f"Bearer {key.secret}"}
         codec = CursorCodec(secret.encode())
         results = []
@@ -311,8 +338,13 @@ async def main() -> None:
                     cursor = body["data"]["pagination"]["nextCursor"]
                 return cursor
 
-            deep_cursor = await cursor_after(5000, {})
-            name_cursor = await cursor_after(1000, {"sort": "name"})
+            def wanted(label: str) -> bool:
+                return not args.only or any(text in label for text in args.only)
+
+            deep_cursor = await cursor_after(5000, {}) if wanted("cursor page (") else None
+            name_cursor = (
+                await cursor_after(1000, {"sort": "name"}) if wanted("sort name (") else None
+            )
             now = datetime.now(UTC)
             queries = {
                 "page 1": {},
@@ -364,6 +396,8 @@ async def main() -> None:
                 },
             }
             for label, params in queries.items():
+                if not wanted(label):
+                    continue
                 query = parse_list_query(MultiDict(params), codec)
                 try:
                     plans = await repo.explain_list(chatbot_id=main_bot["id"], query=query)
@@ -371,16 +405,32 @@ async def main() -> None:
                     plans = []
                 http_ms, repo_ms, count = [], [], None
                 statuses: dict[int, int] = {}
-                for _ in range(args.reps):
-                    if statuses.get(503, 0) >= GIVE_UP_AFTER and 200 not in statuses:
-                        break  # past the budget every time: more runs say nothing new
+                baseline_ms: list[float] = []
+                baseline_statuses: dict[int, int] = {}
+
+                async def timed(
+                    url: str, times: list[float], seen: dict[int, int], params: dict[str, str]
+                ) -> Any:
                     t0 = time.perf_counter()
-                    async with http.get(base, params=params, headers=headers) as resp:
+                    async with http.get(url, params=params, headers=headers) as resp:
                         body = await resp.json()
-                    http_ms.append((time.perf_counter() - t0) * 1000)
-                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                    if resp.status == 200:
+                    times.append((time.perf_counter() - t0) * 1000)
+                    seen[resp.status] = seen.get(resp.status, 0) + 1
+                    return resp.status, body
+
+                def refused(seen: dict[int, int]) -> bool:
+                    return seen.get(503, 0) >= GIVE_UP_AFTER and 200 not in seen
+
+                for rep in range(args.reps):
+                    if refused(statuses) and (not args.baseline or refused(baseline_statuses)):
+                        break  # past the budget every time: more runs say nothing new
+                    if args.baseline and rep % 2 and not refused(baseline_statuses):
+                        await timed(baseline_base, baseline_ms, baseline_statuses, params)
+                    status, body = await timed(base, http_ms, statuses, params)
+                    if status == 200:
                         count = body["data"]["pagination"]["total"]
+                    if args.baseline and not rep % 2 and not refused(baseline_statuses):
+                        await timed(baseline_base, baseline_ms, baseline_statuses, params)
                     t0 = time.perf_counter()
                     try:  # with the API's store budget, as a request has
                         with store_deadline(budget):
@@ -402,18 +452,33 @@ async def main() -> None:
                     "reps": len(http_ms),
                     "statuses": statuses,
                 }
+                if args.baseline:
+                    row["baseline_http_p50_ms"] = round(statistics.median(baseline_ms), 1)
+                    row["baseline_http_p95_ms"] = round(percentile(baseline_ms, 0.95), 1)
+                    row["baseline_statuses"] = baseline_statuses
                 results.append(row)
                 print(
                     f"  {label:38} p50 {row['http_p50_ms']:8.1f} ms  p95 "
                     f"{row['http_p95_ms']:8.1f} ms  repo p50 {row['repo_p50_ms']:8.1f} ms  "
                     f"{row['index']}"
-                    + ("" if set(statuses) == {200} else f"  statuses {statuses}"),
+                    + ("" if set(statuses) == {200} else f"  statuses {statuses}")
+                    + (
+                        f"  | baseline p50 {row['baseline_http_p50_ms']:8.1f} ms  p95 "
+                        f"{row['baseline_http_p95_ms']:8.1f} ms"
+                        + (
+                            ""
+                            if set(baseline_statuses) == {200}
+                            else f"  statuses {baseline_statuses}"
+                        )
+                        if args.baseline
+                        else ""
+                    ),
                     flush=True,
                 )
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
+        for each in servers:
+            each.terminate()
+            each.wait(30)
         await bench.close()
 
     print()
@@ -427,12 +492,21 @@ async def main() -> None:
             f"{row['http_p95_ms']:>9} {row['repo_p50_ms']:>9} {row['http_over_repo']:>9} "
             f"{row['reps'] - row['statuses'].get(200, 0):>7}  {row['index']}"
         )
+    if args.baseline:
+        print(f"\nbaseline ({args.baseline}), timed alternately with the rows above:")
+        print(f"{'query':38} {'p50 ms':>9} {'p95 ms':>9}  statuses")
+        for row in results:
+            print(
+                f"{row['query']:38} {row['baseline_http_p50_ms']:>9} "
+                f"{row['baseline_http_p95_ms']:>9}  {row['baseline_statuses']}"
+            )
     report = {
         "store": "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded SecantusDB",
         "driver": os.environ.get("MONGODB_DRIVER", "pymongo"),
         "leads_in_chatbot": args.leads,
         "leads_elsewhere": args.others,
         "seed_seconds": round(seed_seconds, 1),
+        "baseline": args.baseline,
         "results": results,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -7,6 +7,13 @@ of that chatbot conflict with every other one in flight (measured on SecantusDB 
 each chatbot's counts are spread over ``SHARDS`` documents, ``<chatbotId>:<nn>``, summed
 on read (one ``_id`` range read), and this process hands each write a shard that no
 other write of its own is using.
+
+Beside the counts, each shard keeps bounds of the chatbot's leads, moved by the same
+writes: ``firstAt``, no later than any lead's creation (and so update) time, and
+``nameLow``/``nameHigh``, the lowest and highest folded name any write gave a lead.
+Deletes and renames leave them where they were, so they only ever bound the leads
+(never exactly); list windows start from them (storage/listing.py), and a stale bound
+costs those reads a little, never their result.
 """
 
 from __future__ import annotations
@@ -14,11 +21,18 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..domain.leads import STATUSES
 
 SHARDS = 32
+BY_SOURCE = "bySource"
+# On every shard whose ``bySource`` counts every lead its ``total`` does: shards made
+# since those counts exist and by recount. Until all of a chatbot's shards have it
+# (after ``admin recount``), its lists filtered by source count their leads instead.
+SOURCES_COUNTED = "sourcesCounted"
 
 
 def _range(chatbot_id: str) -> dict[str, Any]:
@@ -26,8 +40,21 @@ def _range(chatbot_id: str) -> dict[str, Any]:
     return {"_id": {"$gte": f"{chatbot_id}:", "$lt": f"{chatbot_id};"}}
 
 
+def pair_key(status: str, source: Any) -> str | None:
+    """The counter of the leads with this status and source (None: no source, not
+    counted): ``bySource.<source as UTF-8 hex>.<status>`` (a source may hold any
+    character, a field name may not)."""
+    if not isinstance(source, str):
+        return None
+    return f"{BY_SOURCE}.{source.encode().hex()}.{status}"
+
+
 def _inc(changes: dict[str, int]) -> dict[str, int]:
-    inc = {f"byStatus.{s}": n for s, n in changes.items() if s != "total"}
+    inc = {
+        (s if s.startswith(BY_SOURCE) else f"byStatus.{s}"): n
+        for s, n in changes.items()
+        if s != "total"
+    }
     if "total" in changes:
         inc["total"] = changes["total"]
     return inc
@@ -45,15 +72,62 @@ class Claim:
         self._counters, self._chatbot_id = counters, chatbot_id
         self.used: list[int] = []
 
-    async def add(self, session: Any, changes: dict[str, int]) -> None:
+    async def add(
+        self, session: Any, changes: dict[str, int], bounds: Bounds | None = None
+    ) -> None:
         number = self._counters.take(self._chatbot_id, avoid=self.used)
         self.used.append(number)
+        update: dict[str, Any] = {
+            "$setOnInsert": {"chatbotId": self._chatbot_id, SOURCES_COUNTED: True}
+        }
+        if changes:
+            update["$inc"] = _inc(changes)
+        if bounds is not None:
+            update |= bounds.update()
         await self._counters.collection.update_one(
-            {"_id": f"{self._chatbot_id}:{number:02d}"},
-            {"$inc": _inc(changes), "$setOnInsert": {"chatbotId": self._chatbot_id}},
-            upsert=True,
-            session=session,
+            {"_id": f"{self._chatbot_id}:{number:02d}"}, update, upsert=True, session=session
         )
+
+
+@dataclass
+class Bounds:
+    """Bounds of a chatbot's leads (see the module's note): None where unknown."""
+
+    first_at: datetime | None = None
+    name_low: str | None = None
+    name_high: str | None = None
+
+    def include(self, created_at: datetime | None, name: str | None) -> None:
+        if created_at is not None and (self.first_at is None or created_at < self.first_at):
+            self.first_at = created_at
+        if name is not None:
+            if self.name_low is None or name < self.name_low:
+                self.name_low = name
+            if self.name_high is None or name > self.name_high:
+                self.name_high = name
+
+    def merge(self, other: Bounds) -> None:
+        self.include(other.first_at, other.name_low)
+        self.include(None, other.name_high)
+
+    @property
+    def empty(self) -> bool:
+        return self.first_at is None and self.name_low is None
+
+    def update(self) -> dict[str, Any]:
+        low = {"firstAt": self.first_at, "nameLow": self.name_low}
+        out: dict[str, Any] = {"$min": {k: v for k, v in low.items() if v is not None}}
+        if self.name_high is not None:
+            out["$max"] = {"nameHigh": self.name_high}
+        return out if out["$min"] else {}
+
+    def fields(self) -> dict[str, Any]:
+        out = {"firstAt": self.first_at, "nameLow": self.name_low, "nameHigh": self.name_high}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Bounds:
+        return cls(doc.get("firstAt"), doc.get("nameLow"), doc.get("nameHigh"))
 
 
 class LeadCounters:
@@ -62,11 +136,26 @@ class LeadCounters:
         self._busy: dict[str, set[int]] = {}
 
     async def read(self, chatbot_id: str) -> dict[str, Any]:
+        """``{"total": n, "byStatus": {status: n}, "bounds": Bounds}``, with
+        ``"bySource": {source: {status: n}}`` when every shard counts by source."""
         counts: dict[str, Any] = {"total": 0, "byStatus": dict.fromkeys(STATUSES, 0)}
+        bounds = Bounds()
+        by_source: dict[str, dict[str, int]] | None = {}
         async for doc in self.collection.find(_range(chatbot_id)):
             counts["total"] += doc.get("total", 0)
             for status, n in (doc.get("byStatus") or {}).items():
                 counts["byStatus"][status] = counts["byStatus"].get(status, 0) + n
+            bounds.merge(Bounds.of(doc))
+            if by_source is None or not doc.get(SOURCES_COUNTED):
+                by_source = None
+                continue
+            for key, statuses in (doc.get(BY_SOURCE) or {}).items():
+                source = by_source.setdefault(bytes.fromhex(key).decode(), {})
+                for status, n in statuses.items():
+                    source[status] = source.get(status, 0) + n
+        counts["bounds"] = bounds
+        if by_source is not None:
+            counts[BY_SOURCE] = by_source
         return counts
 
     @contextlib.asynccontextmanager
@@ -89,8 +178,16 @@ class LeadCounters:
         busy.add(number)
         return number
 
-    async def replace(self, session: Any, chatbot_id: str, counts: dict[str, Any]) -> None:
-        """Set the chatbot's counters to ``counts`` (one shard; the others removed)."""
+    async def replace(
+        self,
+        session: Any,
+        chatbot_id: str,
+        counts: dict[str, Any],
+        bounds: Bounds,
+        by_source: dict[str, dict[str, int]],
+    ) -> None:
+        """Set the chatbot's counters to ``counts``, ``by_source`` ({source: {status: n}})
+        and ``bounds`` (one shard; the others removed)."""
         await self.collection.delete_many(_range(chatbot_id), session=session)
         await self.collection.insert_one(
             {
@@ -98,6 +195,11 @@ class LeadCounters:
                 "chatbotId": chatbot_id,
                 "total": counts["total"],
                 "byStatus": counts["byStatus"],
+                **bounds.fields(),
+                BY_SOURCE: {
+                    source.encode().hex(): statuses for source, statuses in by_source.items()
+                },
+                SOURCES_COUNTED: True,
             },
             session=session,
         )

@@ -36,6 +36,14 @@ LEAD_INDEXES = [
     ),
     _sorted_by("by_status", [("chatbotId", ASCENDING), ("status", ASCENDING)], "createdAt"),
     _sorted_by("by_source", [("chatbotId", ASCENDING), ("source", ASCENDING)], "createdAt"),
+    # Status with source: on SecantusDB each (status, source) pair is one equality read
+    # of this index in creation order (several of each merged), rather than every lead of
+    # the statuses read and their source checked in the service.
+    _sorted_by(
+        "by_status_source",
+        [("chatbotId", ASCENDING), ("status", ASCENDING), ("source", ASCENDING)],
+        "createdAt",
+    ),
     _sorted_by("by_email", [("chatbotId", ASCENDING), ("emailFolded", ASCENDING)], "createdAt"),
     _sorted_by("by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"),
     _sorted_by(
@@ -98,6 +106,8 @@ def choose_lead_index(query: LeadQuery) -> str:
         return "by_email"
     if query.metadata:
         return "by_metadata"
+    if query.statuses and query.sources:
+        return "by_status_source"
     if query.statuses:
         return "by_status"
     if query.sources:
@@ -109,14 +119,11 @@ def choose_lead_index(query: LeadQuery) -> str:
     return SORT_INDEX[SORTS[query.sort][0]]
 
 
-def index_layout(name: str) -> tuple[str | None, str]:
-    """A lead index's two fields between ``chatbotId`` and ``_id``: the field it pins by
-    equality (None for the sort indexes) and the field it can read a range of."""
+def index_layout(name: str) -> tuple[tuple[str, ...], str]:
+    """A lead index's fields between ``chatbotId`` and ``_id``: those it pins by equality
+    (none for the sort indexes) and the last one, which it can read a range of."""
     inner = [k for k in INDEX_KEYS[name] if k not in ("chatbotId", "_id")]
-    if len(inner) == 1:
-        return None, inner[0]
-    key, ranged = inner
-    return key, ranged
+    return tuple(inner[:-1]), inner[-1]
 
 
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict

@@ -37,8 +37,8 @@ from ..errors import (
     ValidationFailed,
 )
 from .batching import GroupCommit, KeyedLocks
-from .client import Mongo, store_errors
-from .counters import Claim, LeadCounters
+from .client import Mongo, aggregate, store_errors
+from .counters import Bounds, Claim, LeadCounters, pair_key
 from .events import (
     LEAD_CREATED,
     LEAD_DELETED,
@@ -334,14 +334,33 @@ class LeadRepository:
         """
 
         async def work(session: Any) -> dict[str, Any]:
-            by_status = {
-                status: await self._leads.count_documents(
-                    {"chatbotId": chatbot_id, "status": status}, session=session
-                )
-                for status in STATUSES
-            }
+            # One pass over the chatbot's leads: counts by (status, source), with the
+            # bounds of each group (the chatbot's are theirs combined).
+            pipeline: builtins.list[dict[str, Any]] = [
+                {"$match": {"chatbotId": chatbot_id}},
+                {
+                    "$group": {
+                        "_id": {"s": "$status", "src": "$source"},
+                        "n": {"$sum": 1},
+                        "first": {"$min": "$createdAt"},
+                        "low": {"$min": "$nameSort"},
+                        "high": {"$max": "$nameSort"},
+                    }
+                },
+            ]
+            by_status = dict.fromkeys(STATUSES, 0)
+            by_source: dict[str, dict[str, int]] = {}
+            bounds = Bounds()
+            for row in await aggregate(self._leads, pipeline, session=session):
+                status, source = row["_id"].get("s"), row["_id"].get("src")
+                if status not in by_status:
+                    continue
+                by_status[status] += row["n"]
+                if isinstance(source, str):
+                    by_source.setdefault(source, {})[status] = row["n"]
+                bounds.merge(Bounds(row.get("first"), row.get("low"), row.get("high")))
             counts = {"total": sum(by_status.values()), "byStatus": by_status}
-            await self._counters.replace(session, chatbot_id, counts)
+            await self._counters.replace(session, chatbot_id, counts, bounds, by_source)
             return counts
 
         return await self._mongo.transaction(work)
@@ -393,6 +412,7 @@ class _Batch:
         self.states: dict[str, dict[str, Any] | None] = {}  # lead id -> now (None: gone)
         self.stored: dict[str, dict[str, Any] | None] = {}  # lead id -> as read (None: new)
         self.counts: dict[str, int] = {}
+        self.bounds = Bounds()
         self.audits: list[dict[str, Any]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.guarded: set[str] = set()
@@ -483,16 +503,20 @@ class _Batch:
             return self._update(current, write.fields)
         return self._delete(current, write.audit or {})
 
-    def _count(self, changes: dict[str, int]) -> None:
+    def _count(self, changes: dict[str, int], pair: str | None = None, by: int = 1) -> None:
+        """Move the counters by ``changes``, and the (status, source) ``pair`` by ``by``."""
+        if pair is not None:
+            changes = {**changes, pair: by}
         for key, n in changes.items():
             self.counts[key] = self.counts.get(key, 0) + n
 
     def _create(self, workspace_id: str, fields: dict[str, Any]) -> Written:
-        doc = {"_id": ids.new_id(ids.LEAD)}
+        doc: dict[str, Any] = {"_id": ids.new_id(ids.LEAD)}
         doc.update(build_lead_document(self.chatbot_id, workspace_id, fields, self.now))
         self.states[doc["_id"]] = doc
         self.stored[doc["_id"]] = None
-        self._count({"total": 1, doc["status"]: 1})
+        self._count({"total": 1, doc["status"]: 1}, pair_key(doc["status"], doc.get("source")))
+        self.bounds.include(doc["createdAt"], doc["nameSort"])
         lead = _to_lead(doc)
         self.events.append((LEAD_CREATED, {"lead": lead}))
         return Written(lead, created=True)
@@ -502,6 +526,13 @@ class _Batch:
         self.states[current["_id"]] = after
         if after["status"] != current["status"]:
             self._count({current["status"]: -1, after["status"]: 1})
+        before_pair = pair_key(current["status"], current.get("source"))
+        after_pair = pair_key(after["status"], after.get("source"))
+        if before_pair != after_pair:
+            self._count({}, before_pair, -1)
+            self._count({}, after_pair)
+        if after.get("nameSort") != current.get("nameSort"):
+            self.bounds.include(None, after["nameSort"])
         lead = _to_lead(after)
         changed = lead_changes(_to_lead(current), lead)
         self.events.append((LEAD_UPDATED, {"lead": lead, "changes": changed}))
@@ -510,7 +541,11 @@ class _Batch:
     def _delete(self, current: dict[str, Any], audit: dict[str, Any]) -> Deleted:
         lead_id = current["_id"]
         self.states[lead_id] = None
-        self._count({"total": -1, current["status"]: -1})
+        self._count(
+            {"total": -1, current["status"]: -1},
+            pair_key(current["status"], current.get("source")),
+            -1,
+        )
         self.audits.append(
             {
                 "_id": ids.new_id("aud_"),
@@ -589,8 +624,8 @@ class _Batch:
         if self.audits:
             await self.repo._audit.insert_many(self.audits, session=session)
         changes = {key: n for key, n in self.counts.items() if n}
-        if changes:
-            await counts.add(session, changes)
+        if changes or not self.bounds.empty:
+            await counts.add(session, changes, self.bounds)
         await self.repo._events.append(
             session, self.chatbot_id, self.workspace_id, self.events, self.now
         )

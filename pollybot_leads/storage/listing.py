@@ -10,23 +10,30 @@ query hints an index. A list runs one of two ways, after the store's quirks
 - Index-only (SecantusDB 0.7, which reads the whole collection for anything else):
   each query names only fields of the chosen index, as equalities and at most one range
   (on the index's time or name field). A list of values (several statuses or sources,
-  the values a metadata filter matches) becomes one equality read per value, merged here
-  in sort order; conditions on fields outside the index (another filter, more search
-  words, a date range on the other time field) are checked here, on the chatbot's
-  candidates read from the index.
+  the values a metadata filter matches) becomes one equality read per value (per pair
+  of values on ``by_status_source``), merged here in sort order; conditions on fields
+  outside the index (another filter, more search words, a date range on the other time
+  field) are checked here, on the chatbot's candidates read from the index.
 
 A page sorted on a time field is read in a window back from its start point (now, or
 the cursor). The number of matches is known before the page is read, so the first
 window is sized to hold the page, and it is widened only when it did not; a cursor
 page's window starts at the cursor's own value, so the leads sharing it come in the
-same read. Windows narrow the scan and never change the result.
+same read. Windows narrow the scan and never change the result. Where a limit does not
+stop a scan (``quirks.limit_reads_whole_range``), pages sorted oldest first start at the
+chatbot's first creation time, and pages sorted by name read windows of names (sized by
+``name_position``) from the cursor or the chatbot's lowest or highest name; those
+bounds come with the lead counters (storage/counters.py). A window has no bound on its
+origin's side but the cursor's, so a stale bound costs reads, never leads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import heapq
+import itertools
 import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,10 +44,12 @@ from ..domain.leads import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound
 from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
 from ..domain.timeutil import MILLISECOND, utcnow
 from .client import aggregate
+from .counters import BY_SOURCE, Bounds
 from .indexes import INDEX_FIELDS, choose_lead_index, index_layout
 from .quirks import PLAIN, StoreQuirks
 
 TIME_FIELDS = ("createdAt", "updatedAt")
+NAME_FIELD = "nameSort"
 # Up to this many matches (or no more than the page needs), a page is one read of them
 # all: a window would save little.
 FULL_READ_MAX = 100
@@ -111,6 +120,8 @@ class ListPlan:
         self.overlap = False  # whether a lead can match two parts
         self.range_field = self.field
         self.own: dict[str, Any] = {}
+        # The chatbot's bounds from its counters, where a scan starts from them.
+        self.bounds: Bounds | None = None
         if quirks.index_only_filters:
             self._index_only()
         else:
@@ -151,26 +162,34 @@ class ListPlan:
             base["$and"] = more
         self.parts = [base]
         self.ordered = True
-        self.windowable = self.field in TIME_FIELDS and self.field in INDEX_FIELDS[self.index]
+        self.windowable = self._windowed_field and self.field in INDEX_FIELDS[self.index]
+
+    @property
+    def _windowed_field(self) -> bool:
+        """Whether pages sorted on this field are read in windows: the time fields; with
+        quirks.limit_reads_whole_range, names too."""
+        return self.field in TIME_FIELDS or (
+            self.field == NAME_FIELD and self.quirks.limit_reads_whole_range
+        )
 
     def _index_only(self) -> None:
         """Equality reads on the chosen index's fields; everything else checked here."""
         q = self.query
-        key, ranged = index_layout(self.index)
-        values: list[Any] = []
+        keys, ranged = index_layout(self.index)
+        values: dict[str, list[Any]] = {}
         if q.statuses:
-            if key == "status":
-                values = list(q.statuses)
+            if "status" in keys:
+                values["status"] = list(q.statuses)
             else:
                 self.checks.append(Check("status", _one_of(q.statuses)))
         if q.sources:
-            if key == "source":
-                values = list(q.sources)
+            if "source" in keys:
+                values["source"] = list(q.sources)
             else:
                 self.checks.append(Check("source", _one_of(q.sources)))
         if q.email is not None:
-            if key == "emailFolded":
-                values = [q.email]
+            if "emailFolded" in keys:
+                values["emailFolded"] = [q.email]
             else:
                 self.checks.append(Check("emailFolded", _one_of((q.email,))))
         for field, bounds in _date_bounds(q).items():
@@ -179,24 +198,26 @@ class ListPlan:
             else:
                 self.checks.append(Check(field, _within(bounds)))
         for position, entries in enumerate(_metadata_entries(q)):
-            if position == 0 and key == "metadataIndex":
-                values = list(entries)
+            if position == 0 and "metadataIndex" in keys:
+                values["metadataIndex"] = list(entries)
                 self.overlap = len(entries) > 1  # [5, "5"] holds the entries of both
             else:
                 self.checks.append(Check("metadataIndex", _holds_any(entries)))
         for position, word in enumerate(_longest_first(q.words)):
-            if position == 0 and key == "searchPrefixes":
-                values = [word[:SEARCH_PREFIX_MAX]]
+            if position == 0 and "searchPrefixes" in keys:
+                values["searchPrefixes"] = [word[:SEARCH_PREFIX_MAX]]
                 if len(word) <= SEARCH_PREFIX_MAX:
                     continue  # the prefix lookup is the whole condition
             self.checks.append(Check("searchTerms", _begins_a_term(word)))
-        if key is None:
-            self.parts = [{"chatbotId": self.chatbot_id}]
-        else:  # no values (a metadata value that is never indexed): nothing matches
-            self.parts = [{"chatbotId": self.chatbot_id, key: v} for v in values]
+        # One read per combination of the index's values (several statuses with several
+        # sources: each pair); none (a metadata value that is never indexed): no match.
+        self.parts = [
+            {"chatbotId": self.chatbot_id, **dict(zip(keys, combination, strict=True))}
+            for combination in itertools.product(*(values.get(key, []) for key in keys))
+        ]
         self.range_field = ranged
         self.ordered = not self.checks and self.field == ranged
-        self.windowable = self.ordered and self.field in TIME_FIELDS
+        self.windowable = self.ordered and self._windowed_field
 
     def filter(
         self, part: dict[str, Any], extra: dict[str, Any] | None = None, *, tie: bool = False
@@ -242,12 +263,11 @@ class ListPlan:
         key = _position(doc.get(self.field), doc["_id"])
         return key < position if self.direction < 0 else key > position
 
-    def window(
-        self, width: timedelta | None, *, with_ties: bool = False
-    ) -> tuple[dict[str, Any], bool]:
+    def window(self, width: Any, *, with_ties: bool = False) -> tuple[dict[str, Any], bool]:
         """The sort-field range of a read ``width`` wide from the scan origin, beyond any
         cursor (``with_ties``: from the cursor's value on), and whether that read covers
-        all that is left (``None`` width: no window)."""
+        all that is left (``None`` width: no window). Widths are timedeltas on the time
+        fields and spans of name_position on names."""
         extra: dict[str, Any] = {}
         if self.query.after is not None:
             if self.direction < 0:
@@ -256,8 +276,10 @@ class ListPlan:
                 op = "$gte" if with_ties else "$gt"
             extra = {op: self.query.after.value}
         origin = self.scan_origin()
-        if width is None or origin is None or width > WINDOW_MAX:
+        if width is None or origin is None or width > self.window_max:
             return extra, True
+        if self.field == NAME_FIELD:
+            return self._name_window(extra, origin, width)
         far = self.far_bound()
         if self.direction < 0:
             edge = origin - width
@@ -267,21 +289,89 @@ class ListPlan:
             window, last = {"$lte": edge}, far is not None and edge >= far
         return intersect_ranges(extra, window), last
 
-    def scan_origin(self) -> datetime | None:
-        """Where a windowed read starts: the nearest of now (for newest first), the
-        cursor, and the query's own bound on the sort field; None when nothing bounds it."""
+    def _name_window(
+        self, extra: dict[str, Any], origin: int, width: Any
+    ) -> tuple[dict[str, Any], bool]:
+        """A window of names: from the origin's name to a name about ``width`` further
+        (name_edge); the scan's end when that passes the first or last possible name.
+        There is no bound on the origin's side but the cursor's: the window holds every
+        lead up to its edge whatever the bounds say."""
+        start = self._origin_name()
+        assert start is not None
+        if self.direction < 0:
+            far = origin - int(width)
+            if far <= 0:
+                return extra, True
+            return intersect_ranges(extra, {"$gte": name_edge(start, far)}), False
+        far = origin + int(width)
+        if far >= NAME_TOP:
+            return extra, True
+        return intersect_ranges(extra, {"$lt": name_edge(start, far)}), False
+
+    def _origin_name(self) -> str | None:
+        if self.query.after is not None and isinstance(self.query.after.value, str):
+            return self.query.after.value
+        if self.bounds is None:
+            return None
+        return self.bounds.name_low if self.direction > 0 else self.bounds.name_high
+
+    def scan_origin(self) -> Any:
+        """Where a windowed read starts, as a position on the sort field (a time, or
+        name_position of a name): the nearest of now (for newest first), the cursor, and
+        the query's own bound on the sort field; else, where the store needs it
+        (quirks.limit_reads_whole_range), the chatbot's own bound from its counters (its
+        first creation time for oldest first; its lowest or highest name); None when
+        nothing bounds it."""
         if not self.windowable:
             return None
+        if self.field == NAME_FIELD:
+            name = self._origin_name()
+            return None if name is None else name_position(name)
         after = self.query.after.value if self.query.after is not None else None
         if self.direction < 0:
             points = [utcnow(), after, self.own.get("$lt"), self.own.get("$lte")]
             return min(p for p in points if p is not None)
         points = [after, self.own.get("$gt"), self.own.get("$gte")]
         present = [p for p in points if p is not None]
-        return max(present) if present else None
+        if present:
+            return max(present)
+        if self.bounds is not None and self.quirks.limit_reads_whole_range:
+            return self.bounds.first_at
+        return None
+
+    @property
+    def needs_bounds(self) -> bool:
+        """Whether the scan starts at the chatbot's bounds (see scan_origin)."""
+        if not (self.windowable and self.quirks.limit_reads_whole_range):
+            return False
+        if self.query.after is not None:
+            return False
+        if self.field == NAME_FIELD:
+            return True
+        return self.direction > 0 and not any(op in self.own for op in ("$gt", "$gte"))
+
+    def position(self, value: Any) -> Any:
+        """A sort value as a position windows measure (name_position of a name)."""
+        if self.field == NAME_FIELD:
+            return name_position(value) if isinstance(value, str) else None
+        return value if isinstance(value, datetime) else None
+
+    @property
+    def default_span(self) -> Any:
+        return NAME_SPAN if self.field == NAME_FIELD else DEFAULT_SPAN
+
+    @property
+    def window_min(self) -> Any:
+        return 1 if self.field == NAME_FIELD else WINDOW_MIN
+
+    @property
+    def window_max(self) -> Any:
+        return NAME_TOP if self.field == NAME_FIELD else WINDOW_MAX
 
     def far_bound(self) -> datetime | None:
         """The query's own bound on the sort field at the far end of the scan."""
+        if self.field == NAME_FIELD:
+            return None
         ops = ("$gte", "$gt") if self.direction < 0 else ("$lt", "$lte")
         return next((self.own[op] for op in ops if op in self.own), None)
 
@@ -290,10 +380,11 @@ class ListPlan:
         return [(self.field, self.direction), ("_id", self.direction)]
 
     @property
-    def counted_by_status_only(self) -> bool:
-        """Whether `total` is the chatbot's own lead counters (no filter but status)."""
+    def counted_by_counters(self) -> bool:
+        """Whether `total` can come from the chatbot's own lead counters (no filter but
+        status and source)."""
         q = self.query
-        return not (q.sources or q.email is not None or q.metadata or q.words or _date_bounds(q))
+        return not (q.email is not None or q.metadata or q.words or _date_bounds(q))
 
 
 class LeadLister:
@@ -312,9 +403,9 @@ class LeadLister:
         self._counts = counts  # the chatbot's lead counters (total and by status)
         self._quirks = quirks
         self._max_count = max_count  # 0: counts are always exact
-        # (chatbot, sort field) -> the time its leads span, as a windowed read measured
-        # it: sizes the next first window. Only ever a guess; never changes a result.
-        self._spans: dict[tuple[str, str], timedelta] = {}
+        # (chatbot, sort field) -> the time (or names) its leads span, as a windowed read
+        # measured it: sizes the next first window. Only a guess; never changes a result.
+        self._spans: dict[tuple[str, str], Any] = {}
 
     async def list(self, chatbot_id: str, query: LeadQuery) -> LeadPage:
         plan = ListPlan(chatbot_id, query, self._quirks)
@@ -332,24 +423,27 @@ class LeadLister:
     async def _list(self, reads: _Reads, plan: ListPlan) -> LeadPage:
         if not plan.ordered:
             return await self._list_by_candidates(reads, plan)
-        total, exact, counted = await self._total(reads, plan)
+        counts = None
+        if plan.needs_bounds or plan.counted_by_counters:
+            counts = await self._counts(plan.chatbot_id)
+            if counts is not None:
+                plan.bounds = counts.get("bounds")
+        total, exact, counted = await self._total(reads, plan, counts)
         if counted and total == 0:
             docs: list[dict[str, Any]] = []  # just counted: nothing to read
         else:
             docs = await self._page(reads, plan, total)
         return _page_of(docs, total, plan.query, plan.field, total_exact=exact)
 
-    async def _total(self, reads: _Reads, plan: ListPlan) -> tuple[int, bool, bool]:
+    async def _total(
+        self, reads: _Reads, plan: ListPlan, counts: dict[str, Any] | None
+    ) -> tuple[int, bool, bool]:
         """The number of matching leads, whether it is exact (not cut at the bound), and
-        whether it was counted now (rather than read from the counters)."""
-        if plan.counted_by_status_only:
-            counts = await self._counts(plan.chatbot_id)
-            if counts is not None:
-                statuses = plan.query.statuses
-                if not statuses:
-                    return counts.get("total", 0), True, False
-                by_status = counts.get("byStatus", {})
-                return sum(by_status.get(s, 0) for s in statuses), True, False
+        whether it was counted now (rather than read from ``counts``, the counters)."""
+        if plan.counted_by_counters and counts is not None:
+            total = _counted(counts, plan.query)
+            if total is not None:
+                return total, True, False
         bound = self._max_count
         filters = [plan.filter(part) for part in plan.parts]
         if plan.overlap:  # a lead can be in two parts: count it once
@@ -448,7 +542,7 @@ class LeadLister:
         whole = len(merged) <= limit and all(len(run) < limit for run in runs)
         return merged[skip : skip + want], len(merged), whole
 
-    def _first_width(self, plan: ListPlan, total: int, target: int) -> timedelta | None:
+    def _first_width(self, plan: ListPlan, total: int, target: int) -> Any:
         """The first window: wide enough to hold ``target`` leads a few times over, were
         the matches spread evenly; None (no window) when there are few matches."""
         if not plan.windowable or total <= max(FULL_READ_MAX, target):
@@ -456,17 +550,17 @@ class LeadLister:
         origin = plan.scan_origin()
         if origin is None:
             return None
-        span = self._spans.get((plan.chatbot_id, plan.field), DEFAULT_SPAN)
+        span = self._spans.get((plan.chatbot_id, plan.field), plan.default_span)
         far = plan.far_bound()
         if far is not None:
             span = min(span, abs(origin - far))
-        return max(WINDOW_MIN, span * (window_slack(target) * target / total))
+        return max(plan.window_min, span * (window_slack(target) * target / total))
 
     def _measured(self, plan: ListPlan, total: int, target: int, doc: dict[str, Any]) -> None:
         """Remember the span a full window implies: its ``target``-th lead lay this far
         from the origin, so all ``total`` would lie about ``total / target`` times as far."""
-        origin, value = plan.scan_origin(), doc.get(plan.field)
-        if plan.own or origin is None or not isinstance(value, datetime):
+        origin, value = plan.scan_origin(), plan.position(doc.get(plan.field))
+        if plan.own or origin is None or value is None:
             return  # a date filter's matches say nothing of the chatbot's span
         key = (plan.chatbot_id, plan.field)
         if key not in self._spans and len(self._spans) >= SPANS_KEPT:
@@ -601,7 +695,7 @@ def _same_side(a: str, b: str) -> bool:
     return (a in lower) == (b in lower) and a in ("$gt", "$gte", "$lt", "$lte")
 
 
-def _grow(width: timedelta, seen: int, target: int) -> timedelta:
+def _grow(width: Any, seen: int, target: int) -> Any:
     """The next window after one that held ``seen`` leads (0: none, or unknown) of the
     ``target`` needed: wide enough for twice what is missing, were they spread evenly."""
     if seen <= 0:
@@ -626,6 +720,25 @@ def _position(value: Any, lead_id: Any) -> tuple[Any, ...]:
 
 def _sort_key(field: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     return lambda doc: _position(doc.get(field), doc["_id"])
+
+
+def _counted(counts: dict[str, Any], query: LeadQuery) -> int | None:
+    """The matches of a list filtered by status and source only, from the chatbot's
+    counters; None where they do not count by source (shards from before they did)."""
+    statuses = tuple(dict.fromkeys(query.statuses))
+    if not query.sources:
+        if not statuses:
+            return int(counts.get("total", 0))
+        by_status = counts.get("byStatus", {})
+        return int(sum(by_status.get(s, 0) for s in statuses))
+    by_source = counts.get(BY_SOURCE)
+    if by_source is None:
+        return None
+    total = 0
+    for source in dict.fromkeys(query.sources):
+        held = by_source.get(source, {})
+        total += sum(held.get(s, 0) for s in statuses) if statuses else sum(held.values())
+    return total
 
 
 def _page_of(
@@ -710,3 +823,94 @@ def _prefix_range(word: str) -> dict[str, Any]:
 
 def _one_or_in(values: tuple[Any, ...]) -> Any:
     return values[0] if len(values) == 1 else {"$in": list(values)}
+
+
+# Name windows. A folded name's place in the name order as a number: its first
+# NAME_DIGITS characters, each the rank of its class of characters (0: past the end or
+# a control character). Digits, letters a-z, the space and the usual punctuation of
+# names are each a class of their own; other characters fall in a few broad classes by
+# code point, and the digits stop after one of those (two names that differ only
+# within such a class must not be ordered by what follows it). So the number never
+# decreases as names increase (strings compare by code point, as the index orders
+# them), and a range of names can be sized like a range of times.
+_CLASS_STARTS = (
+    0x20,  # space
+    0x21,
+    0x27,  # '
+    0x28,
+    0x2D,  # -
+    0x2E,  # .
+    0x2F,
+    *range(0x30, 0x3A),  # 0-9
+    0x3A,
+    *range(0x61, 0x7B),  # a-z
+    0x7B,
+    0x80,
+    0x250,
+    0x400,
+    0x530,
+    0x3000,
+    0xA000,
+    0xE000,
+)
+_SINGLE = frozenset(
+    rank
+    for rank in range(1, len(_CLASS_STARTS))
+    if _CLASS_STARTS[rank] - _CLASS_STARTS[rank - 1] == 1
+)
+NAME_BASE = len(_CLASS_STARTS) + 1
+NAME_DIGITS = 12
+NAME_TOP = NAME_BASE**NAME_DIGITS
+# The span assumed for a chatbot's names until a windowed read has measured it: a-z.
+NAME_SPAN = 26 * NAME_BASE ** (NAME_DIGITS - 1)
+
+
+def _name_ranks(name: str) -> list[int]:
+    """The ranks a position is made of: up to NAME_DIGITS, the last one past which
+    nothing counts (a broad class, or the end)."""
+    ranks = []
+    for char in name[:NAME_DIGITS]:
+        rank = bisect.bisect_right(_CLASS_STARTS, ord(char))
+        ranks.append(rank)
+        if rank not in _SINGLE:
+            break
+    return ranks
+
+
+def name_position(name: str) -> int:
+    ranks = _name_ranks(name)
+    position = 0
+    for i in range(NAME_DIGITS):
+        position = position * NAME_BASE + (ranks[i] if i < len(ranks) else 0)
+    return position
+
+
+def _name_digits(position: int) -> list[int]:
+    digits = []
+    for _ in range(NAME_DIGITS):
+        position, digit = divmod(position, NAME_BASE)
+        digits.append(digit)
+    return digits[::-1]
+
+
+def name_edge(origin: str, position: int) -> str:
+    """A name at about ``position``: ``origin``'s own characters as long as the digits
+    agree with the position's, then the first character of each digit's class. Above
+    ``origin`` when the position is, below it when the position is."""
+    digits = _name_digits(min(max(position, 0), NAME_TOP - 1))
+    ranks = _name_ranks(origin)
+    own = ranks + [0] * (NAME_DIGITS - len(ranks))
+    same = next((i for i in range(NAME_DIGITS) if digits[i] != own[i]), NAME_DIGITS)
+    counted = len(ranks)
+    if same >= counted and ranks and ranks[-1] not in _SINGLE:
+        # Above the origin but within the class its digits stop at: past that class.
+        last = counted - 1
+        if ranks[last] < len(_CLASS_STARTS):
+            return origin[:last] + chr(_CLASS_STARTS[ranks[last]])
+        return origin[:last] + chr(0x10FFFF) * (len(origin) - last + 1)
+    edge = origin[:same]
+    for digit in digits[same:]:
+        if digit == 0:
+            break
+        edge += chr(_CLASS_STARTS[digit - 1])
+    return edge

@@ -53,12 +53,16 @@ class StoreQuirks:
     # public fields. MongoDB: project on the server (less to send and decode).
     projection_in_app: bool = False
 
-    # Not a flag (the workaround is a plain query on MongoDB too): SecantusDB 0.7.0b3
-    # reads every key of a find's index range before it applies ``limit`` (500 of 5,000
-    # pending events returned, all 5,000 examined, 85 ms). Workaround: reads whose own
-    # range bounds the scan, such as the lead lists' windows (storage/listing.py) and the
-    # webhook dispatcher's window over pending events (storage/pending.py). MongoDB:
-    # the limit stops the scan.
+    # SecantusDB 0.7.0b3 reads every key of a find's index range before it applies
+    # ``limit`` (500 of 5,000 pending events returned, all 5,000 examined, 85 ms; a
+    # chatbot's first lead by name, limit 1: all its 5,000 keys examined). Workaround:
+    # reads whose own range bounds the scan. Newest-first lead lists (storage/listing.py)
+    # and the webhook dispatcher's pending events (storage/pending.py) read in windows on
+    # every store (the same plain query on MongoDB); with this flag the lists sorted
+    # oldest first or by name read in windows too, starting at the chatbot's first
+    # creation time or its lowest/highest name, kept beside its lead counters. MongoDB:
+    # the limit stops the scan, and those lists are one plain sort + limit.
+    limit_reads_whole_range: bool = False
 
     # Not a flag (nothing to detect from a client): SecantusDB 0.7.0b3 does not journal
     # a transaction's commit even with writeConcern j: true (single writes it does);
@@ -75,6 +79,7 @@ class StoreQuirks:
                 self.index_only_filters,
                 self.exclusive_time_bounds,
                 self.projection_in_app,
+                self.limit_reads_whole_range,
             )
         )
 
@@ -86,6 +91,7 @@ SECANTUS_0_7 = StoreQuirks(
     index_only_filters=True,
     exclusive_time_bounds=True,
     projection_in_app=True,
+    limit_reads_whole_range=True,
 )
 
 

@@ -3,6 +3,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pollybot_leads.domain.leads import fold
+from pollybot_leads.storage import listing as storage_listing
+
 from .helpers import create_lead, data_of, error_of
 
 
@@ -272,3 +275,92 @@ async def test_bad_list_parameters_are_named(api, tenant, params, named):
 async def test_repeated_parameters_are_refused(api, tenant):
     resp = await api.get(tenant.leads_url + "?status=new&status=lost", headers=tenant.headers)
     assert "status" in (await error_of(resp, 400, "VALIDATION_ERROR"))["details"]
+
+
+NAMES = ["bob", "Alice", "carol", "alice", "Bob", "dave", "Éve", "Zoë", "李雷", "Ōta", "0liver"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"sort": "createdAt"},
+        {"sort": "updatedAt"},
+        {"sort": "name"},
+        {"sort": "-name"},
+        {"sort": "-updatedAt"},
+        {"status": "new,lost", "source": "web,ads"},
+        {"status": "new,lost", "source": "web,ads", "sort": "createdAt"},
+        {"source": "ads,partner"},
+    ],
+    ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()),
+)
+async def test_windowed_lists_page_like_one_plain_read(api, tenant, monkeypatch, params):
+    """Pages read in windows (on SecantusDB: oldest first and by name from the chatbot's
+    bounds kept with its counters, several statuses with several sources one pair at a
+    time), started far too narrow, are the very pages of one read of every lead: same
+    order, ties by id, cursor pages continuing where the last ended; also after renames
+    below the lowest name and above the highest, and updates."""
+    leads = []
+    for i in range(36):
+        leads.append(
+            await create_lead(
+                api,
+                tenant,
+                name=NAMES[i % len(NAMES)],
+                email=f"w{i}@x.io",
+                status=["new", "lost", "contacted"][i % 3],
+                source=["web", "ads", "partner"][i // 3 % 3],
+            )
+        )
+    changes = [
+        (leads[3], {"name": "Aaron"}),
+        (leads[4], {"name": "zzz top"}),
+        (leads[5], {"name": "Mid"}),
+        (leads[6], {"status": "lost", "source": "ads"}),
+        (leads[7], {"source": None}),
+        (leads[9], {"status": "new"}),
+    ]
+    for lead, change in changes:
+        resp = await api.put(tenant.lead_url(lead["id"]), json=change, headers=tenant.headers)
+        await data_of(resp)
+    resp = await api.delete(
+        tenant.lead_url(leads[8]["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    full = await listing(api, tenant, limit=100, **params)  # few leads: one read
+    order = [x["id"] for x in full["leads"]]
+    sort = params.get("sort", "-createdAt")
+    field = {"name": "name"}.get(sort.lstrip("-"), sort.lstrip("-"))
+    key = (
+        (lambda x: (fold(x["name"]), x["id"]))
+        if field == "name"
+        else (lambda x: (x[field], x["id"]))
+    )
+    assert order == [x["id"] for x in sorted(full["leads"], key=key, reverse=sort.startswith("-"))]
+    # The total (from the counters where there is no filter but status and source).
+    assert len(order) == full["pagination"]["total"] > 8
+
+    monkeypatch.setattr(storage_listing, "FULL_READ_MAX", 0)
+    monkeypatch.setattr(storage_listing, "WINDOW_SLACK", 1)
+    monkeypatch.setattr(storage_listing, "TIES_READ", 1)
+    monkeypatch.setattr(storage_listing, "DEFAULT_SPAN", timedelta(milliseconds=5))
+    monkeypatch.setattr(storage_listing, "NAME_SPAN", storage_listing.NAME_BASE**4)
+    for limit in (1, 3, 7):
+        by_page = []
+        for page in range(1, 40):
+            data = await listing(api, tenant, page=page, limit=limit, **params)
+            assert data["pagination"]["total"] == len(order)
+            by_page += [x["id"] for x in data["leads"]]
+            if not data["pagination"]["hasNext"]:
+                break
+        assert by_page == order, limit
+        by_cursor, cursor = [], None
+        while True:
+            data = await listing(
+                api, tenant, limit=limit, **params, **({"cursor": cursor} if cursor else {})
+            )
+            by_cursor += [x["id"] for x in data["leads"]]
+            cursor = data["pagination"]["nextCursor"]
+            if cursor is None:
+                break
+        assert by_cursor == order, limit

@@ -4,6 +4,8 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+from pollybot_leads.domain.leads import fold
+from pollybot_leads.domain.queries import LeadQuery
 from pollybot_leads.domain.timeutil import utcnow
 from pollybot_leads.domain.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
 from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
@@ -152,3 +154,74 @@ async def test_a_write_whose_idempotency_lease_passed_to_a_retry_writes_nothing(
     assert isinstance(results[1], IdempotencyInProgress)
     assert all(isinstance(result[0], Written) for result in (results[0], results[2]))
     assert (await leads_repo.read_counts(cb))["total"] == 2
+
+
+async def test_counters_by_source_and_bounds_follow_every_write_and_equal_a_recount(
+    leads_repo, accounts, mongo
+):
+    """Counts by (status, source) and the bounds beside them (first creation time, lowest
+    and highest name) move in each write's transaction; a recount finds the same counts.
+    Bounds only ever widen (a rename or delete leaves them), and still hold every lead."""
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    made = []
+    for i, (name, source, status) in enumerate(
+        [
+            ("Mia", "web", "new"),
+            ("bob", "web.site$x", "lost"),
+            ("Zoë", None, "new"),
+            ("Ann", "ads", "contacted"),
+            ("Émile", "web", "new"),
+        ]
+    ):
+        fields = {"name": name, "email": f"c{i}@x.io", "status": status}
+        if source is not None:
+            fields["source"] = source
+        made.append(await leads_repo.create(chatbot_id=cb, workspace_id=ws, fields=fields))
+    await leads_repo.update(chatbot_id=cb, lead_id=made[0]["id"], changes={"status": "lost"})
+    await leads_repo.update(chatbot_id=cb, lead_id=made[1]["id"], changes={"source": "ads"})
+    await leads_repo.update(chatbot_id=cb, lead_id=made[2]["id"], changes={"source": "web"})
+    await leads_repo.update(
+        chatbot_id=cb, lead_id=made[4]["id"], changes={"source": None, "name": "Aaron"}
+    )
+    await leads_repo.delete(chatbot_id=cb, lead_id=made[3]["id"], audit={})
+    expected = {"web": {"lost": 1, "new": 1}, "ads": {"lost": 1}}
+
+    def nonzero(by_source):
+        return {
+            source: {s: n for s, n in statuses.items() if n}
+            for source, statuses in by_source.items()
+            if any(statuses.values())
+        }
+
+    counts = await leads_repo.read_counts(cb)
+    assert nonzero(counts["bySource"]) == expected
+    bounds = counts["bounds"]
+    assert (bounds.name_low, bounds.name_high) == ("aaron", fold("Zoë"))
+    assert bounds.first_at == min(
+        [d["createdAt"] async for d in mongo.db["leads"].find({"chatbotId": cb})]
+    )
+    await leads_repo.recount(chatbot_id=cb)
+    counts = await leads_repo.read_counts(cb)
+    assert nonzero(counts["bySource"]) == expected
+    assert (counts["bounds"].name_low, counts["bounds"].name_high) == ("aaron", fold("Zoë"))
+
+
+async def test_counters_from_before_sources_were_counted_are_not_trusted_by_source(
+    leads_repo, accounts, mongo
+):
+    """A shard written before counts by source existed (no ``sourcesCounted``) makes a
+    source-filtered list count its leads, until a recount."""
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    for i in range(3):
+        fields = {"name": f"L{i}", "email": f"o{i}@x.io", "source": "web"}
+        await leads_repo.create(chatbot_id=cb, workspace_id=ws, fields=fields)
+    await mongo.db["lead_counts"].insert_one(
+        {"_id": f"{cb}:99", "chatbotId": cb, "total": 0, "byStatus": {"new": 0}}
+    )
+    assert "bySource" not in await leads_repo.read_counts(cb)
+    page = await leads_repo.list(chatbot_id=cb, query=LeadQuery(sources=("web",)))
+    assert page.total == 3 and len(page.leads) == 3
+    await leads_repo.recount(chatbot_id=cb)
+    assert (await leads_repo.read_counts(cb))["bySource"] == {"web": {"new": 3}}

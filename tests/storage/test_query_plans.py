@@ -251,7 +251,17 @@ def index_entries(docs: list[dict[str, Any]]) -> dict[str, int]:
     """How many keys each lead index holds for these leads."""
     n = len(docs)
     entries = dict.fromkeys(
-        ("_id_", "by_created", "by_updated", "by_name", "by_status", "by_source", "by_email"), n
+        (
+            "_id_",
+            "by_created",
+            "by_updated",
+            "by_name",
+            "by_status",
+            "by_source",
+            "by_status_source",
+            "by_email",
+        ),
+        n,
     )
     entries["by_search"] = sum(len(d["searchPrefixes"]) for d in docs)
     entries["by_metadata"] = sum(max(1, len(d["metadataIndex"])) for d in docs)
@@ -284,6 +294,7 @@ def narrow_windows(monkeypatch) -> None:
     monkeypatch.setattr(listing, "TIES_READ", 1)
     monkeypatch.setattr(listing, "FULL_READ_MAX", 0)
     monkeypatch.setattr(listing, "DEFAULT_SPAN", timedelta(hours=1))
+    monkeypatch.setattr(listing, "NAME_SPAN", listing.NAME_BASE ** (listing.NAME_DIGITS - 4))
     monkeypatch.setattr(listing, "WINDOW_SLACK", 1)
 
 
@@ -350,7 +361,7 @@ async def test_lists_equal_a_brute_force_filter_and_sort(
     if "narrow" in mode:
         request.getfixturevalue("narrow_windows")
     for sort in SORTS:
-        if mode == "store, narrow windows" and SORTS[sort][0] not in listing.TIME_FIELDS:
+        if mode == "store, narrow windows" and not windowed[list(SORTS).index(sort)].windowable:
             continue  # never windowed: as with few matches
         query = LeadQuery(sort=sort, limit=8, **fields)
         expected = expected_ids(docs, query)
@@ -428,3 +439,38 @@ async def test_a_page_costs_two_round_trips(settings, accounts, leads_repo):
             assert len(counter.names) <= 2, (fields, "cursor", counter.names)
             following = expected[skip + query.limit : skip + 2 * query.limit]
             assert [d["id"] for d in after.leads] == following
+
+
+WINDOWED_SORTS = ["createdAt", "updatedAt", "name", "-name"]
+
+
+@pytest.mark.parametrize("shape", ["none", "status", "statuses_and_sources", "sources"])
+async def test_oldest_first_and_name_pages_read_in_windows_of_the_chatbots_own_keys(
+    mongo, leads_repo, tenants, shape, narrow_windows
+):
+    """Where a limit does not stop a scan (quirks.limit_reads_whole_range), lists sorted
+    oldest first or by name read windows of the sort field, from the chatbot's bounds
+    or the cursor: every read within the small chatbot's keys, and some reads narrower
+    than all of them. Several statuses with several sources read their pairs from
+    by_status_source."""
+    if not mongo.quirks.limit_reads_whole_range:
+        pytest.skip("a limit stops the scan: plain sort + limit")
+    small = tenants["small"]
+    for sort in WINDOWED_SORTS:
+        lister = lister_for(mongo.db["leads"], leads_repo, mongo.quirks)  # nothing learnt
+        query = LeadQuery(sort=sort, limit=4, **shapes(tenants)[shape])
+        if not ListPlan(small, query, mongo.quirks).windowable:
+            continue
+        plans = await lister.explain(small, query)
+        assert_only_small_examined(plans, tenants, (shape, sort))
+        finds = [p for p in plans if "find" in p.get("command", {})]
+        field = SORTS[sort][0]
+        assert any(
+            isinstance(p["command"]["filter"].get(field), dict)
+            and examined(p)[0] < len(expected_ids(tenants["small_docs"], query))
+            for p in finds
+        ), (shape, sort, [p["command"]["filter"] for p in finds])
+        if shape == "statuses_and_sources":
+            assert {name for p in plans for name in index_names(p)} == {"by_status_source"}
+        after = replace(query, after=(await lister.list(small, query)).last_position)
+        assert_only_small_examined(await lister.explain(small, after), tenants, (shape, sort))

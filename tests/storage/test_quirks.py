@@ -90,8 +90,10 @@ async def test_inclusive_far_bound_drops_equal_keys(secantus):
 
 
 async def test_a_limit_does_not_stop_an_index_scan(secantus):
-    """Why the webhook dispatcher reads pending events a window at a time."""
+    """Why the webhook dispatcher reads pending events a window at a time, and lists
+    sorted oldest first or by name read in windows (quirks.limit_reads_whole_range)."""
     coll, _ = secantus
+    assert SECANTUS_0_7.limit_reads_whole_range and not PLAIN.limit_reads_whole_range
     db = coll.database
     plan = await db.command(
         "explain",
@@ -99,3 +101,10 @@ async def test_a_limit_does_not_stop_an_index_scan(secantus):
         verbosity="executionStats",
     )
     assert plan["executionStats"]["totalKeysExamined"] == 200  # every "a", not 10
+    # The first key in index order, limit 1: still every key of the range.
+    plan = await db.command(
+        "explain",
+        {"find": coll.name, "filter": {"t": "a"}, "sort": {"k": 1, "_id": 1}, "limit": 1},
+        verbosity="executionStats",
+    )
+    assert plan["executionStats"]["totalKeysExamined"] == 200

@@ -1,0 +1,38 @@
+"""Name windows (storage/listing.py): a name's position follows the index's order, and
+a window's edge lies on the side of its origin that the position does."""
+
+import random
+
+from pollybot_leads.domain.leads import fold
+from pollybot_leads.storage.listing import NAME_TOP, name_edge, name_position
+
+ALPHABET = "aabcjjoz -'.0Zéöß李Ωж\U0001f600\ue000\x01!/\U0010ffff"
+
+
+def names(n: int) -> list[str]:
+    rng = random.Random(5)
+    out = ["", "a", "jo", "john", "john doe", "john doe" * 3, "z" * 20]
+    while len(out) < n:
+        out.append(fold("".join(rng.choice(ALPHABET) for _ in range(rng.randrange(1, 16)))))
+    return out
+
+
+def test_positions_never_decrease_as_names_increase():
+    ordered = sorted(names(2000))  # code point order: the index's order of strings
+    positions = [name_position(n) for n in ordered]
+    assert positions == sorted(positions)
+    assert all(0 <= p < NAME_TOP for p in positions)
+
+
+def test_an_edge_lies_beyond_its_origin_on_the_positions_side():
+    rng = random.Random(9)
+    for origin in names(600):
+        at = name_position(origin)
+        for width in (1, 10**6, 10**15, rng.randrange(1, NAME_TOP)):
+            if at + width < NAME_TOP:
+                edge = name_edge(origin, at + width)
+                assert edge > origin, (origin, width, edge)
+                edge.encode()  # a string the store can hold (no lone surrogates)
+            if at - width > 0:
+                edge = name_edge(origin, at - width)
+                assert edge < origin, (origin, width, edge)
