@@ -33,6 +33,13 @@ BY_SOURCE = "bySource"
 # since those counts exist and by recount. Until all of a chatbot's shards have it
 # (after ``admin recount``), its lists filtered by source count their leads instead.
 SOURCES_COUNTED = "sourcesCounted"
+# The sources a shard counts, as a list beside ``bySource`` (a query can measure a list,
+# not a document's fields). Sources are free text: a shard stops counting by source
+# past SOURCES_KEPT of them (it is marked not counted: the chatbot's lists filtered by
+# source count their leads), so no client can grow a shard towards the store's 16 MiB
+# document limit, nor the counter read every list makes.
+SOURCE_KEYS = "sourceKeys"
+SOURCES_KEPT = 500
 
 
 def _range(chatbot_id: str) -> dict[str, Any]:
@@ -77,16 +84,32 @@ class Claim:
     ) -> None:
         number = self._counters.take(self._chatbot_id, avoid=self.used)
         self.used.append(number)
+        shard = f"{self._chatbot_id}:{number:02d}"
+        pairs = {k: n for k, n in changes.items() if k.startswith(BY_SOURCE)}
+        plain = {k: n for k, n in changes.items() if k not in pairs}
         update: dict[str, Any] = {
             "$setOnInsert": {"chatbotId": self._chatbot_id, SOURCES_COUNTED: True}
         }
-        if changes:
-            update["$inc"] = _inc(changes)
+        if plain:
+            update["$inc"] = _inc(plain)
         if bounds is not None:
             update |= bounds.update()
-        await self._counters.collection.update_one(
-            {"_id": f"{self._chatbot_id}:{number:02d}"}, update, upsert=True, session=session
+        collection = self._counters.collection
+        await collection.update_one({"_id": shard}, update, upsert=True, session=session)
+        if not pairs:
+            return
+        sources = sorted({key.split(".")[1] for key in pairs})
+        counted = await collection.update_one(
+            {"_id": shard, f"{SOURCE_KEYS}.{SOURCES_KEPT - 1}": {"$exists": False}},
+            {"$inc": pairs, "$addToSet": {SOURCE_KEYS: {"$each": sources}}},
+            session=session,
         )
+        if not counted.matched_count:  # full: this shard no longer counts by source
+            await collection.update_one(
+                {"_id": shard},
+                {"$set": {SOURCES_COUNTED: False}, "$unset": {BY_SOURCE: "", SOURCE_KEYS: ""}},
+                session=session,
+            )
 
 
 @dataclass
@@ -135,27 +158,29 @@ class LeadCounters:
         self.collection = collection
         self._busy: dict[str, set[int]] = {}
 
-    async def read(self, chatbot_id: str) -> dict[str, Any]:
+    async def read(self, chatbot_id: str, *, by_source: bool = True) -> dict[str, Any]:
         """``{"total": n, "byStatus": {status: n}, "bounds": Bounds}``, with
-        ``"bySource": {source: {status: n}}`` when every shard counts by source."""
+        ``"bySource": {source: {status: n}}`` when asked for and every shard counts by
+        source."""
         counts: dict[str, Any] = {"total": 0, "byStatus": dict.fromkeys(STATUSES, 0)}
         bounds = Bounds()
-        by_source: dict[str, dict[str, int]] | None = {}
-        async for doc in self.collection.find(_range(chatbot_id)):
+        sources: dict[str, dict[str, int]] | None = {} if by_source else None
+        unread = {SOURCE_KEYS: 0} if by_source else {SOURCE_KEYS: 0, BY_SOURCE: 0}
+        async for doc in self.collection.find(_range(chatbot_id), unread):
             counts["total"] += doc.get("total", 0)
             for status, n in (doc.get("byStatus") or {}).items():
                 counts["byStatus"][status] = counts["byStatus"].get(status, 0) + n
             bounds.merge(Bounds.of(doc))
-            if by_source is None or not doc.get(SOURCES_COUNTED):
-                by_source = None
+            if sources is None or not doc.get(SOURCES_COUNTED):
+                sources = None
                 continue
             for key, statuses in (doc.get(BY_SOURCE) or {}).items():
-                source = by_source.setdefault(bytes.fromhex(key).decode(), {})
+                source = sources.setdefault(bytes.fromhex(key).decode(), {})
                 for status, n in statuses.items():
                     source[status] = source.get(status, 0) + n
         counts["bounds"] = bounds
-        if by_source is not None:
-            counts[BY_SOURCE] = by_source
+        if sources is not None:
+            counts[BY_SOURCE] = sources
         return counts
 
     @contextlib.asynccontextmanager
@@ -196,10 +221,19 @@ class LeadCounters:
                 "total": counts["total"],
                 "byStatus": counts["byStatus"],
                 **bounds.fields(),
-                BY_SOURCE: {
-                    source.encode().hex(): statuses for source, statuses in by_source.items()
-                },
-                SOURCES_COUNTED: True,
+                **_source_counts(by_source),
             },
             session=session,
         )
+
+
+def _source_counts(by_source: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """A recounted shard's counts by source, or none past SOURCES_KEPT sources."""
+    if len(by_source) > SOURCES_KEPT:
+        return {SOURCES_COUNTED: False}
+    keys = {source: source.encode().hex() for source in by_source}
+    return {
+        BY_SOURCE: {keys[source]: statuses for source, statuses in by_source.items()},
+        SOURCE_KEYS: sorted(keys.values()),
+        SOURCES_COUNTED: True,
+    }

@@ -169,9 +169,9 @@ class LeadRepository:
             max_count=max_count,
         )
 
-    async def read_counts(self, chatbot_id: str) -> dict[str, Any]:
-        """The chatbot's lead counters: ``{"total": n, "byStatus": {status: n}}``."""
-        return await self._counters.read(chatbot_id)
+    async def read_counts(self, chatbot_id: str, *, by_source: bool = True) -> dict[str, Any]:
+        """The chatbot's lead counters (LeadCounters.read)."""
+        return await self._counters.read(chatbot_id, by_source=by_source)
 
     async def _find_lead(
         self, chatbot_id: str, lead_id: str, projection: dict[str, int] | None = None, **kw: Any

@@ -38,7 +38,7 @@ import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..domain.leads import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound, word_matches
 from ..domain.queries import SORTS, CursorPosition, LeadPage, LeadQuery
@@ -387,6 +387,12 @@ class ListPlan:
         return not (q.email is not None or q.metadata or q.words or _date_bounds(q))
 
 
+class CountsReader(Protocol):
+    """Reads a chatbot's lead counters (LeadCounters.read), by source when asked."""
+
+    def __call__(self, chatbot_id: str, *, by_source: bool) -> Awaitable[dict[str, Any] | None]: ...
+
+
 class LeadLister:
     """Runs list queries for the lead repository (which owns the collections)."""
 
@@ -395,7 +401,7 @@ class LeadLister:
         leads: Any,
         projection: dict[str, int],
         *,
-        counts: Callable[[str], Awaitable[dict[str, Any] | None]],
+        counts: CountsReader,
         quirks: StoreQuirks = PLAIN,
         max_count: int = 0,
     ) -> None:
@@ -425,7 +431,7 @@ class LeadLister:
             return await self._list_by_candidates(reads, plan)
         counts = None
         if plan.needs_bounds or plan.counted_by_counters:
-            counts = await self._counts(plan.chatbot_id)
+            counts = await self._counts(plan.chatbot_id, by_source=bool(plan.query.sources))
             if counts is not None:
                 plan.bounds = counts.get("bounds")
         total, exact, counted = await self._total(reads, plan, counts)

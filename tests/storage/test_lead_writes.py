@@ -9,6 +9,7 @@ from pollybot_leads.domain.queries import LeadQuery
 from pollybot_leads.domain.timeutil import utcnow
 from pollybot_leads.domain.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
 from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
+from pollybot_leads.storage import counters
 from pollybot_leads.storage.idempotency import IdempotencyStore, Lease, StoredResponse
 from pollybot_leads.storage.leads import LeadRepository
 from tests.conftest import make_tenant
@@ -225,3 +226,26 @@ async def test_counters_from_before_sources_were_counted_are_not_trusted_by_sour
     assert page.total == 3 and len(page.leads) == 3
     await leads_repo.recount(chatbot_id=cb)
     assert (await leads_repo.read_counts(cb))["bySource"] == {"web": {"new": 3}}
+
+
+async def test_a_shard_past_its_sources_stops_counting_them_and_totals_stay_exact(
+    leads_repo, accounts, mongo, monkeypatch
+):
+    """Sources are free text: a shard holding more than SOURCES_KEPT of them no longer
+    counts by source (nor grows), and lists filtered by source count their leads."""
+    monkeypatch.setattr(counters, "SOURCES_KEPT", 1)
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    for i in range(counters.SHARDS + 8):  # more sources than shards: one shard gets two
+        fields = {"name": f"S{i}", "email": f"s{i}@x.io", "source": f"campaign-{i % 36}"}
+        await leads_repo.create(chatbot_id=cb, workspace_id=ws, fields=fields)
+    assert "bySource" not in await leads_repo.read_counts(cb)
+    shards = [d async for d in mongo.db["lead_counts"].find({"chatbotId": cb})]
+    assert all(len(d.get("sourceKeys", [])) <= 1 for d in shards)
+    page = await leads_repo.list(chatbot_id=cb, query=LeadQuery(sources=("campaign-3",)))
+    assert page.total == 2 and {lead["name"] for lead in page.leads} == {"S3", "S39"}
+    await leads_repo.recount(chatbot_id=cb)  # 36 sources, past the limit: still not
+    assert "bySource" not in await leads_repo.read_counts(cb)
+    monkeypatch.setattr(counters, "SOURCES_KEPT", 500)
+    await leads_repo.recount(chatbot_id=cb)
+    assert (await leads_repo.read_counts(cb))["bySource"]["campaign-3"] == {"new": 2}
