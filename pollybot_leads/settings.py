@@ -103,7 +103,7 @@ class Settings:
     webhook_max_endpoints: int = 50  # per workspace
     # Inside serve: while requests are in flight, the share of the time delivery may
     # spend in store calls (pollybot_leads/webhooks/pacing.py); 1: no pacing.
-    webhook_store_share_under_load: float = 0.1
+    webhook_store_share_under_load: float = 0.02
 
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
@@ -330,7 +330,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         webhook_store_share_under_load=get(
             float,
             "webhooks.store_share_under_load",
-            0.1,
+            0.02,
             "WEBHOOK_STORE_SHARE_UNDER_LOAD",
         ),
     )

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, web
+from pymongo.errors import AutoReconnect
 
 from pollybot_leads.domain import ids
 from pollybot_leads.domain.timeutil import utcnow
@@ -546,7 +547,10 @@ async def main() -> None:
         for proc in procs:
             await proc.wait()
         await runner.cleanup()
-        await mongo.client.drop_database(database)
+        try:
+            await mongo.client.drop_database(database)
+        except AutoReconnect:  # idle through the later phases, its connection was closed
+            await mongo.client.drop_database(database)
         await mongo.close()
         if store is not None:
             store.stop()

@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-QUIET_SECONDS = 0.02
+QUIET_SECONDS = 0.005
 
 
 class RequestActivity:

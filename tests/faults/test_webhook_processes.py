@@ -70,7 +70,10 @@ def delivering_env(store: Store, database: str, config_dir: Path) -> dict[str, s
     assert "\ndeliver = false\n" in test_toml
     test_toml = test_toml.replace(
         "\ndeliver = false\n",
-        "\ndeliver = true\ntimeout_seconds = 2\nlease_margin_seconds = 2\n",
+        # Delivery gives way to the creates (store_share_under_load): a larger share
+        # than the default, so that deliveries are in flight under the stream of creates.
+        "\ndeliver = true\ntimeout_seconds = 2\nlease_margin_seconds = 2\n"
+        "store_share_under_load = 0.5\n",
     )
     (config_dir / "test.toml").write_text(test_toml)
     return {**server_env(store.uri, database), "PB_CONFIG_DIR": str(config_dir)}
