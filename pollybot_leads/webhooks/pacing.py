@@ -13,12 +13,11 @@ batch) run together and count once. ``share`` is also the floor: under
 a load that never stops, delivery still gets that share of the time, so deliveries are
 delayed, never starved, and the backlog drains at full speed once the load drops.
 
-Why wall time and a small share (0.02 by default): a step's cost to the API is more
-than its share of the time. The store (SecantusDB: one Python process) serves one
-command at a time, and a fan-out of a backlog inserts hundreds of deliveries in one
-command, during which every request waits; the step's documents are built and encoded
-in this process too. Measured with 16 clients: a share of 0.1 still cost creates about
-a third, 0.01 nothing measurable (scripts/bench_webhooks.py, README).
+Why a small share (0.02 by default): measured with 16 clients, a share of 0.1 still
+cost creates about a third, 0.01 nothing measurable (scripts/bench_webhooks.py, README
+on a noisy machine). The likely reason, not measured: a fan-out of a backlog inserts
+hundreds of deliveries in one command, which keeps SecantusDB (one Python process)
+busy while requests wait, and its documents are built and encoded in this process too.
 
 Finishes are counted but never held back (``step(wait=False)``): a delivery already
 sent must not outlive its lease waiting for the store; its cost delays the next claim.
