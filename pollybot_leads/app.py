@@ -17,6 +17,7 @@ from .api.leads import add_routes
 from .api.query import CursorCodec, cursor_codec_key
 from .api.webhooks import add_webhook_routes
 from .middleware.access_log import access_log_middleware
+from .middleware.activity import RequestActivity, request_activity_key
 from .middleware.auth import Authenticator, auth_middleware_factory, authenticator_key
 from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
@@ -98,13 +99,20 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.webhooks_deliver:
         yield
         return
-    async with running_worker(app[keys.mongo_key], settings, app[keys.events_committed_key]):
+    async with running_worker(
+        app[keys.mongo_key],
+        settings,
+        app[keys.events_committed_key],
+        busy=app[request_activity_key].busy,
+    ):
         yield
 
 
 def create_app(settings: Settings) -> web.Application:
     cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
+    activity = RequestActivity()  # what the in-process webhook delivery gives way to
     middlewares = [
+        activity.middleware(),
         request_id_middleware,
         access_log_middleware,
         error_middleware,
@@ -126,6 +134,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=max(settings.max_body_bytes, BATCH_MAX_BYTES), middlewares=middlewares
     )
     app[keys.settings_key] = settings
+    app[request_activity_key] = activity
     secret = settings.cursor_secret
     if not secret:
         log.warning("CURSOR_SECRET is not set: list cursors only work within this process")

@@ -101,6 +101,9 @@ class Settings:
     webhook_poll_seconds: float = 0.25
     webhook_lease_margin_seconds: float = 30.0
     webhook_max_endpoints: int = 50  # per workspace
+    # Inside serve: while requests are in flight, the share of the time delivery may
+    # spend in store calls (pollybot_leads/webhooks/pacing.py); 1: no pacing.
+    webhook_store_share_under_load: float = 0.02
 
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
@@ -149,6 +152,10 @@ class Settings:
             raise SettingsError("webhooks.poll_seconds must be in (0, 60]")
         if not 0 < self.webhook_lease_margin_seconds <= 3600:
             raise SettingsError("webhooks.lease_margin_seconds must be in (0, 3600]")
+        if not 0 < self.webhook_store_share_under_load <= 1:
+            raise SettingsError(
+                "WEBHOOK_STORE_SHARE_UNDER_LOAD (webhooks.store_share_under_load) must be in (0, 1]"
+            )
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -320,4 +327,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         webhook_poll_seconds=get(float, "webhooks.poll_seconds", 0.25),
         webhook_lease_margin_seconds=get(float, "webhooks.lease_margin_seconds", 30.0),
         webhook_max_endpoints=get(int, "webhooks.max_endpoints", 50),
+        webhook_store_share_under_load=get(
+            float,
+            "webhooks.store_share_under_load",
+            0.02,
+            "WEBHOOK_STORE_SHARE_UNDER_LOAD",
+        ),
     )

@@ -21,7 +21,10 @@ write). Phases (each skipped with 0):
   (16 clients) against a `serve` delivering in the background, with no endpoint
   subscribed and with 3 (two answering at once, one never answering: every delivery to
   it waits out the 15 s timeout), alternating, each on a fresh database and server;
-  every round printed, and the medians side by side. ``--api-baseline DIR`` measures
+  with 3, also the deliveries per second that reached the two answering endpoints
+  during the load, and how long after the load the last event reached them (the
+  backlog drained, the server idle); every round printed, and the medians side by
+  side. ``--api-baseline DIR`` measures
   another checkout's server (say, main's) the same way in every round, interleaved,
   so that a change is compared under the same machine load.
 
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, web
+from pymongo.errors import AutoReconnect
 
 from pollybot_leads.domain import ids
 from pollybot_leads.domain.timeutil import utcnow
@@ -60,6 +64,7 @@ from pollybot_leads.storage.webhooks import WebhookRepository
 from pollybot_leads.webhooks.payload import EVENT_TYPES
 
 WORKER = (sys.executable, "-m", "pollybot_leads", "worker")
+DRAIN_TIMEOUT_SECONDS = 600.0
 
 
 class Receiver:
@@ -294,17 +299,14 @@ async def api_phase(uri: str, seconds: float, rounds: int, baseline: str | None)
         for round_ in range(rounds):
             for prefix, code in codes.items():
                 for endpoints, label in labels.items():
-                    before = sum(fast.counts.values())
-                    result = await api_once(uri, urls[:endpoints], seconds, code)
-                    # Deliveries that reached the two answering endpoints meanwhile.
-                    arrived = sum(fast.counts.values()) - before
-                    result["delivered"] = {"per_s": round(arrived / (2 * seconds), 1)}
+                    result = await api_once(uri, urls[:endpoints], seconds, code, fast)
                     runs[prefix + label].append(result)
                     print(
                         f"api round {round_ + 1}, {prefix}{label}: "
                         + ", ".join(
                             f"{op} {r['per_s']}/s"
                             + (f" (p95 {r['p95_ms']} ms)" if "p95_ms" in r else "")
+                            + (f", backlog drained in {r['drain_s']} s" if "drain_s" in r else "")
                             for op, r in result.items()
                         ),
                         flush=True,
@@ -318,13 +320,15 @@ async def api_phase(uri: str, seconds: float, rounds: int, baseline: str | None)
             op: statistics.median(r[op]["per_s"] for r in results)
             for op in ("create", "get", "delivered")
         }
+        | {"drain_s": statistics.median(r["delivered"]["drain_s"] for r in results)}
         for label, results in runs.items()
     }
     for prefix in codes:
         base, loaded = medians[prefix + labels[0]], medians[prefix + labels[3]]
         print(
-            f"api medians of {rounds}, {prefix or 'this checkout, '}delivered while serving "
-            f"with 3: {loaded['delivered']:.0f}/s"
+            f"api medians of {rounds}, {prefix or 'this checkout, '}with 3: "
+            f"{loaded['delivered']:.0f} deliveries/s reached the answering endpoints during "
+            f"the load; the rest {loaded['drain_s']:.1f} s after it"
         )
         for op in ("create", "get"):
             print(
@@ -335,7 +339,12 @@ async def api_phase(uri: str, seconds: float, rounds: int, baseline: str | None)
     return {"rounds": runs, "medians_per_s": medians}
 
 
-async def api_once(uri: str, urls: list[str], seconds: float, code: str | None) -> dict:
+async def api_once(
+    uri: str, urls: list[str], seconds: float, code: str | None, fast: Receiver
+) -> dict:
+    """One measurement; with endpoints, also the deliveries that reached the answering
+    ones (``fast``) during the load, per second, and how long after the load the last
+    of the events reached them (the server still running, unloaded)."""
     database = f"pollybot_bench_api_{random.randrange(16**6):06x}"
     mongo = Mongo(uri, database)
     try:
@@ -343,8 +352,25 @@ async def api_once(uri: str, urls: list[str], seconds: float, code: str | None) 
         await ensure_indexes(mongo)
         bot, headers = await api_tenant(mongo)
         await subscribe(mongo, bot, urls)
+        answering = urls.count(f"http://127.0.0.1:{fast.port}/hook")
         async with serving(uri, database, code) as base:
-            return await api_load(base, bot, headers, seconds)
+            before = sum(fast.counts.values())
+            result = await api_load(base, bot, headers, seconds)
+            ended = time.perf_counter()
+            during = sum(fast.counts.values()) - before
+            # Every event (the creates', the seed's) to each answering endpoint.
+            expected = answering * await mongo.db["events"].count_documents({})
+            end = ended + DRAIN_TIMEOUT_SECONDS
+            while sum(fast.counts.values()) - before < expected:
+                if time.perf_counter() > end:
+                    raise SystemExit(f"backlog not delivered within {DRAIN_TIMEOUT_SECONDS} s")
+                await asyncio.sleep(0.05)
+            drained = time.perf_counter() - ended if expected else 0.0
+            result["delivered"] = {
+                "per_s": round(during / (2 * seconds), 1),
+                "drain_s": round(drained, 1),
+            }
+            return result
     finally:
         await mongo.client.drop_database(database)
         await mongo.close()
@@ -521,7 +547,10 @@ async def main() -> None:
         for proc in procs:
             await proc.wait()
         await runner.cleanup()
-        await mongo.client.drop_database(database)
+        try:
+            await mongo.client.drop_database(database)
+        except AutoReconnect:  # idle through the later phases, its connection was closed
+            await mongo.client.drop_database(database)
         await mongo.close()
         if store is not None:
             store.stop()

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,7 @@ from ..storage.client import Mongo, store_deadline
 from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
 from ..storage.events import EventSignal
 from ..storage.webhooks import active_secrets
+from .pacing import Pacer
 from .payload import event_body
 from .retry import RetryPolicy, parse_retry_after
 from .signing import signed_headers
@@ -86,6 +87,9 @@ class DeliveryConfig:
     poll_seconds: float = 0.25
     lease_margin_seconds: float = 30.0
     dispatch_interval_seconds: float = DISPATCH_INTERVAL_SECONDS
+    # While API requests are in flight in this process, the share of the time its
+    # delivery may spend in store calls (webhooks/pacing.py); 1: no pacing.
+    store_share: float = 1.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -96,6 +100,7 @@ class DeliveryConfig:
             concurrency=settings.webhook_concurrency,
             poll_seconds=settings.webhook_poll_seconds,
             lease_margin_seconds=settings.webhook_lease_margin_seconds,
+            store_share=settings.webhook_store_share_under_load,
             policy=RetryPolicy(
                 schedule=settings.webhook_retry_schedule,
                 retry_for_seconds=settings.webhook_retry_for_seconds,
@@ -116,17 +121,25 @@ def _cancelled() -> bool:
 
 class WebhookWorker:
     def __init__(
-        self, mongo: Mongo, config: DeliveryConfig, committed: EventSignal | None = None
+        self,
+        mongo: Mongo,
+        config: DeliveryConfig,
+        committed: EventSignal | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         """``committed``: notified by this process's lead writes (serve); without it the
-        dispatcher finds new events by polling alone."""
+        dispatcher finds new events by polling alone. ``busy``: whether this process's
+        API has requests in flight (serve); the store steps then keep to
+        ``config.store_share`` of the time (webhooks/pacing.py)."""
         self.queue = DeliveryQueue(mongo)
         self.config = config
+        self.pacer = Pacer(busy, config.store_share)
         self._committed = committed or EventSignal()
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._busy: Tally[str] = Tally()  # deliveries in flight by endpoint
+        self._per_endpoint = max(1, config.concurrency // 4)  # at most in flight
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -166,9 +179,10 @@ class WebhookWorker:
             self._committed.clear()
             began = loop.time()
             try:
-                with store_deadline(STORE_BUDGET_SECONDS):
-                    made = await self.queue.fan_out()
-                    replayed = await self.queue.advance_replays()
+                async with self.pacer.step():
+                    with store_deadline(STORE_BUDGET_SECONDS):
+                        made = await self.queue.fan_out()
+                        replayed = await self.queue.advance_replays()
             except STORE_FAILURES as exc:
                 if _cancelled():
                     raise asyncio.CancelledError from exc
@@ -191,20 +205,22 @@ class WebhookWorker:
         most a quarter of the slots per endpoint (a hanging one holds its slots for the
         whole timeout: the others keep the rest), and send each in a task of its own."""
         size = self.config.concurrency
-        per_endpoint = max(1, size // 4)
+        per_endpoint = self._per_endpoint
         while not self._stopping():
             free = size - len(self._in_flight)
             if free < max(1, size // 2):
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                with store_deadline(STORE_BUDGET_SECONDS):
-                    batch = await self.queue.claim(
-                        limit=free,
-                        lease_seconds=self.config.lease_seconds,
-                        room=lambda webhook_id: per_endpoint - self._busy[webhook_id],
-                    )
-                    endpoints, events = await self.queue.lookup(batch) if batch else ({}, {})
+                async with self.pacer.step():
+                    self._wake.clear()  # what is queued or ends from now on wakes the next
+                    with store_deadline(STORE_BUDGET_SECONDS):
+                        batch = await self.queue.claim(
+                            limit=size - len(self._in_flight),  # more may have ended
+                            lease_seconds=self.config.lease_seconds,
+                            room=lambda webhook_id: per_endpoint - self._busy[webhook_id],
+                        )
+                        endpoints, events = await self.queue.lookup(batch) if batch else ({}, {})
             except STORE_FAILURES as exc:
                 if _cancelled():
                     raise asyncio.CancelledError from exc
@@ -212,7 +228,6 @@ class WebhookWorker:
                 await asyncio.sleep(STORE_BACKOFF_SECONDS)
                 continue
             if not batch:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
                 continue
@@ -232,6 +247,10 @@ class WebhookWorker:
             self._busy[webhook_id] -= 1
             if not self._busy[webhook_id]:
                 del self._busy[webhook_id]
+            # Half its endpoint's slots are free: claim now rather than after the poll
+            # (not at every end: a claim costs several round trips, whatever its size).
+            if self._busy[webhook_id] <= self._per_endpoint // 2:
+                self._wake.set()
 
         task.add_done_callback(done)
 
@@ -260,12 +279,14 @@ class WebhookWorker:
         """Send one claimed delivery of ``event`` to ``endpoint`` (as read when it was
         claimed: None when gone) and record it; returns its new state."""
         if endpoint is None:
-            with store_deadline(STORE_BUDGET_SECONDS):
-                await self.queue.drop(delivery)
+            async with self.pacer.step(wait=False):
+                with store_deadline(STORE_BUDGET_SECONDS):
+                    await self.queue.drop(delivery)
             return "dropped"
         if not endpoint["enabled"]:
-            with store_deadline(STORE_BUDGET_SECONDS):
-                await self.queue.finish(delivery, state=PAUSED, due_at=None, attempt=None)
+            async with self.pacer.step(wait=False):
+                with store_deadline(STORE_BUDGET_SECONDS):
+                    await self.queue.finish(delivery, state=PAUSED, due_at=None, attempt=None)
             return PAUSED
         now = utcnow()
         if event is None:  # expired from the log (kept 30 days; retries last 3)
@@ -280,10 +301,12 @@ class WebhookWorker:
             state, outcome = DELIVERED, "delivered"
         elif result.status == 410:
             state, outcome = FAILED, "disabled"
-            with store_deadline(STORE_BUDGET_SECONDS):
-                await self.queue.disable_endpoint(
-                    delivery["webhookId"], "The receiver answered 410 Gone: re-enable it to resume"
-                )
+            async with self.pacer.step(wait=False):
+                with store_deadline(STORE_BUDGET_SECONDS):
+                    await self.queue.disable_endpoint(
+                        delivery["webhookId"],
+                        "The receiver answered 410 Gone: re-enable it to resume",
+                    )
         else:
             done = utcnow()
             due = self.config.policy.next_attempt(
@@ -310,8 +333,9 @@ class WebhookWorker:
             "outcome": outcome,
             "nextAttemptAt": due,
         }
-        with store_deadline(STORE_BUDGET_SECONDS):
-            await self.queue.finish(delivery, state=state, due_at=due, attempt=attempt)
+        async with self.pacer.step(wait=False):
+            with store_deadline(STORE_BUDGET_SECONDS):
+                await self.queue.finish(delivery, state=state, due_at=due, attempt=attempt)
         if outcome != "delivered":
             log.info(
                 "webhook %s event %s: %s (%s)%s",
@@ -368,10 +392,13 @@ class WebhookWorker:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    mongo: Mongo, settings: Settings, committed: EventSignal | None = None
+    mongo: Mongo,
+    settings: Settings,
+    committed: EventSignal | None = None,
+    busy: Callable[[], bool] | None = None,
 ) -> AsyncIterator[WebhookWorker]:
     """A worker running in the background while the block runs; cancelled after it."""
-    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings), committed)
+    worker = WebhookWorker(mongo, DeliveryConfig.from_settings(settings), committed, busy)
     task = asyncio.create_task(worker.run(), name="webhooks")
     try:
         yield worker

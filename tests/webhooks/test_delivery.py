@@ -360,3 +360,47 @@ async def test_a_write_wakes_its_own_servers_dispatcher(settings, receiver):
             got = await receiver.wait_for(n, timeout=10)
             event = Webhook(endpoint["secret"]).verify(got[-1].body, got[-1].headers)
             assert event["data"]["lead"]["id"] == lead["id"]
+
+
+async def test_under_a_burst_of_requests_deliveries_wait_and_then_all_arrive(settings, receiver):
+    """`serve` gives way to its own requests: while they are in flight its deliveries
+    keep to a share of the store's time (here 5 %), so they are held back (the operator
+    sees it in /metrics), and once the burst is over every event arrives, once each."""
+    own = settings.replace(
+        mongodb_database=f"{settings.mongodb_database}_paced",
+        webhooks_deliver=True,
+        webhook_store_share_under_load=0.05,
+    )
+
+    async def held_seconds(api) -> float:
+        text = await (await api.get("/metrics")).text()
+        [line] = [ln for ln in text.splitlines() if ln.startswith(HELD_METRIC + " ")]
+        return float(line.split()[1])
+
+    async with database_of(own) as mongo, serving(own) as api:
+        tenant = await make_tenant(AccountRepository(mongo))
+        endpoint = await create_endpoint(api, tenant, receiver.url)
+        held_before = await held_seconds(api)
+        created: list[str] = []
+
+        async def client() -> None:
+            for _ in range(10):
+                resp = await api.post(
+                    tenant.leads_url,
+                    json={"name": "Ada", "email": "a@example.com"},
+                    headers=tenant.headers,
+                )
+                created.append((await data_of(resp, 201))["id"])
+                await data_of(await api.get(tenant.lead_url(created[-1]), headers=tenant.headers))
+
+        await asyncio.gather(*(client() for _ in range(8)))
+        got = await receiver.wait_for(len(created), timeout=30)
+        await asyncio.sleep(0.3)  # a duplicate would show now
+        assert await held_seconds(api) > held_before  # they did wait
+        verify = Webhook(endpoint["secret"]).verify
+        delivered = [verify(r.body, r.headers)["data"]["lead"]["id"] for r in receiver.received]
+        assert len(got) == len(created) == 80
+        assert sorted(delivered) == sorted(created)
+
+
+HELD_METRIC = "pollybot_webhook_store_held_seconds_total"
