@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
     activity = RequestActivity()  # what the in-process webhook delivery gives way to
     middlewares = [
-        activity.middleware(),
+        *([activity.middleware()] if settings.webhooks_deliver else []),
         request_id_middleware,
         access_log_middleware,
         error_middleware,
