@@ -156,12 +156,13 @@ async def test_a_deployment_can_bound_counting(settings, mongo, accounts):
     try:
         for i in range(7):
             await create_lead(client, tenant, source="web", email=f"b{i}@x.io")
-        bounded = await listing(client, tenant, source="web", limit=2)
+        bounded = await listing(client, tenant, search="b", limit=2)  # counted: bounded
         assert bounded["pagination"]["total"] == 5
         assert bounded["pagination"]["totalExact"] is False
         assert bounded["pagination"]["hasNext"] is True
-        exact = await listing(client, tenant, limit=2)  # counters: exact and cheap
-        assert exact["pagination"]["total"] == 7 and "totalExact" not in exact["pagination"]
+        for counted in ({}, {"source": "web"}, {"status": "new", "source": "web"}):
+            exact = await listing(client, tenant, limit=2, **counted)  # counters: exact
+            assert exact["pagination"]["total"] == 7 and "totalExact" not in exact["pagination"]
         few = await listing(client, tenant, source="web", search="b1")
         assert few["pagination"]["total"] == 1 and "totalExact" not in few["pagination"]
     finally:
