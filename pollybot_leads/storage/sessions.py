@@ -29,13 +29,12 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pymongo
+from pymongo import ReturnDocument
 from pymongo.errors import OperationFailure, PyMongoError
-
-from ..domain.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +75,25 @@ class SessionRegistry:
             return
         await self._records.update_one(
             {"_id": self.instance},
-            {"$addToSet": {"lsids": session_id["id"]}, "$set": self._alive()},
+            {"$addToSet": {"lsids": session_id["id"]}, **self._alive()},
             upsert=True,
         )
         self._known.add(bytes(session_id["id"]))
 
     def _alive(self) -> dict[str, Any]:
-        return {"aliveAt": utcnow(), "host": self._host, "pid": self._pid}
+        # aliveAt by the store's clock: processes on hosts whose clocks differ never take
+        # each other for silent.
+        return {"$set": {"host": self._host, "pid": self._pid}, "$currentDate": {"aliveAt": True}}
 
-    async def reap(self) -> int:
-        """End the sessions of every process that is gone; how many processes that was."""
-        stale_before = utcnow() - timedelta(seconds=STALE_SECONDS)
+    async def reap(self, now: datetime | None = None) -> int:
+        """End the sessions of every process that is gone; how many processes that was.
+        Without ``now`` (the store's time, as this process's own beat read it) only
+        processes of this host are judged, by whether they run."""
+        stale_before = now - timedelta(seconds=STALE_SECONDS) if now is not None else None
         ended = 0
         async for record in self._records.find({"_id": {"$nin": list(_KEPT_HERE)}}):
-            gone = record["aliveAt"] < stale_before or (
+            silent = stale_before is not None and record["aliveAt"] < stale_before
+            gone = silent or (
                 record.get("host") == self._host
                 and (record.get("pid") == self._pid or not process_running(record["pid"]))
             )
@@ -113,20 +117,25 @@ class SessionRegistry:
             ended += 1
         return ended
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> datetime | None:
+        """Say this process is alive; the store's time, when it has a record."""
         if not self._known:
-            return
-        beat = await self._records.update_one({"_id": self.instance}, {"$set": self._alive()})
-        if beat.matched_count == 0:  # another process took this one for gone (it was
-            self._known.clear()  # stopped that long) and ended its sessions: record anew
+            return None
+        mine = await self._records.find_one_and_update(
+            {"_id": self.instance}, self._alive(), return_document=ReturnDocument.AFTER
+        )
+        if mine is None:  # another process took this one for gone (it was stopped that
+            self._known.clear()  # long) and ended its sessions: record them anew
+            return None
+        now: datetime = mine["aliveAt"]
+        return now
 
     async def _tend(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 with pymongo.timeout(CALL_BUDGET_SECONDS):
-                    await self._beat()
-                    await self.reap()
+                    await self.reap(await self._beat())
             except PyMongoError as exc:  # the store is away: the next beat tries again
                 log.debug("session registry: %s", exc)
 

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
 from pollybot_leads.errors import ServiceUnavailable
 from pollybot_leads.settings import Settings
 from pollybot_leads.storage.client import Mongo, store_deadline
-from pollybot_leads.storage.sessions import SessionRegistry
+from pollybot_leads.storage.sessions import STALE_SECONDS, SessionRegistry
 
 # A process that records its sessions as a server does, opens a transaction on the
 # document and holds it open: the state a server killed mid-write leaves.
@@ -80,3 +81,18 @@ async def test_a_killed_process_transaction_is_ended_by_the_next_reap(holder, mo
     doc = await mongo.db["held"].find_one({"_id": "doc"})
     assert doc["n"] == 10  # the killed process's change was never committed; ours was
     assert await mongo.db["server_sessions"].count_documents({"pid": holder.pid}) == 0
+
+
+async def test_a_process_of_another_host_is_ended_once_silent(holder, mongo) -> None:
+    """A record from another host is judged by its silence alone, on the store's clock:
+    left while it beats, ended once it has been silent for STALE_SECONDS."""
+    os.kill(holder.pid, signal.SIGSTOP)  # it can beat no more
+    records = mongo.db["server_sessions"]
+    await records.update_one({"pid": holder.pid}, {"$set": {"host": "elsewhere"}})
+    registry = SessionRegistry(mongo.db)
+    assert await registry.reap() == 0  # no clock to judge silence by: left alone
+    record = await records.find_one({"pid": holder.pid})
+    assert await registry.reap(record["aliveAt"]) == 0  # it beat just now
+    silent_since = record["aliveAt"] + timedelta(seconds=STALE_SECONDS + 1)
+    assert await registry.reap(silent_since) == 1
+    await write(mongo, 2.0)
