@@ -431,7 +431,9 @@ class LeadLister:
             return await self._list_by_candidates(reads, plan)
         counts = None
         if plan.needs_bounds or plan.counted_by_counters:
-            counts = await self._counts(plan.chatbot_id, by_source=bool(plan.query.sources))
+            # Counts by source only where the total comes from them (a source filter).
+            by_source = plan.counted_by_counters and bool(plan.query.sources)
+            counts = await self._counts(plan.chatbot_id, by_source=by_source)
             if counts is not None:
                 plan.bounds = counts.get("bounds")
         total, exact, counted = await self._total(reads, plan, counts)

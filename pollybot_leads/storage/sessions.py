@@ -71,14 +71,15 @@ class SessionRegistry:
     async def register(self, session_id: dict[str, Any]) -> None:
         """Record ``session_id`` (the driver's ``session.session_id``) before the first
         transaction in it: a no-op for one already recorded, and while not kept."""
-        if not self._kept or bytes(session_id["id"]) in self._known:
+        key = bytes(session_id["id"])
+        if not self._kept or key in self._known:
             return
         await self._records.update_one(
             {"_id": self.instance},
             {"$addToSet": {"lsids": session_id["id"]}, **self._alive()},
             upsert=True,
         )
-        self._known.add(bytes(session_id["id"]))
+        self._known.add(key)
 
     def _alive(self) -> dict[str, Any]:
         # aliveAt by the store's clock: processes on hosts whose clocks differ never take
