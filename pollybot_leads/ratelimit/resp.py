@@ -25,7 +25,8 @@ RespClient per node behind Redis Cluster's slot map.
   have no timeout of their own: wrap them in ``asyncio.timeout``. A command cancelled while
   waiting leaves its connection usable (its reply is dropped when it comes). A busy
   connection that has not answered for :data:`SLOW_AFTER` gets no new commands while
-  another one answers. With
+  another one answers (and when all are that slow, the one that answered last gets them).
+  With
   ``command_timeout`` set, a connection that has had commands in flight and no reply for
   longer than that is stalled: the next command to pick a connection drops it (what was in
   flight on it fails) and goes to another one, so one wedged connection never holds up
@@ -343,6 +344,10 @@ class _Connection(asyncio.Protocol):
                 error = RespConnectionError(f"{message}: {cause}" if cause else message)
                 error.__cause__ = cause
                 future.set_exception(error)
+                # A command whose caller no longer waits (a fire-and-forget one, or one
+                # abandoned by a failed caller) is not reported as "never retrieved" when
+                # collected; one that is awaited still raises the error.
+                future.exception()
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -515,7 +520,7 @@ class RespClient:
         starts opening another in the background while all open ones are busy.
         """
         best: _Connection | None = None
-        best_rank = (True, 0)
+        best_rank: tuple[bool, float] = (True, 0.0)
         timeout = self.command_timeout
         now = asyncio.get_running_loop().time()
         pruned = False
@@ -531,7 +536,10 @@ class RespClient:
             if not conn.pending:
                 best = conn
                 break
-            rank = (now - conn.busy_since > SLOW_AFTER, len(conn.pending))
+            # Among those that answered lately the least busy; among the slow ones the one
+            # that answered last (a wedged connection has been silent longest).
+            slow = now - conn.busy_since > SLOW_AFTER
+            rank = (slow, -conn.busy_since if slow else len(conn.pending))
             if best is None or rank < best_rank:
                 best, best_rank = conn, rank
         if pruned:

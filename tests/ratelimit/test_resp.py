@@ -8,6 +8,7 @@ AUTH with ``--requirepass`` and ACL users, NOSCRIPT, a server killed mid-flight,
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -907,6 +908,61 @@ async def test_one_wedged_connection_holds_up_nothing_after_it(
         assert client.connections_dropped_stalled == 1
     finally:
         await limiter.close()
+
+
+async def test_when_every_connection_is_slow_commands_go_to_the_one_that_answered_last(
+    redis_server: RedisServer,
+) -> None:
+    """A loop busy elsewhere makes every busy connection look slow; even then a command
+    goes to the connection that answered last, not to the one wedged on a BLPOP because
+    it has fewer commands queued."""
+    client = RespClient.from_url(redis_server.url, pool_size=2)
+    try:
+        assert await client.execute_command("PING") == b"PONG"
+        # Sent in a row: the second finds the first's connection busy and opens another.
+        first, second = client.execute_command("PING"), client.execute_command("PING")
+        assert await first == await second == b"PONG"
+        for _ in range(100):  # the second connection opens in the background
+            if client.connections == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert client.connections == 2
+        stuck = asyncio.ensure_future(client.execute_command("BLPOP", "never", 0))
+        await asyncio.sleep(0.05)
+        queued = [client.execute_command("PING") for _ in range(5)]
+        time.sleep(0.05)  # the loop is held: both connections are past SLOW_AFTER now
+        late = client.execute_command("PING")
+        async with asyncio.timeout(2):
+            assert await asyncio.gather(*queued, late) == [b"PONG"] * 6
+        assert not stuck.done()
+    finally:
+        await client.aclose()
+    with pytest.raises(RespConnectionError, match="closed"):
+        await stuck
+
+
+async def test_a_command_nobody_awaits_fails_quietly_when_the_client_closes(
+    redis_server: RedisServer,
+) -> None:
+    """A command in flight that no caller awaits any more fails with the client's close,
+    and asyncio does not report it as an exception never retrieved (such a report would
+    land, at some later garbage collection, in an unrelated place)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        client = RespClient.from_url(redis_server.url)
+        assert await client.execute_command("PING") == b"PONG"
+        client.execute_command("BLPOP", "never", 0)  # fire and forget
+        await asyncio.sleep(0.05)
+        await client.aclose()
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not [c for c in reported if "never retrieved" in c.get("message", "")], reported
 
 
 def test_bucket_works_on_uvloop(redis_server: RedisServer) -> None:

@@ -43,4 +43,6 @@ async def test_a_waiter_cancelled_during_its_batch_leaves_no_unread_failure() ->
         await asyncio.sleep(0)
     finally:
         loop.set_exception_handler(previous)
-    assert not [c for c in reported if "never retrieved" in c.get("message", "")], reported
+    # Only this test's own failure counts (a collection may report another test's leftovers).
+    ours = [c for c in reported if "store failed the batch" in str(c.get("exception"))]
+    assert not [c for c in ours if "never retrieved" in c.get("message", "")], reported
