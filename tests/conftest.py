@@ -2,7 +2,8 @@
 
 MongoDB: MONGODB_URI when set (a real mongod must pass the same tests), else a
 SecantusDB server started as a subprocess for the session. Each session uses a database
-of its own, dropped at the end. Settings are loaded here once, from config/test.toml.
+of its own, dropped at the end on MONGODB_URI's server (SecantusDB's goes with its
+directory). Settings are loaded here once, from config/test.toml.
 """
 
 from __future__ import annotations
@@ -58,15 +59,17 @@ def settings(mongodb_uri: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def database_of(settings: Settings) -> AsyncIterator[Mongo]:
-    """A client on ``settings``' database, indexed; the database is dropped after."""
+async def database_of(settings: Settings, *, drop: bool = True) -> AsyncIterator[Mongo]:
+    """A client on ``settings``' database, indexed; the database is dropped after
+    (unless ``drop`` is false)."""
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
     await mongo.connect()
     await ensure_indexes(mongo)
     try:
         yield mongo
     finally:
-        await mongo.client.drop_database(settings.mongodb_database)
+        if drop:
+            await mongo.client.drop_database(settings.mongodb_database)
         await mongo.close()
 
 
@@ -83,7 +86,10 @@ async def serving(settings: Settings) -> AsyncIterator[TestClient]:
 
 @pytest.fixture(scope="session")
 async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
-    async with database_of(settings) as mongo:
+    # The session's own SecantusDB goes with its directory: dropping the database first
+    # only costs time (half a minute once the scale tests have filled it). A server
+    # given by MONGODB_URI outlives the session: its database is dropped.
+    async with database_of(settings, drop=bool(os.environ.get("MONGODB_URI"))) as mongo:
         yield mongo
 
 
