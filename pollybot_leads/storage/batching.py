@@ -4,18 +4,26 @@ A transaction on the store costs far more than the work inside it (about half th
 of a single insert on SecantusDB), so writes of one key (a lead, or all creates) that
 queue behind a transaction in flight are committed together in the next one. Each
 writer still gets its own outcome, and a writer whose deadline passes before its write
-was taken is dropped, never written.
+was taken is dropped, never written. A batch is also capped to what the store has lately
+written in half the writing request's remaining budget, so that a slow store makes
+batches smaller instead of failing (and leaving unknown) all of a large one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .client import remaining, unavailable
+
+# A batch is sized to take at most this share of its writer's remaining budget, at the
+# pace (seconds per unit of weight) its key's recent batches were written at.
+BUDGET_SHARE = 0.5
+PACE_SMOOTHING = 0.3  # weight of the latest batch in that pace
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -79,6 +87,8 @@ class GroupCommit(Generic[Item, Result]):
     ) -> None:
         self._locks, self._write, self._max, self._weight = locks, write, max_batch, weight
         self._queues: dict[str, list[_Pending[Item, Result]]] = {}
+        # Seconds per unit of weight the recent batches took (None: none written yet).
+        self.pace: float | None = None
 
     async def submit(self, key: str, item: Item) -> Result:
         entry: _Pending[Item, Result] = _Pending(item, asyncio.get_running_loop().create_future())
@@ -86,6 +96,11 @@ class GroupCommit(Generic[Item, Result]):
         try:
             async with self._locks.hold(key):
                 if not entry.outcome.done():  # nobody took it yet: write the waiting ones
+                    left = remaining()
+                    if left is not None and self.pace is not None and left < self.pace:
+                        # Too late to write even this one in time: refused, never written
+                        # (a write begun now would most likely end with its outcome unknown).
+                        raise TimeoutError("too little of the budget left to write in")
                     await self._run(key, self._take(key, entry))
         except BaseException:
             queue = self._queues.get(key, [])
@@ -98,15 +113,25 @@ class GroupCommit(Generic[Item, Result]):
             raise
         return entry.outcome.result()  # raises the batch's failure, or this item's own
 
+    def limit(self) -> int | None:
+        """The most weight the next batch may carry: ``max_batch``, and what fits in
+        :data:`BUDGET_SHARE` of the current deadline at the recent pace."""
+        left = remaining()
+        if left is None or not self.pace:
+            return self._max
+        fits = max(1, int(left * BUDGET_SHARE / self.pace))
+        return fits if self._max is None else min(self._max, fits)
+
     def _take(self, key: str, entry: _Pending[Item, Result]) -> list[_Pending[Item, Result]]:
-        """The next batch of ``key``: the oldest waiting items, up to ``max_batch`` in
+        """The next batch of ``key``: the oldest waiting items, up to :meth:`limit` in
         weight (at least one), ``entry`` among them."""
         queue = self._queues.pop(key)
         batch: list[_Pending[Item, Result]] = []
+        limit = self.limit()
         total = 0
         for waiting in queue:
             total += self._weight(waiting.item)
-            if batch and self._max is not None and total > self._max:
+            if batch and limit is not None and total > limit:
                 break
             batch.append(waiting)
         if entry not in batch:
@@ -116,10 +141,26 @@ class GroupCommit(Generic[Item, Result]):
             self._queues[key] = rest
         return batch
 
+    def _paced(self, seconds: float, weight: int, left: float | None) -> None:
+        """Fold a batch's time (failed or not) into the pace. One unit's share is counted
+        at most :data:`BUDGET_SHARE` of the budget its writer had left, so the pace never
+        refuses a writer with most of its budget ahead: batches keep running, and a store
+        that is fast again brings the pace down."""
+        latest = seconds / max(1, weight)
+        if left is not None:
+            latest = min(latest, max(left, 0.0) * BUDGET_SHARE)
+        if self.pace is None:
+            self.pace = latest
+        else:
+            self.pace += PACE_SMOOTHING * (latest - self.pace)
+
     async def _run(self, key: str, batch: list[_Pending[Item, Result]]) -> None:
+        weight = sum(self._weight(entry.item) for entry in batch)
+        started, left = time.monotonic(), remaining()
         try:
             results = await self._write(key, [entry.item for entry in batch])
         except BaseException as exc:
+            self._paced(time.monotonic() - started, weight, left)
             # Each waiter raises it from its own outcome (a cancelled writer leaves the
             # outcome unknown to the others: for them it is a 503).
             shared = exc if isinstance(exc, Exception) else unavailable()
@@ -129,6 +170,7 @@ class GroupCommit(Generic[Item, Result]):
             if isinstance(exc, Exception):
                 return
             raise
+        self._paced(time.monotonic() - started, weight, left)
         for entry, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 entry.outcome.set_exception(result)

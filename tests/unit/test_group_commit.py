@@ -1,10 +1,14 @@
-"""GroupCommit: a waiter that gives up while its batch is written leaves nothing behind."""
+"""GroupCommit: a waiter that gives up while its batch is written leaves nothing behind;
+a slow store gets batches it can write in time."""
 
 import asyncio
 import gc
 from typing import Any
 
+import pytest
+
 from pollybot_leads.storage.batching import GroupCommit, KeyedLocks
+from pollybot_leads.storage.client import remaining, store_deadline
 
 
 async def test_a_waiter_cancelled_during_its_batch_leaves_no_unread_failure() -> None:
@@ -46,3 +50,66 @@ async def test_a_waiter_cancelled_during_its_batch_leaves_no_unread_failure() ->
     # Only this test's own failure counts (a collection may report another test's leftovers).
     ours = [c for c in reported if "store failed the batch" in str(c.get("exception"))]
     assert not [c for c in ours if "never retrieved" in c.get("message", "")], reported
+
+
+async def test_a_slow_store_gets_smaller_batches_not_a_failed_large_one() -> None:
+    """Writes of 10 ms an item, each writer with a 0.5 s budget: 60 writers at once would
+    make one batch of 1.2 s that times out, every outcome unknown. Batches are capped
+    to what fits in half the writer's remaining budget at the pace seen so far: each
+    batch commits, and a writer whose budget runs out while it waits is refused without
+    being written."""
+    batches: list[list[int]] = []
+    failed: list[list[int]] = []
+
+    async def write(key: str, items: list[int]) -> list[int | Exception]:
+        batches.append(items)
+        try:
+            async with asyncio.timeout(remaining()):  # the store's own deadline
+                await asyncio.sleep(0.01 * len(items))
+        except TimeoutError:
+            failed.append(items)
+            raise
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
+
+    async def submit(item: int) -> int:
+        with store_deadline(0.5):
+            return await commit.submit("cb", item)
+
+    assert await submit(0) == 0  # the pace: 10 ms an item
+    results = await asyncio.gather(*(submit(i) for i in range(1, 61)), return_exceptions=True)
+    assert not failed, [len(b) for b in batches]
+    written = {item for batch in batches for item in batch}
+    assert all(results[i - 1] == i for i in written if i), results
+    refused = [i for i in range(1, 61) if i not in written]
+    assert all(isinstance(results[i - 1], TimeoutError) for i in refused)
+    assert len(written) > 40 and max(len(b) for b in batches) <= 25
+
+
+async def test_after_a_stalled_store_writes_resume_at_once() -> None:
+    """A batch that ran out its whole budget (the store stalled) slows the pace, but never
+    so far that a writer with a fresh budget is refused: the next write is written, and
+    fast writes bring the batches back to full size."""
+    stalled = True
+
+    async def write(key: str, items: list[int]) -> list[int | Exception]:
+        async with asyncio.timeout(remaining()):
+            await asyncio.sleep(10 if stalled else 0.001)
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
+
+    async def submit(item: int) -> int:
+        with store_deadline(0.3):
+            return await commit.submit("cb", item)
+
+    for item in range(3):
+        with pytest.raises(TimeoutError):
+            await submit(item)
+    stalled = False
+    assert await submit(3) == 3
+    for item in range(4, 20):
+        assert await submit(item) == item
+    with store_deadline(0.3):  # half of 0.3 s at about 1 ms an item
+        assert (commit.limit() or 0) > 50
