@@ -874,6 +874,18 @@ async def test_a_hung_redis_costs_each_take_its_timeout_then_recovers(
         await limiter.close()
 
 
+async def open_second_connection(client: RespClient) -> None:
+    """With one connection open: two commands sent in a row, the second finds the first's
+    connection busy and opens another (in the background)."""
+    first, second = client.execute_command("PING"), client.execute_command("PING")
+    assert await first == await second == b"PONG"
+    for _ in range(100):
+        if client.connections == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert client.connections == 2
+
+
 async def test_one_wedged_connection_holds_up_nothing_after_it(
     redis_server: RedisServer, redis_client: Redis
 ) -> None:
@@ -885,14 +897,7 @@ async def test_one_wedged_connection_holds_up_nothing_after_it(
     policy = BucketPolicy(1000, FROZEN)
     try:
         await limiter.take("wedge", policy)
-        # Sent in a row: the second finds the first's connection busy and opens another.
-        first, second = client.execute_command("PING"), client.execute_command("PING")
-        assert await first == await second == b"PONG"
-        for _ in range(100):
-            if client.connections == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert client.connections == 2
+        await open_second_connection(client)
 
         stuck = asyncio.ensure_future(client.execute_command("BLPOP", "never", 0))
         await asyncio.sleep(0.05)
@@ -919,14 +924,7 @@ async def test_when_every_connection_is_slow_commands_go_to_the_one_that_answere
     client = RespClient.from_url(redis_server.url, pool_size=2)
     try:
         assert await client.execute_command("PING") == b"PONG"
-        # Sent in a row: the second finds the first's connection busy and opens another.
-        first, second = client.execute_command("PING"), client.execute_command("PING")
-        assert await first == await second == b"PONG"
-        for _ in range(100):  # the second connection opens in the background
-            if client.connections == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert client.connections == 2
+        await open_second_connection(client)
         stuck = asyncio.ensure_future(client.execute_command("BLPOP", "never", 0))
         await asyncio.sleep(0.05)
         queued = [client.execute_command("PING") for _ in range(5)]
