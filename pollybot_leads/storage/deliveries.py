@@ -95,15 +95,15 @@ class DeliveryQueue:
 
     # --- fan-out -----------------------------------------------------------------------
 
-    async def fan_out(self) -> int:
-        """Turn the pending events of the next window (storage/pending.py, at most its
-        limit) into deliveries; returns deliveries made.
+    async def fan_out(self, *, limit: int | None = None) -> int:
+        """Turn the pending events of the next window (storage/pending.py, at most
+        ``limit``, by default its own) into deliveries; returns deliveries made.
 
         Crash-safe and safe to run in several processes at once: deliveries are
         inserted before the events lose ``pending``, and inserting one twice is a
         duplicate key, ignored.
         """
-        batch = await self.pending.read(utcnow())
+        batch = await self.pending.read(utcnow(), limit=limit)
         events = batch.events
         if not events:
             return 0

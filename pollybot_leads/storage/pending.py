@@ -53,6 +53,7 @@ class PendingBatch:
     events: list[dict[str, Any]]
     high: datetime | None = None  # the window's end (None: open)
     full: bool = False  # as many as the limit: the window may hold more
+    limit: int = 0  # the most events the read could return
     legacy: bool = False  # read by the ``pending: true`` query
     filters: list[dict[str, Any]] = field(default_factory=list)  # every read it took
 
@@ -70,17 +71,19 @@ class PendingWindow:
         # ended before the present (legacy events: the windows are still to be read).
         self.behind = False
 
-    async def read(self, now: datetime) -> PendingBatch:
-        """The next pending events (empty when none): from the oldest window holding any."""
+    async def read(self, now: datetime, *, limit: int | None = None) -> PendingBatch:
+        """The next pending events (empty when none): from the oldest window holding any;
+        at most ``limit`` (default :attr:`limit`)."""
+        limit = limit or self.limit
         filters: list[dict[str, Any]] = []
         if self._legacy_left:
             legacy = {"pending": True}
             filters.append(legacy)
-            events = await self._find(legacy)
+            events = await self._find(legacy, limit)
             if events:
                 self.behind = True
-                full = len(events) >= self.limit
-                return PendingBatch(events, full=full, legacy=True, filters=filters)
+                full = len(events) >= limit
+                return PendingBatch(events, full=full, limit=limit, legacy=True, filters=filters)
             self._legacy_left = False
         if self._low is None:
             await self._load(now)
@@ -94,14 +97,14 @@ class PendingWindow:
             if high is not None:
                 window["$lt"] = high
             filters.append({"pending": window})
-            events = await self._find(filters[-1])
-            batch = PendingBatch(events, high, len(events) >= self.limit, filters=filters)
+            events = await self._find(filters[-1], limit)
+            batch = PendingBatch(events, high, len(events) >= limit, limit, filters=filters)
             if events or high is None:
                 self.behind = batch.full or high is not None
                 return batch
             await self.passed(batch, now)  # an empty window: on to the next, twice as wide
         self.behind = True  # not yet at the present
-        return PendingBatch([], filters=filters)
+        return PendingBatch([], limit=limit, filters=filters)
 
     async def passed(self, batch: PendingBatch, now: datetime) -> None:
         """``batch``'s events are fanned out: move the window on."""
@@ -114,7 +117,7 @@ class PendingWindow:
             return
         horizon = now - COMMIT_LAG
         self._low = max(self._low, horizon if batch.high is None else min(batch.high, horizon))
-        if len(batch.events) < self.limit // 2:
+        if len(batch.events) < (batch.limit or self.limit) // 2:
             self._width = min(self._width * 2, MAX_WIDTH)
         if self._kept is None or self._low - self._kept >= KEEP_EVERY:
             await self._state.update_one(
@@ -122,10 +125,8 @@ class PendingWindow:
             )
             self._kept = self._low
 
-    async def _find(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = await self._events.find(filter_, limit=self.limit).to_list(
-            None
-        )
+    async def _find(self, filter_: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._events.find(filter_, limit=limit).to_list(None)
         return found
 
     async def _load(self, now: datetime) -> None:

@@ -15,9 +15,14 @@ delayed, never starved, and the backlog drains at full speed once the load drops
 
 Why a small share (0.02 by default): measured with 16 clients, a share of 0.1 still
 cost creates about a third, 0.01 nothing measurable (scripts/bench_webhooks.py, README
-on a noisy machine). The likely reason, not measured: a fan-out of a backlog inserts
-hundreds of deliveries in one command, which keeps SecantusDB (one Python process)
-busy while requests wait, and its documents are built and encoded in this process too.
+on a noisy machine). The reason, measured since (each store command timed under that
+benchmark): a fan-out of a backlog of 500 events inserts 1,500 deliveries (0.3-0.5 s of
+SecantusDB, one Python process) and updates 500 events (0.4-0.9 s), while requests wait.
+
+Pacing bounds the share, not the length of one step: such a fan-out kept SecantusDB busy
+for about a second, during which every request waited. While the API is busy a fan-out therefore takes at most
+``BUSY_FAN_OUT`` events (webhooks/delivery.py): steps of a tenth of that, paused
+accordingly, for the same share.
 
 Finishes are counted but never held back (``step(wait=False)``): a delivery already
 sent must not outlive its lease waiting for the store; its cost delays the next claim.
@@ -53,6 +58,10 @@ class Pacer:
         self._began = 0.0
         self._charged = False  # the stretch running began while the API was busy
         self._next = 0.0  # while busy, steps begin no earlier than this
+
+    def busy(self) -> bool:
+        """Whether steps are paced now (API requests in flight)."""
+        return self._busy is not None and self._busy()
 
     @contextlib.asynccontextmanager
     async def step(self, *, wait: bool = True) -> AsyncIterator[None]:

@@ -105,6 +105,25 @@ async def test_private_targets_are_refused_when_sending(mongo, accounts, webhook
         await receiver.stop()
 
 
+async def insert_pending(events, times) -> None:
+    """Events not yet fanned out, one per time in ``times``, as the event log writes them."""
+    await events.insert_many(
+        [
+            {
+                "_id": f"evt_{i:016x}",
+                "chatbotId": "cb_backlog",
+                "workspaceId": "ws_backlog",
+                "sequence": i + 1,
+                "type": "lead.created",
+                "createdAt": at,
+                "data": {"lead": {"id": f"ld_{i:016x}"}},
+                "pending": at,
+            }
+            for i, at in enumerate(times)
+        ]
+    )
+
+
 async def test_reads_of_a_backlog_examine_their_window_not_the_backlog(settings):
     """2,000 events written while no dispatcher ran (over 35 minutes after the last one
     stopped), 100 more just now: every read the dispatcher sends examines at most one
@@ -118,21 +137,7 @@ async def test_reads_of_a_backlog_examine_their_window_not_the_backlog(settings)
         times = [stopped + timedelta(seconds=i) for i in range(2000)]  # the first at low
         times += [now - timedelta(milliseconds=10 * i) for i in range(100)]
         events = mongo.db["events"]
-        await events.insert_many(
-            [
-                {
-                    "_id": f"evt_{i:016x}",
-                    "chatbotId": "cb_backlog",
-                    "workspaceId": "ws_backlog",
-                    "sequence": i + 1,
-                    "type": "lead.created",
-                    "createdAt": at,
-                    "data": {"lead": {"id": f"ld_{i:016x}"}},
-                    "pending": at,
-                }
-                for i, at in enumerate(times)
-            ]
-        )
+        await insert_pending(events, times)
         window = PendingWindow(mongo.db)
         examined, fanned = [], 0
         for _ in range(200):
@@ -222,3 +227,29 @@ async def test_a_slow_endpoints_backlog_does_not_hold_back_the_others(mongo, acc
     by_endpoint = [d["webhookId"] for d in claimed]
     assert by_endpoint.count(slow) == 2
     assert by_endpoint.count(other) == 1
+
+
+async def test_a_busy_apis_fan_outs_take_a_few_events_each_and_miss_none(settings):
+    """While the API is busy the dispatcher asks for short fan-outs (a limit of its own per
+    read, so each fan-out writes at most that many events' deliveries): 120 pending
+    events come in reads of at most 50, and every event is read once."""
+    own = settings.replace(mongodb_database=f"{settings.mongodb_database}_short")
+    async with database_of(own) as mongo:
+        now = utcnow()
+        await mongo.db["webhook_dispatch"].insert_one(
+            {"_id": "pending", "low": now - timedelta(minutes=1)}
+        )
+        events = mongo.db["events"]
+        await insert_pending(events, [now - timedelta(milliseconds=100 * i) for i in range(120)])
+        window = PendingWindow(mongo.db)
+        read: list[str] = []
+        for _ in range(100):
+            batch = await window.read(utcnow(), limit=50)
+            assert len(batch.events) <= 50
+            ids = [e["_id"] for e in batch.events]
+            read += ids
+            await events.update_many({"_id": {"$in": ids}}, {"$unset": {"pending": ""}})
+            await window.passed(batch, utcnow())
+            if not window.behind:
+                break
+        assert sorted(read) == sorted(f"evt_{i:016x}" for i in range(120))
