@@ -53,9 +53,9 @@ STORE_BACKOFF_SECONDS = 1.0
 DISPATCH_INTERVAL_SECONDS = 0.05
 # Each background store step gets its own budget (no request deadline applies here).
 STORE_BUDGET_SECONDS = 10.0
-# Events one fan-out takes at most while the API is busy (the default 500 kept
-# SecantusDB busy for about a second, every request waiting; see webhooks/pacing.py).
-BUSY_FAN_OUT = 50
+# Events one fan-out takes at most: 500 kept SecantusDB busy for about a second, every
+# request waiting (see webhooks/pacing.py); 50 still fan out far faster than sends go.
+FAN_OUT_EVENTS = 50
 STORE_FAILURES = (PyMongoError, TimeoutError, OSError, AppError)
 
 ATTEMPTS = Counter(
@@ -184,9 +184,7 @@ class WebhookWorker:
             try:
                 async with self.pacer.step():
                     with store_deadline(STORE_BUDGET_SECONDS):
-                        # Short steps while the API is busy (see webhooks/pacing.py).
-                        limit = BUSY_FAN_OUT if self.pacer.busy() else None
-                        made = await self.queue.fan_out(limit=limit)
+                        made = await self.queue.fan_out(limit=FAN_OUT_EVENTS)
                         replayed = await self.queue.advance_replays()
             except STORE_FAILURES as exc:
                 if _cancelled():

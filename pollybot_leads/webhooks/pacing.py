@@ -20,9 +20,9 @@ benchmark): a fan-out of a backlog of 500 events inserts 1,500 deliveries (0.3-0
 SecantusDB, one Python process) and updates 500 events (0.4-0.9 s), while requests wait.
 
 Pacing bounds the share, not the length of one step: such a fan-out kept SecantusDB busy
-for about a second, during which every request waited. While the API is busy a fan-out therefore takes at most
-``BUSY_FAN_OUT`` events (webhooks/delivery.py): steps of a tenth of that, paused
-accordingly, for the same share.
+for about a second, during which every request waited, busy API or not. A fan-out
+therefore takes at most ``FAN_OUT_EVENTS`` events (webhooks/delivery.py): steps of a
+tenth of that, paused accordingly, for the same share.
 
 Finishes are counted but never held back (``step(wait=False)``): a delivery already
 sent must not outlive its lease waiting for the store; its cost delays the next claim.

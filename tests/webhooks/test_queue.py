@@ -229,9 +229,9 @@ async def test_a_slow_endpoints_backlog_does_not_hold_back_the_others(mongo, acc
     assert by_endpoint.count(other) == 1
 
 
-async def test_a_busy_apis_fan_outs_take_a_few_events_each_and_miss_none(settings):
-    """While the API is busy the dispatcher asks for short fan-outs (a limit of its own per
-    read, so each fan-out writes at most that many events' deliveries): 120 pending
+async def test_fan_outs_take_a_few_events_each_and_miss_none(settings):
+    """The dispatcher asks for short fan-outs (a limit of its own per read, so that each
+    fan-out writes at most that many events' deliveries): 120 pending
     events come in reads of at most 50, and every event is read once."""
     own = settings.replace(mongodb_database=f"{settings.mongodb_database}_short")
     async with database_of(own) as mongo:
