@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from .sessions import process_running
+
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60.0
@@ -113,10 +115,9 @@ class EmbeddedStore:
         """The pid of a server on our data started by another process, if it still runs."""
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid if port_open(self.host, self.port) else None
+        return pid if process_running(pid) and port_open(self.host, self.port) else None
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
