@@ -33,7 +33,6 @@ from .settings import Settings
 from .storage.accounts import AccountRepository
 from .storage.client import Mongo
 from .storage.events import EventLog, EventSignal
-from .storage.idempotency import IdempotencyStore
 from .storage.indexes import ensure_indexes
 from .storage.leads import LeadRepository
 from .storage.webhooks import WebhookRepository
@@ -64,7 +63,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.leads_repo_key] = leads
         app[keys.mongo_key] = mongo
         app[keys.accounts_repo_key] = AccountRepository(mongo)
-        app[keys.idempotency_key] = IdempotencyStore(mongo.db)
+        app[keys.idempotency_key] = leads.idempotency
         app[keys.webhooks_repo_key] = WebhookRepository(mongo)
         app[keys.event_log_key] = EventLog(mongo.db)
         app[keys.events_committed_key] = committed

@@ -155,7 +155,8 @@ class LeadRepository:
         self._counters = LeadCounters(mongo.db["lead_counts"])
         self._quirks = quirks
         self._events = EventLog(mongo.db)
-        self._idempotency = IdempotencyStore(mongo.db)
+        # The Idempotency-Key records: the middleware begins them, a write completes them.
+        self.idempotency = IdempotencyStore(mongo.db)
         self._guards = mongo.db["upsert_guards"]
         # All writes of one chatbot take turns in this process, committed in groups.
         self._writes: GroupCommit[_Unit, builtins.list[Outcome]] = GroupCommit(
@@ -480,7 +481,7 @@ class _Batch:
                 outcomes.append(await self._apply(unit.workspace_id, write))
             except AppError as exc:  # this write alone is refused
                 outcomes.append(exc)
-        if receipt is not None and not await self.repo._idempotency.complete(
+        if receipt is not None and not await self.repo.idempotency.complete(
             receipt.lease, receipt.render(outcomes), session=self.session
         ):
             raise _LeaseLost(unit)  # the transaction is dropped and runs without it
