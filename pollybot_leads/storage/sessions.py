@@ -36,6 +36,8 @@ import pymongo
 from pymongo import ReturnDocument
 from pymongo.errors import OperationFailure, PyMongoError
 
+from .cancel import cancelling
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
@@ -132,13 +134,19 @@ class SessionRegistry:
         return now
 
     async def _tend(self) -> None:
-        while True:
+        # Ends when kept() does: by its cancellation, or, where the driver took that
+        # cancellation for a failed round trip or let it pass unseen (seen in the suite:
+        # the task "cancelling", asleep for the next beat, for ever), right after.
+        while self._kept:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 with pymongo.timeout(CALL_BUDGET_SECONDS):
                     await self.reap(await self._beat())
             except PyMongoError as exc:  # the store is away: the next beat tries again
-                log.debug("session registry: %s", exc)
+                if not cancelling():
+                    log.debug("session registry: %s", exc)
+            if cancelling():
+                raise asyncio.CancelledError
 
     @contextlib.asynccontextmanager
     async def kept(self) -> AsyncIterator[None]:
@@ -158,7 +166,8 @@ class SessionRegistry:
             self._kept = False
             _KEPT_HERE.discard(self.instance)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # a cancellation of this task still comes through
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("session registry: %r", task.exception())
             with contextlib.suppress(PyMongoError), pymongo.timeout(CALL_BUDGET_SECONDS):
                 await self._records.delete_one({"_id": self.instance})

@@ -34,6 +34,7 @@ from pymongo.errors import PyMongoError
 from ..domain.timeutil import format_ts, utcnow
 from ..errors import AppError
 from ..settings import Settings
+from ..storage.cancel import cancelling
 from ..storage.client import Mongo, store_deadline
 from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
 from ..storage.events import EventSignal
@@ -115,13 +116,6 @@ class DeliveryConfig:
         return self.timeout_seconds + self.lease_margin_seconds
 
 
-def _cancelled() -> bool:
-    """Whether the running task was asked to stop. The driver may turn a cancellation
-    inside a round trip into a connection error; the loops must not take it for one."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 class WebhookWorker:
     def __init__(
         self,
@@ -151,7 +145,7 @@ class WebhookWorker:
         self._wake.set()
 
     def _stopping(self) -> bool:
-        return self._stop.is_set() or _cancelled()
+        return self._stop.is_set() or cancelling()
 
     # --- running -----------------------------------------------------------------------
 
@@ -187,7 +181,7 @@ class WebhookWorker:
                         made = await self.queue.fan_out(limit=FAN_OUT_EVENTS)
                         replayed = await self.queue.advance_replays()
             except STORE_FAILURES as exc:
-                if _cancelled():
+                if cancelling():
                     raise asyncio.CancelledError from exc
                 log.warning("webhook dispatcher: store error %s; retrying", type(exc).__name__)
                 await asyncio.sleep(STORE_BACKOFF_SECONDS)
@@ -225,7 +219,7 @@ class WebhookWorker:
                         )
                         endpoints, events = await self.queue.lookup(batch) if batch else ({}, {})
             except STORE_FAILURES as exc:
-                if _cancelled():
+                if cancelling():
                     raise asyncio.CancelledError from exc
                 log.warning("webhook sender: store error %s; retrying", type(exc).__name__)
                 await asyncio.sleep(STORE_BACKOFF_SECONDS)
@@ -266,7 +260,7 @@ class WebhookWorker:
         try:
             await self.deliver(delivery, endpoint, event)
         except STORE_FAILURES as exc:
-            if _cancelled():
+            if cancelling():
                 raise asyncio.CancelledError from exc
             # The lease runs out and the delivery is claimed again: nothing is lost.
             log.warning("webhook %s: store error %s", delivery["_id"], type(exc).__name__)

@@ -5,7 +5,9 @@ expires it (60 s)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 
 from pollybot_leads.errors import ServiceUnavailable
 from pollybot_leads.settings import Settings
+from pollybot_leads.storage import sessions
 from pollybot_leads.storage.client import Mongo, store_deadline
 from pollybot_leads.storage.sessions import STALE_SECONDS, SessionRegistry
 
@@ -96,3 +99,30 @@ async def test_a_process_of_another_host_is_ended_once_silent(holder, mongo) -> 
     silent_since = record["aliveAt"] + timedelta(seconds=STALE_SECONDS + 1)
     assert await registry.reap(silent_since) == 1
     await write(mongo, 2.0)
+
+
+async def test_leaving_kept_always_ends_the_beats(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entered and left 150 times with a beat every half millisecond, so that the
+    cancellation lands anywhere in a beat: each exit ends at once. (The driver can let a
+    cancellation inside a round trip pass unseen: the beats then went on for ever, and
+    the suite's teardown waited for them, in one CI run and within 40 turns here.)"""
+    monkeypatch.setattr(sessions, "HEARTBEAT_SECONDS", 0.0005)
+    mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
+    await mongo.connect()
+    session = mongo.client.start_session()
+    if inspect.isawaitable(session):  # motor: a coroutine; PyMongo: the session
+        session = await session
+    try:
+        for turn in range(150):
+            kept = mongo.sessions.kept()
+            await kept.__aenter__()
+            await mongo.sessions.register(session.session_id)
+            await asyncio.sleep(random.uniform(0, 0.03))
+            leaving = asyncio.ensure_future(kept.__aexit__(None, None, None))
+            # Not a timeout around it: the exit used to swallow that cancellation too.
+            done, _ = await asyncio.wait([leaving], timeout=5)
+            assert done, f"turn {turn}: the registry's beats did not stop"
+    finally:
+        await mongo.close()
