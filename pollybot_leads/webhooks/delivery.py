@@ -400,6 +400,8 @@ async def running_worker(
     try:
         yield worker
     finally:
+        worker.stop()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait([task])  # a cancellation of this task still comes through
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook worker failed", exc_info=task.exception())
