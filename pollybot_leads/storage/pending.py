@@ -117,7 +117,7 @@ class PendingWindow:
             return
         horizon = now - COMMIT_LAG
         self._low = max(self._low, horizon if batch.high is None else min(batch.high, horizon))
-        if len(batch.events) < (batch.limit or self.limit) // 2:
+        if len(batch.events) < batch.limit // 2:
             self._width = min(self._width * 2, MAX_WIDTH)
         if self._kept is None or self._low - self._kept >= KEEP_EVERY:
             await self._state.update_one(

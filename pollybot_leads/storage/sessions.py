@@ -36,7 +36,7 @@ import pymongo
 from pymongo import ReturnDocument
 from pymongo.errors import OperationFailure, PyMongoError
 
-from .cancel import cancelling
+from .cancel import cancel_and_wait, cancelling
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,8 @@ class SessionRegistry:
         finally:
             self._kept = False
             _KEPT_HERE.discard(self.instance)
-            task.cancel()
-            await asyncio.wait([task])  # a cancellation of this task still comes through
-            if not task.cancelled() and task.exception() is not None:
-                log.warning("session registry: %r", task.exception())
+            failure = await cancel_and_wait(task)
+            if failure is not None:
+                log.warning("session registry: %r", failure)
             with contextlib.suppress(PyMongoError), pymongo.timeout(CALL_BUDGET_SECONDS):
                 await self._records.delete_one({"_id": self.instance})

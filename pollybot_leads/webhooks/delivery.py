@@ -34,7 +34,7 @@ from pymongo.errors import PyMongoError
 from ..domain.timeutil import format_ts, utcnow
 from ..errors import AppError
 from ..settings import Settings
-from ..storage.cancel import cancelling
+from ..storage.cancel import cancel_and_wait, cancelling
 from ..storage.client import Mongo, store_deadline
 from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
 from ..storage.events import EventSignal
@@ -401,7 +401,6 @@ async def running_worker(
         yield worker
     finally:
         worker.stop()
-        task.cancel()
-        await asyncio.wait([task])  # a cancellation of this task still comes through
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook worker failed", exc_info=task.exception())
+        failure = await cancel_and_wait(task)
+        if failure is not None:
+            log.error("webhook worker failed", exc_info=failure)
