@@ -18,6 +18,7 @@ from .api.query import CursorCodec, cursor_codec_key
 from .api.webhooks import add_webhook_routes
 from .middleware.access_log import access_log_middleware
 from .middleware.activity import RequestActivity, request_activity_key
+from .middleware.admission import Admission, admission_key
 from .middleware.auth import Authenticator, auth_middleware_factory, authenticator_key
 from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
@@ -126,6 +127,15 @@ def create_app(settings: Settings) -> web.Application:
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
+    admission = Admission(
+        read_limit=settings.store_read_concurrency,
+        write_limit=settings.store_write_concurrency,
+        max_wait=settings.store_max_queue_ms / 1000,
+        budget=settings.mongodb_timeout_ms / 1000,
+    )
+    # After authentication and the rate limit (a 401 or 429 waits for nothing), before
+    # anything that reads or writes leads.
+    middlewares.append(admission.middleware())
     middlewares.append(idempotency_middleware_factory(keys.idempotency_key))
     # Each route enforces its own body limit (read_json_object); the batch route's is
     # the largest.
@@ -134,6 +144,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.settings_key] = settings
     app[request_activity_key] = activity
+    app[admission_key] = admission
     secret = settings.cursor_secret
     if not secret:
         log.warning("CURSOR_SECRET is not set: list cursors only work within this process")

@@ -63,6 +63,13 @@ class Settings:
     mongodb_journal: bool = True
     # One budget for all the store calls of a request; past it the request is a 503.
     mongodb_timeout_ms: int = 1500
+    # Connections to the store per process (the driver's maxPoolSize), and requests of
+    # each lane at work on the store at once (middleware/admission.py); past the queue
+    # wait a request is refused at once with a 503.
+    mongodb_max_pool_size: int = 32
+    store_read_concurrency: int = 12
+    store_write_concurrency: int = 12
+    store_max_queue_ms: int = 1000
 
     embedded_data_dir: Path = Path("var")
     embedded_port: int = 27027
@@ -115,6 +122,15 @@ class Settings:
             raise SettingsError('MONGODB_W (mongodb.w) must be a number of members or "majority"')
         if not 10 <= self.mongodb_timeout_ms <= 600_000:
             raise SettingsError("MONGODB_TIMEOUT_MS (mongodb.timeout_ms) must be 10-600000")
+        if not 1 <= self.mongodb_max_pool_size <= 1000:
+            raise SettingsError("MONGODB_MAX_POOL_SIZE (mongodb.max_pool_size) must be 1-1000")
+        for name in ("store_read_concurrency", "store_write_concurrency"):
+            if not 1 <= getattr(self, name) <= self.mongodb_max_pool_size:
+                raise SettingsError(
+                    f"admission.{name.removeprefix('store_')} must be 1 to mongodb.max_pool_size"
+                )
+        if not 0 <= self.store_max_queue_ms <= 600_000:
+            raise SettingsError("admission.max_queue_ms must be 0-600000")
         if self.redis_url:
             try:
                 parse_redis_url(self.redis_url)
@@ -293,6 +309,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         mongodb_w=get(_write_members, "mongodb.w", 1, "MONGODB_W"),
         mongodb_journal=get(_flag, "mongodb.journal", True, "MONGODB_JOURNAL"),
         mongodb_timeout_ms=get(int, "mongodb.timeout_ms", 1500, "MONGODB_TIMEOUT_MS"),
+        mongodb_max_pool_size=get(int, "mongodb.max_pool_size", 32, "MONGODB_MAX_POOL_SIZE"),
+        store_read_concurrency=get(int, "admission.read_concurrency", 12),
+        store_write_concurrency=get(int, "admission.write_concurrency", 12),
+        store_max_queue_ms=get(int, "admission.max_queue_ms", 1000),
         embedded_data_dir=Path(get(str, "embedded.data_dir", "var", "PB_DATA_DIR")),
         embedded_port=get(int, "embedded.port", 27027, "PB_EMBEDDED_PORT"),
         embedded_cache_size=get(str, "embedded.cache_size", "4G"),

@@ -65,6 +65,11 @@ def streamed(handler: Handler) -> Handler:
     return handler
 
 
+def is_streamed(request: web.Request) -> bool:
+    """Whether the request's handler was marked with :func:`streamed`."""
+    return getattr(request.match_info.handler, _STREAMED, False) is True
+
+
 @dataclass
 class StreamBudget:
     """A streamed response's store budgets: one per step, none for the whole stream."""
@@ -107,13 +112,13 @@ STREAM_BUDGET = web.RequestKey("stream_budget", StreamBudget)
 def deadline_middleware_factory(seconds: float, mongo_key: web.AppKey[Mongo]) -> Middleware:
     @web.middleware
     async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        is_streamed = getattr(request.match_info.handler, _STREAMED, False)
+        streams = is_streamed(request)
         mongo = request.app.get(mongo_key)
-        if not is_streamed and mongo is not None and mongo.primary_known():
+        if not streams and mongo is not None and mongo.primary_known():
             with store_deadline(seconds):
                 return await handler(request)
         budget = None
-        if is_streamed:
+        if streams:
             started = asyncio.get_running_loop().create_future()
             budget = StreamBudget(seconds, contextvars.copy_context(), started)
             request[STREAM_BUDGET] = budget

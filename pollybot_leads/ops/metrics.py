@@ -70,6 +70,12 @@ STORE_ERRORS = Counter(
     "budget) or 'unreachable' (no connection to the store)",
     ("kind",),
 )
+ADMISSION_REFUSED = Counter(
+    "pollybot_admission_refused",
+    "Requests refused with a 503 before any store work, because their predicted wait "
+    "for the store would not leave them the time to be served (lane: read or write)",
+    ("lane",),
+)
 WORKER_UP = Gauge(
     "pollybot_worker_up",
     "1 for each serving process; with several workers one series per live worker (pid)",
@@ -119,6 +125,10 @@ def count_request(route: str, method: str, status: int, seconds: float) -> None:
 
 def method_label(method: str) -> str:
     return method if method in METHODS else "OTHER"
+
+
+def admission_refused(lane: str) -> None:
+    ADMISSION_REFUSED.labels(lane).inc()
 
 
 def store_unavailable() -> None:

@@ -108,6 +108,7 @@ class Mongo:
         *,
         w: int | str = 1,
         journal: bool = True,
+        max_pool_size: int = 100,
         event_listeners: list[Any] | None = None,
     ) -> None:
         self.write_concern = write_concern(w, journal)
@@ -118,6 +119,7 @@ class Mongo:
             "appname": "pollybot-leads",
             "w": w,
             "journal": journal,
+            "maxPoolSize": max_pool_size,
         }
         if event_listeners:
             options["event_listeners"] = event_listeners
@@ -147,6 +149,7 @@ class Mongo:
             settings.mongodb_driver,
             w=settings.mongodb_w,
             journal=settings.mongodb_journal,
+            max_pool_size=settings.mongodb_max_pool_size,
         )
 
     async def connect(self) -> StoreQuirks:

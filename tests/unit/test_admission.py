@@ -1,0 +1,143 @@
+"""Admission control (middleware/admission.py): bounded work, predicted waits, fast refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pollybot_leads.middleware.admission import Lane, Overloaded
+
+
+async def hold(lane: Lane, seconds: float, log: list[str], name: str, budget: float = 5.0) -> None:
+    await lane.acquire(time.monotonic() + budget)
+    log.append(f"start {name}")
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        log.append(f"end {name}")
+        lane.release(time.monotonic() - started)
+
+
+async def test_at_most_limit_at_work_and_the_rest_served_in_order() -> None:
+    lane = Lane("read", limit=2, max_wait=5.0, initial=0.01)
+    log: list[str] = []
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, lane.active)
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.gather(*(hold(lane, 0.02, log, str(n)) for n in range(6)))
+    watcher.cancel()
+    assert peak == 2
+    assert [entry for entry in log if entry.startswith("start")] == [f"start {n}" for n in range(6)]
+    assert lane.active == 0 and lane.waiting == 0
+
+
+async def test_a_wait_that_would_not_leave_time_to_be_served_is_refused_at_once() -> None:
+    lane = Lane("write", limit=1, max_wait=5.0, initial=0.5)
+    log: list[str] = []
+    first = asyncio.ensure_future(hold(lane, 0.3, log, "first"))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    # Half a second at work for the one ahead, half a second for itself: 0.8 s is too short.
+    with pytest.raises(Overloaded) as refused:
+        await lane.acquire(time.monotonic() + 0.8)
+    assert time.monotonic() - started < 0.05
+    assert refused.value.status == 503
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    assert lane.waiting == 0
+    await first
+    # With time enough it waits its turn and is served.
+    await lane.acquire(time.monotonic() + 5)
+    lane.release(0.01)
+    assert lane.active == 0
+
+
+async def test_a_queue_longer_than_max_wait_is_refused_at_once() -> None:
+    lane = Lane("read", limit=1, max_wait=0.05, initial=0.02)
+    log: list[str] = []
+    tasks = [asyncio.ensure_future(hold(lane, 0.02, log, str(n))) for n in range(5)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    served = [r for r in results if r is None]
+    # One at work, and a queue of two (0.04 s predicted); the fourth and fifth refused.
+    assert len(served) == 3 and len(refused) == 2
+    assert lane.active == 0
+
+
+async def test_a_silent_full_lane_refuses_newcomers_at_once() -> None:
+    lane = Lane("read", limit=2, max_wait=5.0, initial=0.01)
+    stalled = asyncio.Event()
+
+    async def stuck() -> None:
+        await lane.acquire(time.monotonic() + 5)
+        try:
+            await stalled.wait()
+        finally:
+            lane.release(None)
+
+    holders = [asyncio.ensure_future(stuck()) for _ in range(2)]
+    await asyncio.sleep(0.6)  # nothing given back for 0.6 s: the store answers nothing
+    # Each place in the queue is predicted 0.6 s / 2 slots: three fit in 1 s, not four.
+    async def served() -> None:
+        await lane.acquire(time.monotonic() + 1.0)
+        lane.release(None)
+
+    queued = [asyncio.ensure_future(served()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert lane.waiting == 3
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        await lane.acquire(time.monotonic() + 1.0)
+    assert time.monotonic() - started < 0.05
+    stalled.set()
+    await asyncio.gather(*holders)
+    await asyncio.gather(*queued)  # served once the store answers again
+    assert lane.active == 0
+
+
+async def test_a_waiter_whose_budget_ran_out_in_the_queue_is_refused_and_leaves_it() -> None:
+    lane = Lane("write", limit=1, max_wait=5.0, initial=0.01)
+    log: list[str] = []
+    first = asyncio.ensure_future(hold(lane, 0.3, log, "first"))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        await lane.acquire(time.monotonic() + 0.1)
+    assert 0.05 < time.monotonic() - started < 0.2
+    assert lane.waiting == 0
+    await first
+    assert lane.active == 0
+
+
+async def test_a_turn_that_comes_too_late_is_refused_not_started() -> None:
+    lane = Lane("write", limit=1, max_wait=5.0, initial=0.01)
+    await lane.acquire(time.monotonic() + 5)
+    waiter = asyncio.ensure_future(lane.acquire(time.monotonic() + 0.3))
+    await asyncio.sleep(0.05)
+    lane.service = 1.0  # the lane has become slow: 0.25 s left is not enough any more
+    lane.release(None)
+    with pytest.raises(Overloaded):
+        await waiter
+    assert lane.active == 0 and lane.waiting == 0
+
+
+async def test_a_waiter_cancelled_as_its_turn_came_gives_the_slot_back() -> None:
+    lane = Lane("read", limit=1, max_wait=5.0, initial=0.01)
+    await lane.acquire(time.monotonic() + 5)
+    waiter = asyncio.ensure_future(lane.acquire(time.monotonic() + 5))
+    await asyncio.sleep(0)
+    lane.release(0.01)  # hands the slot to the waiter...
+    waiter.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert lane.active == 0
+    await lane.acquire(time.monotonic() + 5)  # the slot is free again
+    lane.release(0.01)
