@@ -85,6 +85,7 @@ async def test_a_silent_full_lane_refuses_newcomers_at_once() -> None:
 
     holders = [asyncio.ensure_future(stuck()) for _ in range(2)]
     await asyncio.sleep(0.6)  # nothing given back for 0.6 s: the store answers nothing
+
     # Each place in the queue is predicted 0.6 s / 2 slots: three fit in 1 s, not four.
     async def served() -> None:
         await lane.acquire(time.monotonic() + 1.0)
