@@ -29,6 +29,13 @@ BINARY = "secantusd-py"
 # holds for single writes only; measured: 2 of 571 and 18 of 422 journaled commits lost
 # to a SIGKILL). Every commit is synced to its log instead. See storage/quirks.py.
 SYNC_ON_COMMIT = ("--sync-on-commit",)
+# The oplog only serves change streams, which the service does not use: kept small, it
+# costs neither memory nor time (by default it keeps every write of the last hour).
+OPLOG = ("--oplog-max-entries", "2000", "--oplog-retention-seconds", "60")
+# WiredTiger checkpoints every few seconds instead of every 60 (SecantusDB's default):
+# under sustained writes a reader holding the store's global lock waited in WiredTiger's
+# page-in loop until the next checkpoint, and every command with it (docs/load.md).
+CHECKPOINT_SECONDS = "5"
 
 
 class EmbeddedStoreError(RuntimeError):
@@ -140,9 +147,11 @@ class EmbeddedStore:
                     "--log-level",
                     "WARNING",
                     *SYNC_ON_COMMIT,
+                    *OPLOG,
                     *(["--cache-size", self.cache_size] if self.cache_size else []),
                 ],
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, "SECANTUS_CHECKPOINT_SECONDS": CHECKPOINT_SECONDS},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
