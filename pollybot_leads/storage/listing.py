@@ -69,7 +69,9 @@ def window_slack(target: int) -> float:
 # The span assumed for a chatbot until a windowed read has measured it (per process).
 DEFAULT_SPAN = timedelta(days=365)
 SPANS_KEPT = 10_000
-WINDOW_MIN = timedelta(minutes=1)
+# At least a second: a chatbot capturing leads fast (hundreds a minute) is read a few
+# seconds back for its first page, not a whole minute of leads (issue 17, docs/load.md).
+WINDOW_MIN = timedelta(seconds=1)
 WINDOW_MAX = timedelta(days=365 * 30)
 WINDOW_GROWTH = 8  # when a window held nothing
 WINDOW_GROWTH_MAX = 64
