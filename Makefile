@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-workers bench-batch bench-webhooks spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-workers bench-batch bench-webhooks soak spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,11 @@ bench-workers: $(VENV)/.dev
 # Webhook deliveries: per-worker throughput and commit-to-delivery latency.
 bench-webhooks: $(VENV)/.dev
 	$(BIN)/python scripts/bench_webhooks.py --out bench-webhooks.json
+
+# Sustained mixed load, 32 then 64 clients, 5 minutes each (about 12 minutes in all).
+soak: $(VENV)/.dev
+	$(BIN)/python scripts/soak.py --clients 32 --seconds 300 --out soak-32.json $(SOAK_ARGS)
+	$(BIN)/python scripts/soak.py --clients 64 --seconds 300 --out soak-64.json $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
