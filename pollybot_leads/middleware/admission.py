@@ -6,8 +6,8 @@ store slows down (a stall, a burst), the requests pile up on it, time out at the
 budget, and leave their work running there: each one that times out closes its driver
 connection (a new one, and a new server thread, for the next request) and may leave a
 transaction open that later writes conflict with. The store then has more work than
-before the stall, and the service stays down as long as the load lasts (issue 17,
-docs/load.md). Here:
+before the stall, and the service stays down as long as the load lasts (docs/load.md).
+Here:
 
 - at most ``limit`` requests of a lane (reads: GET and HEAD; writes: the rest) are at
   work on the store at once; the others wait in order;
@@ -20,8 +20,8 @@ docs/load.md). Here:
   time per request (a stalled store), that silence counts as the time per request: new
   requests are refused at once instead of queuing for a store that does not answer.
 
-Lanes keep writes (about 40x the store time of a read here, fsync on every commit) from
-taking every slot from reads. A streamed export is not admitted here: it holds no slot,
+Lanes keep writes (a commit and a journal sync each, far longer than a read) from taking
+every slot from reads. A streamed export is not admitted here: it holds no slot,
 and each of its steps has a budget of its own.
 """
 
