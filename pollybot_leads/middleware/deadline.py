@@ -43,6 +43,14 @@ T = TypeVar("T")
 # middle of a request can still make its next store call wait for selection: by at
 # most the half second above.
 HARD_CAP_SLACK_SECONDS = 0.25
+# A write (anything but GET and HEAD) always runs in a task of its own, and a store call
+# it has in flight when its budget runs out may go on this much longer: its client has
+# its 503 at the budget all the same, but the driver does not cut the connection in the
+# middle of a transaction's statement or commit. A cut one left the transaction open in
+# the store, holding its documents and pinning the store's history, until an abort got
+# through (docs/load.md); the admission lanes bound how many such writes run on.
+WRITE_GRACE_SECONDS = 5.0
+READ_METHODS = frozenset(("GET", "HEAD"))
 _OVERRUNS: set[asyncio.Task[Any]] = set()
 _STREAMED = "__pollybot_streamed__"
 
@@ -114,7 +122,8 @@ def deadline_middleware_factory(seconds: float, mongo_key: web.AppKey[Mongo]) ->
     async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         streams = is_streamed(request)
         mongo = request.app.get(mongo_key)
-        if not streams and mongo is not None and mongo.primary_known():
+        reads = request.method in READ_METHODS
+        if reads and not streams and mongo is not None and mongo.primary_known():
             with store_deadline(seconds):
                 return await handler(request)
         budget = None
@@ -122,7 +131,7 @@ def deadline_middleware_factory(seconds: float, mongo_key: web.AppKey[Mongo]) ->
             started = asyncio.get_running_loop().create_future()
             budget = StreamBudget(seconds, contextvars.copy_context(), started)
             request[STREAM_BUDGET] = budget
-        with store_deadline(seconds):
+        with store_deadline(seconds, grace=0.0 if reads else WRITE_GRACE_SECONDS):
             task = asyncio.ensure_future(handler(request))  # inherits the deadline
         waits: set[asyncio.Future[Any]] = {task} if budget is None else {task, budget.started}
         done, _ = await asyncio.wait(

@@ -58,16 +58,17 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 class StoreDeadline:
     """The context of :func:`store_deadline` (a class: it is entered on every request)."""
 
-    __slots__ = ("_seconds", "_timeout", "_token")
+    __slots__ = ("_grace", "_seconds", "_timeout", "_token")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, grace: float = 0.0) -> None:
         self._seconds = seconds
+        self._grace = grace
 
     def __enter__(self) -> None:
         end = time.monotonic() + self._seconds
         outer = _deadline.get()
         self._token = _deadline.set(end if outer is None else min(outer, end))
-        self._timeout = pymongo.timeout(self._seconds)
+        self._timeout = pymongo.timeout(self._seconds + self._grace)
         self._timeout.__enter__()
 
     def __exit__(
@@ -82,9 +83,15 @@ class StoreDeadline:
             _deadline.reset(self._token)
 
 
-def store_deadline(seconds: float) -> StoreDeadline:
-    """Every store call inside shares one budget of ``seconds`` (nested: the tighter)."""
-    return StoreDeadline(seconds)
+def store_deadline(seconds: float, *, grace: float = 0.0) -> StoreDeadline:
+    """Every store call inside shares one budget of ``seconds`` (nested: the tighter).
+
+    ``grace``: a store call in flight when the budget runs out may go on this much longer
+    before the driver gives up on it (and closes its connection, leaving the command to
+    run in the store). The budget (:func:`remaining`) still decides what starts; the
+    caller answers its client at the budget (the deadline middleware's hard cap).
+    """
+    return StoreDeadline(seconds, grace)
 
 
 def remaining() -> float | None:
@@ -284,9 +291,13 @@ async def aggregate(
     return documents
 
 
-def unavailable() -> ServiceUnavailable:
+class StoreUnavailable(ServiceUnavailable):
+    """The store did not answer in time, or could not be reached."""
+
+
+def unavailable() -> StoreUnavailable:
     store_unavailable()  # the metric pollybot_store_errors_total, by timeout or unreachable
-    return ServiceUnavailable(
+    return StoreUnavailable(
         "The database is unavailable; retry shortly",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
