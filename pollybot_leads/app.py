@@ -111,6 +111,12 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
     activity = RequestActivity()  # what the in-process webhook delivery gives way to
+    admission = Admission(
+        read_limit=settings.store_read_concurrency,
+        write_limit=settings.store_write_concurrency,
+        max_wait=settings.store_max_queue_ms / 1000,
+        budget=settings.mongodb_timeout_ms / 1000,
+    )
     middlewares = [
         *([activity.middleware()] if settings.webhooks_deliver else []),
         request_id_middleware,
@@ -118,6 +124,8 @@ def create_app(settings: Settings) -> web.Application:
         error_middleware,
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, keys.mongo_key),
+        # Before authentication: finding a key or a chatbot not yet cached is store work.
+        admission.middleware(),
         auth_middleware_factory(authenticator_key),
     ]
     if settings.ratelimit_enabled:
@@ -127,15 +135,6 @@ def create_app(settings: Settings) -> web.Application:
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
-    admission = Admission(
-        read_limit=settings.store_read_concurrency,
-        write_limit=settings.store_write_concurrency,
-        max_wait=settings.store_max_queue_ms / 1000,
-        budget=settings.mongodb_timeout_ms / 1000,
-    )
-    # After authentication and the rate limit (a 401 or 429 waits for nothing), before
-    # anything that reads or writes leads.
-    middlewares.append(admission.middleware())
     middlewares.append(idempotency_middleware_factory(keys.idempotency_key))
     # Each route enforces its own body limit (read_json_object); the batch route's is
     # the largest.

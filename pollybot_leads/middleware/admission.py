@@ -18,7 +18,11 @@ Here:
   started; one whose budget runs out while it waits is refused then;
 - while every slot is taken and none has been given back for longer than the recent
   time per request (a stalled store), that silence counts as the time per request: new
-  requests are refused at once instead of queuing for a store that does not answer.
+  requests are refused at once instead of queuing for a store that does not answer;
+- after a few requests in a row found the store unavailable (past their budget, or
+  unreachable), the lane lets one request at a time try it until one succeeds: each
+  request that times out leaves its command running in the store, and a lane that kept
+  sending its full width would pile them up there for as long as the stall lasts.
 
 Lanes keep writes (a commit and a journal sync each, far longer than a read) from taking
 every slot from reads. A streamed export is not admitted here: it holds no slot,
@@ -39,10 +43,12 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import ServiceUnavailable
 from ..ops.metrics import admission_refused
-from ..storage.client import remaining
+from ..storage.client import StoreUnavailable, remaining
 from .deadline import is_streamed
 
 SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
+# Store failures in a row after which a lane sends one request at a time (a probe).
+TRIP_AFTER = 3
 API_PREFIX = "/api/"
 READ_METHODS = frozenset(("GET", "HEAD"))
 
@@ -66,6 +72,7 @@ class Lane:
         self.max_wait = max_wait
         self.service = initial  # seconds a request of this lane recently held its slot
         self.active = 0
+        self.failing = 0  # requests in a row that found the store unavailable
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._given_back = time.monotonic()
 
@@ -73,24 +80,29 @@ class Lane:
     def waiting(self) -> int:
         return len(self._queue)
 
+    @property
+    def width(self) -> int:
+        """Slots open now: one while the store is failing, else the lane's limit."""
+        return 1 if self.failing >= TRIP_AFTER else self.limit
+
     def per_request(self, now: float) -> float:
         """The lane's time per request, or the silence of a full lane if that is longer."""
-        if self.active >= self.limit:
+        if self.active >= self.width:
             return max(self.service, now - self._given_back)
         return self.service
 
     def predicted_wait(self, now: float, position: int) -> float:
-        return position * self.per_request(now) / self.limit
+        return position * self.per_request(now) / self.width
 
     async def acquire(self, deadline: float) -> None:
         """A slot, or Overloaded (nothing started)."""
         now = time.monotonic()
-        if self.active < self.limit and not self._queue:
+        if self.active < self.width and not self._queue:
             self.active += 1
             return
         room = min(self.max_wait, deadline - now - self.service)
         wait = self.predicted_wait(now, len(self._queue) + 1)
-        if wait > room:
+        if wait > room or self.failing >= TRIP_AFTER:  # no queue behind a probe
             raise self._refuse(wait)
         waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(waiter)
@@ -109,12 +121,21 @@ class Lane:
                 raise self._refuse(self.per_request(time.monotonic())) from None
             raise
 
-    def release(self, held: float | None) -> None:
-        """Give the slot back (``held``: seconds it was at work, to learn the pace)."""
+    def release(self, held: float | None, *, failed: bool = False) -> None:
+        """Give the slot back (``held``: seconds it was at work, to learn the pace;
+        ``failed``: the store was unavailable to it)."""
         now = time.monotonic()
         self._given_back = now
         if held is not None:
             self.service += SMOOTHING * (held - self.service)
+        self.failing = self.failing + 1 if failed else 0
+        if self.active > self.width:  # the lane just narrowed: this slot closes
+            self.active -= 1
+            while self._queue:  # nobody waits for a store that is failing
+                waiter = self._queue.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_exception(self._refuse(self.service))
+            return
         while self._queue:
             waiter = self._queue.popleft()
             if waiter.future.done():
@@ -165,10 +186,14 @@ class Admission:
             left = remaining()  # the request's store budget, which its wait here spends
             await lane.acquire(time.monotonic() + (self.budget if left is None else left))
             admitted = time.monotonic()
+            failed = False
             try:
                 return await handler(request)
+            except StoreUnavailable:
+                failed = True
+                raise
             finally:
-                lane.release(time.monotonic() - admitted)
+                lane.release(time.monotonic() - admitted, failed=failed)
 
         return admission_middleware
 

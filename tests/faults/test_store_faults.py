@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
 from aiohttp import ClientSession
 
@@ -358,3 +359,62 @@ async def test_counts_and_events_exact_after_faults(
         assert (lead["status"], lead["updatedAt"]) == (doc["status"], doc["updatedAt"]), lead_id
     missing = set(load.acked) - created
     assert not missing, f"creates answered 201 without their event: {sorted(missing)[:5]}"
+
+
+def store_threads(store: Store) -> int:
+    return len(list(Path(f"/proc/{store.process.pid}/task").iterdir()))
+
+
+async def test_a_stalled_store_gets_no_pile_of_abandoned_commands(
+    store: Store, server: ApiServer, tenant: Tenant, http: ClientSession
+) -> None:
+    """Reads, lists and writes from 48 workers, the store SIGSTOPped for 6 s: after the
+    first requests find it unavailable, the rest are refused at once (admission control:
+    docs/load.md) instead of each leaving one more command, connection and thread in the
+    store; its threads stay bounded, and it serves everyone again soon after SIGCONT."""
+    load = Load(
+        http,
+        server.base_url,
+        tenant,
+        {"create": 2, "get": 5, "list": 2, "update": 1},
+        workers=48,
+        max_seconds=25,
+    ).start()
+    try:
+        await asyncio.sleep(2.0)
+        threads_before = store_threads(store)
+        stalled_at = time.monotonic()
+        store.pause()
+        try:
+            await asyncio.sleep(6.0)
+        finally:
+            threads_stalled = store_threads(store)
+            store.resume()
+            resumed_at = time.monotonic()
+        await asyncio.sleep(6.0)
+    finally:
+        await load.stop()
+    outcomes = load.all_outcomes
+    summary = summarize(outcomes)
+    # Sent once the stall was known (from 2 s in), answered while it lasted.
+    late = [o for o in outcomes if stalled_at + 2.0 <= o.started and o.ended < resumed_at]
+    assert len(late) >= 40, f"harness: too few requests during the stall: {summary}"
+    assert all(o.unavailable for o in late), f"not all 503 with Retry-After: {summary}"
+    fast = [o for o in late if o.latency <= 0.1]
+    assert len(fast) >= 0.9 * len(late), (
+        f"only {len(fast)} of {len(late)} requests sent during the stall were refused within "
+        f"100 ms; slowest: {worst(late, stalled_at)}"
+    )
+    # A connection the driver gave up on leaves a thread in the store: bounded by the pool
+    # (32) and the lanes, not by the number of requests sent meanwhile.
+    assert threads_stalled <= threads_before + 40, (threads_before, threads_stalled, summary)
+    settled = [o for o in outcomes if o.started >= resumed_at + 3.0]
+    assert len(settled) >= 20 and all(o.ok for o in settled), (
+        f"requests sent 3 s or more after SIGCONT failed: {worst(settled, resumed_at)}; "
+        f"load: {summary}"
+    )
+    print(
+        f"\nstore SIGSTOP {resumed_at - stalled_at:.1f} s, 48 workers: {len(fast)} of "
+        f"{len(late)} refused within 100 ms; store threads {threads_before} -> "
+        f"{threads_stalled}; {len(settled)} of {len(settled)} ok from 3 s after SIGCONT"
+    )

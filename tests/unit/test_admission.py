@@ -142,3 +142,34 @@ async def test_a_waiter_cancelled_as_its_turn_came_gives_the_slot_back() -> None
     assert lane.active == 0
     await lane.acquire(time.monotonic() + 5)  # the slot is free again
     lane.release(0.01)
+
+
+async def test_after_failures_in_a_row_one_request_at_a_time_tries_the_store() -> None:
+    lane = Lane("read", limit=4, max_wait=5.0, initial=0.01)
+    for _ in range(3):  # three requests that found the store unavailable
+        await lane.acquire(time.monotonic() + 5)
+        lane.release(1.5, failed=True)
+    assert lane.width == 1
+    await lane.acquire(time.monotonic() + 1.5)  # the probe
+    started = time.monotonic()
+    with pytest.raises(Overloaded):  # the rest are refused at once while it runs
+        await lane.acquire(time.monotonic() + 1.5)
+    assert time.monotonic() - started < 0.05
+    lane.release(0.01)  # the probe succeeded: the lane opens again
+    assert lane.width == 4 and lane.active == 0
+    for _ in range(4):
+        await lane.acquire(time.monotonic() + 5)
+    assert lane.active == 4
+
+
+async def test_a_lane_that_narrows_refuses_its_queue_at_once() -> None:
+    lane = Lane("write", limit=2, max_wait=5.0, initial=0.01)
+    lane.failing = 2
+    await lane.acquire(time.monotonic() + 5)
+    await lane.acquire(time.monotonic() + 5)
+    waiter = asyncio.ensure_future(lane.acquire(time.monotonic() + 5))
+    await asyncio.sleep(0)
+    lane.release(1.5, failed=True)  # the third failure in a row: one slot from now on
+    with pytest.raises(Overloaded):
+        await waiter
+    assert lane.active == 1 and lane.waiting == 0
