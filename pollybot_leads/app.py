@@ -18,7 +18,7 @@ from .api.query import CursorCodec, cursor_codec_key
 from .api.webhooks import add_webhook_routes
 from .middleware.access_log import access_log_middleware
 from .middleware.activity import RequestActivity, request_activity_key
-from .middleware.admission import Admission, admission_key
+from .middleware.admission import Admission
 from .middleware.auth import Authenticator, auth_middleware_factory, authenticator_key
 from .middleware.cors import CorsPolicy
 from .middleware.deadline import deadline_middleware_factory
@@ -143,7 +143,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.settings_key] = settings
     app[request_activity_key] = activity
-    app[admission_key] = admission
     secret = settings.cursor_secret
     if not secret:
         log.warning("CURSOR_SECRET is not set: list cursors only work within this process")

@@ -44,13 +44,12 @@ from aiohttp.typedefs import Handler, Middleware
 from ..errors import ServiceUnavailable
 from ..ops.metrics import admission_refused
 from ..storage.client import StoreUnavailable, remaining
-from .deadline import is_streamed
+from .deadline import READ_METHODS, is_streamed
 
 SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
 # Store failures in a row after which a lane sends one request at a time (a probe).
 TRIP_AFTER = 3
 API_PREFIX = "/api/"
-READ_METHODS = frozenset(("GET", "HEAD"))
 
 
 class Overloaded(ServiceUnavailable):
@@ -196,6 +195,3 @@ class Admission:
                 lane.release(time.monotonic() - admitted, failed=failed)
 
         return admission_middleware
-
-
-admission_key = web.AppKey("admission", Admission)

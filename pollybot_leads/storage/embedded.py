@@ -32,9 +32,9 @@ SYNC_ON_COMMIT = ("--sync-on-commit",)
 # The oplog only serves change streams, which the service does not use: kept small, it
 # costs neither memory nor time (by default it keeps every write of the last hour).
 OPLOG = ("--oplog-max-entries", "2000", "--oplog-retention-seconds", "60")
-# WiredTiger checkpoints every few seconds instead of every 60 (SecantusDB's default):
-# under sustained writes a reader holding the store's global lock waited in WiredTiger's
-# page-in loop until the next checkpoint, and every command with it (docs/load.md).
+# WiredTiger checkpoints every few seconds instead of every 60 (SecantusDB's default), so
+# a restart after a crash replays seconds of journal. It does not prevent the store's
+# stall under sustained load (docs/load.md), though one such stall ended at a checkpoint.
 CHECKPOINT_SECONDS = "5"
 
 
