@@ -44,12 +44,12 @@ from aiohttp.typedefs import Handler, Middleware
 from ..errors import ServiceUnavailable
 from ..ops.metrics import admission_refused
 from ..storage.client import StoreUnavailable, remaining
+from .cors import API_PREFIX
 from .deadline import READ_METHODS, is_streamed
 
 SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
 # Store failures in a row after which a lane sends one request at a time (a probe).
 TRIP_AFTER = 3
-API_PREFIX = "/api/"
 
 
 class Overloaded(ServiceUnavailable):
