@@ -84,6 +84,17 @@ class ServiceUnavailable(AppError):
         self.headers.setdefault("Retry-After", "5")
 
 
+class Overloaded(ServiceUnavailable):
+    """Refused before it was started (nothing was read or written): the service has more
+    work than it can do within the request's budget."""
+
+    message = "The service is busy; retry shortly"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {}).setdefault("Retry-After", "1")
+        super().__init__(message, **kwargs)
+
+
 class IdempotencyInProgress(AppError):
     status, code = 409, "IDEMPOTENCY_IN_PROGRESS"
     message = "A request with this Idempotency-Key is still running; retry shortly"

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..errors import ServiceUnavailable
+from ..errors import Overloaded
 from ..ops.metrics import admission_refused
 from ..storage.client import StoreUnavailable, remaining
 from .cors import API_PREFIX
@@ -50,10 +50,6 @@ from .deadline import READ_METHODS, is_streamed
 SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
 # Store failures in a row after which a lane sends one request at a time (a probe).
 TRIP_AFTER = 3
-
-
-class Overloaded(ServiceUnavailable):
-    """Refused before any store work: nothing was read or written."""
 
 
 @dataclass
@@ -149,9 +145,7 @@ class Lane:
     def _refuse(self, wait: float) -> Overloaded:
         admission_refused(self.name)
         retry_after = max(1, min(30, math.ceil(wait)))
-        return Overloaded(
-            "The service is busy; retry shortly", headers={"Retry-After": str(retry_after)}
-        )
+        return Overloaded(headers={"Retry-After": str(retry_after)})
 
 
 class Admission:

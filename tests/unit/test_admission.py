@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from pollybot_leads.middleware.admission import Lane, Overloaded
+from pollybot_leads.errors import Overloaded
+from pollybot_leads.middleware.admission import Lane
 
 
 async def hold(lane: Lane, seconds: float, log: list[str], name: str, budget: float = 5.0) -> None:
