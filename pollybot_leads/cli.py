@@ -1,4 +1,5 @@
-"""The pollybot-leads command: `serve`, and `admin …` commands printing one JSON object."""
+"""The pollybot-leads command: `serve`, `worker` (webhook delivery), and `admin …`
+commands printing one JSON object."""
 
 from __future__ import annotations
 
@@ -313,10 +314,10 @@ def _banner(
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     """Serve until SIGTERM or Ctrl-C, then drain; the exit code."""
     settings = _cursor_secret(settings)
+    if port_open(_local(host), port):  # before the store starts, not a traceback after
+        print(_port_taken(host, port), file=sys.stderr)
+        return 1
     if workers > 1:
-        if port_open(_local(host), port):
-            print(f"error: something is already listening on {host}:{port}", file=sys.stderr)
-            return 1
         if not settings.cursor_secret:  # one secret for all workers, or cursors break
             log.warning("CURSOR_SECRET is not set: list cursors work until this server stops")
             settings = settings.replace(cursor_secret=secrets.token_urlsafe(32))
@@ -343,6 +344,13 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             )
         )
         return 0
+
+
+def _port_taken(host: str, port: int) -> str:
+    return (
+        f"error: something is already listening on {host}:{port}. Stop it, or serve on "
+        f"another port: PORT={port + 1} make run (or: serve --port {port + 1})"
+    )
 
 
 def _local(host: str) -> str:

@@ -6,6 +6,7 @@ Loaded once, by the CLI or the test suite; nothing else reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import re
@@ -115,6 +116,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
             raise SettingsError(f"MONGODB_DRIVER (mongodb.driver) must be one of {DRIVERS}")
+        if self.mongodb_driver == "motor" and importlib.util.find_spec("motor") is None:
+            raise SettingsError(
+                "MONGODB_DRIVER=motor needs motor, an extra: pip install 'pollybot-leads[motor]'"
+            )
         if not (
             self.mongodb_w == "majority"
             or (isinstance(self.mongodb_w, int) and self.mongodb_w >= 0)

@@ -292,6 +292,27 @@ def test_every_command_and_option_has_help():
     assert checked > 20
 
 
+def test_a_busy_port_is_named_with_what_to_do_not_a_traceback(embedded_env):
+    import socket
+
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pollybot_leads", "serve"],
+            env={**embedded_env, "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"error: something is already listening on 127.0.0.1:{port}. Stop it, or serve on "
+        f"another port: PORT={port + 1} make run (or: serve --port {port + 1})"
+    )
+
+
 def test_a_bad_environment_value_is_named_on_the_command_line(embedded_env):
     proc = subprocess.run(
         [sys.executable, "-m", "pollybot_leads", "serve"],

@@ -52,3 +52,15 @@ def test_a_bad_config_value_names_its_key(tmp_path):
     (tmp_path / "default.toml").write_text('[ratelimit]\ncapacity = "lots"\n')
     with pytest.raises(SettingsError, match=r"ratelimit\.capacity \(config\) must be an integer"):
         load_settings({"PB_CONFIG_DIR": str(tmp_path)})
+
+
+def test_motor_without_its_extra_installed_says_how_to_get_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(  # as on an install without the [motor] extra
+        importlib.util, "find_spec", lambda name, *a: None if name == "motor" else real(name, *a)
+    )
+    with pytest.raises(SettingsError, match=r"pip install 'pollybot-leads\[motor\]'"):
+        load_settings({"MONGODB_DRIVER": "motor"})
+    assert load_settings({}).mongodb_driver == "pymongo"
