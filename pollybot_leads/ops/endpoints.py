@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ from ..ratelimit.base import RateLimiter
 from ..storage.client import Mongo, store_deadline
 from . import metrics
 from .state import OpsState, ops_state_key
+
+log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT_SECONDS = 1.0
 # The driver checks some waits only every half second (see middleware/deadline.py): past
@@ -44,8 +47,13 @@ async def mongo_ready(mongo: Mongo, timeout: float = READINESS_TIMEOUT_SECONDS) 
     if not done:
         _PINGS.add(task)
         task.add_done_callback(_forget)
+        log.warning("readiness: mongodb did not answer a ping within %g s", timeout)
         return UNAVAILABLE
-    return OK if task.exception() is None else UNAVAILABLE
+    error = task.exception()
+    if error is not None:  # refused, TLS or authentication failed, no server selected...
+        log.warning("readiness: mongodb ping failed: %r", error)
+        return UNAVAILABLE
+    return OK
 
 
 def _forget(task: asyncio.Task[None]) -> None:
@@ -77,8 +85,9 @@ async def readyz(request: web.Request) -> web.Response:
     failing = [name for name, state in checks.items() if state == UNAVAILABLE]
     if failing:
         raise ServiceUnavailable(
-            f"Not ready: {' and '.join(failing)} did not answer within "
-            f"{READINESS_TIMEOUT_SECONDS:g} s",
+            f"Not ready: {' and '.join(failing)} failed its check (no answer within "
+            f"{READINESS_TIMEOUT_SECONDS:g} s, or an error such as a refused connection, TLS "
+            "or authentication; the server log says which)",
             details=checks,
             headers={"Retry-After": "1"},
         )

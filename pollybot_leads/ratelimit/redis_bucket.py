@@ -289,7 +289,11 @@ class RedisTokenBucket:
         try:
             async with asyncio.timeout(timeout):
                 return bool(await self._redis.ping())
-        except Exception:
+        except TimeoutError:
+            self._log.warning("readiness: redis did not answer PING within %g s", timeout)
+            return False
+        except Exception as exc:  # refused, TLS or authentication failed...
+            self._log.warning("readiness: redis PING failed: %r", exc)
             return False
 
     def _unavailable(self, policy: BucketPolicy, exc: BaseException | None) -> Decision:
