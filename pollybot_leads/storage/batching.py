@@ -113,6 +113,12 @@ class BatchCost:
         fixed, per_item = self.line()
         return fixed + per_item * weight
 
+    def least_for_one(self) -> float:
+        """The least a batch of one item can be expected to take: no more than the line
+        says, nor than the recent batches' time per item (the line's fixed part is only
+        an estimate, and refusing a writer on it must not be)."""
+        return min(self.of(1), self._t / max(self._w, 1e-9))
+
 
 @dataclass
 class _Pending(Generic[Item, Result]):
@@ -147,7 +153,11 @@ class GroupCommit(Generic[Item, Result]):
             async with self._locks.hold(key, until=outcome) as held:
                 if held and not outcome.done():  # nobody took it yet: write the waiting ones
                     left = remaining()
-                    if left is not None and self.cost is not None and left < self.cost.of(1):
+                    if (
+                        left is not None
+                        and self.cost is not None
+                        and left < self.cost.least_for_one()
+                    ):
                         # Too late to write even this one in time: refused, never written
                         # (a write begun now would most likely end with its outcome unknown).
                         raise Overloaded()
@@ -184,7 +194,9 @@ class GroupCommit(Generic[Item, Result]):
         queue = []
         for waiting in self._queues.pop(key):
             if waiting is not entry and self.cost is not None:
-                if waiting.deadline - now < self.cost.of(1):  # could not be written in time
+                if (
+                    waiting.deadline - now < self.cost.least_for_one()
+                ):  # could not be written in time
                     waiting.outcome.set_exception(Overloaded())
                     continue
             queue.append(waiting)
