@@ -433,7 +433,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     for path, method, op in declared:
         operation = document["paths"][path][method]
         if op.operation_id in operations:
-            raise ValueError(f"operationId {op.operation_id} is declared twice")
+            raise ValueError(f"{method.upper()} {path}: operationId {op.operation_id} is taken")
         operations[op.operation_id] = operation
         if op.body is not None:
             _finish_body(document, operation, op.body)
