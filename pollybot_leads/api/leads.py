@@ -57,9 +57,9 @@ lead_json = render_lead  # a lead as the API shows it
 
 # Links from a response that carries one lead (its id at data.id) to what can be done to it.
 _THIS_LEAD = {"chatbotId": "$request.path.chatbotId", "leadId": "$response.body#/data/id"}
-READ_LEAD = Link("getLead", "Read this lead", _THIS_LEAD)
-CHANGE_LEAD = Link("updateLead", "Change this lead", _THIS_LEAD)
-DELETE_LEAD = Link("deleteLead", "Delete this lead (confirmed)", {**_THIS_LEAD, "confirm": "true"})
+_READ_LEAD = Link("getLead", "Read this lead", _THIS_LEAD)
+_CHANGE_LEAD = Link("updateLead", "Change this lead", _THIS_LEAD)
+_DELETE_LEAD = Link("deleteLead", "Delete this lead (confirmed)", {**_THIS_LEAD, "confirm": "true"})
 
 
 def upsert_write(fields: dict[str, Any], body: dict[str, Any]) -> LeadWrite:
@@ -155,7 +155,7 @@ async def commit_writes(
             "The new lead",
             LeadEnvelopeSchema,
             headers={**LOCATION, **ETAG},
-            links=(READ_LEAD, CHANGE_LEAD, DELETE_LEAD),
+            links=(_READ_LEAD, _CHANGE_LEAD, _DELETE_LEAD),
         ),
         200: Response(
             "Upsert only: the existing lead the body was merged into",
@@ -228,7 +228,7 @@ async def list_leads(request: web.Request) -> web.Response:
     parameters=(IF_NONE_MATCH,),
     responses={
         200: Response(
-            "The lead", LeadEnvelopeSchema, headers=ETAG, links=(CHANGE_LEAD, DELETE_LEAD)
+            "The lead", LeadEnvelopeSchema, headers=ETAG, links=(_CHANGE_LEAD, _DELETE_LEAD)
         ),
         304: Response("Not modified: If-None-Match names the current ETag", headers=ETAG),
     },
@@ -269,7 +269,7 @@ async def get_lead(request: web.Request) -> web.Response:
             "The whole updated lead",
             LeadEnvelopeSchema,
             headers=ETAG,
-            links=(READ_LEAD, DELETE_LEAD),
+            links=(_READ_LEAD, _DELETE_LEAD),
         )
     },
     errors=(

@@ -38,11 +38,11 @@ from ..errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from ..middleware.auth import PROTECTED_PREFIX
 from .responses import ErrorEnvelopeSchema
 from .schemas import ServerOwned
 
 SPEC_URL = "/api/docs/openapi.json"
-API_PREFIX = "/api/v1/"
 spec_key = web.AppKey("openapi_spec", dict)  # the document as built (scripts read it)
 REQUEST_ID_EXAMPLE = "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"
 
@@ -67,10 +67,14 @@ EXAMPLE_OVERRIDES: dict[type[AppError], dict[str, Any]] = {
     InvalidJson: {"message": "Request body is not valid JSON"},
     PayloadTooLarge: {"message": "Request body is over 65536 bytes"},
 }
-# Errors that come together; each operation lists the groups and errors it answers with.
-WORKSPACE_ERRORS = (Unauthorized, RateLimited, ServiceUnavailable)  # any request
+# Errors that come together (each operation names the groups and errors it answers with).
+# Any request: no valid key, no tokens left, no store in time.
+WORKSPACE_ERRORS = (Unauthorized, RateLimited, ServiceUnavailable)
+# Any request under /chatbots/{chatbotId}: also a chatbot that is not the key's.
 CHATBOT_ERRORS = (Unauthorized, ChatbotNotFound, RateLimited, ServiceUnavailable)
+# Any request with a JSON body.
 BODY_ERRORS = (ValidationFailed, InvalidJson, PayloadTooLarge, UnsupportedMediaType)
+# Any request with an Idempotency-Key.
 IDEMPOTENCY_ERRORS = (IdempotencyInProgress, IdempotencyKeyReused)
 
 # --- request parameters operations share --------------------------------------------------
@@ -420,7 +424,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         path = route.resource.canonical if route.resource is not None else ""
         op = getattr(route.handler, _DECLARED, None)
         if not isinstance(op, Operation):
-            if path.startswith(API_PREFIX) and route.method != "*":
+            # Every route a key protects is the API's (a "*" route only answers 405).
+            if path.startswith(PROTECTED_PREFIX) and route.method != "*":
                 raise LookupError(f"{route.method} {path} has no @Operation declaration")
             continue
         if op.tag not in tag_names:
