@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, json_schema, response_schema
 from marshmallow import fields
 
 from ..domain.writes import CREATE, LeadWrite, Outcome, Written
@@ -20,7 +19,15 @@ from .leads import commit_writes, lead_json, upsert_write
 from .query import reject_query
 from .responses import BatchEnvelopeSchema, ok
 from .schemas import CamelSchema, LeadCreateSchema
-from .spec import error_responses
+from .spec import (
+    BODY_ERRORS,
+    CHATBOT_ERRORS,
+    IDEMPOTENCY_ERRORS,
+    IDEMPOTENCY_KEY,
+    Body,
+    Operation,
+    Response,
+)
 
 BATCH_MAX_ITEMS = 100
 BATCH_MAX_BYTES = 1024 * 1024
@@ -76,27 +83,28 @@ def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
     return items, upsert == "email"
 
 
-@docs(
-    tags=["leads"],
-    operationId="createLeadsBatch",
+@Operation(
+    operation_id="createLeadsBatch",
+    tag="leads",
     summary="Create or upsert up to 100 leads",
     description="Each item is validated and written on its own: a bad item fails alone "
     "(its result carries the error) and the others are still written; the answer is a "
     "200 with one result per item, in order. With `upsert: email` each item is an upsert "
     "by email. The batch costs as many rate-limit tokens as it has items. Body limit "
     "1 MiB. Takes no query parameters.",
-    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503),
+    parameters=(IDEMPOTENCY_KEY,),
+    body=Body(
+        LeadBatchSchema,
+        example={
+            "leads": [
+                {"name": "John Doe", "email": "john.doe@example.com", "source": "website"},
+                {"name": "Jane Roe", "email": "jane@example.com", "metadata": {"plan": "pro"}},
+            ]
+        },
+    ),
+    responses={200: Response("One result per item", BatchEnvelopeSchema)},
+    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
 )
-@json_schema(
-    LeadBatchSchema,
-    example={
-        "leads": [
-            {"name": "John Doe", "email": "john.doe@example.com", "source": "website"},
-            {"name": "Jane Roe", "email": "jane@example.com", "metadata": {"plan": "pro"}},
-        ]
-    },
-)
-@response_schema(BatchEnvelopeSchema, 200, description="One result per item")
 async def create_leads_batch(request: web.Request) -> web.Response:
     reject_query(request.query)
     body = await read_json_object(request, BATCH_MAX_BYTES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, querystring_schema, response_schema
 from marshmallow import Schema, ValidationError
 from multidict import MultiMapping
 
@@ -14,7 +13,7 @@ from ..errors import ValidationFailed
 from ..middleware.context import AUTH
 from ..webhooks.payload import event_json
 from .responses import ok
-from .spec import error_responses
+from .spec import CHATBOT_ERRORS, Operation, Response
 from .webhook_schemas import EventFeedQuerySchema, EventListEnvelopeSchema
 
 _feed_query = EventFeedQuerySchema()
@@ -34,9 +33,9 @@ def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
         raise ValidationFailed("Invalid query parameters", details=exc.messages) from None
 
 
-@docs(
-    tags=["events"],
-    operationId="listEvents",
+@Operation(
+    operation_id="listEvents",
+    tag="events",
     summary="Read the event feed",
     description="The chatbot's lead changes (`lead.created`, `lead.updated`, "
     "`lead.deleted`) in sequence order: every committed change has exactly one event, "
@@ -44,10 +43,10 @@ def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
     "`after=0` and pass each page's `pagination.nextAfter` to the next request; an empty "
     "page means you are up to date (poll again later). The events are the bodies webhook "
     "deliveries carry. Unknown, repeated or malformed parameters are a 400.",
-    responses=error_responses(400, 401, 404, 429, 503),
+    query=EventFeedQuerySchema,
+    responses={200: Response("A page of events", EventListEnvelopeSchema)},
+    errors=(ValidationFailed, *CHATBOT_ERRORS),
 )
-@querystring_schema(EventFeedQuerySchema)
-@response_schema(EventListEnvelopeSchema, 200, description="A page of events")
 async def list_events(request: web.Request) -> web.Response:
     query = load_query(request.query, _feed_query)
     found = await request.app[keys.event_log_key].feed(

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, querystring_schema
 from marshmallow import fields, validate
 from multidict import MultiDict, MultiMapping
 
@@ -34,7 +33,7 @@ from ..middleware.deadline import STREAM_BUDGET, streamed
 from ..storage.export import EXPORT_SORTS
 from .leads import lead_json
 from .query import CursorCodec, LeadListQuerySchema, cursor_codec_key, parse_list_query
-from .spec import error_responses
+from .spec import CHATBOT_ERRORS, Operation, Response
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +166,9 @@ CONTENT_DISPOSITION = {
 }
 
 
-@docs(
-    tags=["leads"],
-    operationId="exportLeads",
+@Operation(
+    operation_id="exportLeads",
+    tag="leads",
     summary="Export leads (NDJSON or CSV, streamed)",
     description="Every lead that matches the filters (the list's, without paging), "
     "streamed as it is read: NDJSON, one lead per line as in the list, or CSV with a "
@@ -189,22 +188,19 @@ CONTENT_DISPOSITION = {
     "received is not the whole export. A complete export ends with the body's proper "
     "end (no trailer line).\n\n"
     "Metadata filters (`metadata.<key>=<value>`) work as in the list.",
+    query=LeadExportQuerySchema,
     responses={
-        200: {
-            "description": "The matching leads, streamed (chunked)",
-            "content": {
-                "application/x-ndjson": {
-                    "schema": {"type": "string"},
-                    "example": NDJSON_EXAMPLE,
-                },
+        200: Response(
+            "The matching leads, streamed (chunked)",
+            content={
+                "application/x-ndjson": {"schema": {"type": "string"}, "example": NDJSON_EXAMPLE},
                 "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
             },
-            "headers": CONTENT_DISPOSITION,
-        },
-        **error_responses(400, 401, 404, 429, 503),
+            headers=CONTENT_DISPOSITION,
+        )
     },
+    errors=(ValidationFailed, *CHATBOT_ERRORS),
 )
-@querystring_schema(LeadExportQuerySchema)
 @streamed
 async def export_leads(request: web.Request) -> web.StreamResponse:
     auth = request[AUTH]

@@ -7,13 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
 
 from .. import keys
 from ..domain.leads import etag_matches, render_lead, rendered_etag
 from ..domain.timeutil import format_ts
 from ..domain.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
-from ..errors import AppError, ValidationFailed
+from ..errors import (
+    AppError,
+    ConfirmationRequired,
+    LeadNotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from ..middleware.context import AUTH, REQUEST_ID
 from ..middleware.errors import error_response
 from ..middleware.idempotency import receipt_for
@@ -28,13 +33,33 @@ from .query import (
 )
 from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema, ok
 from .schemas import LeadCreateSchema, LeadUpdateSchema
-from .spec import CONFIRM_PARAMETER, error_responses
+from .spec import (
+    BODY_ERRORS,
+    CHATBOT_ERRORS,
+    CONFIRM_PARAMETER,
+    ETAG,
+    IDEMPOTENCY_ERRORS,
+    IDEMPOTENCY_KEY,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    LOCATION,
+    Body,
+    Link,
+    Operation,
+    Response,
+)
 
 _create_schema = LeadCreateSchema()
 _update_schema = LeadUpdateSchema()
 
 
 lead_json = render_lead  # a lead as the API shows it
+
+# Links from a response that carries one lead (its id at data.id) to what can be done to it.
+_THIS_LEAD = {"chatbotId": "$request.path.chatbotId", "leadId": "$response.body#/data/id"}
+_READ_LEAD = Link("getLead", "Read this lead", _THIS_LEAD)
+_CHANGE_LEAD = Link("updateLead", "Change this lead", _THIS_LEAD)
+_DELETE_LEAD = Link("deleteLead", "Delete this lead (confirmed)", {**_THIS_LEAD, "confirm": "true"})
 
 
 def upsert_write(fields: dict[str, Any], body: dict[str, Any]) -> LeadWrite:
@@ -92,9 +117,9 @@ async def commit_writes(
     return build(outcomes)
 
 
-@docs(
-    tags=["leads"],
-    operationId="createLead",
+@Operation(
+    operation_id="createLead",
+    tag="leads",
     summary="Create a lead",
     description="Stores a new lead for the chatbot. Responds 201 with the lead and a "
     "Location header pointing at it. Unknown fields and server-owned fields (id, "
@@ -105,30 +130,40 @@ async def commit_writes(
     "several), the fields sent are merged into it as a PUT would (metadata merged) and the "
     "answer is 200; otherwise the lead is created (201). Concurrent upserts of one email "
     "leave one lead with every change applied.",
-    parameters=[
+    parameters=(
         {
             "in": "query",
             "name": "upsert",
             "required": False,
             "schema": {"type": "string", "enum": ["email"]},
             "description": "`email`: create, or merge into the lead with this email.",
-        }
-    ],
-    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503),
-)
-@json_schema(
-    LeadCreateSchema,
-    example={
-        "name": "John Doe",
-        "email": "john.doe@example.com",
-        "phone": "+1-555-123-4567",
-        "source": "website",
-        "metadata": {"utm_source": "google"},
+        },
+        IDEMPOTENCY_KEY,
+    ),
+    body=Body(
+        LeadCreateSchema,
+        example={
+            "name": "John Doe",
+            "email": "john.doe@example.com",
+            "phone": "+1-555-123-4567",
+            "source": "website",
+            "metadata": {"utm_source": "google"},
+        },
+    ),
+    responses={
+        201: Response(
+            "The new lead",
+            LeadEnvelopeSchema,
+            headers={**LOCATION, **ETAG},
+            links=(_READ_LEAD, _CHANGE_LEAD, _DELETE_LEAD),
+        ),
+        200: Response(
+            "Upsert only: the existing lead the body was merged into",
+            LeadEnvelopeSchema,
+            headers=ETAG,
+        ),
     },
-)
-@response_schema(LeadEnvelopeSchema, 201, description="The new lead")
-@response_schema(
-    LeadEnvelopeSchema, 200, description="Upsert only: the existing lead the body was merged into"
+    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
 )
 async def create_lead(request: web.Request) -> web.Response:
     upsert = _upsert_mode(request.query)
@@ -142,9 +177,9 @@ async def create_lead(request: web.Request) -> web.Response:
     return await commit_writes(request, [write], build)
 
 
-@docs(
-    tags=["leads"],
-    operationId="listLeads",
+@Operation(
+    operation_id="listLeads",
+    tag="leads",
     summary="List leads",
     description="Newest first by default. Page with page/limit, or with cursor "
     "(pagination.nextCursor of the previous page), which stays correct while leads are "
@@ -158,10 +193,10 @@ async def create_lead(request: web.Request) -> web.Response:
     "a family of parameters named by a prefix, so they are not listed among the "
     "parameters below; the server accepts them all the same, e.g. "
     "`?metadata.utm_source=google&metadata.seats=5`.",
-    responses=error_responses(400, 401, 404, 429, 503),
+    query=LeadListQuerySchema,
+    responses={200: Response("A page of leads", LeadListEnvelopeSchema)},
+    errors=(ValidationFailed, *CHATBOT_ERRORS),
 )
-@querystring_schema(LeadListQuerySchema)
-@response_schema(LeadListEnvelopeSchema, 200, description="A page of leads")
 async def list_leads(request: web.Request) -> web.Response:
     auth = request[AUTH]
     codec = request.app[cursor_codec_key]
@@ -183,19 +218,22 @@ async def list_leads(request: web.Request) -> web.Response:
     return ok({"leads": [lead_json(lead) for lead in page.leads], "pagination": pagination})
 
 
-@docs(
-    tags=["leads"],
-    operationId="getLead",
+@Operation(
+    operation_id="getLead",
+    tag="leads",
     summary="Get a lead",
     description="The complete lead, with its status history. A lead that does not exist, "
     "was deleted, belongs to another chatbot or has a malformed id is a 404. Takes no "
     "query parameters (any is a 400).",
+    parameters=(IF_NONE_MATCH,),
     responses={
-        304: {"description": "Not modified: If-None-Match names the current ETag"},
-        **error_responses(400, 401, 404, 429, 503),
+        200: Response(
+            "The lead", LeadEnvelopeSchema, headers=ETAG, links=(_CHANGE_LEAD, _DELETE_LEAD)
+        ),
+        304: Response("Not modified: If-None-Match names the current ETag", headers=ETAG),
     },
+    errors=(ValidationFailed, LeadNotFound, *CHATBOT_ERRORS),
 )
-@response_schema(LeadEnvelopeSchema, 200, description="The lead")
 async def get_lead(request: web.Request) -> web.Response:
     reject_query(request.query)
     lead = await request.app[keys.leads_repo_key].get(
@@ -211,19 +249,37 @@ async def get_lead(request: web.Request) -> web.Response:
     return response
 
 
-@docs(
-    tags=["leads"],
-    operationId="updateLead",
+@Operation(
+    operation_id="updateLead",
+    tag="leads",
     summary="Update a lead",
     description="Partial update: only the fields sent change, and at least one must be "
     "sent (an empty object is a 400). `metadata` is merged as a JSON Merge Patch (RFC "
     "7386); `phone` and `source` may be null to clear them; `name`, `email`, `status` and "
     "`metadata` may not be null; a new status is appended to statusHistory. Concurrent "
     "updates never lose each other. Takes no query parameters.",
-    responses=error_responses(400, 401, 404, 409, 412, 413, 415, 422, 429, 503),
+    parameters=(IF_MATCH, IDEMPOTENCY_KEY),
+    body=Body(
+        LeadUpdateSchema,
+        example={"status": "contacted", "metadata": {"plan": "pro"}},
+        min_properties=1,
+    ),
+    responses={
+        200: Response(
+            "The whole updated lead",
+            LeadEnvelopeSchema,
+            headers=ETAG,
+            links=(_READ_LEAD, _DELETE_LEAD),
+        )
+    },
+    errors=(
+        *BODY_ERRORS,
+        LeadNotFound,
+        PreconditionFailed,
+        *IDEMPOTENCY_ERRORS,
+        *CHATBOT_ERRORS,
+    ),
 )
-@json_schema(LeadUpdateSchema, example={"status": "contacted", "metadata": {"plan": "pro"}})
-@response_schema(LeadEnvelopeSchema, 200, description="The whole updated lead")
 async def update_lead(request: web.Request) -> web.Response:
     reject_query(request.query)
     changes = await load_body(request, _update_schema)
@@ -239,9 +295,9 @@ async def update_lead(request: web.Request) -> web.Response:
     return await commit_writes(request, [write], build)
 
 
-@docs(
-    tags=["leads"],
-    operationId="deleteLead",
+@Operation(
+    operation_id="deleteLead",
+    tag="leads",
     summary="Delete a lead",
     description="Permanent, so it must be confirmed: `?confirm=true`, or instead the "
     "header `X-Confirm-Delete: true` (case-insensitive). Without a confirmation, or with "
@@ -249,10 +305,17 @@ async def update_lead(request: web.Request) -> web.Response:
     "nothing is deleted and the answer is 400 `CONFIRMATION_REQUIRED`. The query parameter "
     "is declared required below because OpenAPI 3.0 cannot say 'this parameter or that "
     "header'. An audit record (ids and time, no personal data) is kept.",
-    parameters=[CONFIRM_PARAMETER],
-    responses=error_responses(400, 401, 404, 409, 412, 422, 429, 503),
+    parameters=(CONFIRM_PARAMETER, IF_MATCH, IDEMPOTENCY_KEY),
+    responses={200: Response("The lead is gone", DeleteEnvelopeSchema)},
+    errors=(
+        ValidationFailed,
+        ConfirmationRequired,
+        LeadNotFound,
+        PreconditionFailed,
+        *IDEMPOTENCY_ERRORS,
+        *CHATBOT_ERRORS,
+    ),
 )
-@response_schema(DeleteEnvelopeSchema, 200, description="The lead is gone")
 async def delete_lead(request: web.Request) -> web.Response:
     require_confirmation(request.query, request.headers.get(CONFIRM_HEADER))
     auth = request[AUTH]

@@ -1,30 +1,52 @@
-"""The OpenAPI 3 document: built by aiohttp-apispec from the handlers' decorators, finished
-here, frozen, and served as bytes (nothing can change it after start-up).
+"""The OpenAPI 3 document, built from the ``@Operation`` declared on each handler,
+frozen at start-up and served as bytes.
 
-aiohttp-apispec's OpenAPI 3 output still describes request bodies as ``in: body``
-parameters and path parameters with a bare ``type``, both invalid in OpenAPI 3.
-``finish_spec`` rewrites them and adds what the decorators cannot say: the bearer
-scheme, tags, the errors each operation can answer with (with examples), response
-headers, links between operations, and the update body's ``minProperties``.
+A declaration says everything about its operation: summary, parameters, body, the
+responses it answers with (their headers and links included) and the errors it can
+answer with. This module holds only what operations share (error examples, parameter
+and header definitions, path parameters, tags) and the builder, which walks the routes
+and lets apispec's MarshmallowPlugin turn the marshmallow schemas into components. The
+builder refuses a document with a fact missing: an API route without a declaration, a
+path parameter, tag or link target it does not know.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import warnings
-from typing import Any
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
-from aiohttp.web_exceptions import NotAppKeyWarning
-from aiohttp_apispec import setup_aiohttp_apispec
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
 
 from .. import __version__
+from ..errors import (
+    AppError,
+    ChatbotNotFound,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    InvalidJson,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from ..middleware.auth import PROTECTED_PREFIX
 from .responses import ErrorEnvelopeSchema
+from .schemas import ServerOwned
 
 SPEC_URL = "/api/docs/openapi.json"
-SPEC_APP_KEY = "swagger_dict"  # where aiohttp-apispec keeps the document (scripts read it)
+spec_key = web.AppKey("openapi_spec", dict)  # the document as built (scripts read it)
 REQUEST_ID_EXAMPLE = "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"
+
+# --- errors: what each status means, and an example of each error -----------------------
 
 ERROR_STATUS_DESCRIPTIONS = {
     400: "Invalid data, parameters or JSON (or, for a delete, no confirmation)",
@@ -38,76 +60,25 @@ ERROR_STATUS_DESCRIPTIONS = {
     429: "Rate limit exceeded: wait Retry-After seconds",
     503: "A backing store could not be used in time: retry after Retry-After seconds",
 }
+# An error's example is its class's code and message, except where a client is more
+# likely to see something else.
+EXAMPLE_OVERRIDES: dict[type[AppError], dict[str, Any]] = {
+    ValidationFailed: {"details": {"email": ["Not a valid email address."]}},
+    InvalidJson: {"message": "Request body is not valid JSON"},
+    PayloadTooLarge: {"message": "Request body is over 65536 bytes"},
+}
+# Errors that come together (each operation names the groups and errors it answers with).
+# Any request: no valid key, no tokens left, no store in time.
+WORKSPACE_ERRORS = (Unauthorized, RateLimited, ServiceUnavailable)
+# Any request under /chatbots/{chatbotId}: also a chatbot that is not the key's.
+CHATBOT_ERRORS = (Unauthorized, ChatbotNotFound, RateLimited, ServiceUnavailable)
+# Any request with a JSON body.
+BODY_ERRORS = (ValidationFailed, InvalidJson, PayloadTooLarge, UnsupportedMediaType)
+# Any request with an Idempotency-Key.
+IDEMPOTENCY_ERRORS = (IdempotencyInProgress, IdempotencyKeyReused)
 
-# code: (status, message, details)
-ERROR_EXAMPLES: dict[str, tuple[int, str, dict[str, Any] | None]] = {
-    "VALIDATION_ERROR": (400, "Invalid data", {"email": ["Not a valid email address."]}),
-    "INVALID_JSON": (400, "Request body is not valid JSON", None),
-    "CONFIRMATION_REQUIRED": (
-        400,
-        "Deletion is permanent: confirm with ?confirm=true or X-Confirm-Delete: true",
-        None,
-    ),
-    "UNAUTHORIZED": (401, "Invalid or missing API key", None),
-    "CHATBOT_NOT_FOUND": (404, "Chatbot not found", None),
-    "LEAD_NOT_FOUND": (404, "Lead not found", None),
-    "WEBHOOK_NOT_FOUND": (404, "Webhook endpoint not found", None),
-    "PAYLOAD_TOO_LARGE": (413, "Request body is over 65536 bytes", None),
-    "UNSUPPORTED_MEDIA_TYPE": (415, "Content-Type must be application/json", None),
-    "RATE_LIMITED": (429, "Too many requests", None),
-    "IDEMPOTENCY_IN_PROGRESS": (
-        409,
-        "A request with this Idempotency-Key is still running; retry shortly",
-        None,
-    ),
-    "PRECONDITION_FAILED": (
-        412,
-        "The lead has changed: If-Match does not match its current ETag",
-        None,
-    ),
-    "IDEMPOTENCY_KEY_REUSED": (
-        422,
-        "This Idempotency-Key was used with a different method, path or body",
-        None,
-    ),
-    "SERVICE_UNAVAILABLE": (503, "A backing store is unavailable", None),
-}
-_ALWAYS = ("UNAUTHORIZED", "CHATBOT_NOT_FOUND", "RATE_LIMITED", "SERVICE_UNAVAILABLE")
-_BODY = ("VALIDATION_ERROR", "INVALID_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE")
-_WEBHOOK = (
-    "VALIDATION_ERROR",
-    "UNAUTHORIZED",
-    "WEBHOOK_NOT_FOUND",
-    "RATE_LIMITED",
-    "SERVICE_UNAVAILABLE",
-)
-_IDEMPOTENT = ("IDEMPOTENCY_IN_PROGRESS", "IDEMPOTENCY_KEY_REUSED")
-OPERATION_ERRORS: dict[str, tuple[str, ...]] = {
-    "createLead": (*_BODY, *_IDEMPOTENT, *_ALWAYS),
-    "createLeadsBatch": (*_BODY, *_IDEMPOTENT, *_ALWAYS),
-    "listLeads": ("VALIDATION_ERROR", *_ALWAYS),
-    "exportLeads": ("VALIDATION_ERROR", *_ALWAYS),
-    "getLead": ("VALIDATION_ERROR", "LEAD_NOT_FOUND", *_ALWAYS),
-    "updateLead": (*_BODY, "LEAD_NOT_FOUND", "PRECONDITION_FAILED", *_IDEMPOTENT, *_ALWAYS),
-    "deleteLead": (
-        "VALIDATION_ERROR",
-        "CONFIRMATION_REQUIRED",
-        "LEAD_NOT_FOUND",
-        "PRECONDITION_FAILED",
-        *_IDEMPOTENT,
-        *_ALWAYS,
-    ),
-    "listEvents": ("VALIDATION_ERROR", *_ALWAYS),
-    # Workspace-wide: no chatbot in the path.
-    "createWebhook": (*_BODY, "UNAUTHORIZED", "RATE_LIMITED", "SERVICE_UNAVAILABLE"),
-    "listWebhooks": ("VALIDATION_ERROR", "UNAUTHORIZED", "RATE_LIMITED", "SERVICE_UNAVAILABLE"),
-    "getWebhook": _WEBHOOK,
-    "updateWebhook": (*_BODY, *_WEBHOOK[1:]),
-    "deleteWebhook": ("CONFIRMATION_REQUIRED", *_WEBHOOK),
-    "rotateWebhookSecret": _WEBHOOK,
-    "listWebhookDeliveries": _WEBHOOK,
-    "replayWebhook": (*_BODY, *_WEBHOOK[1:]),
-}
+# --- request parameters operations share --------------------------------------------------
+
 # A delete's confirmation (or instead the header X-Confirm-Delete: true).
 CONFIRM_PARAMETER: dict[str, Any] = {
     "in": "query",
@@ -117,7 +88,7 @@ CONFIRM_PARAMETER: dict[str, Any] = {
     "description": "Must be `true`. Alternative: the header `X-Confirm-Delete: true`.",
     "example": "true",
 }
-_IDEMPOTENCY_KEY = {
+IDEMPOTENCY_KEY: dict[str, Any] = {
     "in": "header",
     "name": "Idempotency-Key",
     "required": False,
@@ -129,7 +100,7 @@ _IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
     "example": "8e03978e-40d5-43e8-bc93-6894a57f9324",
 }
-_IF_MATCH = {
+IF_MATCH: dict[str, Any] = {
     "in": "header",
     "name": "If-Match",
     "required": False,
@@ -138,7 +109,7 @@ _IF_MATCH = {
     "schema": {"type": "string"},
     "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
 }
-_IF_NONE_MATCH = {
+IF_NONE_MATCH: dict[str, Any] = {
     "in": "header",
     "name": "If-None-Match",
     "required": False,
@@ -146,15 +117,13 @@ _IF_NONE_MATCH = {
     "schema": {"type": "string"},
     "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
 }
-OPERATION_HEADERS: dict[str, tuple[dict[str, Any], ...]] = {
-    "createLead": (_IDEMPOTENCY_KEY,),
-    "createLeadsBatch": (_IDEMPOTENCY_KEY,),
-    "getLead": (_IF_NONE_MATCH,),
-    "updateLead": (_IF_MATCH, _IDEMPOTENCY_KEY),
-    "deleteLead": (_IF_MATCH, _IDEMPOTENCY_KEY),
+PATH_PARAMETERS = {  # name: (description, pattern, example)
+    "chatbotId": ("The chatbot's id", "^cb_[0-9a-f]{16}$", "cb_1234567890abcdef"),
+    "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
+    "webhookId": ("The webhook endpoint's id", "^wh_[0-9a-f]{16}$", "wh_0123456789abcdef"),
 }
-# Operations answering with one lead, whose 2xx carries its ETag.
-SINGLE_LEAD = frozenset({"createLead", "getLead", "updateLead"})
+
+# --- response headers ----------------------------------------------------------------------
 
 _INT_HEADER = {"schema": {"type": "integer", "minimum": 0}}
 _ABSENT = " (absent when rate limiting is off, and when the key was not yet charged)"
@@ -209,50 +178,20 @@ LOCATION = {
         "schema": {"type": "string"},
     }
 }
-PATH_PARAMS = {
-    "chatbotId": ("The chatbot's id", "^cb_[0-9a-f]{16}$", "cb_1234567890abcdef"),
-    "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
-    "webhookId": ("The webhook endpoint's id", "^wh_[0-9a-f]{16}$", "wh_0123456789abcdef"),
+
+# --- the document as a whole ---------------------------------------------------------------
+
+INFO = {
+    "description": "Create, list, search, update and delete a chatbot's leads. Every "
+    "response is the envelope `{success, data}` or `{success: false, error: {code, message, "
+    "details?, requestId}}` and carries X-Request-Id.",
+    "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
 }
-_LEAD_FROM_RESPONSE = {
-    "chatbotId": "$request.path.chatbotId",
-    "leadId": "$response.body#/data/id",
-}
-_LINKS: dict[str, dict[str, str]] = {
-    "getLead": {"operationId": "getLead", "description": "Read this lead"},
-    "updateLead": {"operationId": "updateLead", "description": "Change this lead"},
-    "deleteLead": {"operationId": "deleteLead", "description": "Delete this lead (confirmed)"},
-    "getWebhook": {"operationId": "getWebhook", "description": "Read this endpoint"},
-    "updateWebhook": {"operationId": "updateWebhook", "description": "Change this endpoint"},
-    "deleteWebhook": {
-        "operationId": "deleteWebhook",
-        "description": "Delete this endpoint (confirmed)",
-    },
-    "rotateWebhookSecret": {
-        "operationId": "rotateWebhookSecret",
-        "description": "Rotate this endpoint's secret",
-    },
-    "listWebhookDeliveries": {
-        "operationId": "listWebhookDeliveries",
-        "description": "Read this endpoint's delivery log",
-    },
-    "replayWebhook": {"operationId": "replayWebhook", "description": "Replay events to it"},
-}
-_WEBHOOK_FROM_RESPONSE = {"webhookId": "$response.body#/data/id"}
-_WEBHOOK_TARGETS = (
-    "getWebhook",
-    "updateWebhook",
-    "deleteWebhook",
-    "rotateWebhookSecret",
-    "listWebhookDeliveries",
-    "replayWebhook",
-)
-OPERATION_LINKS = {  # operationId: (success status, links to other operations)
-    "createLead": ("201", ("getLead", "updateLead", "deleteLead")),
-    "getLead": ("200", ("updateLead", "deleteLead")),
-    "updateLead": ("200", ("getLead", "deleteLead")),
-    "createWebhook": ("201", _WEBHOOK_TARGETS),
-    "getWebhook": ("200", tuple(t for t in _WEBHOOK_TARGETS if t != "getWebhook")),
+BEARER_AUTH = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "sk-workspace_<secret>",
+    "description": "A workspace API key: `Authorization: Bearer sk-workspace_…`.",
 }
 TAGS = [
     {
@@ -273,199 +212,245 @@ TAGS = [
     },
 ]
 
+# --- declarations ---------------------------------------------------------------------------
 
-def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
-    """The ``responses`` of a ``@docs`` decorator for these error statuses."""
-    return {
-        status: {"description": ERROR_STATUS_DESCRIPTIONS[status], "schema": ErrorEnvelopeSchema}
-        for status in statuses
-    }
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_DECLARED = "__openapi_operation__"
 
 
-def error_example(code: str) -> dict[str, Any]:
-    _, message, details = ERROR_EXAMPLES[code]
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    error["requestId"] = REQUEST_ID_EXAMPLE
-    return {"success": False, "error": error}
+@dataclass(frozen=True)
+class Link:
+    """From a response to another operation, with where that one's parameters come from."""
+
+    operation_id: str
+    description: str
+    parameters: Mapping[str, str]
 
 
-def finish_spec(raw: dict[str, Any]) -> dict[str, Any]:
-    """Make aiohttp-apispec's output valid OpenAPI 3.0 and complete it."""
-    spec = copy.deepcopy(raw)
-    for path_item in spec.get("paths", {}).values():
-        for operation in path_item.values():
-            _fix_operation(operation)
-    components = spec.setdefault("components", {})
-    schemas = components.get("schemas", {})
-    for name in ("LeadCreate", "LeadUpdate"):
-        schema = schemas.get(name)
-        if schema:  # server-owned fields are refused, not accepted: they are not inputs
-            schema["properties"] = {
-                k: v for k, v in schema["properties"].items() if not v.get("writeOnly")
-            }
-            schema["additionalProperties"] = False
-    for name in ("WebhookCreate", "WebhookUpdate", "Replay"):
-        if name in schemas:  # unknown fields are a 400
-            schemas[name]["additionalProperties"] = False
-    for name in ("LeadUpdate", "WebhookUpdate"):
-        if name in schemas:
-            schemas[name]["minProperties"] = 1  # an empty update is a 400
-    components["securitySchemes"] = {
-        "bearerAuth": {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "sk-workspace_<secret>",
-            "description": "A workspace API key: `Authorization: Bearer sk-workspace_…`.",
-        }
-    }
-    spec["security"] = [{"bearerAuth": []}]
-    spec["servers"] = [{"url": "/"}]
-    spec["tags"] = TAGS
-    return spec
+@dataclass(frozen=True)
+class Response:
+    """A response that is not an error: a JSON ``schema``, other ``content``, or none."""
+
+    description: str
+    schema: type[Schema] | None = None
+    content: Mapping[str, Any] | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
 
 
-def _ref(ref: Any) -> str:
-    if isinstance(ref, dict):
-        ref = ref["$ref"]
-    name = str(ref).rsplit("/", 1)[-1]
-    return f"#/components/schemas/{name}"
+@dataclass(frozen=True)
+class Body:
+    """A JSON request body. ``min_properties=1``: an empty object is refused."""
+
+    schema: type[Schema]
+    example: Mapping[str, Any]
+    min_properties: int | None = None
 
 
-def _fix_operation(operation: dict[str, Any]) -> None:
-    params = []
-    for param in operation.get("parameters", []):
-        if param.get("in") == "body":
-            schema = dict(param["schema"])
-            example = schema.pop("example", None)
-            if list(schema) == ["allOf"] and len(schema["allOf"]) == 1:
-                schema = {"$ref": _ref(schema["allOf"][0])}  # apispec's wrapper for examples
-            body: dict[str, Any] = {"schema": schema}
-            if example is not None:
-                body["example"] = example
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": body},
-            }
-            continue
-        if param.get("in") == "path":
-            description, pattern, example = PATH_PARAMS.get(param["name"], ("", None, None))
-            param = {
-                "in": "path",
-                "name": param["name"],
-                "required": True,
-                "description": description,
-                "schema": {"type": "string", **({"pattern": pattern} if pattern else {})},
-            }
-            if example:
-                param["example"] = example
-        params.append(param)
-    operation["parameters"] = params + list(
-        OPERATION_HEADERS.get(operation.get("operationId", ""), ())
-    )
-    for oas2_only in ("produces", "consumes"):
-        operation.pop(oas2_only, None)
-    operation_id = operation.get("operationId", "")
-    for status, response in operation.get("responses", {}).items():
-        code = int(status)
-        response["headers"] = {**_response_headers(code), **response.get("headers", {})}
-        if operation_id in SINGLE_LEAD and code in (200, 201, 304):
-            response["headers"].update(ETAG)
-        if any(p["name"] == "Idempotency-Key" for p in OPERATION_HEADERS.get(operation_id, ())):
-            response["headers"].update(REPLAYED)
-        media = response.get("content", {}).get("application/json")
-        if media is None:
-            continue
-        if code >= 400:
-            codes = [
-                c for c in OPERATION_ERRORS.get(operation_id, ()) if ERROR_EXAMPLES[c][0] == code
-            ]
-            media["examples"] = {c: {"value": error_example(c)} for c in codes}
-    success, targets = OPERATION_LINKS.get(operation_id, (None, ()))
-    if success in operation.get("responses", {}):
-        operation["responses"][success]["links"] = {
-            target: {
-                **_LINKS[target],
-                "parameters": {
-                    **(_WEBHOOK_FROM_RESPONSE if "Webhook" in target else _LEAD_FROM_RESPONSE),
-                    **({"confirm": "true"} if target.startswith("delete") else {}),
-                },
-            }
-            for target in targets
-        }
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    """Everything the document says about one operation; decorates its handler.
+
+    ``parameters`` are the explicit query parameters and the request headers (path
+    parameters come from the route, ``query`` is a schema of query parameters). Error
+    statuses come from ``errors``; ``error_descriptions`` words one differently.
+    """
+
+    operation_id: str
+    tag: str
+    summary: str
+    description: str
+    responses: Mapping[int, Response]
+    errors: tuple[type[AppError], ...]
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    query: type[Schema] | None = None
+    body: Body | None = None
+    error_descriptions: Mapping[int, str] = field(default_factory=dict)
+
+    def __call__(self, handler: _Handler) -> _Handler:
+        setattr(handler, _DECLARED, self)
+        return handler
 
 
-def _response_headers(code: int) -> dict[str, Any]:
+# --- the builder ------------------------------------------------------------------------------
+
+
+def error_example(error: type[AppError]) -> dict[str, Any]:
+    body = {"code": error.code, "message": error.message, **EXAMPLE_OVERRIDES.get(error, {})}
+    return {"success": False, "error": {**body, "requestId": REQUEST_ID_EXAMPLE}}
+
+
+def _common_headers(status: int) -> dict[str, Any]:
+    """The headers the middlewares put on every response with this status."""
     headers: dict[str, Any] = dict(REQUEST_ID_HEADER)
-    if code == 401:
-        headers.update(WWW_AUTHENTICATE)
-    else:
-        headers.update(RATE_LIMIT_HEADERS)
-    if code in (429, 503):
+    headers.update(WWW_AUTHENTICATE if status == 401 else RATE_LIMIT_HEADERS)
+    if status in (429, 503):
         headers.update(RETRY_AFTER)
-    if code == 201:
-        headers.update(LOCATION)
     return headers
 
 
-def _restore_decorator_data(app: web.Application) -> None:
-    """Give each handler the ``__apispec__`` its decorators wrote, as they wrote it.
-
-    aiohttp-apispec consumes that data while documenting a route (it pops the request
-    schemas and appends to the parameters), and it lives on the handler functions, which
-    every app shares: a second app (the tests build several) would get a document
-    without request bodies. The first call keeps a copy; every call works on a fresh one.
-    """
-    for route in app.router.routes():
-        handler: Any = route.handler
-        data = getattr(handler, "__apispec__", None)
-        if data is None:
-            continue
-        pristine = handler.__dict__.setdefault("_pollybot_apispec", _copy_containers(data))
-        handler.__apispec__ = _copy_containers(pristine)
+def _path_parameter(name: str) -> dict[str, Any]:
+    if name not in PATH_PARAMETERS:
+        raise LookupError(f"path parameter {name!r} is not described in PATH_PARAMETERS")
+    description, pattern, example = PATH_PARAMETERS[name]
+    return {
+        "in": "path",
+        "name": name,
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+        "example": example,
+    }
 
 
-def _copy_containers(value: Any) -> Any:
-    """Fresh dicts and lists all the way down; other objects (schemas) are shared."""
-    if isinstance(value, dict):
-        return {k: _copy_containers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_containers(v) for v in value]
-    return value
+def _error_response(errors: list[type[AppError]], description: str) -> dict[str, Any]:
+    examples = {error.code: {"value": error_example(error)} for error in errors}
+    media = {"schema": ErrorEnvelopeSchema, "examples": examples}
+    return {"content": {"application/json": media}, "description": description}
+
+
+def _declared_response(declared: Response) -> dict[str, Any]:
+    response: dict[str, Any] = {}
+    if declared.schema is not None:
+        response["content"] = {"application/json": {"schema": declared.schema}}
+    elif declared.content is not None:
+        response["content"] = dict(declared.content)
+    response["description"] = declared.description
+    return response
+
+
+def _links(links: tuple[Link, ...]) -> dict[str, Any]:
+    return {
+        link.operation_id: {
+            "operationId": link.operation_id,
+            "description": link.description,
+            "parameters": dict(link.parameters),
+        }
+        for link in links
+    }
+
+
+def _responses(op: Operation, on_every_response: Mapping[str, Any]) -> dict[str, Any]:
+    errors: dict[int, list[type[AppError]]] = {}
+    for error in op.errors:
+        errors.setdefault(error.status, []).append(error)
+    if overlap := set(errors) & set(op.responses):
+        raise ValueError(f"{op.operation_id}: {overlap} declared as success and error")
+    if stray := set(op.error_descriptions) - set(errors):
+        raise ValueError(f"{op.operation_id}: error_descriptions for no error: {stray}")
+    responses: dict[str, Any] = {}
+    for status in sorted({*op.responses, *errors}):
+        declared = op.responses.get(status)
+        if declared is None:
+            description = op.error_descriptions.get(status, ERROR_STATUS_DESCRIPTIONS[status])
+            response = _error_response(errors[status], description)
+        else:
+            response = _declared_response(declared)
+        own_headers = declared.headers if declared is not None else {}
+        response["headers"] = {**_common_headers(status), **own_headers, **on_every_response}
+        if declared is not None and declared.links:
+            response["links"] = _links(declared.links)
+        responses[str(status)] = response
+    return responses
+
+
+def _operation(op: Operation, path: str) -> dict[str, Any]:
+    """The operation object, marshmallow schemas still in it (apispec resolves them)."""
+    declared = [dict(p) for p in op.parameters]
+    parameters = [p for p in declared if p["in"] == "query"]
+    if op.query is not None:
+        parameters.append({"in": "query", "schema": op.query})
+    parameters += [_path_parameter(name) for name in re.findall(r"{(\w+)}", path)]
+    parameters += [p for p in declared if p["in"] == "header"]
+    # The idempotency middleware marks a replayed result, whatever its status.
+    idempotent = any(p["name"] == IDEMPOTENCY_KEY["name"] for p in declared)
+    operation: dict[str, Any] = {
+        "tags": [op.tag],
+        "summary": op.summary,
+        "description": op.description,
+        "operationId": op.operation_id,
+        "parameters": parameters,
+    }
+    if op.body is not None:
+        media = {"schema": op.body.schema, "example": op.body.example}
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+    operation["responses"] = _responses(op, REPLAYED if idempotent else {})
+    return operation
+
+
+def _finish_body(document: dict[str, Any], operation: dict[str, Any], body: Body) -> None:
+    """What a body's component schema says beyond its marshmallow schema."""
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    # Server-owned fields are refused when sent (a 400 naming them): not inputs.
+    owned = {
+        f.data_key or name for name, f in body.schema().fields.items() if isinstance(f, ServerOwned)
+    }
+    schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in owned}
+    if body.min_properties is not None:
+        schema["minProperties"] = body.min_properties
+
+
+def _check_links(operations: Mapping[str, dict[str, Any]]) -> None:
+    """Every link names an operation of the document, and parameters it has."""
+    for source, operation in operations.items():
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                target = operations.get(link["operationId"])
+                if target is None:
+                    raise LookupError(f"{source} links to unknown {link['operationId']}")
+                names = {p["name"] for p in target["parameters"]}
+                if unknown := set(link["parameters"]) - names:
+                    raise LookupError(f"{source} links to {target['operationId']} with {unknown}")
 
 
 def build_spec(app: web.Application) -> dict[str, Any]:
-    """Document the routes added so far (call it after the last one)."""
-    _restore_decorator_data(app)
-    with warnings.catch_warnings():
-        # aiohttp-apispec stores its state under plain string keys, not web.AppKey.
-        warnings.simplefilter("ignore", NotAppKeyWarning)
-        setup_aiohttp_apispec(
-            app,
-            title="PollyBot Leads API",
-            version=__version__,
-            openapi_version="3.0.2",
-            url=None,  # served below, from frozen bytes; apispec's own page is not used
-            in_place=True,  # document the routes added so far, now, while not frozen
-            info={
-                "description": "Create, list, search, update and delete a chatbot's leads. "
-                "Every response is the envelope `{success, data}` or `{success: false, "
-                "error: {code, message, details?, requestId}}` and carries X-Request-Id.",
-                "license": {
-                    "name": "Apache-2.0",
-                    "url": "https://www.apache.org/licenses/LICENSE-2.0",
-                },
-            },
-        )
-        finished = finish_spec(app[SPEC_APP_KEY])
-        app[SPEC_APP_KEY] = finished
-    return finished
+    """Document the routes added so far (call it after the last API route)."""
+    spec = APISpec(
+        title="PollyBot Leads API",
+        version=__version__,
+        openapi_version="3.0.2",
+        plugins=[MarshmallowPlugin()],
+        info=copy.deepcopy(INFO),  # apispec adds the title and version to it
+        servers=[{"url": "/"}],
+        security=[{"bearerAuth": []}],
+    )
+    spec.components.security_scheme("bearerAuth", BEARER_AUTH)
+    for tag in TAGS:
+        spec.tag(tag)
+    tag_names = {tag["name"] for tag in TAGS}
+    declared: list[tuple[str, str, Operation]] = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        op = getattr(route.handler, _DECLARED, None)
+        if not isinstance(op, Operation):
+            # Every route a key protects is the API's (a "*" route only answers 405).
+            if path.startswith(PROTECTED_PREFIX) and route.method != "*":
+                raise LookupError(f"{route.method} {path} has no @Operation declaration")
+            continue
+        if op.tag not in tag_names:
+            raise LookupError(f"{op.operation_id}: tag {op.tag!r} is not in TAGS")
+        method = route.method.lower()
+        spec.path(path=path, operations={method: _operation(op, path)})
+        declared.append((path, method, op))
+    document = spec.to_dict()
+    operations: dict[str, dict[str, Any]] = {}
+    for path, method, op in declared:
+        operation = document["paths"][path][method]
+        if op.operation_id in operations:
+            raise ValueError(f"{method.upper()} {path}: operationId {op.operation_id} is taken")
+        operations[op.operation_id] = operation
+        if op.body is not None:
+            _finish_body(document, operation, op.body)
+    _check_links(operations)
+    return copy.deepcopy(document)  # shares nothing with this module's constants
 
 
 def add_spec_route(app: web.Application) -> None:
-    """Serve the finished document at SPEC_URL: built once, then only bytes are served."""
-    body = json.dumps(build_spec(app), separators=(",", ":")).encode()
+    """Serve the document at SPEC_URL: built once, then only bytes are served."""
+    document = build_spec(app)
+    app[spec_key] = document
+    body = json.dumps(document, separators=(",", ":")).encode()
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")

@@ -6,18 +6,26 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, json_schema, querystring_schema, response_schema
 
 from .. import keys
 from ..domain.timeutil import format_ts, utcnow
-from ..errors import ValidationFailed
+from ..errors import ConfirmationRequired, ValidationFailed, WebhookNotFound
 from ..middleware.context import AUTH
 from ..webhooks.targets import target_problem
 from .body import load_body
 from .events import load_query
 from .query import CONFIRM_HEADER, reject_query, require_confirmation
-from .responses import ErrorEnvelopeSchema, ok
-from .spec import CONFIRM_PARAMETER, error_responses
+from .responses import ok
+from .spec import (
+    BODY_ERRORS,
+    CONFIRM_PARAMETER,
+    LOCATION,
+    WORKSPACE_ERRORS,
+    Body,
+    Link,
+    Operation,
+    Response,
+)
 from .webhook_schemas import (
     AttemptListEnvelopeSchema,
     AttemptQuerySchema,
@@ -36,12 +44,21 @@ _update_schema = WebhookUpdateSchema()
 _replay_schema = ReplaySchema()
 _attempt_query = AttemptQuerySchema()
 BASE = "/api/v1/webhooks"
-_NOT_FOUND = {
-    404: {
-        "description": "No such webhook endpoint in the key's workspace",
-        "schema": ErrorEnvelopeSchema,
-    }
-}
+# What an operation on one endpoint can be answered with, besides its body's errors.
+_ONE_ENDPOINT_ERRORS = (ValidationFailed, WebhookNotFound, *WORKSPACE_ERRORS)
+_NO_SUCH_ENDPOINT = {404: "No such webhook endpoint in the key's workspace"}
+# Links from a response that carries one endpoint (its id at data.id) to what can be done to it.
+_THIS_ENDPOINT = {"webhookId": "$response.body#/data/id"}
+_ENDPOINT_LINKS = (
+    Link("getWebhook", "Read this endpoint", _THIS_ENDPOINT),
+    Link("updateWebhook", "Change this endpoint", _THIS_ENDPOINT),
+    Link(
+        "deleteWebhook", "Delete this endpoint (confirmed)", {**_THIS_ENDPOINT, "confirm": "true"}
+    ),
+    Link("rotateWebhookSecret", "Rotate this endpoint's secret", _THIS_ENDPOINT),
+    Link("listWebhookDeliveries", "Read this endpoint's delivery log", _THIS_ENDPOINT),
+    Link("replayWebhook", "Replay events to it", _THIS_ENDPOINT),
+)
 FIELDS = {"url": "url", "events": "events", "chatbot_ids": "chatbotIds", "enabled": "enabled"}
 
 
@@ -97,9 +114,9 @@ _CREATE_EXAMPLE = {
 }
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="createWebhook",
+@Operation(
+    operation_id="createWebhook",
+    tag="webhooks",
     summary="Create a webhook endpoint",
     description="Subscribes a URL to the workspace's lead events. Responds 201 with the "
     "endpoint and its signing `secret`, which is shown only in this answer. Every "
@@ -108,10 +125,17 @@ _CREATE_EXAMPLE = {
     "`X-Webhook-Timestamp` and `X-Webhook-Signature`; a 2xx within 15 s is success, "
     "anything else is retried with backoff for 3 days. At most 50 endpoints per "
     "workspace (configurable). Takes no query parameters.",
-    responses=error_responses(400, 401, 413, 415, 429, 503),
+    body=Body(WebhookCreateSchema, example=_CREATE_EXAMPLE),
+    responses={
+        201: Response(
+            "The endpoint and its secret",
+            WebhookSecretEnvelopeSchema,
+            headers=LOCATION,
+            links=_ENDPOINT_LINKS,
+        )
+    },
+    errors=(*BODY_ERRORS, *WORKSPACE_ERRORS),
 )
-@json_schema(WebhookCreateSchema, example=_CREATE_EXAMPLE)
-@response_schema(WebhookSecretEnvelopeSchema, 201, description="The endpoint and its secret")
 async def create_webhook(request: web.Request) -> web.Response:
     reject_query(request.query)
     fields = await load_body(request, _create_schema)
@@ -132,30 +156,31 @@ async def create_webhook(request: web.Request) -> web.Response:
     return response
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="listWebhooks",
+@Operation(
+    operation_id="listWebhooks",
+    tag="webhooks",
     summary="List webhook endpoints",
     description="Every endpoint of the key's workspace, oldest first (never their "
     "secrets). Takes no query parameters.",
-    responses=error_responses(400, 401, 429, 503),
+    responses={200: Response("The endpoints", WebhookListEnvelopeSchema)},
+    errors=(ValidationFailed, *WORKSPACE_ERRORS),
 )
-@response_schema(WebhookListEnvelopeSchema, 200, description="The endpoints")
 async def list_webhooks(request: web.Request) -> web.Response:
     reject_query(request.query)
     found = await _webhooks(request).list(workspace_id=request[AUTH].workspace_id)
     return ok({"webhooks": [webhook_json(e) for e in found]})
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="getWebhook",
+@Operation(
+    operation_id="getWebhook",
+    tag="webhooks",
     summary="Get a webhook endpoint",
     description="One endpoint (without its secret). Another workspace's endpoint, or a "
     "malformed id, is a 404. Takes no query parameters.",
-    responses={**error_responses(400, 401, 429, 503), **_NOT_FOUND},
+    responses={200: Response("The endpoint", WebhookEnvelopeSchema, links=_ENDPOINT_LINKS[1:])},
+    errors=_ONE_ENDPOINT_ERRORS,
+    error_descriptions=_NO_SUCH_ENDPOINT,
 )
-@response_schema(WebhookEnvelopeSchema, 200, description="The endpoint")
 async def get_webhook(request: web.Request) -> web.Response:
     reject_query(request.query)
     endpoint = await _webhooks(request).get(
@@ -164,19 +189,24 @@ async def get_webhook(request: web.Request) -> web.Response:
     return ok(webhook_json(endpoint))
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="updateWebhook",
+@Operation(
+    operation_id="updateWebhook",
+    tag="webhooks",
     summary="Change a webhook endpoint",
     description="Partial update of url, events, chatbotIds, enabled and description: "
     "only the fields sent change, at least one must be sent. `enabled: false` holds "
     "deliveries; `enabled: true` sends the held ones (also after a 410 disabled the "
     "endpoint). Events committed while it was disabled are not queued for it: replay "
     "them. Takes no query parameters.",
-    responses={**error_responses(400, 401, 413, 415, 429, 503), **_NOT_FOUND},
+    body=Body(
+        WebhookUpdateSchema,
+        example={"enabled": True, "events": ["lead.created"]},
+        min_properties=1,
+    ),
+    responses={200: Response("The whole endpoint, changed", WebhookEnvelopeSchema)},
+    errors=(*BODY_ERRORS, WebhookNotFound, *WORKSPACE_ERRORS),
+    error_descriptions=_NO_SUCH_ENDPOINT,
 )
-@json_schema(WebhookUpdateSchema, example={"enabled": True, "events": ["lead.created"]})
-@response_schema(WebhookEnvelopeSchema, 200, description="The whole endpoint, changed")
 async def update_webhook(request: web.Request) -> web.Response:
     reject_query(request.query)
     fields = await load_body(request, _update_schema)
@@ -192,17 +222,18 @@ async def update_webhook(request: web.Request) -> web.Response:
     return ok(webhook_json(endpoint))
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="deleteWebhook",
+@Operation(
+    operation_id="deleteWebhook",
+    tag="webhooks",
     summary="Delete a webhook endpoint",
     description="Permanent, with its queued deliveries and delivery log, so it must be "
     "confirmed like a lead's delete: `?confirm=true`, or the header `X-Confirm-Delete: "
     "true`; otherwise 400 `CONFIRMATION_REQUIRED` and nothing changes.",
-    parameters=[CONFIRM_PARAMETER],
-    responses={**error_responses(400, 401, 429, 503), **_NOT_FOUND},
+    parameters=(CONFIRM_PARAMETER,),
+    responses={200: Response("The endpoint is gone", WebhookDeleteEnvelopeSchema)},
+    errors=(ConfirmationRequired, *_ONE_ENDPOINT_ERRORS),
+    error_descriptions=_NO_SUCH_ENDPOINT,
 )
-@response_schema(WebhookDeleteEnvelopeSchema, 200, description="The endpoint is gone")
 async def delete_webhook(request: web.Request) -> web.Response:
     require_confirmation(request.query, request.headers.get(CONFIRM_HEADER))
     webhook_id = request.match_info["webhookId"]
@@ -213,17 +244,18 @@ async def delete_webhook(request: web.Request) -> web.Response:
     )
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="rotateWebhookSecret",
+@Operation(
+    operation_id="rotateWebhookSecret",
+    tag="webhooks",
     summary="Rotate the signing secret",
     description="Issues a new secret, shown only in this answer. The previous one keeps "
     "signing too for 24 hours (`previousSecretExpiresAt`): meanwhile each delivery "
     "carries one signature per secret, so a receiver can switch at its own pace. Takes "
     "no query parameters and no body.",
-    responses={**error_responses(400, 401, 429, 503), **_NOT_FOUND},
+    responses={200: Response("The endpoint and its new secret", WebhookSecretEnvelopeSchema)},
+    errors=_ONE_ENDPOINT_ERRORS,
+    error_descriptions=_NO_SUCH_ENDPOINT,
 )
-@response_schema(WebhookSecretEnvelopeSchema, 200, description="The endpoint and its new secret")
 async def rotate_secret(request: web.Request) -> web.Response:
     reject_query(request.query)
     endpoint, secret = await _webhooks(request).rotate_secret(
@@ -232,18 +264,19 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return ok(webhook_json(endpoint, secret))
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="listWebhookDeliveries",
+@Operation(
+    operation_id="listWebhookDeliveries",
+    tag="webhooks",
     summary="Read the delivery log",
     description="Every delivery attempt to this endpoint, newest first (kept 30 days): "
     "the event, when it was sent, the receiver's status code or the error, the duration, "
     "and when the next attempt is due. Page with `before` (the previous page's "
     "`pagination.nextBefore`).",
-    responses={**error_responses(400, 401, 429, 503), **_NOT_FOUND},
+    query=AttemptQuerySchema,
+    responses={200: Response("A page of attempts", AttemptListEnvelopeSchema)},
+    errors=_ONE_ENDPOINT_ERRORS,
+    error_descriptions=_NO_SUCH_ENDPOINT,
 )
-@querystring_schema(AttemptQuerySchema)
-@response_schema(AttemptListEnvelopeSchema, 200, description="A page of attempts")
 async def list_deliveries(request: web.Request) -> web.Response:
     query = load_query(request.query, _attempt_query)
     found, more = await _webhooks(request).attempts(
@@ -264,19 +297,20 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
 
 
-@docs(
-    tags=["webhooks"],
-    operationId="replayWebhook",
+@Operation(
+    operation_id="replayWebhook",
+    tag="webhooks",
     summary="Replay events",
     description="Queues again, for this endpoint, every event after `after` of each of "
     "its chatbots (every chatbot of the workspace when it names none) that it "
     "subscribes to: also events delivered before, and events committed while it was "
     "disabled. The queueing runs in the background (202); deliveries follow in sequence "
     "order per chatbot as far as retries allow. Takes no query parameters.",
-    responses={**error_responses(400, 401, 413, 415, 429, 503), **_NOT_FOUND},
+    body=Body(ReplaySchema, example={"after": 0}),
+    responses={202: Response("The replay is queued", ReplayEnvelopeSchema)},
+    errors=(*BODY_ERRORS, WebhookNotFound, *WORKSPACE_ERRORS),
+    error_descriptions=_NO_SUCH_ENDPOINT,
 )
-@json_schema(ReplaySchema, example={"after": 0})
-@response_schema(ReplayEnvelopeSchema, 202, description="The replay is queued")
 async def replay(request: web.Request) -> web.Response:
     reject_query(request.query)
     fields = await load_body(request, _replay_schema)

@@ -6,11 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 import pollybot_leads
 from pollybot_leads.api.docs import STATIC_DIR
+from pollybot_leads.api.spec import Link, Operation, Response, build_spec
+from pollybot_leads.errors import ValidationFailed
 
 from .helpers import create_lead
 
@@ -369,10 +372,77 @@ async def test_list_values_the_patterns_allow_are_accepted(api, tenant):
 
 
 async def test_every_app_gets_the_same_complete_document(settings, spec):
+    from pollybot_leads.api.spec import spec_key
     from pollybot_leads.app import create_app
 
     # The decorators' data lives on the shared handler functions: a second app (as the
     # tests and scripts build) must not get a document without request bodies.
-    again = [create_app(settings)["swagger_dict"] for _ in range(2)]
+    again = [create_app(settings)[spec_key] for _ in range(2)]
     assert again[0] == again[1] == spec
     assert {"LeadCreate", "LeadUpdate"} <= set(spec["components"]["schemas"])
+
+
+# --- a declaration with a fact missing is refused at start-up --------------------------
+
+
+def _declare(**facts):
+    """A handler for GET /api/v1/things/{chatbotId}, declared with these facts."""
+    declared = {
+        "operation_id": "getThing",
+        "tag": "leads",
+        "summary": "Get a thing",
+        "description": "A thing.",
+        "responses": {200: Response("The thing")},
+        "errors": (ValidationFailed,),
+        **facts,
+    }
+
+    async def handler(request):
+        raise AssertionError("never called")
+
+    return Operation(**declared)(handler)
+
+
+@pytest.mark.parametrize(
+    ("path", "facts", "refusal"),
+    [
+        ("/api/v1/things/{chatbotId}", None, "has no @Operation"),
+        ("/api/v1/things/{thingId}", {}, "path parameter 'thingId'"),
+        ("/api/v1/things/{chatbotId}", {"tag": "things"}, "tag 'things'"),
+        (
+            "/api/v1/things/{chatbotId}",
+            {"responses": {200: Response("The thing", links=(Link("getOther", "?", {}),))}},
+            "links to unknown getOther",
+        ),
+        (
+            "/api/v1/things/{chatbotId}",
+            {"responses": {200: Response("The thing", links=(Link("getThing", "?", {"x": "1"}),))}},
+            "links to getThing with {'x'}",
+        ),
+        ("/api/v1/things/{chatbotId}", {"error_descriptions": {404: "?"}}, "for no error"),
+    ],
+)
+def test_the_builder_refuses_a_missing_fact(path, facts, refusal):
+    app = web.Application()
+    if facts is None:
+
+        async def undeclared(request):
+            raise AssertionError("never called")
+
+        app.router.add_get(path, undeclared, allow_head=False)
+    else:
+        app.router.add_get(path, _declare(**facts), allow_head=False)
+    with pytest.raises((LookupError, ValueError), match=re.escape(refusal)):
+        build_spec(app)
+
+
+def test_the_declaration_is_all_the_builder_needs():
+    app = web.Application()
+    app.router.add_get("/api/v1/things/{chatbotId}", _declare(), allow_head=False)
+    document = build_spec(app)
+    validate(document)
+    op = document["paths"]["/api/v1/things/{chatbotId}"]["get"]
+    assert set(op["responses"]) == {"200", "400"}  # the error's status comes from its class
+    assert set(op["responses"]["400"]["content"]["application/json"]["examples"]) == {
+        "VALIDATION_ERROR"
+    }
