@@ -19,6 +19,8 @@ from .responses import ok
 from .spec import (
     BODY_ERRORS,
     CONFIRM_PARAMETER,
+    IDEMPOTENCY_ERRORS,
+    IDEMPOTENCY_KEY,
     LOCATION,
     WORKSPACE_ERRORS,
     Body,
@@ -134,7 +136,8 @@ _CREATE_EXAMPLE = {
             links=_ENDPOINT_LINKS,
         )
     },
-    errors=(*BODY_ERRORS, *WORKSPACE_ERRORS),
+    parameters=(IDEMPOTENCY_KEY,),
+    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, *WORKSPACE_ERRORS),
 )
 async def create_webhook(request: web.Request) -> web.Response:
     reject_query(request.query)
@@ -204,7 +207,8 @@ async def get_webhook(request: web.Request) -> web.Response:
         min_properties=1,
     ),
     responses={200: Response("The whole endpoint, changed", WebhookEnvelopeSchema)},
-    errors=(*BODY_ERRORS, WebhookNotFound, *WORKSPACE_ERRORS),
+    parameters=(IDEMPOTENCY_KEY,),
+    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, WebhookNotFound, *WORKSPACE_ERRORS),
     error_descriptions=_NO_SUCH_ENDPOINT,
 )
 async def update_webhook(request: web.Request) -> web.Response:
@@ -229,9 +233,9 @@ async def update_webhook(request: web.Request) -> web.Response:
     description="Permanent, with its queued deliveries and delivery log, so it must be "
     "confirmed like a lead's delete: `?confirm=true`, or the header `X-Confirm-Delete: "
     "true`; otherwise 400 `CONFIRMATION_REQUIRED` and nothing changes.",
-    parameters=(CONFIRM_PARAMETER,),
+    parameters=(CONFIRM_PARAMETER, IDEMPOTENCY_KEY),
     responses={200: Response("The endpoint is gone", WebhookDeleteEnvelopeSchema)},
-    errors=(ConfirmationRequired, *_ONE_ENDPOINT_ERRORS),
+    errors=(ConfirmationRequired, *IDEMPOTENCY_ERRORS, *_ONE_ENDPOINT_ERRORS),
     error_descriptions=_NO_SUCH_ENDPOINT,
 )
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -253,7 +257,8 @@ async def delete_webhook(request: web.Request) -> web.Response:
     "carries one signature per secret, so a receiver can switch at its own pace. Takes "
     "no query parameters and no body.",
     responses={200: Response("The endpoint and its new secret", WebhookSecretEnvelopeSchema)},
-    errors=_ONE_ENDPOINT_ERRORS,
+    parameters=(IDEMPOTENCY_KEY,),
+    errors=(*IDEMPOTENCY_ERRORS, *_ONE_ENDPOINT_ERRORS),
     error_descriptions=_NO_SUCH_ENDPOINT,
 )
 async def rotate_secret(request: web.Request) -> web.Response:
@@ -308,7 +313,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     "order per chatbot as far as retries allow. Takes no query parameters.",
     body=Body(ReplaySchema, example={"after": 0}),
     responses={202: Response("The replay is queued", ReplayEnvelopeSchema)},
-    errors=(*BODY_ERRORS, WebhookNotFound, *WORKSPACE_ERRORS),
+    parameters=(IDEMPOTENCY_KEY,),
+    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, WebhookNotFound, *WORKSPACE_ERRORS),
     error_descriptions=_NO_SUCH_ENDPOINT,
 )
 async def replay(request: web.Request) -> web.Response:

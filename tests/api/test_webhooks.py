@@ -162,3 +162,23 @@ async def test_a_public_https_target_is_accepted_by_the_strict_server(strict_api
         BASE, json={"url": "https://93.184.215.14/hook"}, headers=tenant.headers
     )
     await data_of(resp, 201)
+
+
+async def test_a_create_retried_with_its_idempotency_key_makes_one_endpoint(
+    api, tenant, other_tenant
+):
+    """The document says webhook writes take Idempotency-Key; a retry is replayed, and
+    the key is the caller's own (another workspace's same key makes its own endpoint)."""
+    headers = {**tenant.headers, "Idempotency-Key": "create-hook-1"}
+    first = await api.post(BASE, json={"url": URL}, headers=headers)
+    made = await data_of(first, 201)
+    again = await api.post(BASE, json={"url": URL}, headers=headers)
+    assert await data_of(again, 201) == made
+    assert again.headers["Idempotent-Replayed"] == "true"
+    listed = await data_of(await api.get(BASE, headers=tenant.headers))
+    assert [w["id"] for w in listed["webhooks"]] == [made["id"]]
+    other = {**other_tenant.headers, "Idempotency-Key": "create-hook-1"}
+    theirs = await data_of(await api.post(BASE, json={"url": URL}, headers=other), 201)
+    assert theirs["id"] != made["id"] and theirs["workspaceId"] == other_tenant.workspace_id
+    reused = await api.post(BASE, json={"url": URL, "description": "x"}, headers=headers)
+    await error_of(reused, 422, "IDEMPOTENCY_KEY_REUSED")
