@@ -1,6 +1,6 @@
 """A minimal webhook receiver for PollyBot Leads: verifies, de-duplicates, prints.
 
-    WEBHOOK_SECRET=whsec_... python scripts/example_webhook_receiver.py --port 9000
+    WEBHOOK_SECRET=whsec_... .venv/bin/python scripts/example_webhook_receiver.py --port 9000
 
 Checks the Standard Webhooks signature (``webhook-signature``: HMAC-SHA256 of
 "{webhook-id}.{webhook-timestamp}.{body}", keyed with the base64-decoded bytes after

@@ -38,9 +38,9 @@ talks to Redis through the project's own client, one path for every kind of URL:
 Each RespClient keeps a small pool of pipelined connections (``pool_size``); a connection
 that has left commands unanswered for ``timeout_ms`` is dropped by the next take, which
 goes to another one, so a wedged connection never holds up later requests. Why not
-redis-py: it costs several times the CPU per take (README, "Rate limiting in
-production"). A client passed in (anything with ``evalsha``, ``script_load``, ``ping``
-and ``aclose`` like these two) is used as it is.
+redis-py: it costs several times the CPU per take (docs/benchmarks.md). A client passed
+in (anything with ``evalsha``, ``script_load``, ``ping`` and ``aclose`` like these two)
+is used as it is.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ a load that never stops, delivery still gets that share of the time, so deliveri
 delayed, never starved, and the backlog drains at full speed once the load drops.
 
 Why a small share (0.02 by default): measured with 16 clients, a share of 0.1 still
-cost creates about a third, 0.01 nothing measurable (scripts/bench_webhooks.py, README
+cost creates about a third, 0.01 nothing measurable (scripts/bench_webhooks.py, docs/benchmarks.md;
 on a noisy machine). The reason, measured since (each store command timed under that
 benchmark): a fan-out of a backlog of 500 events inserts 1,500 deliveries (0.3-0.5 s of
 SecantusDB, one Python process) and updates 500 events (0.4-0.9 s), while requests wait.

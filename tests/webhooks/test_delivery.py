@@ -271,7 +271,7 @@ async def test_several_workers_never_send_one_delivery_twice_at_once(
 
 
 async def test_the_example_receiver_accepts_a_real_delivery(api, mongo, tenant, run_worker):
-    """scripts/example_webhook_receiver.py, as the README runs it, verifies deliveries."""
+    """scripts/example_webhook_receiver.py, as docs/webhooks.md runs it, verifies deliveries."""
     import importlib.util
     from pathlib import Path
 
