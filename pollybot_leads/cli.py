@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .accounts.repository import AccountRepository, ApiKeyRecord
 from .app import create_app
-from .domain.timeutil import format_ts
 from .errors import AppError, NotFound
+from .leads.repository import LeadRepository
 from .ops.logs import setup_logging
 from .ops.server import run, serve_app
 from .ops.workers import run_workers
 from .settings import Settings, SettingsError, load_settings
-from .storage.accounts import AccountRepository, ApiKeyRecord
-from .storage.client import Mongo
-from .storage.embedded import EmbeddedStore, EmbeddedStoreError, port_open
-from .storage.indexes import ensure_indexes
-from .storage.leads import LeadRepository
+from .store.client import Mongo
+from .store.embedded import EmbeddedStore, EmbeddedStoreError, port_open
+from .store.indexes import ensure_indexes
+from .timeutil import format_ts
 from .webhooks import admin as webhook_admin
 
 log = logging.getLogger("pollybot_leads")

@@ -13,15 +13,15 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from ..api.webhooks import attempt_json, webhook_json
-from ..domain.timeutil import format_ts, utcnow
 from ..errors import ConfirmationRequired, ValidationFailed
 from ..settings import Settings
-from ..storage.client import Mongo
-from ..storage.indexes import ensure_indexes
-from ..storage.webhooks import WebhookRepository
+from ..store.client import Mongo
+from ..store.indexes import ensure_indexes
+from ..timeutil import format_ts, utcnow
 from .delivery import running_worker
 from .payload import EVENT_TYPES
+from .repository import WebhookRepository
+from .routes import attempt_json, webhook_json
 from .targets import target_problem
 
 COMMANDS = (
