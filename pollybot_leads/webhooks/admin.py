@@ -89,7 +89,9 @@ def _subscription(p: argparse.ArgumentParser) -> None:
     )
 
 
-async def run_admin(args: argparse.Namespace, mongo: Mongo, settings: Settings) -> dict[str, Any]:
+async def run_webhook_command(
+    args: argparse.Namespace, mongo: Mongo, settings: Settings
+) -> dict[str, Any]:
     repo = WebhookRepository(mongo)
     command = args.admin_command
     if command == "create-webhook":
