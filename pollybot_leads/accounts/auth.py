@@ -16,13 +16,12 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .. import ids
 from ..errors import ChatbotNotFound, RateLimited, ServiceUnavailable, Unauthorized
-from ..http.context import AUTH, AuthContext
+from ..http.context import AUTH, PROTECTED_PREFIX, AuthContext
 from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
 from .repository import AccountRepository, ApiKeyRecord
 
 CACHE_MAX_ENTRIES = 10_000
 CHATBOT_CACHE_SECONDS = 60.0
-PROTECTED_PREFIX = "/api/v1/"
 
 
 V = TypeVar("V")

@@ -21,6 +21,9 @@ class AuthContext:
         return self.key.workspace_id
 
 
+# Every route under it needs an API key (accounts/auth.py) and is documented (spec.py).
+PROTECTED_PREFIX = "/api/v1/"
+
 REQUEST_ID = web.RequestKey("request_id", str)
 # Headers added to whatever response goes out (rate-limit headers).
 RESPONSE_HEADERS = web.RequestKey("response_headers", dict[str, str])

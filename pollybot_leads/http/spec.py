@@ -25,7 +25,6 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
 from .. import __version__
-from ..accounts.auth import PROTECTED_PREFIX
 from ..errors import (
     AppError,
     ChatbotNotFound,
@@ -40,6 +39,7 @@ from ..errors import (
     ValidationFailed,
 )
 from ..leads.schemas import ServerOwned
+from .context import PROTECTED_PREFIX
 from .responses import ErrorEnvelopeSchema
 
 SPEC_URL = "/api/docs/openapi.json"
