@@ -8,36 +8,36 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import keys
-from .api.batch import BATCH_MAX_BYTES, add_batch_route
-from .api.docs import redirect_to_docs, setup_docs
-from .api.events import add_event_routes
-from .api.export import add_export_route
-from .api.leads import add_routes
-from .api.query import CursorCodec, cursor_codec_key
-from .api.webhooks import add_webhook_routes
-from .middleware.access_log import access_log_middleware
-from .middleware.activity import RequestActivity, request_activity_key
-from .middleware.admission import Admission
-from .middleware.auth import Authenticator, auth_middleware_factory, authenticator_key
-from .middleware.cors import CorsPolicy
-from .middleware.deadline import deadline_middleware_factory
-from .middleware.errors import error_middleware
-from .middleware.idempotency import idempotency_middleware_factory
-from .middleware.ratelimit import ratelimit_middleware_factory
-from .middleware.request_id import add_request_headers, request_id_middleware
-from .middleware.security_headers import add_security_headers
+from . import appkeys
+from .accounts.auth import Authenticator, auth_middleware_factory, authenticator_key
+from .accounts.repository import AccountRepository
+from .http.access_log import access_log_middleware
+from .http.activity import RequestActivity, request_activity_key
+from .http.admission import Admission
+from .http.cors import CorsPolicy
+from .http.deadline import deadline_middleware_factory
+from .http.docs import redirect_to_docs, setup_docs
+from .http.errors import error_middleware
+from .http.ratelimit import ratelimit_middleware_factory
+from .http.request_id import add_request_headers, request_id_middleware
+from .http.security_headers import add_security_headers
+from .idempotency.middleware import idempotency_middleware_factory
+from .leads.batch import BATCH_MAX_BYTES, add_batch_route
+from .leads.export_routes import add_export_route
+from .leads.query import CursorCodec, cursor_codec_key
+from .leads.repository import LeadRepository
+from .leads.routes import add_routes
 from .ops.endpoints import setup_ops
 from .ops.metrics import CountingRateLimiter
 from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
-from .storage.accounts import AccountRepository
-from .storage.client import Mongo
-from .storage.events import EventLog, EventSignal
-from .storage.indexes import ensure_indexes
-from .storage.leads import LeadRepository
-from .storage.webhooks import WebhookRepository
+from .store.client import Mongo
+from .store.indexes import ensure_indexes
 from .webhooks.delivery import running_worker
+from .webhooks.event_log import EventLog, EventSignal
+from .webhooks.feed_routes import add_event_routes
+from .webhooks.repository import WebhookRepository
+from .webhooks.routes import add_webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
 
 
 async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.settings_key]
+    settings = app[appkeys.settings_key]
     mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
@@ -61,13 +61,13 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         committed = EventSignal()
         leads = LeadRepository(mongo, max_count=settings.list_max_count, committed=committed)
         await leads.migrate_counters(mongo.db["chatbots"])
-        app[keys.leads_repo_key] = leads
-        app[keys.mongo_key] = mongo
-        app[keys.accounts_repo_key] = AccountRepository(mongo)
-        app[keys.idempotency_key] = leads.idempotency
-        app[keys.webhooks_repo_key] = WebhookRepository(mongo)
-        app[keys.event_log_key] = EventLog(mongo.db)
-        app[keys.events_committed_key] = committed
+        app[appkeys.leads_repo_key] = leads
+        app[appkeys.mongo_key] = mongo
+        app[appkeys.accounts_repo_key] = AccountRepository(mongo)
+        app[appkeys.idempotency_key] = leads.idempotency
+        app[appkeys.webhooks_repo_key] = WebhookRepository(mongo)
+        app[appkeys.event_log_key] = EventLog(mongo.db)
+        app[appkeys.events_committed_key] = committed
         async with mongo.sessions.kept():
             yield
     finally:
@@ -75,11 +75,11 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.settings_key]
+    settings = app[appkeys.settings_key]
     limiter = CountingRateLimiter(build_rate_limiter(settings))
-    app[keys.rate_limiter_key] = limiter
+    app[appkeys.rate_limiter_key] = limiter
     app[authenticator_key] = Authenticator(
-        app[keys.accounts_repo_key],
+        app[appkeys.accounts_repo_key],
         key_cache_seconds=settings.key_cache_seconds,
         limiter=limiter,
         failure_policy=BucketPolicy(
@@ -95,14 +95,14 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Webhook deliveries in the background (off: webhooks.deliver = false)."""
-    settings = app[keys.settings_key]
+    settings = app[appkeys.settings_key]
     if not settings.webhooks_deliver:
         yield
         return
     async with running_worker(
-        app[keys.mongo_key],
+        app[appkeys.mongo_key],
         settings,
-        app[keys.events_committed_key],
+        app[appkeys.events_committed_key],
         busy=app[request_activity_key].busy,
     ):
         yield
@@ -123,7 +123,7 @@ def create_app(settings: Settings) -> web.Application:
         access_log_middleware,
         error_middleware,
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
-        deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, keys.mongo_key),
+        deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, appkeys.mongo_key),
         # Before authentication: finding a key or a chatbot not yet cached is store work.
         admission.middleware(),
         auth_middleware_factory(authenticator_key),
@@ -131,17 +131,17 @@ def create_app(settings: Settings) -> web.Application:
     if settings.ratelimit_enabled:
         middlewares.append(
             ratelimit_middleware_factory(
-                keys.rate_limiter_key,
+                appkeys.rate_limiter_key,
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
-    middlewares.append(idempotency_middleware_factory(keys.idempotency_key))
+    middlewares.append(idempotency_middleware_factory(appkeys.idempotency_key))
     # Each route enforces its own body limit (read_json_object); the batch route's is
     # the largest.
     app = web.Application(
         client_max_size=max(settings.max_body_bytes, BATCH_MAX_BYTES), middlewares=middlewares
     )
-    app[keys.settings_key] = settings
+    app[appkeys.settings_key] = settings
     app[request_activity_key] = activity
     secret = settings.cursor_secret
     if not secret:

@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .accounts import admin as account_admin
+from .accounts.repository import AccountRepository
 from .app import create_app
-from .domain.timeutil import format_ts
 from .errors import AppError, NotFound
+from .leads.repository import LeadRepository
 from .ops.logs import setup_logging
 from .ops.server import run, serve_app
 from .ops.workers import run_workers
 from .settings import Settings, SettingsError, load_settings
-from .storage.accounts import AccountRepository, ApiKeyRecord
-from .storage.client import Mongo
-from .storage.embedded import EmbeddedStore, EmbeddedStoreError, port_open
-from .storage.indexes import ensure_indexes
-from .storage.leads import LeadRepository
+from .store.client import Mongo
+from .store.embedded import EmbeddedStore, EmbeddedStoreError, port_open
+from .store.indexes import ensure_indexes
 from .webhooks import admin as webhook_admin
 
 log = logging.getLogger("pollybot_leads")
@@ -138,50 +138,6 @@ def _version() -> str:
         return metadata.version("pollybot-leads")
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
         return __version__
-
-
-def key_json(key: ApiKeyRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": key.id,
-        "workspaceId": key.workspace_id,
-        "name": key.name,
-        "createdAt": format_ts(key.created_at),
-        "revoked": not key.active,
-    }
-    if key.rate_limit_capacity is not None or key.rate_limit_refill is not None:
-        out["rateLimit"] = {
-            "capacity": key.rate_limit_capacity,
-            "refillPerSecond": key.rate_limit_refill,
-        }
-    return out
-
-
-async def run_admin(args: argparse.Namespace, accounts: AccountRepository) -> dict[str, Any]:
-    command = args.admin_command
-    if command == "create-workspace":
-        return await accounts.create_workspace(name=args.name)
-    if command == "create-chatbot":
-        return await accounts.create_chatbot(workspace_id=args.workspace, name=args.name)
-    if command == "create-key":
-        issued = await accounts.create_key(
-            workspace_id=args.workspace,
-            name=args.name,
-            rate_limit_capacity=args.rate_limit_capacity,
-            rate_limit_refill=args.rate_limit_refill,
-        )
-        return {**key_json(issued.record), "key": issued.secret}
-    if command == "revoke-key":
-        return key_json(await accounts.revoke_key(key_id=args.key_id))
-    if command == "list-keys":
-        keys = await accounts.list_keys(workspace_id=args.workspace)
-        return {"workspaceId": args.workspace, "keys": [key_json(k) for k in keys]}
-    if command == "set-rate-limit":
-        return key_json(
-            await accounts.set_rate_limit(
-                key_id=args.key_id, capacity=args.capacity, refill_per_second=args.refill
-            )
-        )
-    raise AssertionError(command)
 
 
 async def run_recount(args: argparse.Namespace, mongo: Mongo) -> dict[str, Any]:
@@ -384,13 +340,17 @@ def main(argv: list[str] | None = None) -> int:
         with store_for(settings, owner=False) as ready:
             if args.admin_command in webhook_admin.COMMANDS:
                 result = asyncio.run(
-                    with_mongo(ready, lambda mongo: webhook_admin.run_admin(args, mongo, ready))
+                    with_mongo(
+                        ready, lambda mongo: webhook_admin.run_webhook_command(args, mongo, ready)
+                    )
                 )
             elif args.admin_command == "recount":
                 result = asyncio.run(with_mongo(ready, lambda mongo: run_recount(args, mongo)))
             else:
                 result = asyncio.run(
-                    with_accounts(ready, lambda accounts: run_admin(args, accounts))
+                    with_accounts(
+                        ready, lambda accounts: account_admin.run_account_command(args, accounts)
+                    )
                 )
     except AppError as exc:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))

@@ -65,7 +65,7 @@ class Settings:
     # One budget for all the store calls of a request; past it the request is a 503.
     mongodb_timeout_ms: int = 1500
     # Connections to the store per process (the driver's maxPoolSize), and requests of
-    # each lane at work on the store at once (middleware/admission.py); past the queue
+    # each lane at work on the store at once (http/admission.py); past the queue
     # wait a request is refused at once with a 503.
     mongodb_max_pool_size: int = 32
     store_read_concurrency: int = 12

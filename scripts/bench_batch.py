@@ -62,7 +62,7 @@ from bench_http import (
 )
 from pymongo import MongoClient
 
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port
+from pollybot_leads.store.embedded import EmbeddedStore, free_port
 
 BATCH = 100  # leads per unit: 100 single POSTs, or one batch of 100
 CONCURRENCY = 16

@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pollybot_leads.domain.queries import LeadQuery
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port
-from pollybot_leads.storage.indexes import ensure_indexes
-from pollybot_leads.storage.leads import LeadRepository
+from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.leads.queries import LeadQuery
+from pollybot_leads.leads.repository import LeadRepository
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, free_port
+from pollybot_leads.store.indexes import ensure_indexes
 
 DRIVERS = ("motor", "pymongo")
 CONCURRENCY = 16

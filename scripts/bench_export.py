@@ -27,9 +27,9 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout
 from bench_list import BenchStore, seed  # the same realistic leads, a year of them
 
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.embedded import free_port, port_open
-from pollybot_leads.storage.leads import LeadRepository
+from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.leads.repository import LeadRepository
+from pollybot_leads.store.embedded import free_port, port_open
 
 FLAT_WITHIN = 0.10
 

@@ -22,10 +22,10 @@ from typing import Any
 from aiohttp import web
 from pymongo import AsyncMongoClient, WriteConcern
 
-from pollybot_leads.storage.leads import build_lead_document
+from pollybot_leads.leads.repository import build_lead_document
 
 # Whole documents are read, as the API does on SecantusDB (a projection halves its rate:
-# pollybot_leads/storage/quirks.py), and the public fields kept here.
+# pollybot_leads/store/quirks.py), and the public fields kept here.
 PUBLIC = ("chatbotId", "workspaceId", "name", "email", "phone", "source", "status")
 PUBLIC += ("metadata", "statusHistory", "createdAt", "updatedAt")
 REQUIRED = ("name", "email")
@@ -77,7 +77,7 @@ async def create_lead(request: web.Request) -> web.Response:
     doc = build_lead_document(chatbot_id, workspaces[chatbot_id], fields, now)
     doc["_id"] = "lead_" + secrets.token_hex(8)  # the API's id format
     # The API's store work for a create: the lead and its chatbot's counter (one of 32
-    # shards, as storage/counters.py) in one transaction, committed journaled. The
+    # shards, as leads/counters.py) in one transaction, committed journaled. The
     # plain way, one transaction per request (the API commits concurrent creates
     # together).
     db, counter = request.app[DB], f"{chatbot_id}:{random.randrange(32):02d}"

@@ -55,12 +55,12 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from pollybot_leads.domain.leads import STATUSES
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.storage.indexes import ensure_indexes
-from pollybot_leads.storage.leads import LeadRepository, build_lead_document
+from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.rules import STATUSES
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
+from pollybot_leads.store.indexes import ensure_indexes
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_SCRIPT = ROOT / "scripts" / "bench_floor_server.py"

@@ -29,15 +29,15 @@ from typing import Any
 from aiohttp import ClientSession
 from multidict import MultiDict
 
-from pollybot_leads.api.query import CursorCodec, parse_list_query
-from pollybot_leads.domain.leads import STATUSES
+from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.errors import AppError
+from pollybot_leads.leads.query import CursorCodec, parse_list_query
+from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.settings import load_settings
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo, store_deadline
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.storage.indexes import ensure_indexes
-from pollybot_leads.storage.leads import LeadRepository, build_lead_document
+from pollybot_leads.store.client import Mongo, store_deadline
+from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
+from pollybot_leads.store.indexes import ensure_indexes
 
 # A shape answered 503 (past the store budget) this many times in a row is not run again.
 GIVE_UP_AFTER = 3

@@ -49,11 +49,11 @@ from typing import Any
 import aiohttp
 import redis
 
+from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.ratelimit.redis_bucket import TAKE_SCRIPT
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.storage.indexes import ensure_indexes
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
+from pollybot_leads.store.indexes import ensure_indexes
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

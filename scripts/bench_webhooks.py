@@ -2,7 +2,7 @@
 
 Runs `pollybot-leads worker` processes (default settings: 16 deliveries in flight, a
 0.25 s poll) against a local receiver (an aiohttp server in this process answering 204),
-with events appended as lead writes append them (storage/events.py, one transaction per
+with events appended as lead writes append them (webhooks/event_log.py, one transaction per
 write). Phases (each skipped with 0):
 
 - **throughput** (``--events``): events queued before the workers start; reported is
@@ -53,15 +53,15 @@ from typing import Any
 from aiohttp import ClientSession, web
 from pymongo.errors import AutoReconnect
 
-from pollybot_leads.domain import ids
-from pollybot_leads.domain.timeutil import utcnow
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port
-from pollybot_leads.storage.events import LEAD_CREATED, EventLog
-from pollybot_leads.storage.indexes import ensure_indexes
-from pollybot_leads.storage.webhooks import WebhookRepository
+from pollybot_leads import ids
+from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, free_port
+from pollybot_leads.store.indexes import ensure_indexes
+from pollybot_leads.timeutil import utcnow
+from pollybot_leads.webhooks.event_log import LEAD_CREATED, EventLog
 from pollybot_leads.webhooks.payload import EVENT_TYPES
+from pollybot_leads.webhooks.repository import WebhookRepository
 
 WORKER = (sys.executable, "-m", "pollybot_leads", "worker")
 DRAIN_TIMEOUT_SECONDS = 600.0

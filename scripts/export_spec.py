@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from pollybot_leads.api.spec import spec_key
 from pollybot_leads.app import create_app
+from pollybot_leads.http.spec import spec_key
 from pollybot_leads.settings import load_settings
 
 

@@ -53,12 +53,12 @@ from aiohttp import web
 from bench_http import Server, fake_fields, process_tree, stop_server, wait_until_listening
 from pymongo import MongoClient
 
-from pollybot_leads.domain.leads import STATUSES
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port, port_open, stop_process
-from pollybot_leads.storage.indexes import ensure_indexes
-from pollybot_leads.storage.leads import LeadRepository, build_lead_document
+from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.rules import STATUSES
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open, stop_process
+from pollybot_leads.store.indexes import ensure_indexes
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS, PAGE = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")

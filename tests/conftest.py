@@ -20,13 +20,13 @@ from typing import NoReturn
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.app import create_app
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.settings import Settings, load_settings
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, free_port
-from pollybot_leads.storage.indexes import ensure_indexes
-from pollybot_leads.storage.leads import LeadRepository
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, free_port
+from pollybot_leads.store.indexes import ensure_indexes
 from tests.redis_server import RedisServer, RedisServerError, find_redis_server
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

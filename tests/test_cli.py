@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from pollybot_leads.storage.embedded import free_port, port_open
+from pollybot_leads.store.embedded import free_port, port_open
 
 
 def run_cli(*args: str, env: dict[str, str]) -> tuple[int, dict]:
@@ -207,7 +207,7 @@ def test_admin_works_in_embedded_mode_without_a_server(embedded_env):
 async def test_recount_repairs_lead_counters_after_a_bulk_load(uri_env, api, accounts, leads_repo):
     from datetime import UTC, datetime
 
-    from pollybot_leads.storage.leads import build_lead_document
+    from pollybot_leads.leads.repository import build_lead_document
 
     from .conftest import make_tenant
 
@@ -326,7 +326,7 @@ def test_a_bad_environment_value_is_named_on_the_command_line(embedded_env):
 
 
 def test_embedded_data_lives_where_the_banner_says(tmp_path, monkeypatch):
-    from pollybot_leads.storage.embedded import EmbeddedStore
+    from pollybot_leads.store.embedded import EmbeddedStore
 
     monkeypatch.chdir(tmp_path)
     store = EmbeddedStore(Path("var"), free_port())  # relative, as `make run` passes it

@@ -15,17 +15,17 @@ import logging
 
 from aiohttp import web
 
-from .. import keys
+from .. import appkeys
 from ..errors import ServiceUnavailable
 from ..ratelimit.base import RateLimiter
-from ..storage.client import Mongo, store_deadline
+from ..store.client import Mongo, store_deadline
 from . import metrics
 from .state import OpsState, ops_state_key
 
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT_SECONDS = 1.0
-# The driver checks some waits only every half second (see middleware/deadline.py): past
+# The driver checks some waits only every half second (see http/deadline.py): past
 # the budget and this slack the check counts as failed and is left to end by itself.
 READINESS_SLACK_SECONDS = 0.25
 NO_STORE = {"Cache-Control": "no-store"}
@@ -77,9 +77,9 @@ async def readyz(request: web.Request) -> web.Response:
         raise ServiceUnavailable(
             "Not ready: the server is shutting down", details={"server": "draining"}
         )
-    redis = app[keys.rate_limiter_key] if app[keys.settings_key].redis_url else None
+    redis = app[appkeys.rate_limiter_key] if app[appkeys.settings_key].redis_url else None
     mongodb, redis_state = await asyncio.gather(
-        mongo_ready(app[keys.mongo_key]), limiter_ready(redis)
+        mongo_ready(app[appkeys.mongo_key]), limiter_ready(redis)
     )
     checks = {"mongodb": mongodb, "redis": redis_state}
     failing = [name for name, state in checks.items() if state == UNAVAILABLE]

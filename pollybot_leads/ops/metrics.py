@@ -132,7 +132,7 @@ def admission_refused(lane: str) -> None:
 
 
 def store_unavailable() -> None:
-    """Count a store failure that becomes a 503 (called by storage.client.unavailable).
+    """Count a store failure that becomes a 503 (called by store.client.unavailable).
 
     It runs inside the ``except`` block that caught the driver's exception, if any: a
     timeout (``TimeoutError``, or a driver error whose ``timeout`` is true) or none at all

@@ -33,8 +33,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from ..errors import AppError
-from ..middleware.errors import error_body
-from ..middleware.security_headers import FIXED_HEADERS, NO_STORE
+from ..http.errors import error_body
+from ..http.security_headers import FIXED_HEADERS, NO_STORE
 from . import metrics
 from .logs import LogThrottle
 

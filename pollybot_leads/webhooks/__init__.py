@@ -6,6 +6,6 @@
 - :mod:`.retry`: when the next attempt is due.
 - :mod:`.delivery`: the dispatcher and the sender, run by :class:`.delivery.WebhookWorker`.
 
-The store side is ``storage/webhooks.py``; the HTTP API is ``api/webhooks.py`` and
-``api/events.py``.
+The store side is ``webhooks/repository.py``; the HTTP API is ``webhooks/routes.py`` and
+``webhooks/feed_routes.py``.
 """

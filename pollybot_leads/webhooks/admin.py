@@ -13,15 +13,15 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from ..api.webhooks import attempt_json, webhook_json
-from ..domain.timeutil import format_ts, utcnow
 from ..errors import ConfirmationRequired, ValidationFailed
 from ..settings import Settings
-from ..storage.client import Mongo
-from ..storage.indexes import ensure_indexes
-from ..storage.webhooks import WebhookRepository
+from ..store.client import Mongo
+from ..store.indexes import ensure_indexes
+from ..timeutil import format_ts, utcnow
 from .delivery import running_worker
 from .payload import EVENT_TYPES
+from .repository import WebhookRepository
+from .routes import attempt_json, webhook_json
 from .targets import target_problem
 
 COMMANDS = (
@@ -89,7 +89,9 @@ def _subscription(p: argparse.ArgumentParser) -> None:
     )
 
 
-async def run_admin(args: argparse.Namespace, mongo: Mongo, settings: Settings) -> dict[str, Any]:
+async def run_webhook_command(
+    args: argparse.Namespace, mongo: Mongo, settings: Settings
+) -> dict[str, Any]:
     repo = WebhookRepository(mongo)
     command = args.admin_command
     if command == "create-webhook":

@@ -3,7 +3,7 @@
 - The **dispatcher** takes events still marked ``pending`` (a sparse index holds only
   those), fans each out to the enabled endpoints that subscribe to it as delivery
   documents, then clears the mark; it also advances replays. Idempotent: see
-  storage/deliveries.py.
+  webhooks/deliveries.py.
 - The **sender** claims due deliveries under a lease (any number of processes share
   the queue; a delivery is in one process's hands at a time), POSTs the signed event,
   and records the attempt and the outcome: 2xx within the timeout is delivered; 410
@@ -31,16 +31,16 @@ import aiohttp
 from prometheus_client import Counter, Histogram
 from pymongo.errors import PyMongoError
 
-from ..domain.timeutil import format_ts, utcnow
+from ..cancellation import cancel_and_wait, cancelling
 from ..errors import AppError
 from ..settings import Settings
-from ..storage.cancel import cancel_and_wait, cancelling
-from ..storage.client import Mongo, store_deadline
-from ..storage.deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
-from ..storage.events import EventSignal
-from ..storage.webhooks import active_secrets
+from ..store.client import Mongo, store_deadline
+from ..timeutil import format_ts, utcnow
+from .deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
+from .event_log import EventSignal
 from .pacing import Pacer
 from .payload import event_body
+from .repository import active_secrets
 from .retry import RetryPolicy, parse_retry_after
 from .signing import signed_headers
 from .targets import GuardedResolver, TargetRefused, refused_literal

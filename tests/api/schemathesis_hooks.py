@@ -37,22 +37,22 @@ import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
-from pollybot_leads.api.query import (
+from pollybot_leads.idempotency.middleware import KEY_MAX
+from pollybot_leads.leads.metadata import (
+    MAX_DEPTH,
+    MAX_KEY_LENGTH,
+    MAX_KEYS_PER_OBJECT,
+    MAX_SERIALIZED_BYTES,
+)
+from pollybot_leads.leads.query import (
     CURSOR_PATTERN,
     DATE_MAX,
     DATE_MIN,
     SEARCH_MAX_LENGTH,
     SEARCH_MAX_WORDS,
 )
-from pollybot_leads.api.schemas import NON_BLANK
-from pollybot_leads.domain.leads import query_words
-from pollybot_leads.domain.metadata import (
-    MAX_DEPTH,
-    MAX_KEY_LENGTH,
-    MAX_KEYS_PER_OBJECT,
-    MAX_SERIALIZED_BYTES,
-)
-from pollybot_leads.middleware.idempotency import KEY_MAX
+from pollybot_leads.leads.rules import query_words
+from pollybot_leads.leads.schemas import NON_BLANK
 
 INT64 = 2**63 - 1
 CHATBOT_ID = re.compile(r"^cb_[0-9a-f]{16}$")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pollybot_leads.middleware.auth import authenticator_key
+from pollybot_leads.accounts.auth import authenticator_key
 
 from .helpers import error_of
 

@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pollybot_leads.domain.leads import fold
-from pollybot_leads.storage import listing as storage_listing
+from pollybot_leads.leads import listing as storage_listing
+from pollybot_leads.leads.rules import fold
 
 from .helpers import create_lead, data_of, error_of
 

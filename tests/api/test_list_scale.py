@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pollybot_leads.domain.queries import SORTS
+from pollybot_leads.leads.queries import SORTS
 
 from .helpers import create_lead, data_of
 

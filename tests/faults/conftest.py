@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from pollybot_leads.storage.embedded import free_port
+from pollybot_leads.store.embedded import free_port
 from tests.faults.harness import ApiServer, Store, Tenant, create_tenant, server_env
 
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
-from pollybot_leads.domain.leads import STATUSES
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import EmbeddedStore, port_open, stop_process
+from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.leads.rules import STATUSES
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import EmbeddedStore, port_open, stop_process
 
 REQUEST_TIMEOUT = ClientTimeout(total=10)  # a client gives up on a request after this
 SERVER_START_SECONDS = 30.0

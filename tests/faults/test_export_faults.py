@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from aiohttp import ClientPayloadError, ClientSession, ClientTimeout
 
-from pollybot_leads.domain.timeutil import utcnow
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.leads import LeadRepository, build_lead_document
+from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.timeutil import utcnow
 from tests.faults.harness import ApiServer, Store, Tenant
 
 BUDGET = 2.5  # seconds: the per-read budget (1.5 s) and the cap's slack, with room

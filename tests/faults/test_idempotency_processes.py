@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from pollybot_leads.storage.embedded import free_port
+from pollybot_leads.store.embedded import free_port
 from tests.faults.harness import ApiServer, Store, Tenant, list_total, server_env
 from tests.redis_server import RedisServer
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from pollybot_leads.domain.leads import STATUSES
+from pollybot_leads.leads.rules import STATUSES
 from tests.faults.harness import (
     ApiServer,
     Load,
@@ -128,7 +128,7 @@ async def test_acknowledged_creates_survive_server_sigkill(
     assert all(o.unavailable for o in errors), f"a failure other than a 503: {summary}"
     # Creates succeed again by themselves, soon: a transaction the killed server left open
     # (holding the chatbot's event sequence) is ended by the restarted server as it starts
-    # (storage/sessions.py), not 60 s later by the store.
+    # (store/sessions.py), not 60 s later by the store.
     recovered_in, seen = await first_success(
         lambda: asyncio.gather(create_lead(http, server, tenant, 10_000)),
         within=RECOVERY_SECONDS,

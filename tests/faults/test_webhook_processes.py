@@ -16,7 +16,7 @@ from aiohttp import ClientSession, web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pollybot_leads.settings import CONFIG_DIR
-from pollybot_leads.storage.embedded import free_port
+from pollybot_leads.store.embedded import free_port
 from tests.faults.harness import (
     ApiServer,
     Load,

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from pollybot_leads.storage.embedded import free_port, port_open
+from pollybot_leads.store.embedded import free_port, port_open
 
 START_SECONDS = 60.0
 

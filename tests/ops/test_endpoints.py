@@ -17,8 +17,8 @@ from pollybot_leads.app import create_app
 from pollybot_leads.ops import metrics
 from pollybot_leads.ops.endpoints import limiter_ready, mongo_ready
 from pollybot_leads.ops.logs import RequestIdFilter
-from pollybot_leads.storage.client import unavailable
-from pollybot_leads.storage.embedded import free_port
+from pollybot_leads.store.client import unavailable
+from pollybot_leads.store.embedded import free_port
 from tests.api.helpers import error_of
 
 

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
-from pollybot_leads.storage.embedded import free_port, port_open
+from pollybot_leads.store.embedded import free_port, port_open
 from tests.conftest import Tenant, make_tenant
 
 from .conftest import Served

@@ -1,8 +1,8 @@
 """Mongo.primary_known: which requests may skip the deadline middleware's task and hard
 cap (a store call that must first look for its server could overrun the budget)."""
 
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.embedded import free_port
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.embedded import free_port
 
 
 async def test_a_connected_pymongo_client_knows_where_to_write(mongo: Mongo) -> None:

@@ -1,6 +1,6 @@
 from pymongo import ASCENDING, IndexModel
 
-from pollybot_leads.storage.indexes import LEAD_INDEXES, RETIRED_INDEXES, ensure_indexes
+from pollybot_leads.store.indexes import LEAD_INDEXES, RETIRED_INDEXES, ensure_indexes
 
 
 async def test_ensure_indexes_is_idempotent_and_rebuilds_changed_ones(mongo):

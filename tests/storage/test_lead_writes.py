@@ -4,14 +4,14 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from pollybot_leads.domain.leads import fold
-from pollybot_leads.domain.queries import LeadQuery
-from pollybot_leads.domain.timeutil import utcnow
-from pollybot_leads.domain.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
 from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
-from pollybot_leads.storage import counters
-from pollybot_leads.storage.idempotency import IdempotencyStore, Lease, StoredResponse
-from pollybot_leads.storage.leads import LeadRepository
+from pollybot_leads.idempotency.records import IdempotencyStore, Lease, StoredResponse
+from pollybot_leads.leads import counters
+from pollybot_leads.leads.queries import LeadQuery
+from pollybot_leads.leads.repository import LeadRepository
+from pollybot_leads.leads.rules import fold
+from pollybot_leads.leads.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
+from pollybot_leads.timeutil import utcnow
 from tests.conftest import make_tenant
 from tests.storage.test_query_plans import CommandCounter, counted_mongo
 
@@ -48,7 +48,7 @@ async def test_updates_committed_together_count_on_the_leads_own_chatbot(leads_r
 
 async def test_a_create_whose_id_is_taken_gets_another(leads_repo, accounts, monkeypatch):
     """Creates are inserted in batches (insert_many); a colliding id is drawn again."""
-    from pollybot_leads.domain import ids
+    from pollybot_leads import ids
 
     tenant = await make_tenant(accounts)
     fields = {"name": "Grace Hopper", "email": "grace@example.com"}

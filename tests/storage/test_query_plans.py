@@ -27,15 +27,15 @@ from typing import Any
 import pytest
 from pymongo import monitoring
 
-from pollybot_leads.api.query import metadata_value_candidates
-from pollybot_leads.domain.leads import STATUSES, fold, search_terms, word_matches
-from pollybot_leads.domain.queries import SORTS, LeadQuery
-from pollybot_leads.domain.timeutil import to_ms
-from pollybot_leads.storage import listing
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.leads import LIST_PROJECTION, LeadRepository, build_lead_document
-from pollybot_leads.storage.listing import LeadLister, ListPlan
-from pollybot_leads.storage.quirks import PLAIN
+from pollybot_leads.leads import listing
+from pollybot_leads.leads.listing import LeadLister, ListPlan
+from pollybot_leads.leads.queries import SORTS, LeadQuery
+from pollybot_leads.leads.query import metadata_value_candidates
+from pollybot_leads.leads.repository import LIST_PROJECTION, LeadRepository, build_lead_document
+from pollybot_leads.leads.rules import STATUSES, fold, search_terms, word_matches
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.store.quirks import PLAIN
+from pollybot_leads.timeutil import to_ms
 
 BIG, SMALL = 2000, 30
 # The plain single queries, with inclusive bounds made exclusive (SecantusDB drops leads

@@ -1,4 +1,4 @@
-"""Each SecantusDB workaround in storage/quirks.py is still needed, and only there.
+"""Each SecantusDB workaround in store/quirks.py is still needed, and only there.
 
 On SecantusDB these tests show each quirk is still there: the day one fails, its flag
 (and its workaround) can go. Against a real mongod (MONGODB_URI) the quirks are off.
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pollybot_leads.storage.quirks import PLAIN, SECANTUS_0_7, quirks_for
+from pollybot_leads.store.quirks import PLAIN, SECANTUS_0_7, quirks_for
 
 
 def stages(plan) -> list[str]:

@@ -1,5 +1,5 @@
 """A transaction left open by a process that was SIGKILLed: ended by the processes that
-live on (storage/sessions.py), instead of blocking its documents until the store
+live on (store/sessions.py), instead of blocking its documents until the store
 expires it (60 s)."""
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import pytest
 
 from pollybot_leads.errors import ServiceUnavailable
 from pollybot_leads.settings import Settings
-from pollybot_leads.storage import sessions
-from pollybot_leads.storage.client import Mongo, store_deadline
-from pollybot_leads.storage.sessions import STALE_SECONDS, SessionRegistry
+from pollybot_leads.store import sessions
+from pollybot_leads.store.client import Mongo, store_deadline
+from pollybot_leads.store.sessions import STALE_SECONDS, SessionRegistry
 
 # A process that records its sessions as a server does, opens a transaction on the
 # document and holds it open: the state a server killed mid-write leaves.
 HOLDER = textwrap.dedent(
     """
     import asyncio, sys
-    from pollybot_leads.storage.client import Mongo
+    from pollybot_leads.store.client import Mongo
 
     async def main(uri, database, driver):
         mongo = Mongo(uri, database, driver)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from pollybot_leads.errors import ServiceUnavailable
-from pollybot_leads.storage.client import Mongo, store_deadline
+from pollybot_leads.store.client import Mongo, store_deadline
 
 
 async def maybe(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Admission control (middleware/admission.py): bounded work, predicted waits, fast refusals."""
+"""Admission control (http/admission.py): bounded work, predicted waits, fast refusals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pollybot_leads.errors import Overloaded
-from pollybot_leads.middleware.admission import Lane
+from pollybot_leads.http.admission import Lane
 
 
 async def hold(lane: Lane, seconds: float, log: list[str], name: str, budget: float = 5.0) -> None:

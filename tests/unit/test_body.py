@@ -1,7 +1,7 @@
 import pytest
 
-from pollybot_leads.api.body import decode_json_object
 from pollybot_leads.errors import InvalidJson
+from pollybot_leads.http.body import decode_json_object
 
 
 def test_an_object_is_decoded():

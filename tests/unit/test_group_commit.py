@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pollybot_leads.errors import Overloaded
-from pollybot_leads.storage.batching import GroupCommit, KeyedLocks
-from pollybot_leads.storage.client import remaining, store_deadline
+from pollybot_leads.store.client import remaining, store_deadline
+from pollybot_leads.store.group_commit import GroupCommit, KeyedLocks
 
 
 async def test_a_waiter_cancelled_during_its_batch_leaves_no_unread_failure() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from pollybot_leads.domain.metadata import apply_merge_patch, metadata_problems
+from pollybot_leads.leads.metadata import apply_merge_patch, metadata_problems
 
 # RFC 7386, Appendix A (the object-valued cases; metadata is always an object).
 RFC_CASES = [

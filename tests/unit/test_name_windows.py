@@ -1,10 +1,10 @@
-"""Name windows (storage/listing.py): a name's position follows the index's order, and
+"""Name windows (leads/listing.py): a name's position follows the index's order, and
 a window's edge lies on the side of its origin that the position does."""
 
 import random
 
-from pollybot_leads.domain.leads import fold
-from pollybot_leads.storage.listing import NAME_TOP, name_edge, name_position
+from pollybot_leads.leads.listing import NAME_TOP, name_edge, name_position
+from pollybot_leads.leads.rules import fold
 
 ALPHABET = "aabcjjoz -'.0Zéöß李Ωж\U0001f600\ue000\x01!/\U0010ffff"
 

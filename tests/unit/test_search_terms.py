@@ -1,4 +1,4 @@
-from pollybot_leads.domain.leads import fold, prefix_upper_bound, query_words, search_terms
+from pollybot_leads.leads.rules import fold, prefix_upper_bound, query_words, search_terms
 
 
 def test_terms_cover_name_words_and_email_parts():
@@ -37,7 +37,7 @@ def test_prefix_bounds_enclose_exactly_the_words_that_start_with_the_prefix():
 
 
 def test_ranges_intersect_to_the_tighter_bounds():
-    from pollybot_leads.storage.listing import intersect_ranges
+    from pollybot_leads.leads.listing import intersect_ranges
 
     assert intersect_ranges({"$gte": 5, "$lt": 9}, {"$gte": 3}) == {"$gte": 5, "$lt": 9}
     assert intersect_ranges({"$gte": 5, "$lt": 9}, {"$gte": 7}) == {"$gte": 7, "$lt": 9}

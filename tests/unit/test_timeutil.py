@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from bson.tz_util import utc as bson_utc
 
-from pollybot_leads.domain.timeutil import format_ts
+from pollybot_leads.timeutil import format_ts
 
 
 @pytest.mark.parametrize(

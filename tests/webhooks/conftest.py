@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pollybot_leads.domain import ids
-from pollybot_leads.domain.timeutil import utcnow
+from pollybot_leads import ids
+from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.settings import Settings
-from pollybot_leads.storage.accounts import AccountRepository
-from pollybot_leads.storage.client import Mongo
-from pollybot_leads.storage.events import LEAD_CREATED, EventLog
-from pollybot_leads.storage.webhooks import WebhookRepository
+from pollybot_leads.store.client import Mongo
+from pollybot_leads.timeutil import utcnow
 from pollybot_leads.webhooks.delivery import DeliveryConfig, WebhookWorker
+from pollybot_leads.webhooks.event_log import LEAD_CREATED, EventLog
+from pollybot_leads.webhooks.repository import WebhookRepository
 from pollybot_leads.webhooks.retry import RetryPolicy
 from tests.conftest import Tenant, database_of, serving
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from pollybot_leads.storage.embedded import free_port
+from pollybot_leads.store.embedded import free_port
 
 
 @dataclass

@@ -7,9 +7,9 @@ import dataclasses
 import inspect
 from datetime import timedelta
 
-from pollybot_leads.domain.timeutil import utcnow
-from pollybot_leads.storage.deliveries import DeliveryQueue
-from pollybot_leads.storage.pending import PendingWindow
+from pollybot_leads.timeutil import utcnow
+from pollybot_leads.webhooks.deliveries import DeliveryQueue
+from pollybot_leads.webhooks.pending import PendingWindow
 from tests.conftest import database_of, make_tenant
 
 from .conftest import FAST, emit

@@ -1,0 +1,191 @@
+"""Admission control toward the store: a bounded number of requests at work, a queue
+whose wait is predicted, and a fast 503 for whatever would not be served in time.
+
+Without it, every request that reaches the server goes to the store at once. When the
+store slows down (a stall, a burst), the requests pile up on it, time out at their
+budget, and leave their work running there: each one that times out closes its driver
+connection (a new one, and a new server thread, for the next request) and may leave a
+transaction open that later writes conflict with. The store then has more work than
+before the stall, and the service stays down as long as the load lasts (docs/load.md).
+Here:
+
+- at most ``limit`` requests of a lane (reads: GET and HEAD; writes: the rest) are at
+  work on the store at once; the others wait in order;
+- a request is refused at once (503 with ``Retry-After``) when its predicted wait -- its
+  place in the queue times the lane's recent time per request, over ``limit`` -- would
+  not leave it the time to be served within its budget, or exceed ``max_wait``;
+- a waiter whose turn comes too late to be served within its budget is refused, not
+  started; one whose budget runs out while it waits is refused then;
+- while every slot is taken and none has been given back for longer than the recent
+  time per request (a stalled store), that silence counts as the time per request: new
+  requests are refused at once instead of queuing for a store that does not answer;
+- after a few requests in a row found the store unavailable (past their budget, or
+  unreachable), the lane lets one request at a time try it until one succeeds: each
+  request that times out leaves its command running in the store, and a lane that kept
+  sending its full width would pile them up there for as long as the stall lasts.
+
+Lanes keep writes (a commit and a journal sync each, far longer than a read) from taking
+every slot from reads. A streamed export is not admitted here: it holds no slot,
+and each of its steps has a budget of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from ..errors import Overloaded
+from ..ops.metrics import admission_refused
+from ..store.client import StoreUnavailable, remaining
+from .cors import API_PREFIX
+from .deadline import READ_METHODS, is_streamed
+
+SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
+# Store failures in a row after which a lane sends one request at a time (a probe).
+TRIP_AFTER = 3
+
+
+@dataclass
+class _Waiter:
+    future: asyncio.Future[None]
+    deadline: float
+
+
+class Lane:
+    """One kind of request's slots and queue (asyncio: one event loop)."""
+
+    def __init__(self, name: str, limit: int, max_wait: float, initial: float) -> None:
+        self.name = name
+        self.limit = limit
+        self.max_wait = max_wait
+        self.service = initial  # seconds a request of this lane recently held its slot
+        self.active = 0
+        self.failing = 0  # requests in a row that found the store unavailable
+        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._given_back = time.monotonic()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    @property
+    def width(self) -> int:
+        """Slots open now: one while the store is failing, else the lane's limit."""
+        return 1 if self.failing >= TRIP_AFTER else self.limit
+
+    def per_request(self, now: float) -> float:
+        """The lane's time per request, or the silence of a full lane if that is longer."""
+        if self.active >= self.width:
+            return max(self.service, now - self._given_back)
+        return self.service
+
+    def predicted_wait(self, now: float, position: int) -> float:
+        return position * self.per_request(now) / self.width
+
+    async def acquire(self, deadline: float) -> None:
+        """A slot, or Overloaded (nothing started)."""
+        now = time.monotonic()
+        if self.active < self.width and not self._queue:
+            self.active += 1
+            return
+        room = min(self.max_wait, deadline - now - self.service)
+        wait = self.predicted_wait(now, len(self._queue) + 1)
+        if wait > room or self.failing >= TRIP_AFTER:  # no queue behind a probe
+            raise self._refuse(wait)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
+        self._queue.append(waiter)
+        try:
+            async with asyncio.timeout(max(room, 0.0)):
+                await waiter.future
+        except BaseException as exc:
+            future = waiter.future
+            if not future.done() or future.cancelled():  # still in the queue: leave it
+                future.cancel()
+                with contextlib.suppress(ValueError):  # release() may have dropped it
+                    self._queue.remove(waiter)
+            elif future.exception() is None:
+                self.release(None)  # handed a slot just as the wait ended: give it back
+            if isinstance(exc, TimeoutError):
+                raise self._refuse(self.per_request(time.monotonic())) from None
+            raise
+
+    def release(self, held: float | None, *, failed: bool = False) -> None:
+        """Give the slot back (``held``: seconds it was at work, to learn the pace;
+        ``failed``: the store was unavailable to it)."""
+        now = time.monotonic()
+        self._given_back = now
+        if held is not None:
+            self.service += SMOOTHING * (held - self.service)
+        self.failing = self.failing + 1 if failed else 0
+        if self.active > self.width:  # the lane just narrowed: this slot closes
+            self.active -= 1
+            while self._queue:  # nobody waits for a store that is failing
+                waiter = self._queue.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_exception(self._refuse(self.service))
+            return
+        while self._queue:
+            waiter = self._queue.popleft()
+            if waiter.future.done():
+                continue
+            if waiter.deadline - now < self.service:  # too late to be served in time
+                waiter.future.set_exception(self._refuse(self.service))
+                continue
+            waiter.future.set_result(None)  # the slot passes on: active stays the same
+            return
+        self.active -= 1
+
+    def _refuse(self, wait: float) -> Overloaded:
+        admission_refused(self.name)
+        retry_after = max(1, min(30, math.ceil(wait)))
+        return Overloaded(headers={"Retry-After": str(retry_after)})
+
+
+class Admission:
+    """The lanes of one process."""
+
+    def __init__(
+        self,
+        *,
+        read_limit: int,
+        write_limit: int,
+        max_wait: float,
+        budget: float,
+    ) -> None:
+        self.budget = budget
+        self.lanes = {
+            "read": Lane("read", read_limit, max_wait, initial=0.01),
+            "write": Lane("write", write_limit, max_wait, initial=0.1),
+        }
+
+    def lane_of(self, method: str) -> Lane:
+        return self.lanes["read" if method in READ_METHODS else "write"]
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def admission_middleware(
+            request: web.Request, handler: Handler
+        ) -> web.StreamResponse:
+            if not request.path.startswith(API_PREFIX) or is_streamed(request):
+                return await handler(request)
+            lane = self.lane_of(request.method)
+            left = remaining()  # the request's store budget, which its wait here spends
+            await lane.acquire(time.monotonic() + (self.budget if left is None else left))
+            admitted = time.monotonic()
+            failed = False
+            try:
+                return await handler(request)
+            except StoreUnavailable:
+                failed = True
+                raise
+            finally:
+                lane.release(time.monotonic() - admitted, failed=failed)
+
+        return admission_middleware

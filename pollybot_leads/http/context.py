@@ -1,0 +1,30 @@
+"""The per-request values the middlewares share with handlers, under typed keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..accounts.repository import ApiKeyRecord
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """The checked key and chatbot, once authentication has passed."""
+
+    key: ApiKeyRecord
+    chatbot_id: str  # "" on workspace-wide routes (no {chatbotId} in the path: webhooks)
+
+    @property
+    def workspace_id(self) -> str:
+        return self.key.workspace_id
+
+
+# Every route under it needs an API key (accounts/auth.py) and is documented (spec.py).
+PROTECTED_PREFIX = "/api/v1/"
+
+REQUEST_ID = web.RequestKey("request_id", str)
+# Headers added to whatever response goes out (rate-limit headers).
+RESPONSE_HEADERS = web.RequestKey("response_headers", dict[str, str])
+AUTH = web.RequestKey("auth", AuthContext)

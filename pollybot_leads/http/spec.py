@@ -1,0 +1,458 @@
+"""The OpenAPI 3 document, built from the ``@Operation`` declared on each handler,
+frozen at start-up and served as bytes.
+
+A declaration says everything about its operation: summary, parameters, body, the
+responses it answers with (their headers and links included) and the errors it can
+answer with. This module holds only what operations share (error examples, parameter
+and header definitions, path parameters, tags) and the builder, which walks the routes
+and lets apispec's MarshmallowPlugin turn the marshmallow schemas into components. The
+builder refuses a document with a fact missing: an API route without a declaration, a
+path parameter, tag or link target it does not know.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
+
+from .. import __version__
+from ..errors import (
+    AppError,
+    ChatbotNotFound,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    InvalidJson,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from ..leads.schemas import ServerOwned
+from .context import PROTECTED_PREFIX
+from .responses import ErrorEnvelopeSchema
+
+SPEC_URL = "/api/docs/openapi.json"
+spec_key = web.AppKey("openapi_spec", dict)  # the document as built (scripts read it)
+REQUEST_ID_EXAMPLE = "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"
+
+# --- errors: what each status means, and an example of each error -----------------------
+
+ERROR_STATUS_DESCRIPTIONS = {
+    400: "Invalid data, parameters or JSON (or, for a delete, no confirmation)",
+    401: "Missing, malformed, unknown or revoked API key",
+    404: "The chatbot (or lead) does not exist for this key",
+    409: "A request with this Idempotency-Key is still running: retry after Retry-After",
+    412: "If-Match does not match the lead's current ETag: nothing was changed",
+    413: "Request body over the size limit (64 KiB by default)",
+    415: "Request body is not application/json (UTF-8)",
+    422: "This Idempotency-Key was used with a different method, path or body",
+    429: "Rate limit exceeded: wait Retry-After seconds",
+    503: "A backing store could not be used in time: retry after Retry-After seconds",
+}
+# An error's example is its class's code and message, except where a client is more
+# likely to see something else.
+EXAMPLE_OVERRIDES: dict[type[AppError], dict[str, Any]] = {
+    ValidationFailed: {"details": {"email": ["Not a valid email address."]}},
+    InvalidJson: {"message": "Request body is not valid JSON"},
+    PayloadTooLarge: {"message": "Request body is over 65536 bytes"},
+}
+# Errors that come together (each operation names the groups and errors it answers with).
+# Any request: no valid key, no tokens left, no store in time.
+WORKSPACE_ERRORS = (Unauthorized, RateLimited, ServiceUnavailable)
+# Any request under /chatbots/{chatbotId}: also a chatbot that is not the key's.
+CHATBOT_ERRORS = (Unauthorized, ChatbotNotFound, RateLimited, ServiceUnavailable)
+# Any request with a JSON body.
+BODY_ERRORS = (ValidationFailed, InvalidJson, PayloadTooLarge, UnsupportedMediaType)
+# Any request with an Idempotency-Key.
+IDEMPOTENCY_ERRORS = (IdempotencyInProgress, IdempotencyKeyReused)
+
+# --- request parameters operations share --------------------------------------------------
+
+# A delete's confirmation (or instead the header X-Confirm-Delete: true).
+CONFIRM_PARAMETER: dict[str, Any] = {
+    "in": "query",
+    "name": "confirm",
+    "required": True,
+    "schema": {"type": "string", "enum": ["true"]},
+    "description": "Must be `true`. Alternative: the header `X-Confirm-Delete: true`.",
+    "example": "true",
+}
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "1-255 printable ASCII characters, unique per intended change (a UUID). "
+    "The first result is kept at least 24 hours and replayed, byte for byte with "
+    "`Idempotent-Replayed: true`, to every retry with the same key, method, path and body; "
+    "a different request with the key is a 422, a retry while the first still runs a 409. "
+    "Keys are scoped to the API key.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "example": "8e03978e-40d5-43e8-bc93-6894a57f9324",
+}
+IF_MATCH: dict[str, Any] = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "description": "Change the lead only if its current ETag is one of these (or `*`); "
+    "otherwise 412 and nothing changes. Checked atomically with the write.",
+    "schema": {"type": "string"},
+    "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
+}
+IF_NONE_MATCH: dict[str, Any] = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "description": "A 304 with no body when the lead's current ETag is one of these.",
+    "schema": {"type": "string"},
+    "example": '"3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"',
+}
+PATH_PARAMETERS = {  # name: (description, pattern, example)
+    "chatbotId": ("The chatbot's id", "^cb_[0-9a-f]{16}$", "cb_1234567890abcdef"),
+    "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
+    "webhookId": ("The webhook endpoint's id", "^wh_[0-9a-f]{16}$", "wh_0123456789abcdef"),
+}
+
+# --- response headers ----------------------------------------------------------------------
+
+_INT_HEADER = {"schema": {"type": "integer", "minimum": 0}}
+_ABSENT = " (absent when rate limiting is off, and when the key was not yet charged)"
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Bucket capacity" + _ABSENT, **_INT_HEADER},
+    "X-RateLimit-Remaining": {"description": "Whole tokens left" + _ABSENT, **_INT_HEADER},
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the bucket is full" + _ABSENT,
+        **_INT_HEADER,
+    },
+}
+REQUEST_ID_HEADER = {
+    "X-Request-Id": {
+        "description": "The request's id: the client's own X-Request-Id when it sent a sane "
+        "one (1-128 of A-Z a-z 0-9 . _ : -), else a generated one",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": '`Bearer realm="pollybot-leads"`',
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+ETAG = {
+    "ETag": {
+        "description": "The lead's version (strong); it changes exactly when the lead does",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the kept result of an earlier request with the "
+        "same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+LOCATION = {
+    "Location": {
+        "description": "The new resource's URL",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+# --- the document as a whole ---------------------------------------------------------------
+
+INFO = {
+    "description": "Create, list, search, update and delete a chatbot's leads. Every "
+    "response is the envelope `{success, data}` or `{success: false, error: {code, message, "
+    "details?, requestId}}` and carries X-Request-Id.",
+    "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
+}
+BEARER_AUTH = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "sk-workspace_<secret>",
+    "description": "A workspace API key: `Authorization: Bearer sk-workspace_…`.",
+}
+TAGS = [
+    {
+        "name": "leads",
+        "description": "A chatbot's leads: create, list and search, read, update, delete. "
+        "Every operation needs a workspace API key whose workspace owns the chatbot.",
+    },
+    {
+        "name": "events",
+        "description": "A chatbot's lead changes in order, kept 30 days: the feed a "
+        "consumer catches up from, and the bodies of webhook deliveries.",
+    },
+    {
+        "name": "webhooks",
+        "description": "The workspace's webhook endpoints (managed with any key of the "
+        "workspace): signed deliveries of every lead change, retried for 3 days, with a "
+        "delivery log and replay.",
+    },
+]
+
+# --- declarations ---------------------------------------------------------------------------
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_DECLARED = "__openapi_operation__"
+
+
+@dataclass(frozen=True)
+class Link:
+    """From a response to another operation, with where that one's parameters come from."""
+
+    operation_id: str
+    description: str
+    parameters: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Response:
+    """A response that is not an error: a JSON ``schema``, other ``content``, or none."""
+
+    description: str
+    schema: type[Schema] | None = None
+    content: Mapping[str, Any] | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
+class Body:
+    """A JSON request body. ``min_properties=1``: an empty object is refused."""
+
+    schema: type[Schema]
+    example: Mapping[str, Any]
+    min_properties: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    """Everything the document says about one operation; decorates its handler.
+
+    ``parameters`` are the explicit query parameters and the request headers (path
+    parameters come from the route, ``query`` is a schema of query parameters). Error
+    statuses come from ``errors``; ``error_descriptions`` words one differently.
+    """
+
+    operation_id: str
+    tag: str
+    summary: str
+    description: str
+    responses: Mapping[int, Response]
+    errors: tuple[type[AppError], ...]
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    query: type[Schema] | None = None
+    body: Body | None = None
+    error_descriptions: Mapping[int, str] = field(default_factory=dict)
+
+    def __call__(self, handler: _Handler) -> _Handler:
+        setattr(handler, _DECLARED, self)
+        return handler
+
+
+# --- the builder ------------------------------------------------------------------------------
+
+
+def error_example(error: type[AppError]) -> dict[str, Any]:
+    body = {"code": error.code, "message": error.message, **EXAMPLE_OVERRIDES.get(error, {})}
+    return {"success": False, "error": {**body, "requestId": REQUEST_ID_EXAMPLE}}
+
+
+def _common_headers(status: int) -> dict[str, Any]:
+    """The headers the middlewares put on every response with this status."""
+    headers: dict[str, Any] = dict(REQUEST_ID_HEADER)
+    headers.update(WWW_AUTHENTICATE if status == 401 else RATE_LIMIT_HEADERS)
+    if status in (429, 503):
+        headers.update(RETRY_AFTER)
+    return headers
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    if name not in PATH_PARAMETERS:
+        raise LookupError(f"path parameter {name!r} is not described in PATH_PARAMETERS")
+    description, pattern, example = PATH_PARAMETERS[name]
+    return {
+        "in": "path",
+        "name": name,
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+        "example": example,
+    }
+
+
+def _error_response(errors: list[type[AppError]], description: str) -> dict[str, Any]:
+    examples = {error.code: {"value": error_example(error)} for error in errors}
+    media = {"schema": ErrorEnvelopeSchema, "examples": examples}
+    return {"content": {"application/json": media}, "description": description}
+
+
+def _declared_response(declared: Response) -> dict[str, Any]:
+    response: dict[str, Any] = {}
+    if declared.schema is not None:
+        response["content"] = {"application/json": {"schema": declared.schema}}
+    elif declared.content is not None:
+        response["content"] = dict(declared.content)
+    response["description"] = declared.description
+    return response
+
+
+def _links(links: tuple[Link, ...]) -> dict[str, Any]:
+    return {
+        link.operation_id: {
+            "operationId": link.operation_id,
+            "description": link.description,
+            "parameters": dict(link.parameters),
+        }
+        for link in links
+    }
+
+
+def _responses(op: Operation, on_every_response: Mapping[str, Any]) -> dict[str, Any]:
+    errors: dict[int, list[type[AppError]]] = {}
+    for error in op.errors:
+        errors.setdefault(error.status, []).append(error)
+    if overlap := set(errors) & set(op.responses):
+        raise ValueError(f"{op.operation_id}: {overlap} declared as success and error")
+    if stray := set(op.error_descriptions) - set(errors):
+        raise ValueError(f"{op.operation_id}: error_descriptions for no error: {stray}")
+    responses: dict[str, Any] = {}
+    for status in sorted({*op.responses, *errors}):
+        declared = op.responses.get(status)
+        if declared is None:
+            description = op.error_descriptions.get(status, ERROR_STATUS_DESCRIPTIONS[status])
+            response = _error_response(errors[status], description)
+        else:
+            response = _declared_response(declared)
+        own_headers = declared.headers if declared is not None else {}
+        response["headers"] = {**_common_headers(status), **own_headers, **on_every_response}
+        if declared is not None and declared.links:
+            response["links"] = _links(declared.links)
+        responses[str(status)] = response
+    return responses
+
+
+def _operation(op: Operation, path: str) -> dict[str, Any]:
+    """The operation object, marshmallow schemas still in it (apispec resolves them)."""
+    declared = [dict(p) for p in op.parameters]
+    parameters = [p for p in declared if p["in"] == "query"]
+    if op.query is not None:
+        parameters.append({"in": "query", "schema": op.query})
+    parameters += [_path_parameter(name) for name in re.findall(r"{(\w+)}", path)]
+    parameters += [p for p in declared if p["in"] == "header"]
+    # The idempotency middleware marks a replayed result, whatever its status.
+    idempotent = any(p["name"] == IDEMPOTENCY_KEY["name"] for p in declared)
+    operation: dict[str, Any] = {
+        "tags": [op.tag],
+        "summary": op.summary,
+        "description": op.description,
+        "operationId": op.operation_id,
+        "parameters": parameters,
+    }
+    if op.body is not None:
+        media = {"schema": op.body.schema, "example": op.body.example}
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+    operation["responses"] = _responses(op, REPLAYED if idempotent else {})
+    return operation
+
+
+def _finish_body(document: dict[str, Any], operation: dict[str, Any], body: Body) -> None:
+    """What a body's component schema says beyond its marshmallow schema."""
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    # Server-owned fields are refused when sent (a 400 naming them): not inputs.
+    owned = {
+        f.data_key or name for name, f in body.schema().fields.items() if isinstance(f, ServerOwned)
+    }
+    schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in owned}
+    if body.min_properties is not None:
+        schema["minProperties"] = body.min_properties
+
+
+def _check_links(operations: Mapping[str, dict[str, Any]]) -> None:
+    """Every link names an operation of the document, and parameters it has."""
+    for source, operation in operations.items():
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                target = operations.get(link["operationId"])
+                if target is None:
+                    raise LookupError(f"{source} links to unknown {link['operationId']}")
+                names = {p["name"] for p in target["parameters"]}
+                if unknown := set(link["parameters"]) - names:
+                    raise LookupError(f"{source} links to {target['operationId']} with {unknown}")
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    """Document the routes added so far (call it after the last API route)."""
+    spec = APISpec(
+        title="PollyBot Leads API",
+        version=__version__,
+        openapi_version="3.0.2",
+        plugins=[MarshmallowPlugin()],
+        info=copy.deepcopy(INFO),  # apispec adds the title and version to it
+        servers=[{"url": "/"}],
+        security=[{"bearerAuth": []}],
+    )
+    spec.components.security_scheme("bearerAuth", BEARER_AUTH)
+    for tag in TAGS:
+        spec.tag(tag)
+    tag_names = {tag["name"] for tag in TAGS}
+    declared: list[tuple[str, str, Operation]] = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        op = getattr(route.handler, _DECLARED, None)
+        if not isinstance(op, Operation):
+            # Every route a key protects is the API's (a "*" route only answers 405).
+            if path.startswith(PROTECTED_PREFIX) and route.method != "*":
+                raise LookupError(f"{route.method} {path} has no @Operation declaration")
+            continue
+        if op.tag not in tag_names:
+            raise LookupError(f"{op.operation_id}: tag {op.tag!r} is not in TAGS")
+        method = route.method.lower()
+        spec.path(path=path, operations={method: _operation(op, path)})
+        declared.append((path, method, op))
+    document = spec.to_dict()
+    operations: dict[str, dict[str, Any]] = {}
+    for path, method, op in declared:
+        operation = document["paths"][path][method]
+        if op.operation_id in operations:
+            raise ValueError(f"{method.upper()} {path}: operationId {op.operation_id} is taken")
+        operations[op.operation_id] = operation
+        if op.body is not None:
+            _finish_body(document, operation, op.body)
+    _check_links(operations)
+    return copy.deepcopy(document)  # shares nothing with this module's constants
+
+
+def add_spec_route(app: web.Application) -> None:
+    """Serve the document at SPEC_URL: built once, then only bytes are served."""
+    document = build_spec(app)
+    app[spec_key] = document
+    body = json.dumps(document, separators=(",", ":")).encode()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get(SPEC_URL, openapi_json, name="openapi")

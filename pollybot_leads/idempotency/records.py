@@ -1,0 +1,141 @@
+"""Idempotency keys: a request's first result, kept durably and replayed to its retries.
+
+A record is ``{_id, fingerprint, state, token, leaseUntil, createdAt, response?}``, its
+``_id`` a digest of the API key and the client's key (keys are scoped to the API key).
+``begin`` inserts it as *running* under a lease held by a random token; a second request
+with the key then gets the stored response (*done*), a 409 (*running*, lease held), a
+422 (another method, path or body), or takes over a lease whose holder died.
+
+A lead write completes its record inside the write's own transaction, on the condition
+that it still holds the lease (a takeover that came first leaves it nothing to match:
+the write is then dropped; one that comes later conflicts with the transaction and then
+finds the record done): a crash can never leave a lead written without its record
+done, or the other way round. Other results are completed after the fact
+(nothing else changed). The store expires records after ``RECORD_TTL_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from pymongo import WriteConcern
+from pymongo.errors import DuplicateKeyError
+
+from ..errors import IdempotencyInProgress, IdempotencyKeyReused
+from ..store.client import store_errors
+from ..timeutil import utcnow
+
+RECORD_TTL_SECONDS = 24 * 3600
+# How long a running request owns its key; a retry after that may take it over. It is
+# well past a request's store budget (and its hard cap), so only a dead process's
+# lease expires.
+LEASE = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lease:
+    record_id: str
+    token: str
+
+
+class Receipt(Protocol):
+    """What a write completes in its transaction: the lease and how to render the result."""
+
+    lease: Lease
+
+    def render(self, outcomes: list[Any]) -> StoredResponse: ...
+
+
+def record_id(scope: str, key: str) -> str:
+    return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, db: Any) -> None:
+        self._records = db["idempotency_keys"]
+        # A running record promises nothing to anyone: it need not wait for the journal
+        # (a lost one only makes a retry run the request, whose write then finds no
+        # lease and is refused). Done records are journaled.
+        self._leases = self._records.with_options(write_concern=WriteConcern(w=1, j=False))
+
+    @store_errors
+    async def begin(self, *, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
+        """A lease to run the request, or the stored response to replay.
+
+        Raises IdempotencyKeyReused (another request's key) or IdempotencyInProgress.
+        """
+        rid = record_id(scope, key)
+        for _ in range(3):
+            now = utcnow()
+            token = secrets.token_hex(8)
+            try:
+                await self._leases.insert_one(
+                    {
+                        "_id": rid,
+                        "fingerprint": fingerprint,
+                        "state": "running",
+                        "token": token,
+                        "leaseUntil": now + LEASE,
+                        "createdAt": now,
+                    }
+                )
+                return Lease(rid, token)
+            except DuplicateKeyError:
+                pass
+            found = await self._records.find_one({"_id": rid})
+            if found is None:
+                continue  # expired meanwhile: insert again
+            if found["fingerprint"] != fingerprint:
+                raise IdempotencyKeyReused()
+            if found["state"] == "done":
+                stored = found["response"]
+                return StoredResponse(stored["status"], bytes(stored["body"]), stored["headers"])
+            if found["leaseUntil"].replace(tzinfo=now.tzinfo) > now:
+                raise IdempotencyInProgress()
+            taken = await self._leases.update_one(  # its holder died: take it over
+                {"_id": rid, "state": "running", "token": found["token"]},
+                {"$set": {"token": token, "leaseUntil": now + LEASE}},
+            )
+            if taken.modified_count:
+                return Lease(rid, token)
+        raise IdempotencyInProgress()
+
+    @store_errors
+    async def complete(
+        self, lease: Lease, response: StoredResponse, session: Any | None = None
+    ) -> bool:
+        result = await self._records.update_one(
+            {"_id": lease.record_id, "state": "running", "token": lease.token},
+            {
+                "$set": {
+                    "state": "done",
+                    "response": {
+                        "status": response.status,
+                        "body": response.body,
+                        "headers": response.headers,
+                    },
+                },
+                "$unset": {"leaseUntil": ""},
+            },
+            session=session,
+        )
+        matched: int = result.matched_count
+        return matched == 1
+
+    @store_errors
+    async def release(self, lease: Lease) -> None:
+        """Forget a running record whose result is not kept (a retry runs afresh)."""
+        await self._records.delete_one(
+            {"_id": lease.record_id, "state": "running", "token": lease.token}
+        )

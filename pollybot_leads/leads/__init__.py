@@ -1,0 +1,1 @@
+"""Leads: the routes, the batch and export endpoints, the rules, and the repository."""

@@ -1,0 +1,166 @@
+"""``POST …/leads/batch``: up to 100 creates (or upserts by email) in one request.
+
+Items are independent: each is validated alone and gets its own result, and the valid
+ones commit together in one transaction (with the request's idempotency record).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from marshmallow import fields
+
+from ..errors import AppError, ValidationFailed
+from ..http.body import load_fields, read_json_object
+from ..http.ratelimit import charge
+from ..http.responses import BatchEnvelopeSchema, ok
+from ..http.spec import (
+    BODY_ERRORS,
+    CHATBOT_ERRORS,
+    IDEMPOTENCY_ERRORS,
+    IDEMPOTENCY_KEY,
+    Body,
+    Operation,
+    Response,
+)
+from .query import reject_query
+from .routes import commit_writes, lead_json, upsert_write
+from .schemas import CamelSchema, LeadCreateSchema
+from .writes import CREATE, LeadWrite, Outcome, Written
+
+BATCH_MAX_ITEMS = 100
+BATCH_MAX_BYTES = 1024 * 1024
+_create_schema = LeadCreateSchema()
+
+
+class LeadBatchSchema(CamelSchema):
+    # Items are left unconstrained here on purpose: each is validated on its own and a
+    # bad one (even a non-object) is a 400 in its own result, not a 400 for the batch.
+    leads = fields.List(
+        fields.Raw(),
+        required=True,
+        metadata={
+            "description": "1-100 leads, each as the body of a create (the `LeadCreate` "
+            "schema). Each item is validated on its own: one that is not a valid lead body "
+            "(even one that is not an object) fails alone, with a `400` and its error in "
+            "its own result, and the others are still written. (The body itself must be "
+            "JSON the server reads: integers anywhere in it fit in 64 bits, or the whole "
+            "batch is a `400`.)",
+            "minItems": 1,
+            "maxItems": BATCH_MAX_ITEMS,
+        },
+    )
+    upsert = fields.String(
+        metadata={
+            "description": "`email`: each lead is an upsert by email, as "
+            "`POST …/leads?upsert=email` (merged into the chatbot's newest lead with that "
+            "email, case-insensitive, or created).",
+            "enum": ["email"],
+        }
+    )
+
+
+def _item_error(error: AppError) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details:
+        body["details"] = error.details
+    return body
+
+
+def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
+    unknown = [name for name in body if name not in ("leads", "upsert")]
+    problems: dict[str, list[str]] = {name: ["Unknown field."] for name in unknown}
+    items = body.get("leads")
+    if not isinstance(items, list) or not 1 <= len(items) <= BATCH_MAX_ITEMS:
+        problems["leads"] = [f"Must be a list of 1-{BATCH_MAX_ITEMS} leads."]
+    upsert = body.get("upsert")
+    if "upsert" in body and upsert != "email":
+        problems["upsert"] = ["Must be 'email'."]
+    if problems:
+        raise ValidationFailed(details=problems)
+    assert isinstance(items, list)
+    return items, upsert == "email"
+
+
+@Operation(
+    operation_id="createLeadsBatch",
+    tag="leads",
+    summary="Create or upsert up to 100 leads",
+    description="Each item is validated and written on its own: a bad item fails alone "
+    "(its result carries the error) and the others are still written; the answer is a "
+    "200 with one result per item, in order. With `upsert: email` each item is an upsert "
+    "by email. The batch costs as many rate-limit tokens as it has items. Body limit "
+    "1 MiB. Takes no query parameters.",
+    parameters=(IDEMPOTENCY_KEY,),
+    body=Body(
+        LeadBatchSchema,
+        example={
+            "leads": [
+                {"name": "John Doe", "email": "john.doe@example.com", "source": "website"},
+                {"name": "Jane Roe", "email": "jane@example.com", "metadata": {"plan": "pro"}},
+            ]
+        },
+    ),
+    responses={200: Response("One result per item", BatchEnvelopeSchema)},
+    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
+)
+async def create_leads_batch(request: web.Request) -> web.Response:
+    reject_query(request.query)
+    body = await read_json_object(request, BATCH_MAX_BYTES)
+    items, upsert = _parse(body)
+    await charge(request, len(items) - 1)  # one token per item: the request took the first
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    writes: list[LeadWrite] = []
+    positions: list[int] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ValidationFailed("Each lead must be a JSON object")
+            fields_ = load_fields(_create_schema, item)
+        except AppError as error:
+            results[index] = {"index": index, "status": error.status, "error": _item_error(error)}
+            continue
+        writes.append(upsert_write(fields_, item) if upsert else LeadWrite(CREATE, fields_))
+        positions.append(index)
+
+    def build(outcomes: list[Outcome]) -> web.Response:
+        done = list(results)
+        for index, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, AppError):
+                done[index] = {
+                    "index": index,
+                    "status": outcome.status,
+                    "error": _item_error(outcome),
+                }
+            else:
+                assert isinstance(outcome, Written)
+                done[index] = {
+                    "index": index,
+                    "status": 201 if outcome.created else 200,
+                    "lead": lead_json(outcome.lead),
+                }
+        statuses = [result["status"] for result in done if result is not None]
+        data = {
+            "results": done,
+            "created": statuses.count(201),
+            "updated": statuses.count(200),
+            "failed": sum(1 for status in statuses if status >= 400),
+        }
+        return ok(data)
+
+    if not writes:
+        return build([])
+    return await commit_writes(request, writes, build)
+
+
+async def _batch_other_method(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
+def add_batch_route(app: web.Application) -> None:
+    """Registered before ``…/leads/{leadId}``, and answering every method, so that
+    "batch" is never taken for a lead id (GET, PUT, DELETE here are a 405)."""
+    resource = app.router.add_resource("/api/v1/chatbots/{chatbotId}/leads/batch")
+    resource.add_route("POST", create_leads_batch)
+    resource.add_route("*", _batch_other_method)

@@ -1,0 +1,123 @@
+"""The event log: one event per committed lead change, in the change's own transaction.
+
+``append`` runs inside the transaction of the lead write it describes, so a change and
+its event commit together or not at all: no crash of the server or the store can leave
+a change without its event or an event without its change. Each chatbot's events are
+numbered 1, 2, 3… by ``sequence``; the number comes from the chatbot's document in
+``event_sequences``, incremented in the same transaction, so sequences are dense and
+committed in order (a second writer of the chatbot conflicts on that document until
+the first commits). New events carry ``pending: <createdAt>`` until the webhook
+dispatcher has taken them (webhooks/pending.py reads them by that time, a window at a
+time); the feed reads them either way.
+
+Stored event: ``{_id: "evt_<16 hex>", chatbotId, workspaceId, sequence, type,
+createdAt, data, pending?}``; ``data`` is ``{"lead": <public lead, datetimes as
+datetimes>, "changes"?: {field: {"from", "to"}}}``; a ``lead.deleted`` event's lead is
+``{"id": …}`` only (no personal data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+
+from .. import ids
+from ..store.client import store_errors
+
+EVENT = "evt_"
+LEAD_CREATED = "lead.created"
+LEAD_UPDATED = "lead.updated"
+LEAD_DELETED = "lead.deleted"
+# Fields whose change a lead.updated event reports (the rest follow from these).
+CHANGE_FIELDS = ("name", "email", "phone", "source", "status", "metadata")
+
+
+def lead_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{field: {"from", "to"}}`` for every reported field that differs."""
+    return {
+        field: {"from": before.get(field), "to": after.get(field)}
+        for field in CHANGE_FIELDS
+        if before.get(field) != after.get(field)
+    }
+
+
+class EventSignal:
+    """Events were committed in this process: wakes its webhook dispatcher at once.
+
+    The lead repository notifies it after each commit; a dispatcher in the same process
+    (``serve``) waits on it instead of sleeping out its poll, so a delivery does not
+    wait up to ``poll_seconds`` for its event. Writes of other processes are still found
+    by the poll.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        """Before a read of pending events: a commit after this wakes the next wait."""
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Until notified (since the last clear) or ``timeout`` seconds passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class EventLog:
+    def __init__(self, db: Any) -> None:
+        self._events = db["events"]
+        self._sequences = db["event_sequences"]
+
+    async def append(
+        self,
+        session: Any,
+        chatbot_id: str,
+        workspace_id: str,
+        events: list[tuple[str, dict[str, Any]]],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Store ``events`` (type, data) of one chatbot, numbered in order, in ``session``'s
+        transaction; returns the stored documents."""
+        if not events:
+            return []
+        counter = await self._sequences.find_one_and_update(
+            {"_id": chatbot_id},
+            {"$inc": {"last": len(events)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        first = counter["last"] - len(events) + 1
+        docs = [
+            {
+                "_id": ids.new_id(EVENT),
+                "chatbotId": chatbot_id,
+                "workspaceId": workspace_id,
+                "sequence": first + offset,
+                "type": kind,
+                "createdAt": now,
+                "data": data,
+                "pending": now,  # until fanned out (see webhooks/pending.py)
+            }
+            for offset, (kind, data) in enumerate(events)
+        ]
+        await self._events.insert_many(docs, session=session)
+        return docs
+
+    @store_errors
+    async def feed(self, *, chatbot_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The chatbot's events with a sequence above ``after``, in order, at most ``limit``."""
+        cursor = self._events.find(
+            {"chatbotId": chatbot_id, "sequence": {"$gt": after}},
+            {"pending": 0},
+            sort=[("sequence", 1)],
+            limit=limit,
+        )
+        return [doc async for doc in cursor]

@@ -1,0 +1,70 @@
+"""The event feed: a chatbot's lead changes in sequence order, to catch up from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+from multidict import MultiMapping
+
+from .. import appkeys
+from ..errors import ValidationFailed
+from ..http.context import AUTH
+from ..http.responses import ok
+from ..http.spec import CHATBOT_ERRORS, Operation, Response
+from .payload import event_json
+from .schemas import EventFeedQuerySchema, EventListEnvelopeSchema
+
+_feed_query = EventFeedQuerySchema()
+
+
+def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
+    """Each parameter once, known and valid, or a 400 naming every bad one."""
+    repeated = {n for n in query if len(query.getall(n)) > 1}
+    if repeated:
+        raise ValidationFailed(
+            "Invalid query parameters", details={n: ["Give this parameter once."] for n in repeated}
+        )
+    try:
+        loaded: dict[str, Any] = schema.load(dict(query))
+        return loaded
+    except ValidationError as exc:
+        raise ValidationFailed("Invalid query parameters", details=exc.messages) from None
+
+
+@Operation(
+    operation_id="listEvents",
+    tag="events",
+    summary="Read the event feed",
+    description="The chatbot's lead changes (`lead.created`, `lead.updated`, "
+    "`lead.deleted`) in sequence order: every committed change has exactly one event, "
+    "numbered 1, 2, 3... per chatbot without gaps; events are kept 30 days. Start with "
+    "`after=0` and pass each page's `pagination.nextAfter` to the next request; an empty "
+    "page means you are up to date (poll again later). The events are the bodies webhook "
+    "deliveries carry. Unknown, repeated or malformed parameters are a 400.",
+    query=EventFeedQuerySchema,
+    responses={200: Response("A page of events", EventListEnvelopeSchema)},
+    errors=(ValidationFailed, *CHATBOT_ERRORS),
+)
+async def list_events(request: web.Request) -> web.Response:
+    query = load_query(request.query, _feed_query)
+    found = await request.app[appkeys.event_log_key].feed(
+        chatbot_id=request[AUTH].chatbot_id, after=query["after"], limit=query["limit"] + 1
+    )
+    page = found[: query["limit"]]
+    return ok(
+        {
+            "events": [event_json(doc) for doc in page],
+            "pagination": {
+                "after": query["after"],
+                "limit": query["limit"],
+                "hasMore": len(found) > len(page),
+                "nextAfter": page[-1]["sequence"] if page else query["after"],
+            },
+        }
+    )
+
+
+def add_event_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/chatbots/{chatbotId}/events", list_events, allow_head=False)
