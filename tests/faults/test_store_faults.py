@@ -18,6 +18,7 @@ import asyncio
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import ClientSession
 
@@ -408,13 +409,32 @@ async def test_a_stalled_store_gets_no_pile_of_abandoned_commands(
     # A connection the driver gave up on leaves a thread in the store: bounded by the pool
     # (32) and the lanes, not by the number of requests sent meanwhile.
     assert threads_stalled <= threads_before + 40, (threads_before, threads_stalled, summary)
+    # From 3 s after SIGCONT it serves as it did before the stall. 48 workers with no
+    # pause between requests keep it at its capacity, where admission refuses a few
+    # requests at any time (more on a busy machine): "as before" is the bar, not "all".
+    first = min(o.started for o in outcomes) + 0.5  # past the lanes' first guesses
+    before = [o for o in outcomes if first <= o.started < stalled_at]
     settled = [o for o in outcomes if o.started >= resumed_at + 3.0]
-    assert len(settled) >= 20 and all(o.ok for o in settled), (
-        f"requests sent 3 s or more after SIGCONT failed: {worst(settled, resumed_at)}; "
-        f"load: {summary}"
+    last = max(o.started for o in outcomes)
+
+    def refused(group: list[Any]) -> float:
+        return sum(not o.ok for o in group) / max(1, len(group))
+
+    def served_per_second(group: list[Any], seconds: float) -> float:
+        return sum(o.ok for o in group) / seconds
+
+    assert len(before) >= 20 and len(settled) >= 20, summary
+    assert refused(settled) <= refused(before) + 0.05, (
+        f"from 3 s after SIGCONT {refused(settled):.1%} refused, before the stall "
+        f"{refused(before):.1%}: {worst(settled, resumed_at)}; load: {summary}"
     )
+    settled_rate = served_per_second(settled, last - resumed_at - 3.0)
+    before_rate = served_per_second(before, stalled_at - first)
+    assert settled_rate >= 0.8 * before_rate, (settled_rate, before_rate, summary)
     print(
         f"\nstore SIGSTOP {resumed_at - stalled_at:.1f} s, 48 workers: {len(fast)} of "
         f"{len(late)} refused within 100 ms; store threads {threads_before} -> "
-        f"{threads_stalled}; {len(settled)} of {len(settled)} ok from 3 s after SIGCONT"
+        f"{threads_stalled}; from 3 s after SIGCONT {settled_rate:.0f} served/s, "
+        f"{refused(settled):.1%} refused (before the stall {before_rate:.0f}/s, "
+        f"{refused(before):.1%})"
     )
