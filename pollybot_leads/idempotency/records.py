@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from pymongo import WriteConcern
-from pymongo.errors import DuplicateKeyError
-
 from ..errors import IdempotencyInProgress, IdempotencyKeyReused
 from ..store.client import store_errors
+from ..store.driver import DuplicateKeyError, WriteConcern
 from ..timeutil import utcnow
 
 RECORD_TTL_SECONDS = 24 * 3600

@@ -9,9 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import DeleteOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
-
 from .. import ids
 from ..errors import (
     AppError,
@@ -23,6 +20,7 @@ from ..errors import (
 )
 from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.client import Mongo, aggregate, store_errors
+from ..store.driver import BulkWriteError, DeleteOne, DuplicateKeyError, UpdateOne
 from ..store.group_commit import GroupCommit, KeyedLocks
 from ..timeutil import MILLISECOND, to_ms, utcnow
 from ..webhooks.event_log import (

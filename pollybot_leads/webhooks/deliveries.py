@@ -24,10 +24,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import BulkWriteError, PyMongoError
-
 from ..errors import AppError
 from ..store.client import Mongo, store_deadline
+from ..store.driver import BulkWriteError, PyMongoError
 from ..store.group_commit import GroupCommit, KeyedLocks
 from ..timeutil import utcnow
 from .due import DueWindows

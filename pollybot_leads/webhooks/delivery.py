@@ -29,12 +29,12 @@ from typing import Any
 
 import aiohttp
 from prometheus_client import Counter, Histogram
-from pymongo.errors import PyMongoError
 
 from ..cancellation import cancel_and_wait, cancelling
 from ..errors import AppError
 from ..settings import Settings
 from ..store.client import Mongo, store_deadline
+from ..store.driver import PyMongoError
 from ..timeutil import format_ts, utcnow
 from .deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
 from .event_log import EventSignal

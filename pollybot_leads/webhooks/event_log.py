@@ -23,10 +23,9 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
-
 from .. import ids
 from ..store.client import store_errors
+from ..store.driver import ReturnDocument
 
 EVENT = "evt_"
 LEAD_CREATED = "lead.created"

@@ -18,11 +18,10 @@ import secrets as random_secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
-
 from .. import ids
 from ..errors import ValidationFailed, WebhookNotFound
 from ..store.client import Mongo, store_errors
+from ..store.driver import ASCENDING, DESCENDING, IndexModel
 from ..timeutil import utcnow
 from .signing import new_secret
 
