@@ -28,11 +28,11 @@ from .leads.query import CursorCodec, cursor_codec_key
 from .leads.repository import LeadRepository
 from .leads.routes import add_routes
 from .ops.endpoints import setup_ops
-from .ops.metrics import CountingRateLimiter
 from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .store.client import Mongo
 from .store.indexes import ensure_indexes
+from .telemetry.metrics import CountingRateLimiter
 from .webhooks.delivery import running_worker
 from .webhooks.event_log import EventLog, EventSignal
 from .webhooks.feed_routes import add_event_routes

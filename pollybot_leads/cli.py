@@ -22,13 +22,13 @@ from .accounts.repository import AccountRepository
 from .app import create_app
 from .errors import AppError, NotFound
 from .leads.repository import LeadRepository
-from .ops.logs import setup_logging
 from .ops.server import run, serve_app
 from .ops.workers import run_workers
 from .settings import Settings, SettingsError, load_settings
 from .store.client import Mongo
 from .store.embedded import EmbeddedStore, EmbeddedStoreError, port_open
 from .store.indexes import ensure_indexes
+from .telemetry.logs import setup_logging
 from .webhooks import admin as webhook_admin
 
 log = logging.getLogger("pollybot_leads")

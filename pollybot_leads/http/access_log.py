@@ -2,7 +2,7 @@
 
 Second outermost (after the request id is known, before errors are mapped), so it sees
 each request's final status, including the error envelope's. While it runs the request
-id is in :data:`~pollybot_leads.ops.logs.request_id_var`, so every line logged while the
+id is in :data:`~pollybot_leads.telemetry.logs.request_id_var`, so every line logged while the
 request is handled, by any module, carries it.
 
 The line holds the method, the route template (never the raw path: no ids, no query),
@@ -20,8 +20,8 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..ops import metrics
-from ..ops.logs import request_id_var
+from ..telemetry import metrics
+from ..telemetry.logs import request_id_var
 from .context import AUTH, REQUEST_ID
 
 access_log = logging.getLogger("pollybot_leads.access")

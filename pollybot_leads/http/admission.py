@@ -42,8 +42,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import Overloaded
-from ..ops.metrics import admission_refused
 from ..store.client import StoreUnavailable, remaining
+from ..telemetry.metrics import admission_refused
 from .cors import API_PREFIX
 from .deadline import READ_METHODS, is_streamed
 

@@ -4,7 +4,7 @@
 * ``/readyz``: MongoDB answers a ping and Redis (when configured) a PING within 1 s;
   otherwise a 503 in the error envelope whose ``details`` name each dependency's state.
   Also a 503 once the server is draining (SIGTERM), so a load balancer stops sending.
-* ``/metrics``: the Prometheus text format (:mod:`pollybot_leads.ops.metrics`).
+* ``/metrics``: the Prometheus text format (:mod:`pollybot_leads.telemetry.metrics`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .. import appkeys
 from ..errors import ServiceUnavailable
 from ..ratelimit.base import RateLimiter
 from ..store.client import Mongo, store_deadline
-from . import metrics
+from ..telemetry import metrics
 from .state import OpsState, ops_state_key
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ line, an invalid method...) never reach the application. aiohttp answers them in
 bytes (a whole ``Authorization`` line, secret included) and echoes them in a text/plain
 body. :class:`SafeRequestHandler` replaces that for parser errors: one WARNING line
 naming the error's class and the peer, never the bytes, at most a few lines a second
-(:class:`~pollybot_leads.ops.logs.LogThrottle`, the rest counted in the next line and in
+(:class:`~pollybot_leads.telemetry.logs.LogThrottle`, the rest counted in the next line and in
 ``pollybot_http_malformed_requests_total``), and a 400 in the JSON error envelope with a
 request id, on a connection that is then closed.
 """
@@ -35,8 +35,8 @@ from yarl import URL
 from ..errors import AppError
 from ..http.errors import error_body
 from ..http.security_headers import FIXED_HEADERS, NO_STORE
-from . import metrics
-from .logs import LogThrottle
+from ..telemetry import metrics
+from ..telemetry.logs import LogThrottle
 
 log = logging.getLogger("pollybot_leads.server")
 malformed_log = logging.getLogger("pollybot_leads.malformed")

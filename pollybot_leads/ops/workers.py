@@ -266,8 +266,8 @@ def worker_main(argv: list[str]) -> None:
     sys.stdin.close()
 
     from ..app import create_app
-    from . import metrics
-    from .logs import setup_logging
+    from ..telemetry import metrics
+    from ..telemetry.logs import setup_logging
     from .server import run, serve_app
 
     settings = spec.settings

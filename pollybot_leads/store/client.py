@@ -34,8 +34,8 @@ from pymongo import WriteConcern
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from ..errors import ServiceUnavailable
-from ..ops.metrics import store_unavailable
 from ..settings import Settings
+from ..telemetry.metrics import store_unavailable
 from .quirks import PLAIN, StoreQuirks, detect
 from .sessions import SessionRegistry
 

@@ -14,11 +14,11 @@ from prometheus_client import REGISTRY
 from pymongo.errors import ServerSelectionTimeoutError
 
 from pollybot_leads.app import create_app
-from pollybot_leads.ops import metrics
 from pollybot_leads.ops.endpoints import limiter_ready, mongo_ready
-from pollybot_leads.ops.logs import RequestIdFilter
 from pollybot_leads.store.client import unavailable
 from pollybot_leads.store.embedded import free_port
+from pollybot_leads.telemetry import metrics
+from pollybot_leads.telemetry.logs import RequestIdFilter
 from tests.api.helpers import error_of
 
 

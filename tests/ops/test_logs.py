@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from pollybot_leads.ops.logs import (
+from pollybot_leads.settings import SettingsError, load_settings
+from pollybot_leads.telemetry.logs import (
     JsonFormatter,
     LogThrottle,
     RequestIdFilter,
@@ -16,7 +17,6 @@ from pollybot_leads.ops.logs import (
     request_id_var,
     setup_logging,
 )
-from pollybot_leads.settings import SettingsError, load_settings
 
 
 def _record(msg: str = "hello %s", *args: object, **extra: object) -> logging.LogRecord:
