@@ -58,10 +58,15 @@ class KeyedLocks:
             try:
                 async with asyncio.timeout(left if left is not None else None):
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                held = acquire.done() and not acquire.cancelled()
-                if not held:
-                    acquire.cancel()  # a lock waiter cancelled wakes the next one
+            except BaseException:
+                if acquire.done() and not acquire.cancelled():
+                    lock.release()  # handed the lock just as the wait ended: give it back
+                else:
+                    acquire.cancel()
+                raise
+            held = acquire.done() and not acquire.cancelled()
+            if not held:
+                acquire.cancel()  # a lock waiter cancelled wakes the next one
             try:
                 yield held
             finally:

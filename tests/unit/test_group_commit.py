@@ -183,3 +183,25 @@ async def test_a_stalled_batch_of_many_leaves_later_writers_served() -> None:
     assert batches[-1] == 8
     stalled = False
     assert [await submit(i) for i in range(30, 33)] == [30, 31, 32]
+
+
+async def test_writers_that_give_up_waiting_leave_the_key_usable() -> None:
+    """Writers whose budgets run out while a batch is in flight get their TimeoutError
+    and leave nothing held: the next writer of the key is written at once."""
+
+    async def write(key: str, items: list[int]) -> list[int | Exception]:
+        await asyncio.sleep(0.2 if items == [0] else 0.001)
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
+
+    async def submit(item: int, budget: float) -> int:
+        with store_deadline(budget):
+            return await commit.submit("cb", item)
+
+    first = asyncio.ensure_future(submit(0, 1.0))
+    await asyncio.sleep(0.01)
+    waiters = await asyncio.gather(*(submit(i, 0.05) for i in range(1, 6)), return_exceptions=True)
+    assert all(isinstance(r, TimeoutError) for r in waiters), waiters
+    assert await first == 0
+    assert await submit(9, 1.0) == 9  # a lock left held would time this one out
