@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from pollybot_leads.errors import Overloaded
 from pollybot_leads.store.client import remaining, store_deadline
 from pollybot_leads.store.group_commit import GroupCommit, KeyedLocks
 
@@ -84,7 +83,7 @@ async def test_a_slow_store_gets_smaller_batches_not_a_failed_large_one() -> Non
     written = {item for batch in batches for item in batch}
     assert all(results[i - 1] == i for i in written if i), results
     refused = [i for i in range(1, 61) if i not in written]
-    assert all(isinstance(results[i - 1], (TimeoutError, Overloaded)) for i in refused)
+    assert all(isinstance(results[i - 1], TimeoutError) for i in refused)
     assert len(written) > 40 and max(len(b) for b in batches) <= 25
 
 
@@ -112,96 +111,5 @@ async def test_after_a_stalled_store_writes_resume_at_once() -> None:
     assert await submit(3) == 3
     for item in range(4, 20):
         assert await submit(item) == item
-    burst = range(20, 120)  # 100 writers at once: batches double back up to what fits
-    assert await asyncio.gather(*(submit(item) for item in burst)) == list(burst)
-
-
-async def test_a_store_whose_transactions_cost_a_fixed_time_gets_large_batches() -> None:
-    """Transactions of 0.2 s whatever they hold (round trips and commit) plus 1 ms an
-    item, and a stream of writers (8 every 50 ms for 2 s, each with a 1 s budget): the
-    batches grow to hold what waits, and nearly every writer is written. A cost taken
-    as all per item (0.2 s an item) caps batches at two or three items: 10-15 writes a
-    second, the rest refused as their budgets run out."""
-    batches: list[list[int]] = []
-
-    async def write(key: str, items: list[int]) -> list[int | Exception]:
-        batches.append(items)
-        async with asyncio.timeout(remaining()):
-            await asyncio.sleep(0.2 + 0.001 * len(items))
-        return items
-
-    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
-
-    async def submit(item: int) -> int | Exception:
-        with store_deadline(1.0):
-            try:
-                return await commit.submit("cb", item)
-            except (TimeoutError, Overloaded) as exc:
-                return exc
-
-    writers = []
-    for tick in range(40):
-        writers += [asyncio.ensure_future(submit(tick * 8 + i)) for i in range(8)]
-        await asyncio.sleep(0.05)
-    results = await asyncio.gather(*writers)
-    written = [r for r in results if not isinstance(r, Exception)]
-    assert len(written) >= 0.9 * len(results), ([len(b) for b in batches], results[-3:])
-
-
-async def test_a_stalled_batch_of_many_leaves_later_writers_served() -> None:
-    """A batch of eight that runs out its budget (the store stalled) fails its eight
-    writers, and the cost it leaves never refuses a writer with a fresh budget: the
-    next ones are written (a cost that refused them would stay as it is, since no
-    batch would run again to bring it down)."""
-    stalled = False
-    batches: list[int] = []
-
-    async def write(key: str, items: list[int]) -> list[int | Exception]:
-        batches.append(len(items))
-        async with asyncio.timeout(remaining()):
-            await asyncio.sleep(10 if stalled and len(items) > 1 else 0.02)
-        return items
-
-    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
-
-    async def submit(item: int) -> int:
-        with store_deadline(0.3):
-            return await commit.submit("cb", item)
-
-    async def burst(start: int) -> list[int | BaseException]:
-        """One writer, then eight while its batch is in flight (the next batch)."""
-        first = asyncio.ensure_future(submit(start))
-        await asyncio.sleep(0.005)
-        rest = [asyncio.ensure_future(submit(start + i)) for i in range(1, 9)]
-        return await asyncio.gather(first, *rest, return_exceptions=True)
-
-    assert await burst(0) == list(range(9))
-    assert await burst(10) == list(range(10, 19))
-    assert 8 in batches
-    stalled = True  # the store stalls while it writes the batch of eight
-    assert [isinstance(r, TimeoutError) for r in await burst(20)] == [False] + [True] * 8
-    assert batches[-1] == 8
-    stalled = False
-    assert [await submit(i) for i in range(30, 33)] == [30, 31, 32]
-
-
-async def test_writers_that_give_up_waiting_leave_the_key_usable() -> None:
-    """Writers whose budgets run out while a batch is in flight get their TimeoutError
-    and leave nothing held: the next writer of the key is written at once."""
-
-    async def write(key: str, items: list[int]) -> list[int | Exception]:
-        await asyncio.sleep(0.2 if items == [0] else 0.001)
-        return items
-
-    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
-
-    async def submit(item: int, budget: float) -> int:
-        with store_deadline(budget):
-            return await commit.submit("cb", item)
-
-    first = asyncio.ensure_future(submit(0, 1.0))
-    await asyncio.sleep(0.01)
-    waiters = await asyncio.gather(*(submit(i, 0.05) for i in range(1, 6)), return_exceptions=True)
-    assert all(isinstance(r, TimeoutError) for r in waiters), waiters
-    assert await first == 0
-    assert await submit(9, 1.0) == 9  # a lock left held would time this one out
+    with store_deadline(0.3):  # half of 0.3 s at about 1 ms an item
+        assert (commit.limit() or 0) > 50
