@@ -21,6 +21,18 @@ BODY = {"name": "Ann", "email": "ann@example.com", "metadata": {"n": 1}}
 RETRIES = 5
 
 
+async def post_until_taken(
+    http: ClientSession, url: str, body: dict, headers: dict[str, str]
+) -> tuple[int, dict]:
+    """POST, sent again after Retry-After while the answer is 503: (status, JSON body)."""
+    for _ in range(RETRIES):
+        async with http.post(url, json=body, headers=headers) as resp:
+            if resp.status != 503:
+                return resp.status, await resp.json()
+            await asyncio.sleep(float(resp.headers["Retry-After"]))
+    raise AssertionError(f"503 {RETRIES} times in a row")
+
+
 @pytest.fixture
 def second(store: Store, database: str, server: ApiServer, tmp_path: Path) -> Iterator[ApiServer]:
     """A second API server process on the same store, beside ``server``."""
@@ -39,12 +51,7 @@ async def test_fifty_identical_posts_across_two_servers_create_one_lead(
 
     async def post(n: int) -> tuple[int, dict]:
         base = (server, second)[n % 2].base_url
-        for _ in range(RETRIES):  # a 503 says: retry after Retry-After, as clients do
-            async with http.post(base + tenant.leads_path, json=BODY, headers=headers) as resp:
-                if resp.status != 503:
-                    return resp.status, await resp.json()
-                await asyncio.sleep(float(resp.headers["Retry-After"]))
-        raise AssertionError(f"503 {RETRIES} times in a row")
+        return await post_until_taken(http, base + tenant.leads_path, BODY, headers)
 
     results = await asyncio.gather(*(post(n) for n in range(50)))
     statuses = {status for status, _ in results}
@@ -98,13 +105,8 @@ async def test_fifty_upserts_of_a_new_email_across_two_servers_leave_one_lead(
         base = (server, second)[n % 2].base_url
         body = {"name": "Zed", "email": "zed@example.com", "metadata": {f"k{n}": n}}
         url = base + tenant.leads_path + "?upsert=email"
-        for _ in range(RETRIES):  # a 503 (busy, nothing done): retry after Retry-After
-            async with http.post(url, json=body, headers=tenant.headers) as resp:
-                await resp.read()
-                if resp.status != 503:
-                    return resp.status
-                await asyncio.sleep(float(resp.headers["Retry-After"]))
-        raise AssertionError(f"503 {RETRIES} times in a row")
+        status, _ = await post_until_taken(http, url, body, tenant.headers)
+        return status
 
     statuses = await asyncio.gather(*(upsert(n) for n in range(50)))
     assert sorted(statuses) == [200] * 49 + [201]
