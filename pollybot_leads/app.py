@@ -10,7 +10,7 @@ from aiohttp import web
 
 from . import appkeys
 from .accounts.auth import Authenticator, auth_middleware_factory, authenticator_key
-from .accounts.repository import AccountRepository
+from .accounts.repository import AccountRepository, accounts_repo_key
 from .http.access_log import access_log_middleware
 from .http.activity import RequestActivity, request_activity_key
 from .http.admission import Admission
@@ -22,21 +22,22 @@ from .http.ratelimit import ratelimit_middleware_factory
 from .http.request_id import add_request_headers, request_id_middleware
 from .http.security_headers import add_security_headers
 from .idempotency.middleware import idempotency_middleware_factory
+from .idempotency.records import idempotency_key
+from .indexes import ensure_all_indexes
 from .leads.batch import BATCH_MAX_BYTES, add_batch_route
+from .leads.event_log import EventLog, EventSignal, event_log_key, events_committed_key
 from .leads.export_routes import add_export_route
 from .leads.query import CursorCodec, cursor_codec_key
-from .leads.repository import LeadRepository
+from .leads.repository import LeadRepository, leads_repo_key
 from .leads.routes import add_routes
 from .ops.endpoints import setup_ops
 from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .store.client import Mongo
-from .store.indexes import ensure_indexes
 from .telemetry.metrics import CountingRateLimiter
 from .webhooks.delivery import running_worker
-from .webhooks.event_log import EventLog, EventSignal
 from .webhooks.feed_routes import add_event_routes
-from .webhooks.repository import WebhookRepository
+from .webhooks.repository import WebhookRepository, webhooks_repo_key
 from .webhooks.routes import add_webhook_routes
 
 log = logging.getLogger(__name__)
@@ -57,17 +58,17 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         committed = EventSignal()
         leads = LeadRepository(mongo, max_count=settings.list_max_count, committed=committed)
         await leads.migrate_counters(mongo.db["chatbots"])
-        app[appkeys.leads_repo_key] = leads
+        app[leads_repo_key] = leads
         app[appkeys.mongo_key] = mongo
-        app[appkeys.accounts_repo_key] = AccountRepository(mongo)
-        app[appkeys.idempotency_key] = leads.idempotency
-        app[appkeys.webhooks_repo_key] = WebhookRepository(mongo)
-        app[appkeys.event_log_key] = EventLog(mongo.db)
-        app[appkeys.events_committed_key] = committed
+        app[accounts_repo_key] = AccountRepository(mongo)
+        app[idempotency_key] = leads.idempotency
+        app[webhooks_repo_key] = WebhookRepository(mongo)
+        app[event_log_key] = EventLog(mongo.db)
+        app[events_committed_key] = committed
         async with mongo.sessions.kept():
             yield
     finally:
@@ -79,7 +80,7 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     limiter = CountingRateLimiter(build_rate_limiter(settings))
     app[appkeys.rate_limiter_key] = limiter
     app[authenticator_key] = Authenticator(
-        app[appkeys.accounts_repo_key],
+        app[accounts_repo_key],
         key_cache_seconds=settings.key_cache_seconds,
         limiter=limiter,
         failure_policy=BucketPolicy(
@@ -102,7 +103,7 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     async with running_worker(
         app[appkeys.mongo_key],
         settings,
-        app[appkeys.events_committed_key],
+        app[events_committed_key],
         busy=app[request_activity_key].busy,
     ):
         yield
@@ -135,7 +136,7 @@ def create_app(settings: Settings) -> web.Application:
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
-    middlewares.append(idempotency_middleware_factory(appkeys.idempotency_key))
+    middlewares.append(idempotency_middleware_factory(idempotency_key))
     # Each route enforces its own body limit (read_json_object); the batch route's is
     # the largest.
     app = web.Application(

@@ -21,13 +21,13 @@ from .accounts import admin as account_admin
 from .accounts.repository import AccountRepository
 from .app import create_app
 from .errors import AppError, NotFound
+from .indexes import ensure_all_indexes
 from .leads.repository import LeadRepository
 from .ops.server import run, serve_app
 from .ops.workers import run_workers
 from .settings import Settings, SettingsError, load_settings
 from .store.client import Mongo
 from .store.embedded import EmbeddedStore, EmbeddedStoreError, port_open
-from .store.indexes import ensure_indexes
 from .telemetry.logs import setup_logging
 from .webhooks import admin as webhook_admin
 
@@ -154,7 +154,7 @@ async def with_mongo(
     mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         return await action(mongo)
     finally:
         await mongo.close()
@@ -292,7 +292,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
             print(banner, flush=True)
 
         if workers > 1:
-            return run_workers(ready, host, port, workers, on_ready=announce)
+            return run_workers(create_app, ready, host, port, workers, on_ready=announce)
         app = create_app(ready)
         run(
             serve_app(

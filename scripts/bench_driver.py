@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.queries import LeadQuery
 from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port
-from pollybot_leads.store.indexes import ensure_indexes
 
 DRIVERS = ("motor", "pymongo")
 CONCURRENCY = 16
@@ -98,7 +98,7 @@ async def main() -> None:
     try:
         for client in clients.values():
             await client.connect()
-        await ensure_indexes(clients["motor"])
+        await ensure_all_indexes(clients["motor"])
         accounts = AccountRepository(clients["motor"])
         ws = await accounts.create_workspace(name="Driver bench")
         for round_no in range(args.rounds):

@@ -56,11 +56,11 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.repository import LeadRepository, build_lead_document
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.store.indexes import ensure_indexes
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_SCRIPT = ROOT / "scripts" / "bench_floor_server.py"
@@ -182,7 +182,7 @@ async def seed(uri: str, database: str, leads: int, total: int) -> dict[str, Any
     mongo = Mongo(uri, database)
     try:
         await mongo.connect()  # as the admin commands do: learns the store's quirks
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         workspace = await accounts.create_workspace(name="HTTP bench")
         chatbots = [

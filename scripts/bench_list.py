@@ -31,13 +31,13 @@ from multidict import MultiDict
 
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.errors import AppError
+from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.query import CursorCodec, parse_list_query
 from pollybot_leads.leads.repository import LeadRepository, build_lead_document
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.settings import load_settings
 from pollybot_leads.store.client import Mongo, store_deadline
 from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.store.indexes import ensure_indexes
 
 # A shape answered 503 (past the store budget) this many times in a row is not run again.
 GIVE_UP_AFTER = 3
@@ -190,7 +190,7 @@ class BenchStore:
         bench = cls(cache_size)
         try:
             await bench.mongo.connect()
-            await ensure_indexes(bench.mongo)
+            await ensure_all_indexes(bench.mongo)
         except BaseException:
             await bench.close()
             raise

@@ -50,10 +50,10 @@ import aiohttp
 import redis
 
 from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.ratelimit.redis_bucket import TAKE_SCRIPT
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
-from pollybot_leads.store.indexes import ensure_indexes
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -210,7 +210,7 @@ async def create_tenant(mongodb_uri: str, database: str) -> dict[str, str]:
     mongo = Mongo(mongodb_uri, database)
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         accounts = AccountRepository(mongo)
         workspace = await accounts.create_workspace(name="Bench")
         chatbot = await accounts.create_chatbot(workspace_id=workspace["id"], name="Bench bot")

@@ -2,7 +2,7 @@
 
 Runs `pollybot-leads worker` processes (default settings: 16 deliveries in flight, a
 0.25 s poll) against a local receiver (an aiohttp server in this process answering 204),
-with events appended as lead writes append them (webhooks/event_log.py, one transaction per
+with events appended as lead writes append them (leads/event_log.py, one transaction per
 write). Phases (each skipped with 0):
 
 - **throughput** (``--events``): events queued before the workers start; reported is
@@ -55,11 +55,11 @@ from pymongo.errors import AutoReconnect
 
 from pollybot_leads import ids
 from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.indexes import ensure_all_indexes
+from pollybot_leads.leads.event_log import LEAD_CREATED, EventLog
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port
-from pollybot_leads.store.indexes import ensure_indexes
 from pollybot_leads.timeutil import utcnow
-from pollybot_leads.webhooks.event_log import LEAD_CREATED, EventLog
 from pollybot_leads.webhooks.payload import EVENT_TYPES
 from pollybot_leads.webhooks.repository import WebhookRepository
 
@@ -356,7 +356,7 @@ async def api_once(
     mongo = Mongo(uri, database)
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         bot, headers = await api_tenant(mongo)
         await subscribe(mongo, bot, urls)
         answering = urls.count(f"http://127.0.0.1:{fast.port}/hook")
@@ -410,7 +410,7 @@ async def serve_latency_phase(uri: str, count: int) -> dict[str, float]:
     latencies: list[float] = []
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         bot, headers = await api_tenant(mongo)
         await subscribe(mongo, bot, [f"http://127.0.0.1:{receiver.port}/hook"])
         async with serving(uri, database) as base, ClientSession() as http:
@@ -526,7 +526,7 @@ async def main() -> None:
     procs: list[asyncio.subprocess.Process] = []
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         accounts = AccountRepository(mongo)
         ws = await accounts.create_workspace(name="Webhook bench")
         chatbot = await accounts.create_chatbot(workspace_id=ws["id"], name="bench")

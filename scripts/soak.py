@@ -54,11 +54,11 @@ from bench_http import Server, fake_fields, process_tree, stop_server, wait_unti
 from pymongo import MongoClient
 
 from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.repository import LeadRepository, build_lead_document
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open, stop_process
-from pollybot_leads.store.indexes import ensure_indexes
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS, PAGE = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
@@ -196,7 +196,7 @@ async def seed(uri: str, database: str, per_chatbot: int) -> list[dict[str, Any]
     chatbots = []
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_all_indexes(mongo)
         accounts, repo = AccountRepository(mongo), LeadRepository(mongo)
         rng, now = random.Random(20240115), datetime.now(UTC)
         for w in range(WORKSPACES):

@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.app import create_app
+from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.settings import Settings, load_settings
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port
-from pollybot_leads.store.indexes import ensure_indexes
 from tests.redis_server import RedisServer, RedisServerError, find_redis_server
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
@@ -64,7 +64,7 @@ async def database_of(settings: Settings, *, drop: bool = True) -> AsyncIterator
     (unless ``drop`` is false)."""
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
     await mongo.connect()
-    await ensure_indexes(mongo)
+    await ensure_all_indexes(mongo)
     try:
         yield mongo
     finally:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..http.context import ApiKeyRecord
 from ..timeutil import format_ts
-from .repository import AccountRepository, ApiKeyRecord
+from .repository import AccountRepository
 
 
 def key_json(key: ApiKeyRecord) -> dict[str, Any]:

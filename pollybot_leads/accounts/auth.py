@@ -16,9 +16,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .. import ids
 from ..errors import ChatbotNotFound, RateLimited, ServiceUnavailable, Unauthorized
-from ..http.context import AUTH, PROTECTED_PREFIX, AuthContext
+from ..http.context import AUTH, PROTECTED_PREFIX, ApiKeyRecord, AuthContext
 from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
-from .repository import AccountRepository, ApiKeyRecord
+from .repository import AccountRepository
 
 CACHE_MAX_ENTRIES = 10_000
 CHATBOT_CACHE_SECONDS = 60.0

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
+
+from aiohttp import web
 
 from .. import ids
 from ..errors import NotFound
+from ..http.context import ApiKeyRecord
 from ..store.client import Mongo, store_errors
+from ..store.driver import ASCENDING, IndexModel
 from ..timeutil import utcnow
 
-
-@dataclass(frozen=True)
-class ApiKeyRecord:
-    id: str
-    workspace_id: str
-    name: str | None
-    created_at: datetime
-    revoked_at: datetime | None
-    rate_limit_capacity: int | None = None
-    rate_limit_refill: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
+ACCOUNT_INDEXES = {
+    "api_keys": [
+        IndexModel([("digest", ASCENDING)], name="by_digest", unique=True),
+        IndexModel([("workspaceId", ASCENDING), ("createdAt", ASCENDING)], name="by_workspace"),
+    ],
+    "chatbots": [IndexModel([("workspaceId", ASCENDING)], name="by_workspace")],
+}
 
 
 @dataclass(frozen=True)
@@ -156,3 +152,6 @@ class AccountRepository:
         await self.require_workspace(workspace_id=workspace_id)
         cursor = self._keys.find({"workspaceId": workspace_id}, sort=[("createdAt", 1)])
         return [_key(doc) for doc in await cursor.to_list(length=None)]
+
+
+accounts_repo_key = web.AppKey("accounts_repo", AccountRepository)

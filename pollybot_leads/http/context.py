@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 
-from ..accounts.repository import ApiKeyRecord
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key as authentication found it (accounts/repository.py stores them)."""
+
+    id: str
+    workspace_id: str
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    rate_limit_capacity: int | None = None
+    rate_limit_refill: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
 
 
 @dataclass(frozen=True)

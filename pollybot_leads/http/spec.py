@@ -38,8 +38,8 @@ from ..errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ..leads.schemas import ServerOwned
 from .context import PROTECTED_PREFIX
+from .fields import ServerOwned
 from .responses import ErrorEnvelopeSchema
 
 SPEC_URL = "/api/docs/openapi.json"

@@ -22,12 +22,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from aiohttp import web
+
 from ..errors import IdempotencyInProgress, IdempotencyKeyReused
 from ..store.client import store_errors
-from ..store.driver import DuplicateKeyError, WriteConcern
+from ..store.driver import ASCENDING, DuplicateKeyError, IndexModel, WriteConcern
 from ..timeutil import utcnow
 
 RECORD_TTL_SECONDS = 24 * 3600
+# The store itself expires records.
+IDEMPOTENCY_INDEXES = {
+    "idempotency_keys": [
+        IndexModel(
+            [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=RECORD_TTL_SECONDS
+        ),
+    ],
+}
 # How long a running request owns its key; a retry after that may take it over. It is
 # well past a request's store budget (and its hard cap), so only a dead process's
 # lease expires.
@@ -137,3 +147,6 @@ class IdempotencyStore:
         await self._records.delete_one(
             {"_id": lease.record_id, "state": "running", "token": lease.token}
         )
+
+
+idempotency_key = web.AppKey("idempotency", IdempotencyStore)

@@ -13,8 +13,9 @@ from marshmallow import fields
 
 from ..errors import AppError, ValidationFailed
 from ..http.body import load_fields, read_json_object
+from ..http.fields import CamelSchema
 from ..http.ratelimit import charge
-from ..http.responses import BatchEnvelopeSchema, ok
+from ..http.responses import ok
 from ..http.spec import (
     BODY_ERRORS,
     CHATBOT_ERRORS,
@@ -25,8 +26,9 @@ from ..http.spec import (
     Response,
 )
 from .query import reject_query
+from .responses import BatchEnvelopeSchema
 from .routes import commit_writes, lead_json, upsert_write
-from .schemas import CamelSchema, LeadCreateSchema
+from .schemas import LeadCreateSchema
 from .writes import CREATE, LeadWrite, Outcome, Written
 
 BATCH_MAX_ITEMS = 100

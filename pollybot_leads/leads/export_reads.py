@@ -42,9 +42,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..store.client import store_errors
-from ..store.indexes import choose_lead_index, index_layout
 from ..store.quirks import PLAIN, StoreQuirks
 from ..timeutil import MILLISECOND, to_ms, utcnow
+from .indexes import choose_lead_index, index_layout
 from .listing import ListPlan, _Reads
 from .queries import LeadQuery
 

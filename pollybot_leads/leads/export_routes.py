@@ -24,7 +24,6 @@ from aiohttp import web
 from marshmallow import fields, validate
 from multidict import MultiDict, MultiMapping
 
-from .. import appkeys
 from ..errors import AppError, ValidationFailed
 from ..http.context import AUTH
 from ..http.deadline import STREAM_BUDGET, streamed
@@ -33,6 +32,7 @@ from ..timeutil import utcnow
 from .export_reads import EXPORT_SORTS
 from .queries import LeadQuery
 from .query import CursorCodec, LeadListQuerySchema, cursor_codec_key, parse_list_query
+from .repository import leads_repo_key
 from .routes import lead_json
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ async def export_leads(request: web.Request) -> web.StreamResponse:
     fmt, query = parse_export_query(request.query, request.app[cursor_codec_key])
     budget = request[STREAM_BUDGET]
     encode = ENCODERS[fmt]
-    pages = request.app[appkeys.leads_repo_key].export(chatbot_id=auth.chatbot_id, query=query)
+    pages = request.app[leads_repo_key].export(chatbot_id=auth.chatbot_id, query=query)
     try:
         # The first read before any byte: until then a failure is the usual 503.
         page = await budget.step(lambda: anext(pages, None))

@@ -41,10 +41,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..store.client import aggregate
-from ..store.indexes import INDEX_FIELDS, choose_lead_index, index_layout
 from ..store.quirks import PLAIN, StoreQuirks
 from ..timeutil import MILLISECOND, utcnow
 from .counters import BY_SOURCE, Bounds
+from .indexes import INDEX_FIELDS, choose_lead_index, index_layout
 from .queries import SORTS, CursorPosition, LeadPage, LeadQuery
 from .rules import SEARCH_PREFIX_MAX, metadata_entry, prefix_upper_bound, word_matches
 

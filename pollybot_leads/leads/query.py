@@ -16,21 +16,21 @@ from marshmallow import ValidationError, fields, validate, validates
 from multidict import MultiMapping
 
 from ..errors import ConfirmationRequired, ValidationFailed
-from ..timeutil import to_ms
-from .metadata import MAX_KEY_LENGTH
-from .queries import DEFAULT_SORT, SORTS, CursorPosition, LeadQuery
-from .rules import SEARCH_MAX_WORDS, SOURCE_MAX, STATUSES, fold, query_words
-from .schemas import (
+from ..http.fields import (
     CONTROL,
     CONTROL_MESSAGE,
     CONTROL_RE,
     NON_BLANK,
     CamelSchema,
-    EmailText,
     Text,
     anchored,
     camel,
 )
+from ..timeutil import to_ms
+from .metadata import MAX_KEY_LENGTH
+from .queries import DEFAULT_SORT, SORTS, CursorPosition, LeadQuery
+from .rules import SEARCH_MAX_WORDS, SOURCE_MAX, STATUSES, fold, query_words
+from .schemas import EmailText
 
 MAX_PAGE = 1_000_000
 SEARCH_MAX_LENGTH = 200

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiohttp import web
+
 from .. import ids
 from ..errors import (
     AppError,
@@ -23,7 +25,8 @@ from ..store.client import Mongo, aggregate, store_errors
 from ..store.driver import BulkWriteError, DeleteOne, DuplicateKeyError, UpdateOne
 from ..store.group_commit import GroupCommit, KeyedLocks
 from ..timeutil import MILLISECOND, to_ms, utcnow
-from ..webhooks.event_log import (
+from .counters import Bounds, Claim, LeadCounters, pair_key
+from .event_log import (
     LEAD_CREATED,
     LEAD_DELETED,
     LEAD_UPDATED,
@@ -31,7 +34,6 @@ from ..webhooks.event_log import (
     EventSignal,
     lead_changes,
 )
-from .counters import Bounds, Claim, LeadCounters, pair_key
 from .export_reads import LeadExporter
 from .listing import LeadLister
 from .metadata import apply_merge_patch, metadata_problems
@@ -660,3 +662,6 @@ def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime
 
 
 _ABSENT = object()
+
+
+leads_repo_key = web.AppKey("leads_repo", LeadRepository)

@@ -19,7 +19,7 @@ from ..errors import (
 from ..http.body import load_body, load_fields, read_json_object
 from ..http.context import AUTH, REQUEST_ID
 from ..http.errors import error_response
-from ..http.responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema, ok
+from ..http.responses import ok
 from ..http.spec import (
     BODY_ERRORS,
     CHATBOT_ERRORS,
@@ -45,6 +45,8 @@ from .query import (
     reject_query,
     require_confirmation,
 )
+from .repository import leads_repo_key
+from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema
 from .rules import etag_matches, render_lead, rendered_etag
 from .schemas import LeadCreateSchema, LeadUpdateSchema
 from .writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
@@ -109,7 +111,7 @@ async def commit_writes(
     transaction when the request carries an Idempotency-Key, so the kept result is it)."""
     auth = request[AUTH]
     receipt = receipt_for(request, build)
-    outcomes = await request.app[appkeys.leads_repo_key].write(
+    outcomes = await request.app[leads_repo_key].write(
         chatbot_id=auth.chatbot_id, workspace_id=auth.workspace_id, writes=writes, receipt=receipt
     )
     if receipt is not None and receipt.response is not None:
@@ -201,7 +203,7 @@ async def list_leads(request: web.Request) -> web.Response:
     auth = request[AUTH]
     codec = request.app[cursor_codec_key]
     query = parse_list_query(request.query, codec)
-    page = await request.app[appkeys.leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
+    page = await request.app[leads_repo_key].list(chatbot_id=auth.chatbot_id, query=query)
     total_pages = math.ceil(page.total / query.limit) if page.total else 0
     next_cursor = codec.encode(page.last_position) if page.has_next and page.last_position else None
     pagination: dict[str, Any] = {
@@ -236,7 +238,7 @@ async def list_leads(request: web.Request) -> web.Response:
 )
 async def get_lead(request: web.Request) -> web.Response:
     reject_query(request.query)
-    lead = await request.app[appkeys.leads_repo_key].get(
+    lead = await request.app[leads_repo_key].get(
         chatbot_id=request[AUTH].chatbot_id, lead_id=request.match_info["leadId"]
     )
     shown = lead_json(lead)

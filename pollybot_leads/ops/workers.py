@@ -39,6 +39,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 from ..settings import Settings
 
 log = logging.getLogger("pollybot_leads.workers")
@@ -57,6 +59,8 @@ class WorkerSpec:
     host: str
     port: int
     metrics_dir: str
+    # Builds each worker's application; pickled by reference (a module-level function).
+    create_app: Callable[[Settings], web.Application]
 
 
 @dataclass
@@ -231,6 +235,7 @@ def _forget_metrics_of(pid: int, directory: str) -> None:
 
 
 def run_workers(
+    create_app: Callable[[Settings], web.Application],
     settings: Settings,
     host: str,
     port: int,
@@ -239,7 +244,7 @@ def run_workers(
 ) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="pollybot-metrics-")
     try:
-        spec = WorkerSpec(settings, host, port, metrics_dir)
+        spec = WorkerSpec(settings, host, port, metrics_dir, create_app)
         return Supervisor(
             spec, count, drain_seconds=settings.drain_seconds, on_ready=on_ready
         ).run()
@@ -265,7 +270,6 @@ def worker_main(argv: list[str]) -> None:
     spec: WorkerSpec = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our own parent
     sys.stdin.close()
 
-    from ..app import create_app
     from ..telemetry import metrics
     from ..telemetry.logs import setup_logging
     from .server import run, serve_app
@@ -273,7 +277,7 @@ def worker_main(argv: list[str]) -> None:
     settings = spec.settings
     setup_logging(settings.log_level, settings.log_format)
     metrics.use_multiprocess(spec.metrics_dir)
-    app = create_app(settings)
+    app = spec.create_app(settings)
     run(
         serve_app(
             app,

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfirmationRequired, ValidationFailed
+from ..leads.event_log import EVENT_INDEXES
 from ..settings import Settings
 from ..store.client import Mongo
 from ..store.indexes import ensure_indexes
 from ..timeutil import format_ts, utcnow
 from .delivery import running_worker
 from .payload import EVENT_TYPES
-from .repository import WebhookRepository
+from .repository import WEBHOOK_INDEXES, WEBHOOK_RETIRED_INDEXES, WebhookRepository
 from .routes import attempt_json, webhook_json
 from .targets import target_problem
 
@@ -172,7 +173,9 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
         loop.add_signal_handler(signum, stop.set)
     try:
         await mongo.connect()
-        await ensure_indexes(mongo)
+        await ensure_indexes(
+            mongo, EVENT_INDEXES, WEBHOOK_INDEXES, retired=[WEBHOOK_RETIRED_INDEXES]
+        )
         async with mongo.sessions.kept(), running_worker(mongo, settings):
             if on_ready:
                 on_ready()

@@ -32,12 +32,12 @@ from prometheus_client import Counter, Histogram
 
 from ..cancellation import cancel_and_wait, cancelling
 from ..errors import AppError
+from ..leads.event_log import EventSignal
 from ..settings import Settings
 from ..store.client import Mongo, store_deadline
 from ..store.driver import PyMongoError
 from ..timeutil import format_ts, utcnow
 from .deliveries import DELIVERED, FAILED, PAUSED, PENDING, DeliveryQueue
-from .event_log import EventSignal
 from .pacing import Pacer
 from .payload import event_body
 from .repository import active_secrets

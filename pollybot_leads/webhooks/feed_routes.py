@@ -8,11 +8,11 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from multidict import MultiMapping
 
-from .. import appkeys
 from ..errors import ValidationFailed
 from ..http.context import AUTH
 from ..http.responses import ok
 from ..http.spec import CHATBOT_ERRORS, Operation, Response
+from ..leads.event_log import event_log_key
 from .payload import event_json
 from .schemas import EventFeedQuerySchema, EventListEnvelopeSchema
 
@@ -49,7 +49,7 @@ def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
 )
 async def list_events(request: web.Request) -> web.Response:
     query = load_query(request.query, _feed_query)
-    found = await request.app[appkeys.event_log_key].feed(
+    found = await request.app[event_log_key].feed(
         chatbot_id=request[AUTH].chatbot_id, after=query["after"], limit=query["limit"] + 1
     )
     page = found[: query["limit"]]

@@ -6,9 +6,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from ..leads.event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED
 from ..leads.routes import lead_json
 from ..timeutil import format_ts
-from .event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED
 
 EVENT_TYPES = (LEAD_CREATED, LEAD_UPDATED, LEAD_DELETED)
 # PollyBot's own upper-case names, for receivers written against its webhooks.

@@ -1,6 +1,6 @@
 """The webhook dispatcher's read of pending events: a window over their time, not the backlog.
 
-An event not yet fanned out carries ``pending: <its createdAt>`` (webhooks/event_log.py), held
+An event not yet fanned out carries ``pending: <its createdAt>`` (leads/event_log.py), held
 by the sparse index ``pending``. The dispatcher reads them one window of that time at a
 time, ``{pending: {$gte: low, $lt: high}}``: an index range, so a read examines the
 pending events inside the window and no others. Why not ``{pending: true}`` with a
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..store.indexes import EVENT_RETENTION_SECONDS
+from ..leads.event_log import EVENT_RETENTION_SECONDS
 
 COMMIT_LAG = timedelta(minutes=10)
 FIRST_WIDTH = timedelta(seconds=1)

@@ -18,6 +18,8 @@ import secrets as random_secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiohttp import web
+
 from .. import ids
 from ..errors import ValidationFailed, WebhookNotFound
 from ..store.client import Mongo, store_errors
@@ -52,6 +54,11 @@ WEBHOOK_INDEXES = {
         IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=RETENTION_SECONDS),
     ],
 }
+
+
+# Indexes an earlier version created and no query reads any more: (state, dueAt), now
+# that webhooks/due.py reads by_webhook.
+WEBHOOK_RETIRED_INDEXES = {"webhook_deliveries": ("due",)}
 
 
 def new_attempt_id(at: datetime) -> str:
@@ -266,3 +273,6 @@ class WebhookRepository:
         cursor = self._attempts.find(query, sort=[("_id", -1)], limit=limit + 1)
         found = [doc async for doc in cursor]
         return found[:limit], len(found) > limit
+
+
+webhooks_repo_key = web.AppKey("webhooks_repo", WebhookRepository)

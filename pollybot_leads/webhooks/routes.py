@@ -27,6 +27,7 @@ from ..http.spec import (
 from ..leads.query import CONFIRM_HEADER, reject_query, require_confirmation
 from ..timeutil import format_ts, utcnow
 from .feed_routes import load_query
+from .repository import webhooks_repo_key
 from .schemas import (
     AttemptListEnvelopeSchema,
     AttemptQuerySchema,
@@ -65,7 +66,7 @@ FIELDS = {"url": "url", "events": "events", "chatbot_ids": "chatbotIds", "enable
 
 
 def _webhooks(request: web.Request) -> Any:
-    return request.app[appkeys.webhooks_repo_key]
+    return request.app[webhooks_repo_key]
 
 
 def webhook_json(endpoint: dict[str, Any], secret: str | None = None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
+from ..http.fields import CamelSchema, Text
 from ..http.responses import TIMESTAMP
-from ..leads.schemas import CamelSchema, Text
 from .payload import EVENT_NAMES, EVENT_TYPES
 from .targets import URL_MAX, URL_PATTERN
 

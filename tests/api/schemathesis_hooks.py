@@ -37,6 +37,7 @@ import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
+from pollybot_leads.http.fields import NON_BLANK
 from pollybot_leads.idempotency.middleware import KEY_MAX
 from pollybot_leads.leads.metadata import (
     MAX_DEPTH,
@@ -52,7 +53,6 @@ from pollybot_leads.leads.query import (
     SEARCH_MAX_WORDS,
 )
 from pollybot_leads.leads.rules import query_words
-from pollybot_leads.leads.schemas import NON_BLANK
 
 INT64 = 2**63 - 1
 CHATBOT_ID = re.compile(r"^cb_[0-9a-f]{16}$")

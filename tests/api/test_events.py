@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pollybot_leads.leads.event_log import LEAD_DELETED, LEAD_UPDATED, EventLog
 from pollybot_leads.timeutil import utcnow
-from pollybot_leads.webhooks.event_log import LEAD_DELETED, LEAD_UPDATED, EventLog
 
 from .helpers import TS, data_of, error_of
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pollybot_leads.store.indexes import LEAD_INDEXES
+from pollybot_leads.leads.indexes import LEAD_INDEXES
 
 from .test_query_plans import BIG, NOW, SMALL, START, seeded
 

@@ -1,6 +1,8 @@
 from pymongo import ASCENDING, IndexModel
 
-from pollybot_leads.store.indexes import LEAD_INDEXES, RETIRED_INDEXES, ensure_indexes
+from pollybot_leads.indexes import ensure_all_indexes as ensure_indexes
+from pollybot_leads.leads.indexes import LEAD_INDEXES
+from pollybot_leads.webhooks.repository import WEBHOOK_RETIRED_INDEXES as RETIRED_INDEXES
 
 
 async def test_ensure_indexes_is_idempotent_and_rebuilds_changed_ones(mongo):

@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 
 from pollybot_leads import ids
 from pollybot_leads.accounts.repository import AccountRepository
+from pollybot_leads.leads.event_log import LEAD_CREATED, EventLog
 from pollybot_leads.settings import Settings
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.timeutil import utcnow
 from pollybot_leads.webhooks.delivery import DeliveryConfig, WebhookWorker
-from pollybot_leads.webhooks.event_log import LEAD_CREATED, EventLog
 from pollybot_leads.webhooks.repository import WebhookRepository
 from pollybot_leads.webhooks.retry import RetryPolicy
 from tests.conftest import Tenant, database_of, serving

@@ -16,7 +16,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from pollybot_leads import __version__
 from pollybot_leads.accounts.repository import AccountRepository
-from pollybot_leads.webhooks.event_log import LEAD_DELETED, LEAD_UPDATED
+from pollybot_leads.leads.event_log import LEAD_DELETED, LEAD_UPDATED
 from tests.api.helpers import data_of
 from tests.conftest import database_of, make_tenant, serving
 

@@ -23,9 +23,28 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
+from aiohttp import web
+
 from .. import ids
 from ..store.client import store_errors
-from ..store.driver import ReturnDocument
+from ..store.driver import ASCENDING, IndexModel, ReturnDocument
+
+# Events are kept at least this long (the store's TTL monitor removes them after it).
+EVENT_RETENTION_SECONDS = 30 * 24 * 3600
+EVENT_INDEXES = {
+    # The feed reads a chatbot's events by sequence; the store itself expires them.
+    "events": [
+        IndexModel(
+            [("chatbotId", ASCENDING), ("sequence", ASCENDING)], name="by_sequence", unique=True
+        ),
+        IndexModel(
+            [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=EVENT_RETENTION_SECONDS
+        ),
+        # The webhook dispatcher's work: sparse, so it holds only events not yet fanned
+        # out, by their time (read a window at a time: webhooks/pending.py).
+        IndexModel([("pending", ASCENDING)], name="pending", sparse=True),
+    ],
+}
 
 EVENT = "evt_"
 LEAD_CREATED = "lead.created"
@@ -120,3 +139,10 @@ class EventLog:
             limit=limit,
         )
         return [doc async for doc in cursor]
+
+
+event_log_key = web.AppKey("event_log", EventLog)
+
+
+# Notified by this process's lead writes; wakes its webhook dispatcher.
+events_committed_key = web.AppKey("events_committed", EventSignal)
