@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 SOAK_ARGS ?=
+BENCH_HTTP_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-workers bench-batch bench-webhooks soak spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-webhooks soak spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,7 +63,12 @@ bench-driver: $(VENV)/.dev
 	$(BIN)/python scripts/bench_driver.py --out bench-driver.json
 
 bench-http: $(VENV)/.dev
-	$(BIN)/python scripts/bench_http.py --out bench-http.json
+	$(BIN)/python scripts/bench_http.py --out bench-http.json $(BENCH_HTTP_ARGS)
+
+# The same with the API as deployed: rate limit in a private Redis, JSON access log at INFO,
+# metrics scraped. BENCH_HTTP_ARGS="--rounds 1 --seconds 2" for a quick look.
+bench-http-deployed: $(VENV)/.dev
+	$(BIN)/python scripts/bench_http.py --deployed --out bench-http-deployed.json $(BENCH_HTTP_ARGS)
 
 # Batches of 100 against 100 single creates, and single creates with an Idempotency-Key.
 bench-batch: $(VENV)/.dev

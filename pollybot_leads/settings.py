@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .ratelimit.resp import parse_url as parse_redis_url
+from .ratelimit.resp_url import parse_url as parse_redis_url
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 

@@ -20,9 +20,17 @@ reports and does not gate: the exit status is 0 whether targets are met or not, 
 failed requests (non-2xx, socket errors) are counted in the table, in a warning under it
 and in the JSON.
 
+``--deployed`` starts the api as it is deployed: the rate limit in Redis (a private
+redis-server on a free port; the key's bucket is so large that no request is refused, so
+the run pays the limiter's cost without being throttled), one JSON access line per
+request at INFO (``LOG_FORMAT=json``, ``LOG_LEVEL=INFO``) and the metrics, which are always
+collected, scraped from ``/metrics`` at the end. The Redis server's CPU per request is
+measured beside the api's; the floor is unchanged.
+
     python scripts/bench_http.py --out bench-http.json [--rounds 5 --seconds 5 --leads 2000]
     python scripts/bench_http.py --workers 2 ...   # the api as `serve --workers 2`
     python scripts/bench_http.py --ops get ...     # only some operations
+    python scripts/bench_http.py --deployed ...    # Redis limiter, JSON access log, metrics
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,7 +68,7 @@ from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.repository import LeadRepository, build_lead_document
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.store.client import Mongo
-from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open
+from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_SCRIPT = ROOT / "scripts" / "bench_floor_server.py"
@@ -71,6 +79,10 @@ OTHER_CHATBOTS = 3
 SEED_BATCH = 1000
 SEED_SPREAD = timedelta(days=90)  # seeded leads were created over the last 90 days
 RESULT_MARK = "BENCH_HTTP_RESULT "
+# A JSON access line at INFO (telemetry/logs.py's JsonFormatter): one per request served.
+ACCESS_LINE_MARKS = ('"level": "INFO"', '"logger": "pollybot_leads.access"')
+ACCESS_STATUS = re.compile(rb'"status": (\d+)')
+LOG_TAIL_CHARS = 3000
 DROP_TIMEOUT_MS = 60_000
 IDLE_POLL_SECONDS = 0.02
 IDLE_QUIET_SECONDS = 0.3
@@ -260,18 +272,77 @@ class Server:
     rounds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
+        """The end of the log, less the access lines at INFO (--deployed: one a request)."""
+        kept: deque[str] = deque()
+        size = 0
+        with self.log_path.open(errors="replace") as lines:
+            for line in lines:
+                if all(mark in line for mark in ACCESS_LINE_MARKS):
+                    continue
+                kept.append(line)
+                size += len(line)
+                while size > LOG_TAIL_CHARS and len(kept) > 1:
+                    size -= len(kept.popleft())
+        return "".join(kept)[-LOG_TAIL_CHARS:]
+
+    def access_log(self) -> dict[str, Any]:
+        """Access lines at INFO in the log (warm-up and smoke test included), the bytes they
+        take, and how many answered each status."""
+        count = size = 0
+        statuses: Counter[str] = Counter()
+        with self.log_path.open("rb") as lines:
+            for line in lines:
+                if all(mark.encode() in line for mark in ACCESS_LINE_MARKS):
+                    count += 1
+                    size += len(line)
+                    found = ACCESS_STATUS.search(line)
+                    statuses[found.group(1).decode() if found else "?"] += 1
+        return {"lines": count, "bytes": size, "statuses": dict(sorted(statuses.items()))}
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A private redis-server on a free port, nothing saved ($REDIS_SERVER_BIN or PATH's)."""
+    port = free_port()
+    binary = os.environ.get("REDIS_SERVER_BIN") or "redis-server"
+    argv = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv += ["--bind", "127.0.0.1", "--dir", str(workdir)]
+    with (workdir / "redis.log").open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc, 5)
+            raise SystemExit(f"redis-server did not start: {(workdir / 'redis.log').read_text()}")
+        time.sleep(0.05)
+    return proc, port
+
+
+def redis_version() -> str:
+    binary = os.environ.get("REDIS_SERVER_BIN") or "redis-server"
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    found = re.search(r"\bv=(\S+)", done.stdout)  # "Redis server v=7.0.15 sha=..."
+    return f"Redis {found.group(1)}" if found else done.stdout.strip() or "?"
 
 
 def start_server(
-    name: str, workdir: Path, uri: str, database: str, key: str, args: argparse.Namespace
+    name: str,
+    workdir: Path,
+    uri: str,
+    database: str,
+    key: str,
+    args: argparse.Namespace,
+    redis_port: int | None = None,
 ) -> Server:
+    """``redis_port``: the api as deployed (--deployed), its rate limit in that Redis."""
     port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PB_", "MONGODB_", "REDIS_", "RATELIMIT_"))
-        and k not in ("HOST", "PORT", "LOG_LEVEL", "CURSOR_SECRET")
+        and k not in ("HOST", "PORT", "LOG_LEVEL", "LOG_FORMAT", "CURSOR_SECRET")
     }
     env.update(
         MONGODB_URI=uri,
@@ -283,6 +354,12 @@ def start_server(
     if name == "api":
         if args.api_driver:
             env["MONGODB_DRIVER"] = args.api_driver
+        if redis_port is not None:
+            env.update(
+                REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+                LOG_LEVEL="INFO",  # one access line per request
+                LOG_FORMAT="json",
+            )
         argv = [sys.executable, "-m", "pollybot_leads", "serve", "--workers", str(args.workers)]
         headers = {"Authorization": f"Bearer {key}"}
     else:
@@ -569,6 +646,7 @@ def measure(
     seconds: int,
     store_pid: int | None,
     count_created: Callable[[datetime], int],
+    redis_pid: int | None = None,
 ) -> dict[str, Any]:
     """One timed round, from the first request until the server and store are idle again.
 
@@ -578,11 +656,15 @@ def measure(
     is over every request sent, and requests/s counts the successful ones (creates: the
     leads stored; reads: those sent less the failures seen) over the time until the last
     was served. The load generator's own count and rate are kept beside them.
+
+    ``redis_pid`` (the api's rounds with --deployed): the Redis server's CPU is measured
+    too. It is not waited on: the api waits for each reply, so idle api, idle Redis.
     """
     server_pids = process_tree(server.process.pid)
     store_pids = process_tree(store_pid) if store_pid else []
     since = datetime.now(UTC) - timedelta(milliseconds=1)  # createdAt is in milliseconds
     server_cpu, store_cpu = cpu_seconds(server_pids), cpu_seconds(store_pids)
+    redis_cpu = cpu_seconds([redis_pid]) if redis_pid else 0.0
     load_cpu, busy = children_cpu_seconds(), machine_busy_ticks()
     started = time.monotonic()
     result = load.run(server, op, seconds)
@@ -591,6 +673,7 @@ def measure(
     active = ended - max(started, result.get("started_monotonic", started))
     server_cpu = cpu_seconds(server_pids) - server_cpu
     store_cpu = cpu_seconds(store_pids) - store_cpu if store_pid else None
+    redis_cpu_used = cpu_seconds([redis_pid]) - redis_cpu if redis_pid else None
     load_cpu = children_cpu_seconds() - load_cpu
     busy = machine_busy_ticks() - busy
     sent = result["sent"]
@@ -615,13 +698,18 @@ def measure(
         "latency_p99_ms": result["latency_p99_ms"],
         "server_cpu_us_per_request": per_request(server_cpu),
         "store_cpu_us_per_request": per_request(store_cpu),
+        "redis_cpu_us_per_request": per_request(redis_cpu_used),
+        "server_and_redis_cpu_us_per_request": per_request(server_cpu + (redis_cpu_used or 0)),
         "loadgen_cpu_us_per_request": per_request(load_cpu),
         "server_cores": server_cpu / active,
         "store_cores": store_cpu / active if store_cpu is not None else None,
+        "redis_cores": redis_cpu_used / active if redis_cpu_used is not None else None,
         "loadgen_cores": load_cpu / (ended - started),
         # Cores busy on the machine meanwhile beyond server, store and load generator: other
         # work on a shared machine (and this script, which mostly waits).
-        "other_cores": (busy / CLOCK_TICKS - server_cpu - (store_cpu or 0) - load_cpu)
+        "other_cores": (
+            busy / CLOCK_TICKS - server_cpu - (store_cpu or 0) - (redis_cpu_used or 0) - load_cpu
+        )
         / (ended - started),
     }
 
@@ -632,14 +720,22 @@ MEDIAN_KEYS = (
     "active_seconds",
     "server_cpu_us_per_request",
     "store_cpu_us_per_request",
+    "redis_cpu_us_per_request",
+    "server_and_redis_cpu_us_per_request",
     "loadgen_cpu_us_per_request",
     "latency_p50_ms",
     "latency_p99_ms",
     "server_cores",
     "store_cores",
+    "redis_cores",
     "other_cores",
 )
-RATIO_KEYS = ("requests_per_second", "server_cpu_us_per_request", "store_cpu_us_per_request")
+RATIO_KEYS = (
+    "requests_per_second",
+    "server_cpu_us_per_request",
+    "server_and_redis_cpu_us_per_request",  # the api's with its Redis's, to the floor's own
+    "store_cpu_us_per_request",
+)
 
 
 def median(values: list[float | None]) -> float | None:
@@ -675,6 +771,39 @@ def summarise(servers: dict[str, Server], ops: tuple[str, ...]) -> dict[str, Any
     return results
 
 
+METRIC_LINE = re.compile(r"^(pollybot_\w+)\{(.*)\} (\S+)$")  # a route template holds {}
+METRIC_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def scrape_metrics(server: Server) -> dict[str, Any]:
+    """The api's /metrics once (--deployed): its rate-limit decisions and requests counted."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        status, text = response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+    decisions: Counter[str] = Counter()
+    requests = 0.0
+    for line in text.splitlines():
+        if not (found := METRIC_LINE.match(line)):
+            continue
+        name, labels = found.group(1), dict(METRIC_LABEL.findall(found.group(2)))
+        if name == "pollybot_ratelimit_decisions_total":
+            decisions[f"{labels.get('bucket')}/{labels.get('decision')}"] += int(
+                float(found.group(3))
+            )
+        elif name == "pollybot_http_requests_total":
+            requests += float(found.group(3))
+    return {
+        "status": status,
+        "bytes": len(text),
+        "ratelimit_decisions": dict(decisions),  # "bucket/decision": count
+        "http_requests_total": int(requests),
+    }
+
+
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for op, key, sense, aim in TARGETS:
@@ -695,7 +824,8 @@ def fmt(value: float | None, spec: str) -> str:
 def render(report: dict[str, Any]) -> str:
     setup, results = report["setup"], report["results"]
     lines = [
-        f"HTTP benchmark, api against floor: {setup['rounds']} rounds x {setup['seconds']} s per "
+        f"HTTP benchmark, api{' as deployed' if setup['deployed'] else ''} against floor: "
+        f"{setup['rounds']} rounds x {setup['seconds']} s per "
         f"operation and server, alternating; {setup['load_generator']} with "
         f"{setup['connections']} connections; {setup['leads']:,} leads in the chatbot "
         f"({setup['total_leads']:,} in all); {setup['store']}; "
@@ -732,6 +862,35 @@ def render(report: dict[str, Any]) -> str:
             f"   other work: {fmt(api['other_cores'], '.2f')} | "
             f"{fmt(floor['other_cores'], '.2f')} cores"
         )
+    if deployed := report.get("deployed"):
+        lines += [
+            "",
+            f"Deployed api: {setup['api_rate_limit']}; {setup['api_logging']}; "
+            f"{setup['api_metrics']}. Server CPU (api + its Redis | floor):",
+        ]
+        for op in results:
+            api, floor = results[op]["api"], results[op]["floor"]
+            rel = results[op]["api_over_floor"]
+            lines.append(
+                f"  {op:<7} {fmt(api['server_cpu_us_per_request'], '.0f')} + "
+                f"{fmt(api['redis_cpu_us_per_request'], '.0f')} Redis = "
+                f"{fmt(api['server_and_redis_cpu_us_per_request'], '.0f')} µs/req | "
+                f"{fmt(floor['server_cpu_us_per_request'], '.0f')} µs/req "
+                f"(ratio {fmt(rel['server_and_redis_cpu_us_per_request'], '.2f')}); cores "
+                f"{fmt(api['server_cores'], '.2f')} + {fmt(api['redis_cores'], '.2f')} | "
+                f"{fmt(floor['server_cores'], '.2f')}"
+            )
+        access, scraped = deployed["access_log"], deployed["metrics"]
+        per_line = access["bytes"] / access["lines"] if access["lines"] else 0
+        lines.append(
+            f"  access log: {access['lines']:,} JSON lines at INFO ({per_line:.0f} bytes each; "
+            + ", ".join(f"{status}: {n:,}" for status, n in access["statuses"].items())
+            + "; warm-up included); "
+            f"/metrics ({scraped['status']}, {scraped['bytes']:,} bytes): "
+            f"{scraped['http_requests_total']:,} requests, rate-limit decisions "
+            + (", ".join(f"{k} {v:,}" for k, v in sorted(scraped["ratelimit_decisions"].items())
+                         if v) or "none")
+        )  # fmt: skip
     lines += ["", "Targets (api / floor):"]
     for verdict in report["targets"]:
         label = "throughput" if verdict["metric"] == "requests_per_second" else "server CPU"
@@ -747,6 +906,12 @@ def render(report: dict[str, Any]) -> str:
             "statuses per round and the servers' log tails are in the JSON). req/s counts "
             "only successful requests; CPU per request counts the failed ones too.",
         ]
+    if deployed and (refused := deployed["requests_without_redis"]):
+        lines += [
+            "",
+            f"WARNING: {refused:,} rate-limit decisions were made without Redis (degraded or "
+            "unavailable): those requests did not pay the limiter's round trip.",
+        ]
     return "\n".join(lines)
 
 
@@ -759,8 +924,13 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     database = f"bench_http_{secrets.token_hex(4)}"
     servers: dict[str, Server] = {}
     counter: MongoClient | None = None
+    redis: subprocess.Popen[bytes] | None = None
+    redis_port: int | None = None
+    scraped: dict[str, Any] | None = None
     load_before = os.getloadavg()
     try:
+        if args.deployed:
+            redis, redis_port = start_redis(workdir)
         if not uri:
             store = EmbeddedStore(workdir / "secantusdb", free_port(), cache_size="4G")
             store.start()
@@ -770,7 +940,10 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         tenant = asyncio.run(seed(uri, database, args.leads, args.total))
         seed_seconds = time.perf_counter() - started
         for name in SERVERS:
-            servers[name] = start_server(name, workdir, uri, database, tenant["key"], args)
+            servers[name] = start_server(
+                name, workdir, uri, database, tenant["key"], args,
+                redis_port if name == "api" else None,
+            )  # fmt: skip
         base = f"/api/v1/chatbots/{tenant['chatbot']}/leads"
         api_settings = api_store_settings(servers["api"].env)
         for server in servers.values():
@@ -800,7 +973,10 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 order = SERVERS if number % 2 == 0 else SERVERS[::-1]
                 for name in order:
                     server = servers[name]
-                    result = measure(load, server, op, args.seconds, store_pid, count_created)
+                    redis_pid = redis.pid if redis is not None and name == "api" else None
+                    result = measure(
+                        load, server, op, args.seconds, store_pid, count_created, redis_pid
+                    )
                     result["round"] = number + 1
                     server.rounds.setdefault(op, []).append(result)
                     print(
@@ -817,11 +993,15 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         flush=True,
                     )
         measured_seconds = time.perf_counter() - started
+        if args.deployed:  # as Prometheus would, once: and it shows the limiter took part
+            scraped = scrape_metrics(servers["api"])
     finally:
         if counter is not None:
             counter.close()
         for server in servers.values():
             stop_server(server)
+        if redis is not None:
+            stop_process(redis, 5)
         if store is not None:
             store.stop()
         elif uri:
@@ -834,6 +1014,15 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for name in SERVERS
     )
     wrk_path = shutil.which("wrk")
+    deployed = None
+    if scraped is not None:
+        decisions = scraped["ratelimit_decisions"]
+        deployed = {
+            "metrics": scraped,
+            "access_log": servers["api"].access_log(),
+            "requests_without_redis": decisions.get("key/degraded", 0)
+            + decisions.get("key/unavailable", 0),
+        }
     return {
         "benchmark": "http",
         "operations": {
@@ -855,7 +1044,21 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "measured_seconds": round(measured_seconds, 1),
             "store": "MONGODB_URI" if store is None else "embedded SecantusDB (cache 4G)",
             "api_store_settings": api_settings,
-            "api_rate_limit": "in-process bucket (no REDIS_URL), key capacity 10**9",
+            "deployed": args.deployed,
+            "api_rate_limit": (
+                f"Redis bucket (a private redis-server, {redis_version()}, at REDIS_URL "
+                f"redis://127.0.0.1:{redis_port}/0), key capacity 10**9"
+                if args.deployed
+                else "in-process bucket (no REDIS_URL), key capacity 10**9"
+            ),
+            "api_logging": (
+                "LOG_FORMAT=json, LOG_LEVEL=INFO: one access line per request, to a file"
+                if args.deployed
+                else "LOG_LEVEL=WARNING: no access lines"
+            ),
+            "api_metrics": "on (always collected); /metrics scraped once, at the end"
+            if args.deployed
+            else "on (always collected); not scraped",
             "api_workers": args.workers,
             "floor_driver": "pymongo AsyncMongoClient",
             "floor_create_write_concern": "w=1, j=true" if args.floor_journal else "w=1",
@@ -882,6 +1085,10 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "until idle, divided by the requests sent (every one was served, failed or not)",
             "store_cpu_us_per_request": "the same for the SecantusDB process; null when "
             "MONGODB_URI points elsewhere",
+            "redis_cpu_us_per_request": "--deployed, the api's rounds: the same for the "
+            "private redis-server holding the rate limit; null otherwise",
+            "server_and_redis_cpu_us_per_request": "server CPU plus the Redis server's: what "
+            "the api and its limiter's Redis spent, beside the floor's server alone",
             "api_over_floor": "ratio of the medians; api_over_floor_paired is the median of "
             "same-round-pair ratios",
             "other_cores": "cores busy on the machine beyond server, store and load "
@@ -893,6 +1100,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "results": results,
         "targets": verdicts(results),
         "failed_requests": failed,
+        "deployed": deployed,  # --deployed: the access log's size and the scraped metrics
         # What the servers logged (at WARNING): the reasons for failed requests, if any.
         "server_log_tails": {name: server.log_tail() for name, server in servers.items()},
     }
@@ -905,7 +1113,9 @@ def _wrk_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-http.json"))
+    parser.add_argument(
+        "--out", type=Path, help="default bench-http.json (--deployed: bench-http-deployed.json)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="per operation and server")
     parser.add_argument("--seconds", type=int, default=5, help="per round")
     parser.add_argument("--warmup", type=int, default=1, help="seconds per operation and server")
@@ -916,6 +1126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--api-driver", choices=("motor", "pymongo"), help="MONGODB_DRIVER")
     parser.add_argument("--workers", type=int, default=1, help="api processes (serve --workers)")
+    parser.add_argument(
+        "--deployed",
+        action="store_true",
+        help="the api as deployed: rate limit in a private Redis, JSON access log at INFO, "
+        "metrics scraped",
+    )
     parser.add_argument(
         "--floor-journal",
         action=argparse.BooleanOptionalAction,
@@ -941,6 +1157,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--total must be at least --leads")
     if args.load_generator == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    redis_binary = os.environ.get("REDIS_SERVER_BIN") or "redis-server"
+    if args.deployed and not shutil.which(redis_binary):
+        parser.error(f"--deployed needs {redis_binary} (Debian: apt-get install redis-server)")
+    if args.out is None:
+        args.out = Path("bench-http-deployed.json" if args.deployed else "bench-http.json")
 
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every subprocess.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

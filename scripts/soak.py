@@ -50,7 +50,14 @@ from typing import Any
 import aiohttp
 import bench_http
 from aiohttp import web
-from bench_http import Server, fake_fields, process_tree, stop_server, wait_until_listening
+from bench_http import (
+    Server,
+    fake_fields,
+    process_tree,
+    start_redis,
+    stop_server,
+    wait_until_listening,
+)
 from pymongo import MongoClient
 
 from pollybot_leads.accounts.repository import AccountRepository
@@ -58,7 +65,7 @@ from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.leads.repository import LeadRepository, build_lead_document
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.store.client import Mongo
-from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open, stop_process
+from pollybot_leads.store.embedded import EmbeddedStore, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS, PAGE = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
@@ -147,24 +154,6 @@ class Procs:
             self.store.stop()
         elif self.external:
             bench_http.drop_database(*self.external)
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
-    argv += ["--bind", "127.0.0.1", "--dir", str(workdir)]
-    with (workdir / "redis.log").open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc, 5)
-            raise SystemExit(f"redis-server did not start: {(workdir / 'redis.log').read_text()}")
-        time.sleep(0.05)
-    return proc, port
 
 
 def start_api(workdir: Path, uri: str, database: str, redis_port: int) -> Server:

@@ -55,8 +55,9 @@ from typing import Any
 
 from pollybot_leads.ratelimit.base import BucketPolicy, Decision, RateLimiterUnavailable
 from pollybot_leads.ratelimit.memory import check_policy, degraded_decision, make_decision
-from pollybot_leads.ratelimit.resp import DEFAULT_POOL_SIZE, NoScriptError, RespClient
+from pollybot_leads.ratelimit.resp import DEFAULT_POOL_SIZE, RespClient
 from pollybot_leads.ratelimit.resp_cluster import ClusterClient, client_from_url
+from pollybot_leads.ratelimit.resp_protocol import NoScriptError
 
 __all__ = ["KEY_PREFIX", "TAKE_SCRIPT", "RedisRateLimiterUnavailable", "RedisTokenBucket"]
 
@@ -119,7 +120,7 @@ def _describe(exc: BaseException) -> str:
 class RedisTokenBucket:
     """:class:`~pollybot_leads.ratelimit.base.RateLimiter` backed by Redis.
 
-    ``redis`` is a URL (see :func:`~pollybot_leads.ratelimit.resp.parse_url`) or a client.
+    ``redis`` is a URL (see :func:`~pollybot_leads.ratelimit.resp_url.parse_url`) or a client.
     From a URL the bucket builds its client (``pool_size`` connections per server,
     ``timeout_ms`` connect timeout and stall limit) and :meth:`close` closes it; a client
     passed in is used as it is and left open by :meth:`close` (the hard timeout still

@@ -26,15 +26,9 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from .resp import (
-    DEFAULT_POOL_SIZE,
-    ClusterError,
-    ConnectionParams,
-    RespClient,
-    RespConnectionError,
-    pack_command,
-    parse_url,
-)
+from .resp import DEFAULT_POOL_SIZE, RespClient
+from .resp_protocol import ClusterError, RespConnectionError, pack_command
+from .resp_url import ConnectionParams, parse_url
 
 __all__ = ["SLOTS", "ClusterClient", "client_from_url", "key_slot"]
 

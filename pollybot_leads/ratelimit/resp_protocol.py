@@ -1,7 +1,7 @@
 """RESP2, the Redis wire format: errors, command encoding and an incremental reply parser.
 
-Used by :mod:`.resp`, the rate limiter's Redis client. Arrays nest at most
-:data:`MAX_DEPTH` deep; a deeper reply is a :class:`RespProtocolError`.
+Used by :mod:`.resp` (the rate limiter's Redis client) and :mod:`.resp_connection`.
+Arrays nest at most :data:`MAX_DEPTH` deep; a deeper reply is a :class:`RespProtocolError`.
 """
 
 from __future__ import annotations

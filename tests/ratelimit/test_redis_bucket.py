@@ -23,8 +23,9 @@ from pollybot_leads.ratelimit.redis_bucket import (
     RedisRateLimiterUnavailable,
     RedisTokenBucket,
 )
-from pollybot_leads.ratelimit.resp import INCOMPLETE, RespClient, RespParser
+from pollybot_leads.ratelimit.resp import RespClient
 from pollybot_leads.ratelimit.resp_cluster import ClusterClient, client_from_url
+from pollybot_leads.ratelimit.resp_protocol import INCOMPLETE, RespParser
 from pollybot_leads.settings import Settings, SettingsError
 from tests.ratelimit.conftest import Target
 from tests.redis_server import RedisServer

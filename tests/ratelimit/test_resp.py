@@ -1,4 +1,4 @@
-"""The RESP2 client (pollybot_leads.ratelimit.resp) and the bucket on top of it.
+"""The RESP2 client (pollybot_leads.ratelimit.resp, resp_*) and the bucket on top of it.
 
 Parser and encoding on bytes; the connection against small fake servers (replies dribbled
 byte by byte, garbage, silence) and against real private redis-servers (pipelining, SELECT,
@@ -26,21 +26,19 @@ from pollybot_leads.ratelimit.redis_bucket import (
     RedisRateLimiterUnavailable,
     RedisTokenBucket,
 )
-from pollybot_leads.ratelimit.resp import (
+from pollybot_leads.ratelimit.resp import RespClient
+from pollybot_leads.ratelimit.resp_protocol import (
     INCOMPLETE,
     MAX_DEPTH,
     AuthenticationError,
-    ConnectionParams,
     NoScriptError,
     ReplyError,
-    RespClient,
     RespConnectionError,
     RespParser,
     RespProtocolError,
-    TLSOptions,
     pack_command,
-    parse_url,
 )
+from pollybot_leads.ratelimit.resp_url import ConnectionParams, TLSOptions, parse_url
 from tests.ratelimit.conftest import PASSWORD, PasswordRedis
 from tests.redis_server import RedisServer
 
