@@ -186,8 +186,11 @@ class RespClient:
         conns = self._conns
         if len(conns) == 1:  # the usual case: one connection, idle or nearly
             only = conns[0]
-            if not only.closed and not only.pending:
+            if not only.closed and (not only.pending or only.gathering):
                 return only.send(data)
+        for conn in conns:  # one write for this turn's commands (resp_connection.py)
+            if conn.gathering and not conn.closed:
+                return conn.send(data)
         conn = self._pick()
         if conn is not None:
             return conn.send(data)

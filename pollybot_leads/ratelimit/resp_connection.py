@@ -1,6 +1,8 @@
 """One pipelined RESP2 connection to Redis, as an asyncio protocol.
 
-A command is written as soon as it is sent and its future waits in a FIFO queue; the
+Commands sent in one turn of the event loop are written together at its end (one
+system call for all of them: the requests a turn runs each send one, and their
+replies come back in one read); each command's future waits in a FIFO queue; the
 incremental parser (:class:`~.resp_protocol.RespParser`) hands each reply to the oldest
 waiting future. A future cancelled while waiting has its reply dropped when it comes, so
 the connection stays usable. When the connection fails (reset, closed by the server, a
@@ -34,6 +36,7 @@ class Connection(asyncio.Protocol):
         self.busy_since = 0.0  # loop time of the last reply, or of a send to an idle one
         self._lost: asyncio.Future[None] = loop.create_future()
         self.closed = False
+        self._unsent: list[bytes] = []  # this turn's commands, written by _flush
 
     # asyncio.Protocol
 
@@ -85,7 +88,7 @@ class Connection(asyncio.Protocol):
         if not self.pending:
             self.busy_since = self._loop.time()
         self.pending.append(future)
-        self._transport.write(data)
+        self._write(data)
         return future
 
     def send_many(self, commands: Sequence[bytes]) -> list[asyncio.Future[Any]]:
@@ -96,8 +99,23 @@ class Connection(asyncio.Protocol):
         if not self.pending:
             self.busy_since = self._loop.time()
         self.pending.extend(futures)
-        self._transport.write(b"".join(commands))
+        self._write(b"".join(commands))
         return futures
+
+    @property
+    def gathering(self) -> bool:
+        """Commands of this turn wait to be written: another one joins their write."""
+        return bool(self._unsent)
+
+    def _write(self, data: bytes) -> None:
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+        self._unsent.append(data)
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self._transport is not None and not self.closed:
+            self._transport.write(b"".join(unsent))
 
     def stalled(self, now: float, timeout: float) -> bool:
         """Commands in flight and no reply for longer than ``timeout`` seconds."""

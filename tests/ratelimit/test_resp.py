@@ -873,15 +873,36 @@ async def test_a_hung_redis_costs_each_take_its_timeout_then_recovers(
 
 
 async def open_second_connection(client: RespClient) -> None:
-    """With one connection open: two commands sent in a row, the second finds the first's
-    connection busy and opens another (in the background)."""
-    first, second = client.execute_command("PING"), client.execute_command("PING")
+    """With one connection open: two commands a turn of the loop apart (within one turn
+    they would share the first's write), the second finds the first's connection busy
+    and opens another (in the background)."""
+    first = client.execute_command("PING")
+    await asyncio.sleep(0)  # the first is written
+    second = client.execute_command("PING")
     assert await first == await second == b"PONG"
     for _ in range(100):
         if client.connections == 2:
             break
         await asyncio.sleep(0.01)
     assert client.connections == 2
+
+
+async def test_commands_of_one_turn_share_one_connection_and_one_write(
+    redis_server: RedisServer,
+) -> None:
+    """Fifty commands sent in one turn of the loop go out in one write on one connection
+    (the pool does not grow for them), and each gets its own reply, in order."""
+    client = RespClient.from_url(redis_server.url, pool_size=4)
+    try:
+        assert await client.execute_command("PING") == b"PONG"
+        replies = await asyncio.gather(
+            *(client.execute_command("INCR", "one-turn") for _ in range(50))
+        )
+        assert replies == list(range(1, 51))
+        await asyncio.sleep(0.05)  # a connection the pool had started would be open now
+        assert client.connections == 1
+    finally:
+        await client.aclose()
 
 
 async def test_one_wedged_connection_holds_up_nothing_after_it(
