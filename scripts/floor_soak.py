@@ -8,7 +8,7 @@ pool size, write concern, timeouts) and database. Nothing else: no authenticatio
 transaction, lead counter, event, audit record or webhook. It is a lower bound on the
 store work of the mix, not a server anyone should run.
 
-The store work of each route (SecantusDB 0.7.0b3; docs/load.md has the measurements):
+The store work of each route (SecantusDB 0.7.0b3; docs/load.md, "The floor"):
 
 - GET: ``find_one`` by ``_id`` alone (the API's form, quirks.id_lookup_alone), the chatbot
   checked here.
