@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 BENCH_HTTP_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-webhooks soak spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-webhooks soak soak-floor spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,12 @@ bench-webhooks: $(VENV)/.dev
 soak: $(VENV)/.dev
 	$(BIN)/python scripts/soak.py --clients 32 --seconds 300 --out soak-32.json $(SOAK_ARGS)
 	$(BIN)/python scripts/soak.py --clients 64 --seconds 300 --out soak-64.json $(SOAK_ARGS)
+
+# The same two soaks against the floor (scripts/floor_soak.py): the least store work for
+# the same mix, a lower bound to put beside `make soak` (docs/load.md, "The floor").
+soak-floor: $(VENV)/.dev
+	$(BIN)/python scripts/soak.py --floor --clients 32 --seconds 300 --out soak-floor-32.json $(SOAK_ARGS)
+	$(BIN)/python scripts/soak.py --floor --clients 64 --seconds 300 --out soak-floor-64.json $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

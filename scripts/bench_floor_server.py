@@ -1,9 +1,14 @@
-"""The floor for `make bench-http`: the API's store work for three requests, nothing around it.
+"""The floor for `make bench-http` and `soak.py --floor`: store work, nothing around it.
 
-aiohttp's bare router and PyMongo's AsyncMongoClient (the API's client options) doing the
-API's reads and writes for get, create and list page 1, with no authentication, rate
-limit, middleware, validation or access log: what the API spends beyond this server is
-what everything around the store work costs. Started by scripts/bench_http.py:
+aiohttp's bare router and PyMongo's AsyncMongoClient doing the API's reads and writes,
+with no authentication, rate limit, middleware, validation or access log: what the API
+spends beyond this server is what everything around the store work costs.
+
+Two route sets. By default, get, create and list page 1 for scripts/bench_http.py (a
+create is the API's transaction: the lead and its counter). With ``--soak``, every route
+the soak mix calls (get, create, upsert, list, PUT, DELETE) with the *least* store work
+for each, a lower bound (scripts/floor_soak.py says what each does), on the API's own
+client options and request budget. Started by the benchmarks:
 
     MONGODB_URI=mongodb://... MONGODB_DATABASE=... python scripts/bench_floor_server.py --port P
 """
@@ -137,7 +142,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-journal", action="store_true", help="creates without j=true")
+    parser.add_argument(
+        "--soak", action="store_true", help="every route of scripts/soak.py (its --floor)"
+    )
     args = parser.parse_args()
+    if args.soak and args.no_journal:
+        parser.error("--soak takes the write concern from the API's settings (MONGODB_JOURNAL)")
     try:
         import uvloop
 
@@ -145,7 +155,14 @@ def main() -> None:
     except ImportError:
         loop = asyncio.new_event_loop()
     uri, database = os.environ["MONGODB_URI"], os.environ.get("MONGODB_DATABASE", "pollybot_leads")
-    app = create_app(uri, database, journal=not args.no_journal)
+    if args.soak:
+        from floor_soak import create_soak_app  # beside this script, on sys.path
+
+        from pollybot_leads.settings import load_settings
+
+        app = create_soak_app(load_settings())  # MONGODB_URI and the rest, as the API reads them
+    else:
+        app = create_app(uri, database, journal=not args.no_journal)
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=loop)
 
 

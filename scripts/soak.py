@@ -20,8 +20,17 @@ store's established connections. ``--sigstop-at S`` freezes the store for
 for a while; both report goodput around the event and the time back to 90 % of before.
 Prints a table and pass/fail checks, writes all (per-second too) to ``--out``; exits 0.
 
+``--floor`` runs the same load against scripts/bench_floor_server.py --soak instead of the
+API: the least store work for each request of the mix, on the same store, database,
+indexes and client options (scripts/floor_soak.py), and no Redis or webhooks. A lower
+bound on the store work, to put beside the API's run (the ratio of the two says what the
+API costs beyond it). Its writes move no lead counters, so the ledger is checked and the
+list totals are not; it refuses the webhook, SIGSTOP and overload options, which measure
+what the floor does not have.
+
     python scripts/soak.py --clients 32 --seconds 300 --out soak-32.json
     python scripts/soak.py --clients 8 --seconds 40 --window 10 --sigstop-at 15
+    python scripts/soak.py --floor --clients 64 --seconds 300 --out soak-floor-64.json
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import aiohttp
 import bench_http
 from aiohttp import web
 from bench_http import (
+    FLOOR_SCRIPT,
     Server,
     fake_fields,
     process_tree,
@@ -79,6 +89,8 @@ SEARCH = ("smith", "mary", "garc", "kim", "ahmed", "nguy", "doe", "anna", "jones
 AROUND = (10, 20)  # seconds before and after an event reported per second
 BACK = 0.9  # "recovered": goodput back to 90 % of the median before
 UNKNOWN = ("timeout", "error")  # with 5xx: a write that may or may not have happened
+SERVERS = ("api", "floor")  # the process under load, by the name it is reported under
+FLOOR_LABEL = "FLOOR: a lower bound on the store work (scripts/floor_soak.py), not the API"
 
 
 def log(text: str) -> None:
@@ -156,15 +168,20 @@ class Procs:
             bench_http.drop_database(*self.external)
 
 
-def start_api(workdir: Path, uri: str, database: str, redis_port: int) -> Server:
-    port = free_port()
+def server_env(uri: str, database: str) -> dict[str, str]:
+    """Ours, less any setting of the service, and the store to use."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PB_", "MONGODB_", "REDIS_", "RATELIMIT_", "WEBHOOK"))
         and k not in ("HOST", "PORT", "LOG_LEVEL", "CURSOR_SECRET", "WORKERS")
     }
-    env |= {"MONGODB_URI": uri, "MONGODB_DATABASE": database, "LOG_LEVEL": "WARNING"}
+    return env | {"MONGODB_URI": uri, "MONGODB_DATABASE": database, "LOG_LEVEL": "WARNING"}
+
+
+def start_api(workdir: Path, uri: str, database: str, redis_port: int) -> Server:
+    port = free_port()
+    env = server_env(uri, database)
     env |= {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "PB_DATA_DIR": str(workdir / "var")}
     env |= {"CURSOR_SECRET": secrets.token_urlsafe(32)}
     # The receiver is http://127.0.0.1: a plain-HTTP, loopback target.
@@ -177,6 +194,19 @@ def start_api(workdir: Path, uri: str, database: str, redis_port: int) -> Server
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
         )  # fmt: skip
     return Server("api", port, process, log_path, {}, env)
+
+
+def start_floor(workdir: Path, uri: str, database: str) -> Server:
+    """The floor's soak routes, on the API's settings (config/default.toml, then env)."""
+    port, env = free_port(), server_env(uri, database)
+    argv = [sys.executable, str(FLOOR_SCRIPT), "--soak", "--host", "127.0.0.1"]
+    log_path = workdir / "floor.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+    return Server("floor", port, process, log_path, {}, env)
 
 
 async def seed(uri: str, database: str, per_chatbot: int) -> list[dict[str, Any]]:
@@ -539,7 +569,7 @@ def resources(samples: list[dict[str, Any]], start: float, end: float) -> dict[s
     out: dict[str, Any] = {}
     if a is None or b is None or b["t"] <= a["t"]:
         return out
-    for name in ("api", "store", "loadgen"):
+    for name in (*SERVERS, "store", "loadgen"):
         if name in b:
             cpu = 100 * (b[name]["cpu_s"] - a[name]["cpu_s"]) / (b["t"] - a["t"])
             out[name] = {k: b[name][k] for k in ("rss_mb", "threads", "state")}
@@ -606,15 +636,22 @@ async def api_totals(base: str, chatbots: list[dict[str, Any]]) -> dict[str, Any
     return totals
 
 
-def verify(uri: str, database: str, ledger: list[dict[str, Any]], totals: dict[str, Any]) -> dict:
+def verify(
+    uri: str,
+    database: str,
+    ledger: list[dict[str, Any]],
+    chatbots: list[str],
+    totals: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The ledger against the store; ``totals`` (None: not checked) against a count."""
     client: MongoClient[dict[str, Any]] = MongoClient(
         uri, serverSelectionTimeoutMS=10_000, socketTimeoutMS=120_000
     )
     try:
         leads = client[database]["leads"]
-        query = {"chatbotId": {"$in": list(totals)}}
+        query = {"chatbotId": {"$in": chatbots}}
         stored = {d["_id"]: d for d in leads.find(query, {"name": 1, "email": 1, "metadata": 1})}
-        counts = {bot: leads.count_documents({"chatbotId": bot}) for bot in totals}
+        counts = {bot: leads.count_documents({"chatbotId": bot}) for bot in chatbots}
     finally:
         client.close()
     lost_creates, lost_updates, resurrected, altered = [], [], [], []
@@ -634,7 +671,7 @@ def verify(uri: str, database: str, ledger: list[dict[str, Any]], totals: dict[s
                 altered.append(rec["id"])
     mismatches = {
         bot: {"api_total": totals[bot], "store_count": counts[bot]}
-        for bot in totals
+        for bot in totals or {}
         if totals[bot] != counts[bot]
     }
     verdict = {
@@ -645,8 +682,13 @@ def verify(uri: str, database: str, ledger: list[dict[str, Any]], totals: dict[s
         "resurrected_deletes": resurrected,
         "altered_name_or_email": altered,
         "total_mismatches": mismatches,
-        "totals": {bot: {"api_total": totals[bot], "store_count": counts[bot]} for bot in totals},
+        "totals": {
+            bot: {"api_total": "not checked" if totals is None else totals[bot], "store_count": n}
+            for bot, n in counts.items()
+        },
     }
+    if totals is None:
+        verdict["totals_checked"] = False  # the floor's writes move no lead counters
     verdict["clean"] = not (lost_creates or lost_updates or resurrected or altered or mismatches)
     return verdict
 
@@ -711,14 +753,20 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         procs.store.start()
         store_started = time.monotonic()
         uri = procs.store.uri
-    procs.redis, redis_port = start_redis(workdir)
+    redis_port = 0
+    if not args.floor:  # the floor has no rate limit
+        procs.redis, redis_port = start_redis(workdir)
     log(f"seeding {args.seed_leads} leads in each of 4 chatbots ...")
     chatbots = await seed(uri, database, args.seed_leads)
     receiver = Receiver()
     runner = await receiver.start()
     loadgen = None
     try:
-        api = procs.api = start_api(workdir, uri, database, redis_port)
+        if args.floor:
+            log(FLOOR_LABEL)
+            api = procs.api = start_floor(workdir, uri, database)
+        else:
+            api = procs.api = start_api(workdir, uri, database, redis_port)
         await asyncio.to_thread(wait_until_listening, api)
         base = f"http://127.0.0.1:{api.port}"
         await prepare(base, chatbots, receiver.port, args.webhooks)
@@ -742,7 +790,7 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
             raise SystemExit(f"load generator failed:\n{(workdir / 'loadgen.log').read_text()}")
         t0 = receiver.t0 = json.loads(first)["start"]
         store_pid = procs.store.process.pid if procs.store and procs.store.process else None
-        pids = {"api": api.process.pid, "loadgen": loadgen.pid}
+        pids = {api.name: api.process.pid, "loadgen": loadgen.pid}
         pids |= {"store": store_pid} if store_pid else {}
         samples: list[dict[str, Any]] = []
         store_port = procs.store.port if procs.store else None
@@ -755,7 +803,7 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         bounds = window_bounds(args.seconds, args.window)
         age = "" if store_started is None else f" (store started {t0 - store_started:.0f} s before)"
         log(f"load: {args.clients} clients for {args.seconds} s{age}; windows as they end:")
-        log(HEADER)
+        log(header(api.name))
         while line := await loadgen.stdout.readline():
             msg = json.loads(line)
             if "done" in msg:
@@ -773,8 +821,9 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         idle = await wait_idle([api.process.pid, *([store_pid] if store_pid else [])])
         await asyncio.sleep(2)
         log(f"load done, idle after {idle:.1f} s; verifying {len(result['ledger'])} leads ...")
-        totals = await api_totals(base, chatbots)
-        ledger = await asyncio.to_thread(verify, uri, database, result["ledger"], totals)
+        totals = None if args.floor else await api_totals(base, chatbots)
+        bots = [bot["id"] for bot in chatbots]
+        ledger = await asyncio.to_thread(verify, uri, database, result["ledger"], bots, totals)
     finally:
         if loadgen is not None and loadgen.returncode is None:
             loadgen.kill()
@@ -791,9 +840,10 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         "benchmark": "soak",
         "setup": {
             **{k: v for k, v in vars(args).items() if k not in ("out", "loadgen")},
+            "server": FLOOR_LABEL if args.floor else "the API (python -m pollybot_leads serve)",
             "store": "MONGODB_URI" if procs.external else "embedded SecantusDB (cache 4G)",
             "chatbots": len(chatbots),
-            "rate_limit": "Redis, key capacity 10**9",
+            "rate_limit": "none (floor)" if args.floor else "Redis, key capacity 10**9",
             # the store's own timers (its checkpoints) run from its start, not the load's
             "store_started_before_load_s": None
             if store_started is None
@@ -818,7 +868,9 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         },
         "samples": samples,
         "per_second": per_second,  # index: second from the load's start
-        "api_log": {k: api_log.count(k) for k in (" WARNING ", " ERROR ", "Traceback")},
+        "api_log": {
+            k: api_log.count(k) for k in (" WARNING ", " ERROR ", "Traceback")
+        },  # or floor's
         "api_log_tail": api_log[-5000:],
         "notes": NOTES,
     }
@@ -870,7 +922,7 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     check("GET p99 <= 250 ms in every window", worst is not None and worst <= 250, worst)
     a = at_or_before(report["samples"], windows[max(0, len(windows) - 3)]["start_s"])
     b = at_or_before(report["samples"], windows[-1]["end_s"])
-    for name in ("api", "store"):
+    for name in (*SERVERS, "store"):
         if a and b and name in a and a[name]["rss_mb"]:
             growth = 100 * (b[name]["rss_mb"] / a[name]["rss_mb"] - 1)
             check(
@@ -878,15 +930,21 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
                 growth <= 10,
                 f"{a[name]['rss_mb']:.0f} -> {b[name]['rss_mb']:.0f} MB ({growth:+.1f} %)",
             )
-    check("ledger clean", report["ledger"]["clean"], "see ledger")
+    unchecked = report["ledger"].get("totals_checked") is False
+    check(
+        "ledger clean",
+        report["ledger"]["clean"],
+        "list totals not checked" if unchecked else "see ledger",
+    )
     return out
 
 
-HEADER = (
-    f"{'window':>9} {'srv/s':>6} {'2xx/s':>6} {'%503':>5} {'%429':>5} {'err':>4} "
-    f"{'GET99':>6} {'list99':>6} {'cre50/99':>11} {'put99':>6} | {'API MB':>6} {'CPU%':>5} "
-    f"{'thr':>3} | {'store MB':>8} {'CPU%':>5} {'thr':>3} {'conns':>5}"
-)
+def header(server: str) -> str:
+    return (
+        f"{'window':>9} {'srv/s':>6} {'2xx/s':>6} {'%503':>5} {'%429':>5} {'err':>4} "
+        f"{'GET99':>6} {'list99':>6} {'cre50/99':>11} {'put99':>6} | {server + ' MB':>8} "
+        f"{'CPU%':>5} {'thr':>3} | {'store MB':>8} {'CPU%':>5} {'thr':>3} {'conns':>5}"
+    )
 
 
 def render_row(w: dict[str, Any]) -> str:
@@ -895,12 +953,13 @@ def render_row(w: dict[str, Any]) -> str:
         return "-" if value is None else f"{value:.0f}"
 
     res = w["resources"]
-    api, store = res.get("api", {}), res.get("store", {})
+    api = next((res[name] for name in SERVERS if name in res), {})
+    store = res.get("store", {})
     return (
         f"{w['window']:>9} {w['served_per_s']:6.0f} {w['ok_per_s']:6.0f} {w['pct_503']:5.1f} "
         f"{w['pct_429']:5.1f} {w['socket_errors']:4d} {ms('get', 'p99'):>6} "
         f"{ms('list', 'p99'):>6} {ms('create', 'p50') + '/' + ms('create', 'p99'):>11} "
-        f"{ms('put', 'p99'):>6} | {api.get('rss_mb', '-'):>6} {api.get('cpu_pct', '-'):>5} "
+        f"{ms('put', 'p99'):>6} | {api.get('rss_mb', '-'):>8} {api.get('cpu_pct', '-'):>5} "
         f"{api.get('threads', '-'):>3} | {store.get('rss_mb', '-'):>8} "
         f"{store.get('cpu_pct', '-'):>5} {store.get('threads', '-'):>3} "
         f"{res.get('store_conns_max', '-'):>5}"
@@ -909,12 +968,14 @@ def render_row(w: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     s, o = report["setup"], report["overall"]
+    server = "floor" if s["floor"] else "api"
     lines = [
+        *([f"*** {FLOOR_LABEL} ***"] if s["floor"] else []),
         f"Soak: {s['clients']} clients, {s['seconds']} s, {s['store']}, {s['webhooks']} webhook "
         f"endpoint(s) per chatbot, {report['machine']['nproc']} CPUs. srv/s: served answers "
         "(not 5xx/429/socket error) per s; latencies in ms (503/429 apart)",
         "",
-        HEADER,
+        header(server),
         *[render_row(w) for w in report["windows"]],
         "",
         "Statuses per window:",
@@ -932,7 +993,9 @@ def render(report: dict[str, Any]) -> str:
         f"{o['ok_per_s']:.0f} 2xx/s, 503 {o['pct_503']:.2f} %, 429 {o['pct_429']:.2f} %, "
         f"socket errors/timeouts {o['socket_errors']}; refused answers p50/p99 "
         + (f"{ref['p50']:.0f}/{ref['p99']:.0f} ms ({ref['n']})" if ref else "- (none)"),
-        f"Webhooks: {report['webhooks']['deliveries']} deliveries received, "
+        "Webhooks: none (the floor has none)"
+        if s["floor"]
+        else f"Webhooks: {report['webhooks']['deliveries']} deliveries received, "
         f"{report['webhooks']['duplicates']} duplicates",
         "CPU over the load, % of one core: "
         + ", ".join(
@@ -940,7 +1003,8 @@ def render(report: dict[str, Any]) -> str:
             for k, v in report["overall_resources"].items()
             if isinstance(v, dict)
         ),
-        "API log lines: " + ", ".join(f"{k.strip()} {n}" for k, n in report["api_log"].items()),
+        f"{server} log lines: "
+        + ", ".join(f"{k.strip()} {n}" for k, n in report["api_log"].items()),
         "Stalls (>= 2 s under 10 % of the median served/s): "
         + (", ".join(f"{a}-{b} s" for a, b in report["stalls"]) or "none"),
     ]
@@ -971,7 +1035,12 @@ def render(report: dict[str, Any]) -> str:
         f"deleted), {report['unknown_creates']} creates unanswered/5xx: lost creates "
         f"{len(v['lost_creates'])}, lost updates {len(v['lost_updates'])}, resurrected deletes "
         f"{len(v['resurrected_deletes'])}, altered {len(v['altered_name_or_email'])}, total "
-        f"mismatches {len(v['total_mismatches'])} -> {'clean' if v['clean'] else 'NOT CLEAN'}",
+        + (
+            "mismatches not checked (the floor moves no counters)"
+            if v.get("totals_checked") is False
+            else f"mismatches {len(v['total_mismatches'])}"
+        )
+        + f" -> {'clean' if v['clean'] else 'NOT CLEAN'}",
     ]
     if report["anomalies"]:
         lines.append(f"Anomalies ({len(report['anomalies'])}): {report['anomalies'][:5]}")
@@ -989,20 +1058,32 @@ def main(argv: list[str] | None = None) -> int:
     add("--seconds", type=int, default=300)
     add("--window", type=int, default=60, help="seconds per reported window")
     add("--seed-leads", type=int, default=500, help="leads seeded per chatbot")
-    add("--webhooks", type=int, default=1, help="webhook endpoints per chatbot")
+    add("--webhooks", type=int, help="webhook endpoints per chatbot (1; the floor: 0)")
     add("--seed", type=int, default=1, help="random seed of the clients")
     add("--sigstop-at", type=float, help="SIGSTOP the store this many seconds into the load")
     add("--sigstop-for", type=float, default=5.0)
     add("--overload-clients", type=int, help="clients in all during the overload")
     add("--overload-at", type=float)
     add("--overload-for", type=float, default=10.0)
+    add("--floor", action="store_true", help="the floor (a lower bound on store work), not the API")
     add("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loadgen:  # ourselves, as the load-generator subprocess
         asyncio.run(Load(json.loads(Path(args.loadgen).read_text())).run())
         return 0
-    if min(args.clients, args.seconds, args.window) < 1 or args.webhooks < 0:
+    if min(args.clients, args.seconds, args.window) < 1 or (args.webhooks or 0) < 0:
         parser.error("clients, seconds and window must be at least 1")
+    if args.floor:
+        # The floor has no webhooks, and no admission or early refusal whose recovery a
+        # stall or an overload would measure: it would bound nothing the API does there.
+        if args.webhooks:
+            parser.error("--floor has no webhooks: leave out --webhooks (or give 0)")
+        if args.sigstop_at is not None or args.overload_clients or args.overload_at is not None:
+            parser.error(
+                "--floor measures steady store work only: --sigstop-* and --overload-* measure "
+                "the API's behaviour under faults, which the floor does not have"
+            )
+    args.webhooks = (0 if args.floor else 1) if args.webhooks is None else args.webhooks
     if args.sigstop_at is not None and os.environ.get("MONGODB_URI"):
         parser.error("--sigstop-at needs the embedded store (MONGODB_URI is set)")
     if args.overload_clients and args.overload_at is None:
@@ -1016,7 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 procs.close()
     except KeyboardInterrupt:
-        log("\ninterrupted: load generator, API, Redis and store stopped")
+        log("\ninterrupted: load generator, server, Redis and store stopped")
         return 130
     print(render(report))
     args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
