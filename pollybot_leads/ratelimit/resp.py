@@ -188,9 +188,9 @@ class RespClient:
             only = conns[0]
             if not only.closed and (not only.pending or only.gathering):
                 return only.send(data)
-        for conn in conns:  # one write for this turn's commands (resp_connection.py)
-            if conn.gathering and not conn.closed:
-                return conn.send(data)
+        for gathering in conns:  # one write for this turn's commands (resp_connection.py)
+            if gathering.gathering and not gathering.closed:
+                return gathering.send(data)
         conn = self._pick()
         if conn is not None:
             return conn.send(data)
