@@ -11,15 +11,14 @@ from aiohttp import web
 from . import appkeys
 from .accounts.auth import Authenticator, auth_middleware_factory, authenticator_key
 from .accounts.repository import AccountRepository, accounts_repo_key
-from .http.access_log import access_log_middleware
 from .http.activity import RequestActivity, request_activity_key
 from .http.admission import Admission
 from .http.cors import CorsPolicy
 from .http.deadline import deadline_middleware_factory
 from .http.docs import redirect_to_docs, setup_docs
-from .http.errors import error_middleware
+from .http.front import front_middleware_factory
 from .http.ratelimit import ratelimit_middleware_factory
-from .http.request_id import add_request_headers, request_id_middleware
+from .http.request_id import add_request_headers
 from .http.security_headers import add_security_headers
 from .idempotency.middleware import idempotency_middleware_factory
 from .idempotency.records import idempotency_key
@@ -119,10 +118,7 @@ def create_app(settings: Settings) -> web.Application:
         budget=settings.mongodb_timeout_ms / 1000,
     )
     middlewares = [
-        *([activity.middleware()] if settings.webhooks_deliver else []),
-        request_id_middleware,
-        access_log_middleware,
-        error_middleware,
+        front_middleware_factory(activity if settings.webhooks_deliver else None),
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, appkeys.mongo_key),
         # Before authentication: finding a key or a chatbot not yet cached is store work.

@@ -1,10 +1,10 @@
 """The API's requests in flight, as this process sees them: the in-process webhook
 delivery gives way to them (webhooks/pacing.py).
 
-Outermost, so it counts every request from its start to its response. ``busy()`` is
-true while a request is in flight and for :data:`QUIET_SECONDS` after the last one
-ended (a client sending request after request leaves gaps of a fraction of a
-millisecond between them: those are not quiet).
+Counted by the outermost layer (http/front.py), from each request's start to its
+response. ``busy()`` is true while a request is in flight and for
+:data:`QUIET_SECONDS` after the last one ended (a client sending request after request
+leaves gaps of a fraction of a millisecond between them: those are not quiet).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 QUIET_SECONDS = 0.005
 
@@ -25,17 +24,12 @@ class RequestActivity:
     def busy(self) -> bool:
         return self.in_flight > 0 or time.monotonic() - self._ended < QUIET_SECONDS
 
-    def middleware(self) -> Middleware:
-        @web.middleware
-        async def activity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.in_flight += 1
-            try:
-                return await handler(request)
-            finally:
-                self.in_flight -= 1
-                self._ended = time.monotonic()
+    def enter(self) -> None:
+        self.in_flight += 1
 
-        return activity_middleware
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self._ended = time.monotonic()
 
 
 request_activity_key = web.AppKey("request_activity", RequestActivity)

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from ..errors import (
     AppError,
@@ -53,19 +52,16 @@ def _from_http(exc: web.HTTPException) -> AppError:
     return error
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def response_for(request: web.Request, exc: Exception) -> web.Response:
+    """The error envelope for whatever a handler raised (a redirect is raised again)."""
     request_id = request.get(REQUEST_ID, "")
-    try:
-        return await handler(request)
-    except AppError as error:
-        if error.status >= 500:
-            log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.code)
-        return error_response(error, request_id)
-    except web.HTTPException as exc:
+    if isinstance(exc, AppError):
+        if exc.status >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.path, exc.status, exc.code)
+        return error_response(exc, request_id)
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         return error_response(_from_http(exc), request_id)
-    except Exception:
-        log.exception("unhandled error on %s %s [%s]", request.method, request.path, request_id)
-        return error_response(AppError(), request_id)
+    log.exception("unhandled error on %s %s [%s]", request.method, request.path, request_id)
+    return error_response(AppError(), request_id)

@@ -6,19 +6,17 @@ import os
 import re
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from .context import REQUEST_ID, RESPONSE_HEADERS
 
 _SANE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def assign_request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
-    request[REQUEST_ID] = given if _SANE.match(given) else os.urandom(16).hex()
+    request_id = request[REQUEST_ID] = given if _SANE.match(given) else os.urandom(16).hex()
     request[RESPONSE_HEADERS] = {}
-    return await handler(request)
+    return request_id
 
 
 async def add_request_headers(request: web.Request, response: web.StreamResponse) -> None:
