@@ -187,26 +187,26 @@ def start_api(workdir: Path, uri: str, database: str, redis_port: int) -> Server
     # The receiver is http://127.0.0.1: a plain-HTTP, loopback target.
     env |= {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_PRIVATE": "true"}
     argv = [sys.executable, "-m", "pollybot_leads", "serve", "--host", "127.0.0.1"]
-    log_path = workdir / "api.log"
+    return _start_server("api", argv, port, env, workdir)
+
+
+def _start_server(
+    name: str, argv: list[str], port: int, env: dict[str, str], workdir: Path
+) -> Server:
+    log_path = workdir / f"{name}.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
             [*argv, "--port", str(port)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
         )  # fmt: skip
-    return Server("api", port, process, log_path, {}, env)
+    return Server(name, port, process, log_path, {}, env)
 
 
 def start_floor(workdir: Path, uri: str, database: str) -> Server:
     """The floor's soak routes, on the API's settings (config/default.toml, then env)."""
     port, env = free_port(), server_env(uri, database)
     argv = [sys.executable, str(FLOOR_SCRIPT), "--soak", "--host", "127.0.0.1"]
-    log_path = workdir / "floor.log"
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            [*argv, "--port", str(port)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-        )  # fmt: skip
-    return Server("floor", port, process, log_path, {}, env)
+    return _start_server("floor", argv, port, env, workdir)
 
 
 async def seed(uri: str, database: str, per_chatbot: int) -> list[dict[str, Any]]:
