@@ -28,10 +28,11 @@ import pytest
 from pymongo import monitoring
 
 from pollybot_leads.leads import listing
+from pollybot_leads.leads.documents import LIST_PROJECTION, build_lead_document
 from pollybot_leads.leads.listing import LeadLister, ListPlan
 from pollybot_leads.leads.queries import SORTS, LeadQuery
 from pollybot_leads.leads.query import metadata_value_candidates
-from pollybot_leads.leads.repository import LIST_PROJECTION, LeadRepository, build_lead_document
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.rules import STATUSES, fold, search_terms, word_matches
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.quirks import PLAIN
