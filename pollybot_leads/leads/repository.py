@@ -16,6 +16,7 @@ from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.client import Mongo, aggregate, store_errors
 from ..store.driver import BulkWriteError, DuplicateKeyError
 from ..store.group_commit import GroupCommit, KeyedLocks
+from ..store.lookups import find_in_scope
 from .counters import Bounds, LeadCounters
 from .documents import FULL_PROJECTION, LIST_PROJECTION, to_lead
 from .event_log import EventLog, EventSignal
@@ -38,9 +39,9 @@ class LeadRepository:
 
     Every write commits in one transaction with the bookkeeping it implies (the
     chatbot's lead counters, the audit record), so no crash of the server or the store
-    can leave them apart: ``total`` stays exact without a recount. Single leads are read
-    and written by ``_id`` alone and checked against the chatbot in the application
-    (see quirks.id_lookup_alone; the check runs inside the transaction on every store).
+    can leave them apart: ``total`` stays exact without a recount. A single lead is read
+    by ``find_in_scope`` (store/lookups.py), and written by ``_id`` alone after the
+    transaction has checked it is the chatbot's (leads/transaction.py).
     """
 
     def __init__(
@@ -84,20 +85,11 @@ class LeadRepository:
         """The chatbot's lead ``lead_id``, or LeadNotFound (also for another tenant's)."""
         if not ids.is_id(ids.LEAD, lead_id):
             raise LeadNotFound()
-        if self._quirks.projection_in_app:
-            projection = None
-        elif projection is not None:
-            projection = {**projection, "chatbotId": 1}  # for the tenant check below
-        if self._quirks.id_lookup_alone:
-            doc = await self._leads.find_one({"_id": lead_id}, projection, **kw)
-        else:
-            doc = await self._leads.find_one(
-                {"_id": lead_id, "chatbotId": chatbot_id}, projection, **kw
-            )
-        if doc is None or doc.get("chatbotId") != chatbot_id:
+        scope = {"chatbotId": chatbot_id}
+        doc = await find_in_scope(self._leads, lead_id, scope, projection, self._quirks, **kw)
+        if doc is None:
             raise LeadNotFound()
-        found: dict[str, Any] = doc
-        return found
+        return doc
 
     @store_errors
     async def write(
