@@ -273,7 +273,7 @@ class LeadRepository:
             log.info("lead counters of %d chatbots recounted into lead_counts", moved)
         return moved
 
-    # -- export (the walk itself is in leads/export_reads.py) --------------------------
+    # -- export (the walk itself is in leads/export_reads.py, store/walks.py) ----------
 
     async def export(
         self,
