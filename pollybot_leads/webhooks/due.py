@@ -2,7 +2,7 @@
 
 One read of every endpoint's due deliveries, most overdue first, had two costs. On a
 store that reads a query's whole index range before it applies the limit
-(store/quirks.py, ``limit_reads_whole_range``) it examined the whole due queue, and the
+(the store quirk ``limit_reads_whole_range``) it examined the whole due queue, and the
 queue grows whenever deliveries fall behind the writes (with three endpoints a create
 makes three; docs/stores.md has what it cost). And a slow endpoint's backlog, being the
 most overdue, came first in every read, so the other endpoints waited behind it.

@@ -5,7 +5,7 @@ by the sparse index ``pending``. The dispatcher reads them one window of that ti
 time, ``{pending: {$gte: low, $lt: high}}``: an index range, so a read examines the
 pending events inside the window and no others. Why not ``{pending: true}`` with a
 limit: on a store that reads every key of a query's index range before it applies the
-limit (store/quirks.py, ``limit_reads_whole_range``), each read of a backlog would cost
+limit (the store quirk ``limit_reads_whole_range``), each read of a backlog would cost
 the whole backlog. On MongoDB the window is the same plain range query (where the limit
 also stops the scan early).
 
