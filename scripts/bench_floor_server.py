@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 from pymongo import AsyncMongoClient, WriteConcern
 
-from pollybot_leads.leads.repository import build_lead_document
+from pollybot_leads.leads.documents import build_lead_document
 
 # Whole documents are read, as the API does on SecantusDB (a projection halves its rate:
 # pollybot_leads/store/quirks.py), and the public fields kept here.

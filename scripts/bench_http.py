@@ -65,7 +65,8 @@ from pymongo.errors import PyMongoError
 
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.indexes import ensure_all_indexes
-from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.documents import build_lead_document
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port, port_open, stop_process

@@ -32,8 +32,9 @@ from multidict import MultiDict
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.errors import AppError
 from pollybot_leads.indexes import ensure_all_indexes
+from pollybot_leads.leads.documents import build_lead_document
 from pollybot_leads.leads.query import CursorCodec, parse_list_query
-from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.settings import load_settings
 from pollybot_leads.store.client import Mongo, store_deadline

@@ -48,10 +48,10 @@ from pollybot_leads.errors import AppError
 from pollybot_leads.http.deadline import HARD_CAP_SLACK_SECONDS, WRITE_GRACE_SECONDS
 from pollybot_leads.ids import LEAD, is_id, new_id
 from pollybot_leads.leads.counters import LeadCounters
+from pollybot_leads.leads.documents import LIST_PROJECTION, PUBLIC_FIELDS, build_lead_document
 from pollybot_leads.leads.listing import LeadLister
 from pollybot_leads.leads.queries import LeadQuery
 from pollybot_leads.leads.query import CursorCodec, metadata_value_candidates
-from pollybot_leads.leads.repository import LIST_PROJECTION, PUBLIC_FIELDS, build_lead_document
 from pollybot_leads.leads.rules import fold, query_words, render_lead
 from pollybot_leads.settings import Settings
 from pollybot_leads.store.client import Mongo

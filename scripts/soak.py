@@ -72,7 +72,8 @@ from pymongo import MongoClient
 
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.indexes import ensure_all_indexes
-from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.documents import build_lead_document
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.rules import STATUSES
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port, stop_process

@@ -207,7 +207,7 @@ def test_admin_works_in_embedded_mode_without_a_server(embedded_env):
 async def test_recount_repairs_lead_counters_after_a_bulk_load(uri_env, api, accounts, leads_repo):
     from datetime import UTC, datetime
 
-    from pollybot_leads.leads.repository import build_lead_document
+    from pollybot_leads.leads.documents import build_lead_document
 
     from .conftest import make_tenant
 

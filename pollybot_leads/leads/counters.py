@@ -2,18 +2,17 @@
 
 Counters move inside the transaction of the lead write that changes them, so they are
 exact whatever crashes when. One counter document per chatbot would make every create
-of that chatbot conflict with every other one in flight (measured on SecantusDB 0.7 with
-16 concurrent creates: 22 commits/s on one document, 65 on 16 shards, ~100 on 64); so
-each chatbot's counts are spread over ``SHARDS`` documents, ``<chatbotId>:<nn>``, summed
-on read (one ``_id`` range read), and this process hands each write a shard that no
-other write of its own is using.
+of that chatbot conflict with every other one in flight (docs/stores.md has the
+figures); so each chatbot's counts are spread over ``SHARDS`` documents,
+``<chatbotId>:<nn>``, summed on read (one ``_id`` range read), and this process hands
+each write a shard that no other write of its own is using.
 
 Beside the counts, each shard keeps bounds of the chatbot's leads, moved by the same
 writes: ``firstAt``, no later than any lead's creation (and so update) time, and
 ``nameLow``/``nameHigh``, the lowest and highest folded name any write gave a lead.
 Deletes and renames leave them where they were, so they only ever bound the leads
-(never exactly); list windows start from them (leads/listing.py), and a stale bound
-costs those reads a little, never their result.
+(never exactly); list windows start from them (leads/listing.py, store/plans.py), and
+a stale bound costs those reads a little, never their result.
 """
 
 from __future__ import annotations

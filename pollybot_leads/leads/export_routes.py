@@ -1,11 +1,11 @@
 """Exporting a chatbot's leads as NDJSON or CSV, streamed as they are read.
 
-The response is sent as the leads are read (leads/export_reads.py: bounded reads in
-creation order, each lead once), each page written with ``await response.write``, so
-a slow client slows the reads down instead of filling the server's memory, and a
-client that goes away stops them at the next write. Each read has a store budget of its
-own (http/deadline.py, StreamBudget): a store that fails before the first byte is
-a 503 envelope; one that fails after it cuts the transfer (the connection is closed
+The response is sent as the leads are read (leads/export_reads.py, store/walks.py:
+bounded reads in creation order, each lead once), each page written with ``await
+response.write``, so a slow client slows the reads down instead of filling the server's
+memory, and a client that goes away stops them at the next write. Each read has a store
+budget of its own (http/deadline.py, StreamBudget): a store that fails before the first
+byte is a 503 envelope; one that fails after it cuts the transfer (the connection is closed
 before the chunked body's end, which every HTTP client reports as an error). A
 complete export ends with the body's proper end; there is no trailer line.
 """

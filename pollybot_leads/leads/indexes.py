@@ -26,9 +26,9 @@ LEAD_INDEXES = [
     ),
     _sorted_by("by_status", [("chatbotId", ASCENDING), ("status", ASCENDING)], "createdAt"),
     _sorted_by("by_source", [("chatbotId", ASCENDING), ("source", ASCENDING)], "createdAt"),
-    # Status with source: on an index-only store each (status, source) pair is one equality read
-    # of this index in creation order (several of each merged), rather than every lead of
-    # the statuses read and their source checked in the service.
+    # Status with source: on an index-only store each (status, source) pair is one
+    # equality read of this index in creation order (several of each merged), rather
+    # than every lead of the statuses read and their source checked in the service.
     _sorted_by(
         "by_status_source",
         [("chatbotId", ASCENDING), ("status", ASCENDING), ("source", ASCENDING)],

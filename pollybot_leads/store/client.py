@@ -4,9 +4,8 @@ Three guarantees of the store path live here:
 
 - **Durable acknowledgements.** Every write, and every transaction's commit, uses the
   configured write concern: journaled by default (``w: 1, j: true``), so a write the
-  API has answered survives a crash of the store right after. Measured on SecantusDB
-  0.7.0b3: the default write concern lost 2-29 acknowledged inserts per SIGKILL,
-  journaled writes none.
+  API has answered survives a crash of the store right after (the default write
+  concern lost acknowledged inserts to a SIGKILL of the embedded store, docs/stores.md).
 - **Bounded time.** :func:`store_deadline` gives a request one budget for all its store
   calls (PyMongo's client-side operation timeout: server selection, connection checkout,
   the round trip, and ``maxTimeMS`` on the server). A store that is stalled, dead or

@@ -1,7 +1,7 @@
 """Group commits: writes that arrive while one is being written go together next.
 
-A transaction on the store costs far more than the work inside it (about half the rate
-of a single insert on SecantusDB), so writes of one key (a lead, or all creates) that
+A transaction on the store costs far more than the work inside it (docs/stores.md), so
+writes of one key (a lead, or all creates) that
 queue behind a transaction in flight are committed together in the next one. Each
 writer still gets its own outcome, and a writer whose deadline passes before its write
 was taken is dropped, never written. A batch is also capped to what the store has lately

@@ -2,12 +2,14 @@
 
 The service runs on MongoDB (``mongod``) and on SecantusDB, the embedded default. Where
 SecantusDB 0.7 answers a plain query shape with a whole-collection scan, or answers it
-wrongly, the repositories ask this module for the shape to use instead. Each quirk says
+wrongly, the store package shapes the query differently instead. Each quirk says
 what it works around, the version it was found on, and what plain MongoDB does; against
 ``mongod`` every flag is off and the plain forms run. ``tests/storage/test_quirks.py``
 shows that each quirk is still there, so a flag can be dropped the day it is not.
 
 Detected once at start-up from ``buildInfo`` (SecantusDB reports ``secantusVersion``).
+The query shapes the flags choose live beside this module: store/plans.py (lists and
+exports), store/paging.py, store/walks.py and store/lookups.py; no feature tests a flag.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ class StoreQuirks:
     # SecantusDB 0.7.0b3 reads every key of a find's index range before it applies
     # ``limit`` (500 of 5,000 pending events returned, all 5,000 examined, 85 ms; a
     # chatbot's first lead by name, limit 1: all its 5,000 keys examined). Workaround:
-    # reads whose own range bounds the scan. Newest-first lead lists (leads/listing.py)
-    # and the webhook dispatcher's pending events (webhooks/pending.py) read in windows on
+    # reads whose own range bounds the scan (store/windows.py). Newest-first lead lists
+    # (store/paging.py), exports (store/walks.py) and the webhook dispatcher's pending
+    # events and due deliveries (webhooks/pending.py, due.py) read in windows on
     # every store (the same plain query on MongoDB); with this flag the lists sorted
     # oldest first or by name read in windows too, starting at the chatbot's first
     # creation time or its lowest/highest name, kept beside its lead counters. MongoDB:

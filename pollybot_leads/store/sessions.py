@@ -2,8 +2,8 @@
 
 A server or worker killed in the middle of a transaction leaves it open on the store,
 holding its documents: every later write of the same documents conflicts until the
-store expires it, 60 s later on mongod (``transactionLifetimeLimitSeconds``) and on
-SecantusDB 0.7.0b3 (which has no such setting). Lead writes take the chatbot's event
+store expires it, 60 s later on mongod (``transactionLifetimeLimitSeconds``) and on the
+embedded store (which has no such setting). Lead writes take the chatbot's event
 sequence in their transaction, so one such transaction stopped all of a chatbot's
 writes (503s) for up to a minute after a server was SIGKILLed (1 run in 4 of the fault
 test).

@@ -54,8 +54,8 @@ STORE_BACKOFF_SECONDS = 1.0
 DISPATCH_INTERVAL_SECONDS = 0.05
 # Each background store step gets its own budget (no request deadline applies here).
 STORE_BUDGET_SECONDS = 10.0
-# Events one fan-out takes at most: 500 kept SecantusDB busy for about a second, every
-# request waiting (see webhooks/pacing.py); 50 still fan out far faster than sends go.
+# Events one fan-out takes at most: 500 kept the embedded store busy for about a second,
+# every request waiting (see webhooks/pacing.py); 50 still fan out far faster than sends go.
 FAN_OUT_EVENTS = 50
 STORE_FAILURES = (PyMongoError, TimeoutError, OSError, AppError)
 

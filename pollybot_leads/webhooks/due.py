@@ -1,11 +1,11 @@
 """Where claims find due deliveries: per endpoint, a window of due times, not the queue.
 
-One read of every endpoint's due deliveries, most overdue first, had two costs. On
-SecantusDB 0.7 it examined the whole due queue whatever its limit (store/quirks.py),
-and the queue grows whenever deliveries fall behind the writes (with three endpoints a
-create makes three); measured: about a fifth of the store's time under a stream of
-creates. And a slow endpoint's backlog, being the most overdue, came first in every
-read, so the other endpoints waited behind it.
+One read of every endpoint's due deliveries, most overdue first, had two costs. On a
+store that reads a query's whole index range before it applies the limit
+(the store quirk ``limit_reads_whole_range``) it examined the whole due queue, and the
+queue grows whenever deliveries fall behind the writes (with three endpoints a create
+makes three; docs/stores.md has what it cost). And a slow endpoint's backlog, being the
+most overdue, came first in every read, so the other endpoints waited behind it.
 
 So each endpoint has its own window over its pending deliveries' ``dueAt``, read on the
 index ``(webhookId, state, dueAt)``: ``{webhookId, state: "pending", dueAt: {$gte: low,
@@ -15,20 +15,24 @@ and no others; an endpoint without room for more in flight is not read at all.
 - ``low``: none of the endpoint's pending deliveries is due before it. Every write of a
   delivery sets ``dueAt`` to its writer's clock or later, and ``low`` never passes
   ``now - COMMIT_LAG``; it moves past a delivery only once this process leased it.
-- ``width`` adapts as in webhooks/pending.py: halved when a read comes back full,
+- ``width`` (a store/windows.py ``Window``, as in webhooks/pending.py): halved when a
+  read comes back full,
   doubled when under half full; empty windows before the present are galloped over.
 - An endpoint with nothing due is read again after ``IDLE_SECONDS``, or sooner when
   this process queues a delivery for it or sets one due (a retry).
 - In memory, per process: a process's first read of an endpoint looks for its oldest
-  due delivery (on SecantusDB that one read examines all of the endpoint's due ones).
+  due delivery (where a limit does not stop a scan, that one read examines all of the
+  endpoint's due ones).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .pending import COMMIT_LAG, FIRST_WIDTH, MAX_PROBES, MAX_WIDTH, MIN_WIDTH
+from ..store.windows import Window
+from .pending import COMMIT_LAG, MAX_PROBES, new_window
 
 PENDING = "pending"
 WINDOW_TARGET = 64  # deliveries one window should hold at most
@@ -40,7 +44,7 @@ class DueWindows:
     def __init__(self, deliveries: Any) -> None:
         self._deliveries = deliveries
         self._low: dict[str, datetime] = {}
-        self._width: dict[str, timedelta] = {}
+        self._windows: dict[str, Window] = {}
         self._idle_until: dict[str, datetime] = {}
 
     def fresh(self, webhook_ids: set[str]) -> None:
@@ -69,9 +73,10 @@ class DueWindows:
                 sort=[("dueAt", 1)],
             )
             low = min(now - COMMIT_LAG, oldest["dueAt"] if oldest else now)
-        width = self._width.get(webhook_id, FIRST_WIDTH)
+        kept = self._windows.get(webhook_id)
+        window = new_window() if kept is None else replace(kept)
         for _ in range(MAX_PROBES):
-            high = min(low + width, horizon)
+            high = min(low + window.width, horizon)
             found = self._deliveries.find(
                 {"webhookId": webhook_id, "state": PENDING, "dueAt": {"$gte": low, "$lt": high}},
                 limit=WINDOW_TARGET,
@@ -80,8 +85,8 @@ class DueWindows:
             if docs or high >= horizon:
                 break
             low = min(high, now - COMMIT_LAG) if high > now - COMMIT_LAG else high
-            width = min(width * 2, MAX_WIDTH)  # an empty window: on, twice as wide
-        self._low[webhook_id], self._width[webhook_id] = low, width
+            window.widen()  # an empty window: on, twice as wide
+        self._low[webhook_id], self._windows[webhook_id] = low, window
         if not docs:
             self._idle_until[webhook_id] = now + timedelta(seconds=IDLE_SECONDS)
         docs.sort(key=lambda d: d["dueAt"])
@@ -97,15 +102,15 @@ class DueWindows:
     ) -> None:
         """Move the endpoint's window past what was leased of ``docs`` (read up to
         ``high``); what was not leased stays in it."""
-        low, width = self._low[webhook_id], self._width[webhook_id]
+        low, window = self._low[webhook_id], self._windows[webhook_id]
         horizon = now - COMMIT_LAG
         left = [d for d in docs if d["_id"] not in leased]
         if len(docs) >= WINDOW_TARGET:
-            width = max(min(width, high - low) / 2, MIN_WIDTH)
+            window.narrow(high - low)
         elif len(docs) < WINDOW_TARGET // 2:
-            width = min(width * 2, MAX_WIDTH)
+            window.widen()
         if left:
             low = max(low, min(left[0]["dueAt"], horizon))
         elif len(docs) < WINDOW_TARGET:
             low = max(low, min(high, horizon))
-        self._low[webhook_id], self._width[webhook_id] = low, width
+        self._low[webhook_id] = low

@@ -13,14 +13,14 @@ batch) run together and count once. ``share`` is also the floor: under
 a load that never stops, delivery still gets that share of the time, so deliveries are
 delayed, never starved, and the backlog drains at full speed once the load drops.
 
-Why a small share (0.02 by default): measured with 16 clients, a share of 0.1 still
-cost creates about a third, 0.01 nothing measurable (scripts/bench_webhooks.py, docs/benchmarks.md;
-on a noisy machine). The reason, measured since (each store command timed under that
-benchmark): a fan-out of a backlog of 500 events inserts 1,500 deliveries (0.3-0.5 s of
-SecantusDB, one Python process) and updates 500 events (0.4-0.9 s), while requests wait.
+Why a small share (0.02 by default): a share of 0.1 still cost creates about a third,
+0.01 nothing measurable (scripts/bench_webhooks.py; docs/benchmarks.md and
+docs/stores.md have the figures): a fan-out of a large backlog keeps the store busy
+while requests wait.
 
-Pacing bounds the share, not the length of one step: such a fan-out kept SecantusDB busy
-for about a second, during which every request waited, busy API or not. A fan-out
+Pacing bounds the share, not the length of one step: a fan-out of 500 events kept the
+embedded store busy for about a second, during which every request waited, busy API or
+not. A fan-out
 therefore takes at most ``FAN_OUT_EVENTS`` events (webhooks/delivery.py): steps of a
 tenth of that, paused accordingly, for the same share.
 

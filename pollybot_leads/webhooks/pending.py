@@ -4,17 +4,18 @@ An event not yet fanned out carries ``pending: <its createdAt>`` (leads/event_lo
 by the sparse index ``pending``. The dispatcher reads them one window of that time at a
 time, ``{pending: {$gte: low, $lt: high}}``: an index range, so a read examines the
 pending events inside the window and no others. Why not ``{pending: true}`` with a
-limit: SecantusDB 0.7 reads every key of a query's index range before it applies the
-limit (measured: 500 returned of 5,000 pending examined all 5,000, 85 ms per read), so
-each read of a backlog cost the whole backlog. On MongoDB the window is the same plain
-range query (where the limit also stops the scan early).
+limit: on a store that reads every key of a query's index range before it applies the
+limit (the store quirk ``limit_reads_whole_range``), each read of a backlog would cost
+the whole backlog. On MongoDB the window is the same plain range query (where the limit
+also stops the scan early).
 
 - ``low``: no pending event is older than it. Nothing can be written below it later
   either: an event's time is taken in the transaction that commits it, and a
-  transaction lives at most 60 s on both stores, so ``low`` never passes
+  transaction lives at most 60 s on every store, so ``low`` never passes
   ``now - COMMIT_LAG`` (10 minutes: room for clocks of several processes to disagree).
-- ``width`` adapts to the backlog's density: halved when a read comes back full (the
-  window may hold more), doubled when it comes back under half full. A window
+- ``width`` (a store/windows.py ``Window``) adapts to the backlog's density: halved when
+  a read comes back full (the window may hold more), doubled when it comes back under
+  half full. A window
   reaching past now has no upper bound, so in the steady state a read examines the
   events of the last ``COMMIT_LAG`` not yet fanned out: the new ones.
 - ``low`` is kept in ``webhook_dispatch`` (only ever moved forward, ``$max``) so that a
@@ -34,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..leads.event_log import EVENT_RETENTION_SECONDS
+from ..store.windows import Window
 
 COMMIT_LAG = timedelta(minutes=10)
 FIRST_WIDTH = timedelta(seconds=1)
@@ -44,6 +46,12 @@ MAX_PROBES = 32
 # The kept low moves at most once a minute (one small write).
 KEEP_EVERY = timedelta(minutes=1)
 STATE_ID = "pending"
+
+
+def new_window() -> Window:
+    """A window of pending times (here) or of due times (webhooks/due.py): doubled
+    after a read under half full, halved after a full one."""
+    return Window(FIRST_WIDTH, MIN_WIDTH, MAX_WIDTH, growth_max=2.0)
 
 
 @dataclass
@@ -65,7 +73,7 @@ class PendingWindow:
         self.limit = limit
         self._low: datetime | None = None
         self._kept: datetime | None = None
-        self._width = FIRST_WIDTH
+        self._window = new_window()
         self._legacy_left = True
         # After the last read, more may be waiting now: it came back full, or its window
         # ended before the present (legacy events: the windows are still to be read).
@@ -89,7 +97,7 @@ class PendingWindow:
             await self._load(now)
         for _ in range(MAX_PROBES):
             assert self._low is not None
-            high: datetime | None = self._low + self._width
+            high: datetime | None = self._low + self._window.width
             assert high is not None
             if high > now:
                 high = None
@@ -113,12 +121,12 @@ class PendingWindow:
         assert self._low is not None
         if batch.full:  # the same window again, half as wide (an open one: up to now)
             span = (batch.high or now) - self._low
-            self._width = max(min(self._width, span) / 2, MIN_WIDTH)
+            self._window.narrow(span)
             return
         horizon = now - COMMIT_LAG
         self._low = max(self._low, horizon if batch.high is None else min(batch.high, horizon))
         if len(batch.events) < batch.limit // 2:
-            self._width = min(self._width * 2, MAX_WIDTH)
+            self._window.widen()
         if self._kept is None or self._low - self._kept >= KEEP_EVERY:
             await self._state.update_one(
                 {"_id": STATE_ID}, {"$max": {"low": self._low}}, upsert=True
@@ -137,4 +145,4 @@ class PendingWindow:
         else:
             self._kept = kept["low"]
             self._low = min(kept["low"], horizon)
-        self._width = FIRST_WIDTH
+        self._window = new_window()

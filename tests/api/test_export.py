@@ -16,9 +16,9 @@ from pymongo import monitoring
 
 from pollybot_leads import app as app_module
 from pollybot_leads.app import create_app
-from pollybot_leads.leads import export_reads as export_module
+from pollybot_leads.leads.documents import build_lead_document
 from pollybot_leads.leads.export_routes import CSV_HEADER, csv_cell
-from pollybot_leads.leads.repository import build_lead_document
+from pollybot_leads.store import walks as export_module
 from pollybot_leads.timeutil import utcnow
 
 from ..conftest import make_tenant

@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pollybot_leads.leads import listing as storage_listing
 from pollybot_leads.leads.rules import fold
+from pollybot_leads.store import paging, plans, positions
 
 from .helpers import create_lead, data_of, error_of
 
@@ -340,11 +340,11 @@ async def test_windowed_lists_page_like_one_plain_read(api, tenant, monkeypatch,
     # The total (from the counters where there is no filter but status and source).
     assert len(order) == full["pagination"]["total"] > 8
 
-    monkeypatch.setattr(storage_listing, "FULL_READ_MAX", 0)
-    monkeypatch.setattr(storage_listing, "WINDOW_SLACK", 1)
-    monkeypatch.setattr(storage_listing, "TIES_READ", 1)
-    monkeypatch.setattr(storage_listing, "DEFAULT_SPAN", timedelta(milliseconds=5))
-    monkeypatch.setattr(storage_listing, "NAME_SPAN", storage_listing.NAME_BASE**4)
+    monkeypatch.setattr(paging, "FULL_READ_MAX", 0)
+    monkeypatch.setattr(paging, "WINDOW_SLACK", 1)
+    monkeypatch.setattr(paging, "TIES_READ", 1)
+    monkeypatch.setattr(plans, "DEFAULT_SPAN", timedelta(milliseconds=5))
+    monkeypatch.setattr(plans, "LETTERS_SPAN", positions.STRING_BASE**4)
     for limit in (1, 3, 7):
         by_page = []
         for page in range(1, 40):

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from aiohttp import ClientPayloadError, ClientSession, ClientTimeout
 
-from pollybot_leads.leads.repository import LeadRepository, build_lead_document
+from pollybot_leads.leads.documents import build_lead_document
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.timeutil import utcnow
 from tests.faults.harness import ApiServer, Store, Tenant

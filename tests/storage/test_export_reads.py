@@ -18,10 +18,10 @@ from datetime import timedelta
 
 import pytest
 
-from pollybot_leads.leads import export_reads as export_module
+from pollybot_leads.leads.documents import LIST_PROJECTION
 from pollybot_leads.leads.export_reads import EXPORT_SORTS, LeadExporter
 from pollybot_leads.leads.queries import LeadQuery
-from pollybot_leads.leads.repository import LIST_PROJECTION
+from pollybot_leads.store import walks as export_module
 
 from .test_query_plans import (
     PLAIN_READS,

@@ -27,12 +27,14 @@ from typing import Any
 import pytest
 from pymongo import monitoring
 
-from pollybot_leads.leads import listing
-from pollybot_leads.leads.listing import LeadLister, ListPlan
+from pollybot_leads.leads.documents import LIST_PROJECTION, build_lead_document
+from pollybot_leads.leads.listing import LeadLister, lead_plan
 from pollybot_leads.leads.queries import SORTS, LeadQuery
 from pollybot_leads.leads.query import metadata_value_candidates
-from pollybot_leads.leads.repository import LIST_PROJECTION, LeadRepository, build_lead_document
+from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.rules import STATUSES, fold, search_terms, word_matches
+from pollybot_leads.store import paging, positions
+from pollybot_leads.store import plans as store_plans
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.quirks import PLAIN
 from pollybot_leads.timeutil import to_ms
@@ -291,11 +293,12 @@ def assert_only_small_examined(plans: list[dict[str, Any]], tenants, label: str)
 def narrow_windows(monkeypatch) -> None:
     """Windowed reads even for a few matches, starting far too narrow; and room for one
     lead at the cursor's value only (its own), so that its ties are often read apart."""
-    monkeypatch.setattr(listing, "TIES_READ", 1)
-    monkeypatch.setattr(listing, "FULL_READ_MAX", 0)
-    monkeypatch.setattr(listing, "DEFAULT_SPAN", timedelta(hours=1))
-    monkeypatch.setattr(listing, "NAME_SPAN", listing.NAME_BASE ** (listing.NAME_DIGITS - 4))
-    monkeypatch.setattr(listing, "WINDOW_SLACK", 1)
+    monkeypatch.setattr(paging, "TIES_READ", 1)
+    monkeypatch.setattr(paging, "FULL_READ_MAX", 0)
+    monkeypatch.setattr(store_plans, "DEFAULT_SPAN", timedelta(hours=1))
+    span = positions.STRING_BASE ** (positions.STRING_DIGITS - 4)
+    monkeypatch.setattr(store_plans, "LETTERS_SPAN", span)
+    monkeypatch.setattr(paging, "WINDOW_SLACK", 1)
 
 
 def lister_for(leads, leads_repo, quirks) -> LeadLister:
@@ -355,7 +358,7 @@ async def test_lists_equal_a_brute_force_filter_and_sort(
         leads, quirks = plain_copy, PLAIN_READS
     else:
         leads, quirks = mongo.db["leads"], mongo.quirks
-        windowed = [ListPlan(small, LeadQuery(sort=s, **fields), mongo.quirks) for s in SORTS]
+        windowed = [lead_plan(small, LeadQuery(sort=s, **fields), mongo.quirks) for s in SORTS]
         if "narrow" in mode and not any(plan.windowable for plan in windowed):
             pytest.skip("no sort of this shape reads in windows on this store")
     if "narrow" in mode:
@@ -459,7 +462,7 @@ async def test_oldest_first_and_name_pages_read_in_windows_of_the_chatbots_own_k
     for sort in WINDOWED_SORTS:
         lister = lister_for(mongo.db["leads"], leads_repo, mongo.quirks)  # nothing learnt
         query = LeadQuery(sort=sort, limit=4, **shapes(tenants)[shape])
-        if not ListPlan(small, query, mongo.quirks).windowable:
+        if not lead_plan(small, query, mongo.quirks).windowable:
             continue
         plans = await lister.explain(small, query)
         assert_only_small_examined(plans, tenants, (shape, sort))

@@ -1,10 +1,12 @@
-"""Name windows (leads/listing.py): a name's position follows the index's order, and
+"""Name windows (store/positions.py): a name's position follows the index's order, and
 a window's edge lies on the side of its origin that the position does."""
 
 import random
 
-from pollybot_leads.leads.listing import NAME_TOP, name_edge, name_position
 from pollybot_leads.leads.rules import fold
+from pollybot_leads.store.positions import STRING_TOP as NAME_TOP
+from pollybot_leads.store.positions import string_edge as name_edge
+from pollybot_leads.store.positions import string_position as name_position
 
 ALPHABET = "aabcjjoz -'.0Zéöß李Ωж\U0001f600\ue000\x01!/\U0010ffff"
 

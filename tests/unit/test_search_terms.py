@@ -37,7 +37,7 @@ def test_prefix_bounds_enclose_exactly_the_words_that_start_with_the_prefix():
 
 
 def test_ranges_intersect_to_the_tighter_bounds():
-    from pollybot_leads.leads.listing import intersect_ranges
+    from pollybot_leads.store.ranges import intersect_ranges
 
     assert intersect_ranges({"$gte": 5, "$lt": 9}, {"$gte": 3}) == {"$gte": 5, "$lt": 9}
     assert intersect_ranges({"$gte": 5, "$lt": 9}, {"$gte": 7}) == {"$gte": 7, "$lt": 9}

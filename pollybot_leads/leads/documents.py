@@ -1,0 +1,112 @@
+"""A lead as stored and as shown: its public fields, the fields derived from them (for
+sorting and search), and the stored document a create or an update makes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..errors import ValidationFailed
+from ..timeutil import MILLISECOND, to_ms
+from .metadata import apply_merge_patch, metadata_problems
+from .rules import (
+    DEFAULT_STATUS,
+    STATUS_HISTORY_LIMIT,
+    fold,
+    metadata_index_entries,
+    search_prefixes,
+    search_terms,
+)
+
+PUBLIC_FIELDS = (
+    "chatbotId",
+    "workspaceId",
+    "name",
+    "email",
+    "phone",
+    "source",
+    "status",
+    "metadata",
+    "statusHistory",
+    "createdAt",
+    "updatedAt",
+)
+LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistory"} | {
+    "nameSort": 1
+}
+FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS}
+# Fields earlier versions kept on leads; an update removes them.
+LEGACY_FIELDS = ("metadataVersion",)
+
+
+def to_lead(doc: dict[str, Any]) -> dict[str, Any]:
+    lead = {"id": doc["_id"]}
+    for field in PUBLIC_FIELDS:
+        if field in doc:
+            lead[field] = doc[field]
+    lead.setdefault("phone", None)
+    lead.setdefault("source", None)
+    lead.setdefault("metadata", {})
+    return lead
+
+
+def derived(name: str, email: str) -> dict[str, Any]:
+    """Fields kept beside name and email so that sorting and search use an index."""
+    terms = search_terms(name, email)
+    return {
+        "nameSort": fold(name),
+        "emailFolded": fold(email),
+        "searchTerms": terms,
+        "searchPrefixes": search_prefixes(terms),
+    }
+
+
+def build_lead_document(
+    chatbot_id: str, workspace_id: str, fields: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """A new lead as stored (without its ``_id``): validated fields plus derived ones."""
+    status = fields.get("status") or DEFAULT_STATUS
+    return {
+        "chatbotId": chatbot_id,
+        "workspaceId": workspace_id,
+        "name": fields["name"],
+        "email": fields["email"],
+        "phone": fields.get("phone"),
+        "source": fields.get("source"),
+        "status": status,
+        "metadata": fields.get("metadata") or {},
+        "metadataIndex": metadata_index_entries(fields.get("metadata") or {}),
+        "statusHistory": [{"status": status, "changedAt": now}],
+        "createdAt": now,
+        "updatedAt": now,
+        **derived(fields["name"], fields["email"]),
+    }
+
+
+def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The stored lead ``current`` with ``changes`` applied at ``now`` (a new dict)."""
+    after = {k: v for k, v in current.items() if k not in LEGACY_FIELDS}
+    for field in ("name", "email", "phone", "source"):
+        if field in changes:
+            after[field] = changes[field]
+    if "name" in changes or "email" in changes:
+        after.update(derived(after["name"], after["email"]))
+    if "status" in changes and changes["status"] != current["status"]:
+        history = list(current.get("statusHistory") or [])
+        # Times of the history never run backwards, even within one millisecond.
+        last = to_ms(history[-1]["changedAt"]) if history else None
+        changed_at = max(now, last + MILLISECOND) if last else now
+        history.append({"status": changes["status"], "changedAt": changed_at})
+        after["status"] = changes["status"]
+        after["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
+    if "metadata" in changes:
+        merged = apply_merge_patch(current.get("metadata") or {}, changes["metadata"])
+        problems = metadata_problems(merged)
+        if problems:
+            raise ValidationFailed("Metadata after the merge breaks a limit", details=problems)
+        after["metadata"] = merged
+        after["metadataIndex"] = metadata_index_entries(merged)
+    # updatedAt always moves forward, even within one millisecond of the last update.
+    previous = current.get("updatedAt")
+    after["updatedAt"] = max(now, to_ms(previous) + MILLISECOND) if previous else now
+    return after

@@ -1,0 +1,282 @@
+"""One transaction of a chatbot's lead writes: the units a group commit gathered,
+applied in order to the leads as read in the transaction, then written out together."""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from typing import Any
+
+from .. import ids
+from ..errors import AppError, LeadNotFound, PreconditionFailed
+from ..idempotency.records import IdempotencyStore, Receipt
+from ..store.driver import DeleteOne, UpdateOne
+from ..timeutil import to_ms, utcnow
+from .counters import Bounds, Claim, pair_key
+from .documents import apply_update, build_lead_document, to_lead
+from .event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
+from .rules import etag_matches, fold, lead_etag
+from .writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
+
+
+@dataclass
+class Unit:
+    """One request's writes: they commit in one transaction, with its receipt."""
+
+    workspace_id: str
+    writes: list[LeadWrite]
+    receipt: Receipt | None
+
+    def size(self) -> int:
+        return len(self.writes)
+
+
+@dataclass(frozen=True)
+class LeadStores:
+    """The collections one transaction of lead writes touches."""
+
+    leads: Any
+    guards: Any
+    audit: Any
+    events: EventLog
+    idempotency: IdempotencyStore
+
+
+class LeaseLost(Exception):
+    def __init__(self, unit: Unit) -> None:
+        super().__init__("idempotency lease lost")
+        self.unit = unit
+
+
+class Batch:
+    """One attempt of one transaction: the units' writes applied in order to the leads
+    as read in the transaction (and as earlier writes of the batch left them), then
+    written out together by ``flush``."""
+
+    def __init__(self, stores: LeadStores, session: Any, chatbot_id: str) -> None:
+        self.stores, self.session, self.chatbot_id = stores, session, chatbot_id
+        self.now = utcnow()
+        self.workspace_id = ""
+        self.states: dict[str, dict[str, Any] | None] = {}  # lead id -> now (None: gone)
+        self.stored: dict[str, dict[str, Any] | None] = {}  # lead id -> as read (None: new)
+        self.counts: dict[str, int] = {}
+        self.bounds = Bounds()
+        self.audits: list[dict[str, Any]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.guarded: set[str] = set()
+        self.missing: set[str] = set()  # lead ids read and not this chatbot's
+        self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
+
+    async def prefetch(self, units: list[Unit]) -> None:
+        """Read what many writes need in one round trip each, rather than one per write:
+        the leads that updates and deletes name, and the leads (and guards) of the
+        emails that upserts name."""
+        lead_ids = sorted(
+            {
+                write.lead_id
+                for unit in units
+                for write in unit.writes
+                if write.kind in (UPDATE, DELETE)
+                and write.lead_id
+                and ids.is_id(ids.LEAD, write.lead_id)
+            }
+        )
+        if len(lead_ids) > 1:  # one is read as it comes (the same round trip)
+            found = self.stores.leads.find({"_id": {"$in": lead_ids}}, session=self.session)
+            async for doc in found:
+                if doc.get("chatbotId") == self.chatbot_id:
+                    self._read(doc)
+            self.missing.update(i for i in lead_ids if i not in self.states)
+        emails = sorted(
+            {fold(w.fields["email"]) for unit in units for w in unit.writes if w.kind == UPSERT}
+        )
+        if emails:
+            await self._guard(emails)
+            self.by_email = {email: [] for email in emails}
+            found = self.stores.leads.find(
+                {"chatbotId": self.chatbot_id, "emailFolded": {"$in": emails}},
+                session=self.session,
+            )
+            async for doc in found:
+                self.by_email[doc["emailFolded"]].append(doc)
+
+    async def _guard(self, emails: list[str]) -> None:
+        """Write the upsert guard of each email (see _by_email), all in one round trip."""
+        await self.stores.guards.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{self.chatbot_id}:{email}"}, {"$set": {"at": self.now}}, upsert=True
+                )
+                for email in emails
+            ],
+            ordered=False,
+            session=self.session,
+        )
+        self.guarded.update(emails)
+
+    def _read(self, doc: dict[str, Any]) -> dict[str, Any]:
+        self.states[doc["_id"]] = self.stored[doc["_id"]] = doc
+        self.workspace_id = self.workspace_id or doc.get("workspaceId", "")
+        return doc
+
+    async def apply(self, unit: Unit) -> list[Outcome] | Exception:
+        self.workspace_id = self.workspace_id or unit.workspace_id
+        receipt = unit.receipt
+        outcomes: list[Outcome] = []
+        for write in unit.writes:
+            try:
+                outcomes.append(await self._apply(unit.workspace_id, write))
+            except AppError as exc:  # this write alone is refused
+                outcomes.append(exc)
+        if receipt is not None and not await self.stores.idempotency.complete(
+            receipt.lease, receipt.render(outcomes), session=self.session
+        ):
+            raise LeaseLost(unit)  # the transaction is dropped and runs without it
+        return outcomes
+
+    async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:
+        if write.kind == CREATE:
+            return self._create(workspace_id, write.fields)
+        if write.kind == UPSERT:
+            target = await self._by_email(write.fields["email"])
+            if target is None:
+                return self._create(workspace_id, write.fields)
+            return self._update(target, write.merge if write.merge is not None else write.fields)
+        current = await self._load(write.lead_id or "")
+        if write.if_match is not None and not etag_matches(
+            write.if_match, lead_etag(to_lead(current))
+        ):
+            raise PreconditionFailed()
+        if write.kind == UPDATE:
+            return self._update(current, write.fields)
+        return self._delete(current, write.audit or {})
+
+    def _count(self, changes: dict[str, int], pair: str | None = None, by: int = 1) -> None:
+        """Move the counters by ``changes``, and the (status, source) ``pair`` by ``by``."""
+        if pair is not None:
+            changes = {**changes, pair: by}
+        for key, n in changes.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def _create(self, workspace_id: str, fields: dict[str, Any]) -> Written:
+        doc: dict[str, Any] = {"_id": ids.new_id(ids.LEAD)}
+        doc.update(build_lead_document(self.chatbot_id, workspace_id, fields, self.now))
+        self.states[doc["_id"]] = doc
+        self.stored[doc["_id"]] = None
+        self._count({"total": 1, doc["status"]: 1}, pair_key(doc["status"], doc.get("source")))
+        self.bounds.include(doc["createdAt"], doc["nameSort"])
+        lead = to_lead(doc)
+        self.events.append((LEAD_CREATED, {"lead": lead}))
+        return Written(lead, created=True)
+
+    def _update(self, current: dict[str, Any], changes: dict[str, Any]) -> Written:
+        after = apply_update(current, changes, self.now)
+        self.states[current["_id"]] = after
+        if after["status"] != current["status"]:
+            self._count({current["status"]: -1, after["status"]: 1})
+        before_pair = pair_key(current["status"], current.get("source"))
+        after_pair = pair_key(after["status"], after.get("source"))
+        if before_pair != after_pair:
+            self._count({}, before_pair, -1)
+            self._count({}, after_pair)
+        if after.get("nameSort") != current.get("nameSort"):
+            self.bounds.include(None, after["nameSort"])
+        lead = to_lead(after)
+        changed = lead_changes(to_lead(current), lead)
+        self.events.append((LEAD_UPDATED, {"lead": lead, "changes": changed}))
+        return Written(lead, created=False)
+
+    def _delete(self, current: dict[str, Any], audit: dict[str, Any]) -> Deleted:
+        lead_id = current["_id"]
+        self.states[lead_id] = None
+        self._count(
+            {"total": -1, current["status"]: -1},
+            pair_key(current["status"], current.get("source")),
+            -1,
+        )
+        self.audits.append(
+            {
+                "_id": ids.new_id("aud_"),
+                "action": "lead.delete",
+                "leadId": lead_id,
+                "chatbotId": self.chatbot_id,
+                "at": self.now,
+                "workspaceId": current.get("workspaceId"),
+                **audit,
+            }
+        )
+        self.events.append((LEAD_DELETED, {"lead": {"id": lead_id}}))
+        return Deleted(lead_id, self.now)
+
+    async def _load(self, lead_id: str) -> dict[str, Any]:
+        """The chatbot's lead as it stands in this batch, or LeadNotFound."""
+        if lead_id not in self.states:
+            doc = None
+            if ids.is_id(ids.LEAD, lead_id) and lead_id not in self.missing:
+                doc = await self.stores.leads.find_one({"_id": lead_id}, session=self.session)
+            if doc is None or doc.get("chatbotId") != self.chatbot_id:
+                raise LeadNotFound()  # another chatbot's lead is never touched
+            self._read(doc)
+        state = self.states[lead_id]
+        if state is None:
+            raise LeadNotFound()
+        return state
+
+    async def _by_email(self, email: str) -> dict[str, Any] | None:
+        """The chatbot's most recently created lead with this email (case-insensitive),
+        as this batch left it; from the leads ``prefetch`` read (after writing the
+        email's guard: upserts of one email in other processes write that document
+        too, so two of them cannot both miss each other's lead; one conflicts and runs
+        again. Every write of the chatbot also moves its event sequence, which orders
+        them as well; the guard keeps upserts right without relying on that)."""
+        folded = fold(email)
+        candidates = [
+            state
+            for state in self.states.values()
+            if state is not None and state.get("emailFolded") == folded
+        ]
+        candidates += [doc for doc in self.by_email[folded] if doc["_id"] not in self.states]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda doc: (to_ms(doc["createdAt"]), doc["_id"]))
+        if best["_id"] not in self.states:
+            self._read(best)
+        return best
+
+    async def flush(self, counts: Claim) -> None:
+        """Write out the batch: leads, audit records, counters and events."""
+        leads, session = self.stores.leads, self.session
+        new = [
+            state
+            for lead_id, state in self.states.items()
+            if self.stored.get(lead_id) is None and state is not None
+        ]
+        if new:
+            await leads.insert_many(new, session=session)
+        writes: builtins.list[UpdateOne | DeleteOne] = []
+        for lead_id, before in self.stored.items():
+            after = self.states[lead_id]
+            if before is None or after is before:
+                continue
+            if after is None:
+                writes.append(DeleteOne({"_id": lead_id}))
+                continue
+            sets = {k: v for k, v in after.items() if before.get(k, _ABSENT) != v}
+            update: dict[str, Any] = {"$set": sets}
+            gone = [k for k in before if k not in after]
+            if gone:
+                update["$unset"] = dict.fromkeys(gone, "")
+            writes.append(UpdateOne({"_id": lead_id}, update))
+        if writes:  # in one round trip
+            await leads.bulk_write(writes, ordered=True, session=session)
+        if self.audits:
+            await self.stores.audit.insert_many(self.audits, session=session)
+        changes = {key: n for key, n in self.counts.items() if n}
+        if changes or not self.bounds.empty:
+            await counts.add(session, changes, self.bounds)
+        await self.stores.events.append(
+            session, self.chatbot_id, self.workspace_id, self.events, self.now
+        )
+
+
+_ABSENT = object()
