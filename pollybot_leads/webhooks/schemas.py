@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
 from ..http.fields import CamelSchema, Text
-from ..http.responses import TIMESTAMP
+from ..http.responses import TIMESTAMP, doc
 from .payload import EVENT_NAMES, EVENT_TYPES
 from .targets import URL_MAX, URL_PATTERN
 
@@ -17,10 +17,6 @@ DESCRIPTION_MAX = 500
 CHATBOT_PATTERN = "cb_[0-9a-f]{16}"
 ATTEMPT_PATTERN = "att_[0-9]{13}[0-9a-f]{8}"
 _ID = {"pattern": "^wh_[0-9a-f]{16}$", "example": "wh_0123456789abcdef"}
-
-
-def _doc(description: str, **more: Any) -> dict[str, Any]:
-    return {"description": description, **more}
 
 
 def _unique(values: list[Any]) -> None:
@@ -109,7 +105,7 @@ class WebhookCreateSchema(CamelSchema):
     description = description_field(load_default=None)
     enabled = StrictBoolean(
         load_default=True,
-        metadata=_doc("Whether deliveries go out (default true).", example=True),
+        metadata=doc("Whether deliveries go out (default true).", example=True),
     )
 
 
@@ -119,7 +115,7 @@ class WebhookUpdateSchema(CamelSchema):
     chatbot_ids = chatbots_field()
     description = description_field()
     enabled = StrictBoolean(
-        metadata=_doc(
+        metadata=doc(
             "false holds deliveries (events are not queued for it meanwhile; use replay); "
             "true resumes them, also after the receiver answered 410.",
             example=True,
@@ -132,7 +128,7 @@ class ReplaySchema(CamelSchema):
         required=True,
         strict=True,
         validate=validate.Range(0, SEQUENCE_MAX),
-        metadata=_doc(
+        metadata=doc(
             "Queue again every event whose sequence is greater than this, of each of the "
             "endpoint's chatbots (0: every event still in the log).",
             example=0,
@@ -144,7 +140,7 @@ class EventFeedQuerySchema(CamelSchema):
     after = fields.Integer(
         load_default=0,
         validate=validate.Range(0, SEQUENCE_MAX),
-        metadata=_doc(
+        metadata=doc(
             "Return events with a sequence greater than this: 0 for the oldest kept, then "
             "the previous page's pagination.nextAfter.",
             example=0,
@@ -153,7 +149,7 @@ class EventFeedQuerySchema(CamelSchema):
     limit = fields.Integer(
         load_default=100,
         validate=validate.Range(1, 100),
-        metadata=_doc("Events per page.", example=100),
+        metadata=doc("Events per page.", example=100),
     )
 
 
@@ -161,13 +157,13 @@ class AttemptQuerySchema(CamelSchema):
     limit = fields.Integer(
         load_default=50,
         validate=validate.Range(1, 100),
-        metadata=_doc("Attempts per page.", example=50),
+        metadata=doc("Attempts per page.", example=50),
     )
     before = Text(
         max_length=25,
         pattern=ATTEMPT_PATTERN,
         pattern_message="Not an attempt id.",
-        metadata=_doc(
+        metadata=doc(
             "Continue with the attempts older than this one: the previous page's "
             "pagination.nextBefore.",
             example="att_1705314600000a1b2c3d4",
@@ -184,14 +180,14 @@ class EventDataSchema(CamelSchema):
 
     lead = fields.Dict(
         required=True,
-        metadata=_doc(
+        metadata=doc(
             "lead.created and lead.updated: the whole lead as the lead API returns it, "
             'after the change. lead.deleted: only `{"id"}` (no personal data).',
             example={"id": "lead_1234567890abcdef", "status": "contacted"},
         ),
     )
     changes = fields.Dict(
-        metadata=_doc(
+        metadata=doc(
             "lead.updated only: each changed field with its previous and new value.",
             example={"status": {"from": "new", "to": "contacted"}},
         )
@@ -201,7 +197,7 @@ class EventDataSchema(CamelSchema):
 class EventSchema(CamelSchema):
     id = fields.String(
         required=True,
-        metadata=_doc(
+        metadata=doc(
             "The event's id (also the webhook-id header of its deliveries).",
             pattern="^evt_[0-9a-f]{16}$",
             example="evt_0123456789abcdef",
@@ -210,43 +206,43 @@ class EventSchema(CamelSchema):
     type = fields.String(
         required=True,
         validate=validate.OneOf(EVENT_TYPES),
-        metadata=_doc("What happened.", example="lead.updated"),
+        metadata=doc("What happened.", example="lead.updated"),
     )
     event = fields.String(
         required=True,
         validate=validate.OneOf(tuple(EVENT_NAMES.values())),
-        metadata=_doc("The same as PollyBot's upper-case event name.", example="LEAD_UPDATED"),
+        metadata=doc("The same as PollyBot's upper-case event name.", example="LEAD_UPDATED"),
     )
     created_at = fields.String(
-        required=True, metadata=_doc("When the change was committed (UTC).", **TIMESTAMP)
+        required=True, metadata=doc("When the change was committed (UTC).", **TIMESTAMP)
     )
     chatbot_id = fields.String(
-        required=True, metadata=_doc("The lead's chatbot.", example="cb_1234567890abcdef")
+        required=True, metadata=doc("The lead's chatbot.", example="cb_1234567890abcdef")
     )
     workspace_id = fields.String(
-        required=True, metadata=_doc("The chatbot's workspace.", example="ws_0123456789abcdef")
+        required=True, metadata=doc("The chatbot's workspace.", example="ws_0123456789abcdef")
     )
     sequence = fields.Integer(
         required=True,
-        metadata=_doc(
+        metadata=doc(
             "1, 2, 3... per chatbot, in commit order, without gaps (events older than 30 "
             "days expire).",
             example=42,
         ),
     )
-    data = fields.Nested(EventDataSchema, required=True, metadata=_doc("The change."))
+    data = fields.Nested(EventDataSchema, required=True, metadata=doc("The change."))
 
 
 class EventPaginationSchema(CamelSchema):
-    after = fields.Integer(required=True, metadata=_doc("The after this page was read with."))
-    limit = fields.Integer(required=True, metadata=_doc("Events per page.", example=100))
+    after = fields.Integer(required=True, metadata=doc("The after this page was read with."))
+    limit = fields.Integer(required=True, metadata=doc("Events per page.", example=100))
     has_more = fields.Boolean(
         required=True,
-        metadata=_doc("Whether events follow this page now (more may come later).", example=False),
+        metadata=doc("Whether events follow this page now (more may come later).", example=False),
     )
     next_after = fields.Integer(
         required=True,
-        metadata=_doc(
+        metadata=doc(
             "The after of the next request: the last sequence of this page, or the same "
             "after when the page is empty.",
             example=42,
@@ -256,57 +252,57 @@ class EventPaginationSchema(CamelSchema):
 
 class EventPageSchema(CamelSchema):
     events = fields.List(
-        fields.Nested(EventSchema), required=True, metadata=_doc("Events in sequence order.")
+        fields.Nested(EventSchema), required=True, metadata=doc("Events in sequence order.")
     )
     pagination = fields.Nested(
-        EventPaginationSchema, required=True, metadata=_doc("Where to continue.")
+        EventPaginationSchema, required=True, metadata=doc("Where to continue.")
     )
 
 
-_SUCCESS = _doc("Always true on success.", example=True)
+_SUCCESS = doc("Always true on success.", example=True)
 
 
 class EventListEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
-    data = fields.Nested(EventPageSchema, required=True, metadata=_doc("A page of events."))
+    data = fields.Nested(EventPageSchema, required=True, metadata=doc("A page of events."))
 
 
 class WebhookSchema(CamelSchema):
-    id = fields.String(required=True, metadata=_doc("The endpoint's id.", **_ID))
+    id = fields.String(required=True, metadata=doc("The endpoint's id.", **_ID))
     workspace_id = fields.String(
-        required=True, metadata=_doc("Its workspace.", example="ws_0123456789abcdef")
+        required=True, metadata=doc("Its workspace.", example="ws_0123456789abcdef")
     )
     url = fields.String(
-        required=True, metadata=_doc("Where events are POSTed.", example="https://example.com/h")
+        required=True, metadata=doc("Where events are POSTed.", example="https://example.com/h")
     )
     description = fields.String(
-        required=True, allow_none=True, metadata=_doc("A note; null when none.", example="CRM")
+        required=True, allow_none=True, metadata=doc("A note; null when none.", example="CRM")
     )
     events = fields.List(
         fields.String(validate=validate.OneOf(EVENT_TYPES)),
         required=True,
-        metadata=_doc("The event types delivered.", example=["lead.created"]),
+        metadata=doc("The event types delivered.", example=["lead.created"]),
     )
     chatbot_ids = fields.List(
         fields.String(),
         required=True,
-        metadata=_doc("Only these chatbots' events; empty: every chatbot's.", example=[]),
+        metadata=doc("Only these chatbots' events; empty: every chatbot's.", example=[]),
     )
-    enabled = fields.Boolean(required=True, metadata=_doc("Whether deliveries go out."))
+    enabled = fields.Boolean(required=True, metadata=doc("Whether deliveries go out."))
     disabled_reason = fields.String(
         required=True,
         allow_none=True,
-        metadata=_doc(
+        metadata=doc(
             "Why the server disabled it (the receiver answered 410); null otherwise.",
             example=None,
         ),
     )
-    created_at = fields.String(required=True, metadata=_doc("Created (UTC).", **TIMESTAMP))
-    updated_at = fields.String(required=True, metadata=_doc("Last changed (UTC).", **TIMESTAMP))
+    created_at = fields.String(required=True, metadata=doc("Created (UTC).", **TIMESTAMP))
+    updated_at = fields.String(required=True, metadata=doc("Last changed (UTC).", **TIMESTAMP))
     previous_secret_expires_at = fields.String(
         required=True,
         allow_none=True,
-        metadata=_doc(
+        metadata=doc(
             "After a rotation: until when the previous secret still signs too; else null.",
             **TIMESTAMP,
         ),
@@ -316,7 +312,7 @@ class WebhookSchema(CamelSchema):
 class WebhookWithSecretSchema(WebhookSchema):
     secret = fields.String(
         required=True,
-        metadata=_doc(
+        metadata=doc(
             "The signing secret: `whsec_` + base64 of 32 random bytes. Shown only in this "
             "answer; keep it to verify deliveries.",
             example="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -326,93 +322,93 @@ class WebhookWithSecretSchema(WebhookSchema):
 
 class WebhookEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
-    data = fields.Nested(WebhookSchema, required=True, metadata=_doc("The endpoint."))
+    data = fields.Nested(WebhookSchema, required=True, metadata=doc("The endpoint."))
 
 
 class WebhookSecretEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
     data = fields.Nested(
-        WebhookWithSecretSchema, required=True, metadata=_doc("The endpoint and its secret.")
+        WebhookWithSecretSchema, required=True, metadata=doc("The endpoint and its secret.")
     )
 
 
 class WebhookListSchema(CamelSchema):
     webhooks = fields.List(
-        fields.Nested(WebhookSchema), required=True, metadata=_doc("Oldest first.")
+        fields.Nested(WebhookSchema), required=True, metadata=doc("Oldest first.")
     )
 
 
 class WebhookListEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
     data = fields.Nested(
-        WebhookListSchema, required=True, metadata=_doc("The workspace's endpoints.")
+        WebhookListSchema, required=True, metadata=doc("The workspace's endpoints.")
     )
 
 
 class WebhookDeletedSchema(CamelSchema):
-    id = fields.String(required=True, metadata=_doc("The deleted endpoint's id.", **_ID))
-    deleted_at = fields.String(required=True, metadata=_doc("When it was deleted.", **TIMESTAMP))
+    id = fields.String(required=True, metadata=doc("The deleted endpoint's id.", **_ID))
+    deleted_at = fields.String(required=True, metadata=doc("When it was deleted.", **TIMESTAMP))
 
 
 class WebhookDeleteEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
     message = fields.String(
-        required=True, metadata=_doc("A confirmation.", example="Webhook deleted successfully")
+        required=True, metadata=doc("A confirmation.", example="Webhook deleted successfully")
     )
-    data = fields.Nested(WebhookDeletedSchema, required=True, metadata=_doc("What was deleted."))
+    data = fields.Nested(WebhookDeletedSchema, required=True, metadata=doc("What was deleted."))
 
 
 class ReplayResultSchema(CamelSchema):
-    webhook_id = fields.String(required=True, metadata=_doc("The endpoint.", **_ID))
-    after = fields.Integer(required=True, metadata=_doc("Events after this sequence are queued."))
+    webhook_id = fields.String(required=True, metadata=doc("The endpoint.", **_ID))
+    after = fields.Integer(required=True, metadata=doc("Events after this sequence are queued."))
     chatbot_ids = fields.List(
         fields.String(),
         required=True,
-        metadata=_doc("The chatbots whose events are replayed.", example=["cb_1234567890abcdef"]),
+        metadata=doc("The chatbots whose events are replayed.", example=["cb_1234567890abcdef"]),
     )
 
 
 class ReplayEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
-    data = fields.Nested(ReplayResultSchema, required=True, metadata=_doc("What is queued."))
+    data = fields.Nested(ReplayResultSchema, required=True, metadata=doc("What is queued."))
 
 
 class AttemptSchema(CamelSchema):
     id = fields.String(
-        required=True, metadata=_doc("The attempt's id.", example="att_1705314600000a1b2c3d4")
+        required=True, metadata=doc("The attempt's id.", example="att_1705314600000a1b2c3d4")
     )
     event_id = fields.String(
-        required=True, metadata=_doc("The event sent.", example="evt_0123456789abcdef")
+        required=True, metadata=doc("The event sent.", example="evt_0123456789abcdef")
     )
-    event_type = fields.String(required=True, metadata=_doc("Its type.", example="lead.created"))
+    event_type = fields.String(required=True, metadata=doc("Its type.", example="lead.created"))
     chatbot_id = fields.String(
-        required=True, metadata=_doc("Its chatbot.", example="cb_1234567890abcdef")
+        required=True, metadata=doc("Its chatbot.", example="cb_1234567890abcdef")
     )
-    sequence = fields.Integer(required=True, metadata=_doc("Its sequence.", example=42))
+    sequence = fields.Integer(required=True, metadata=doc("Its sequence.", example=42))
     attempt = fields.Integer(
-        required=True, metadata=_doc("1 for the first attempt of this delivery, then 2...")
+        required=True, metadata=doc("1 for the first attempt of this delivery, then 2...")
     )
-    at = fields.String(required=True, metadata=_doc("When it was sent (UTC).", **TIMESTAMP))
+    at = fields.String(required=True, metadata=doc("When it was sent (UTC).", **TIMESTAMP))
     status_code = fields.Integer(
         required=True,
         allow_none=True,
-        metadata=_doc("The receiver's HTTP status; null when there was none.", example=200),
+        metadata=doc("The receiver's HTTP status; null when there was none.", example=200),
     )
     error = fields.String(
         required=True,
         allow_none=True,
-        metadata=_doc(
+        metadata=doc(
             "Why there was no status (timeout, connection refused, refused address...).",
             example=None,
         ),
     )
     duration_ms = fields.Integer(
-        required=True, metadata=_doc("From sending to the answer or error.", example=35)
+        required=True, metadata=doc("From sending to the answer or error.", example=35)
     )
     outcome = fields.String(
         required=True,
         validate=validate.OneOf(("delivered", "retrying", "failed", "disabled")),
-        metadata=_doc(
+        metadata=doc(
             "delivered (2xx); retrying (another attempt follows); failed (given up after "
             "3 days); disabled (410: the endpoint was disabled).",
             example="delivered",
@@ -421,29 +417,29 @@ class AttemptSchema(CamelSchema):
     next_attempt_at = fields.String(
         required=True,
         allow_none=True,
-        metadata=_doc("When the next attempt is due; null when none follows.", **TIMESTAMP),
+        metadata=doc("When the next attempt is due; null when none follows.", **TIMESTAMP),
     )
 
 
 class AttemptPaginationSchema(CamelSchema):
-    limit = fields.Integer(required=True, metadata=_doc("Attempts per page.", example=50))
-    has_more = fields.Boolean(required=True, metadata=_doc("Whether older attempts exist."))
+    limit = fields.Integer(required=True, metadata=doc("Attempts per page.", example=50))
+    has_more = fields.Boolean(required=True, metadata=doc("Whether older attempts exist."))
     next_before = fields.String(
         required=True,
         allow_none=True,
-        metadata=_doc("The before of the next page; null on the last.", example=None),
+        metadata=doc("The before of the next page; null on the last.", example=None),
     )
 
 
 class AttemptPageSchema(CamelSchema):
     deliveries = fields.List(
-        fields.Nested(AttemptSchema), required=True, metadata=_doc("Newest first.")
+        fields.Nested(AttemptSchema), required=True, metadata=doc("Newest first.")
     )
     pagination = fields.Nested(
-        AttemptPaginationSchema, required=True, metadata=_doc("Where to continue.")
+        AttemptPaginationSchema, required=True, metadata=doc("Where to continue.")
     )
 
 
 class AttemptListEnvelopeSchema(CamelSchema):
     success = fields.Boolean(required=True, metadata=_SUCCESS)
-    data = fields.Nested(AttemptPageSchema, required=True, metadata=_doc("Delivery attempts."))
+    data = fields.Nested(AttemptPageSchema, required=True, metadata=doc("Delivery attempts."))
