@@ -184,6 +184,8 @@ def store_for(settings: Settings, *, owner: bool) -> Iterator[Settings]:
         yield with_uri
         return
     store.start()
+    if owner:
+        store.watch()  # restarts it should it deadlock (store/embedded.py)
     try:
         yield with_uri
     finally:

@@ -708,14 +708,19 @@ async def wait_idle(pids: list[int], quiet: float = 2.0, limit: float = 30.0) ->
 # ---------------------------------------------------------------- the run
 
 
-async def sample_loop(t0: float, pids: dict[str, int], store_port: int | None, out: list) -> None:
+async def sample_loop(
+    t0: float, pids: dict[str, int], store: EmbeddedStore | None, out: list
+) -> None:
     k = 0
     while True:
         await asyncio.sleep(max(0.0, t0 + k * SAMPLE_SECONDS - time.monotonic()))
         row: dict[str, Any] = {"t": round(time.monotonic() - t0, 3)}
         row.update({name: tree_stats(pid) for name, pid in pids.items()})
-        if store_port:
-            row["store_conns"] = established(store_port)
+        if store is not None:
+            process = store.process  # its watchdog may have started another one
+            if process is not None:
+                row["store"] = tree_stats(process.pid)
+            row["store_conns"] = established(store.port)
         out.append(row)
         k = int((time.monotonic() - t0) / SAMPLE_SECONDS) + 1
 
@@ -752,6 +757,7 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
     else:
         procs.store = EmbeddedStore(workdir / "secantusdb", free_port(), cache_size="4G")
         procs.store.start()
+        procs.store.watch()  # as `serve` watches the store it starts
         store_started = time.monotonic()
         uri = procs.store.uri
     redis_port = 0
@@ -792,10 +798,8 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         t0 = receiver.t0 = json.loads(first)["start"]
         store_pid = procs.store.process.pid if procs.store and procs.store.process else None
         pids = {api.name: api.process.pid, "loadgen": loadgen.pid}
-        pids |= {"store": store_pid} if store_pid else {}
         samples: list[dict[str, Any]] = []
-        store_port = procs.store.port if procs.store else None
-        tasks = [asyncio.create_task(sample_loop(t0, pids, store_port, samples))]
+        tasks = [asyncio.create_task(sample_loop(t0, pids, procs.store, samples))]
         stop_event: dict[str, float] = {}
         if args.sigstop_at is not None and store_pid:
             stop = sigstop(procs, store_pid, t0, args.sigstop_at, args.sigstop_for, stop_event)
@@ -819,7 +823,8 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         if await loadgen.wait() != 0:
             raise SystemExit(f"load generator failed:\n{(workdir / 'loadgen.log').read_text()}")
         result = json.loads((workdir / "loadgen-result.json").read_text())
-        idle = await wait_idle([api.process.pid, *([store_pid] if store_pid else [])])
+        store_now = procs.store.process if procs.store else None
+        idle = await wait_idle([api.process.pid, *([store_now.pid] if store_now else [])])
         await asyncio.sleep(2)
         log(f"load done, idle after {idle:.1f} s; verifying {len(result['ledger'])} leads ...")
         totals = None if args.floor else await api_totals(base, chatbots)
@@ -857,6 +862,8 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         "after_end": summary(buckets[args.seconds :], max(1, len(buckets) - args.seconds)),
         "windows": windows,
         "stalls": stalls(timed),  # [from, to) seconds
+        # restarts of the store by its watchdog (pollybot_leads/store/embedded.py)
+        "store_restarts": procs.store.restarts if procs.store else 0,
         "ledger": ledger,
         "unknown_creates": result["unknown_creates"],
         "anomalies": result["anomalies"],
@@ -1008,6 +1015,7 @@ def render(report: dict[str, Any]) -> str:
         + ", ".join(f"{k.strip()} {n}" for k, n in report["api_log"].items()),
         "Stalls (>= 2 s under 10 % of the median served/s): "
         + (", ".join(f"{a}-{b} s" for a, b in report["stalls"]) or "none"),
+        f"Store restarted by its watchdog: {report.get('store_restarts', 0)} time(s)",
     ]
     for name in ("sigstop", "overload"):
         if ev := report.get(name):

@@ -3,6 +3,15 @@
 It runs in its own process, never in ours (it would fight the service for the GIL), keeps
 its data under a directory that survives restarts, and dies with its parent: a clean stop
 terminates it, and on Linux the kernel kills it if the parent is killed outright.
+
+Its owner also watches it (:meth:`EmbeddedStore.watch`): SecantusDB 0.7.0b3 can deadlock
+under sustained load (docs/load.md: a thread holding its storage lock waits inside
+WiredTiger for a page that cannot be evicted while other threads' snapshots pin its
+history, and those threads wait for the same lock to release them). It then answers
+nothing, at almost no CPU, until it is restarted. A store that has answered no probe for
+:data:`STALL_SECONDS` while using less than :data:`STALL_CPU` of a core, and that nobody
+stopped (SIGSTOP), is killed and started again on the same data: every acknowledged
+write is on its journal (``--sync-on-commit``), so a restart loses none.
 """
 
 from __future__ import annotations
@@ -15,8 +24,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from .sessions import process_running
 
@@ -36,6 +49,32 @@ OPLOG = ("--oplog-max-entries", "2000", "--oplog-retention-seconds", "60")
 # a restart after a crash replays seconds of journal. It does not prevent the store's
 # stall under sustained load (docs/load.md), though one such stall ended at a checkpoint.
 CHECKPOINT_SECONDS = "5"
+# The watchdog: a probe a second (a find, which takes the store's storage lock), each with
+# PROBE_TIMEOUT_SECONDS; a store that answered none for STALL_SECONDS while it used less
+# than STALL_CPU of a core is deadlocked (a busy one answers late at nearly a whole core).
+PROBE_INTERVAL_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 2.0
+STALL_SECONDS = 10.0
+STALL_CPU = 0.25
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The process's CPU time (user + system), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP: an operator or a fault test holds it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
 
 
 class EmbeddedStoreError(RuntimeError):
@@ -97,13 +136,24 @@ class EmbeddedStore:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, port: int, *, cache_size: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        cache_size: str | None = None,
+        test_commands: bool = False,
+    ) -> None:
         # Absolute: the child runs with cwd=data_dir, where a relative path would nest
         # (var/var/secantusdb).
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.cache_size = cache_size  # WiredTiger cache, e.g. "4G"; None: its default
+        self.test_commands = test_commands  # configureFailPoint: for the watchdog's tests
         self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0  # by the watchdog
+        self._guard = threading.Lock()  # start, stop and the watchdog's restart
+        self._watching: threading.Event | None = None
 
     @property
     def uri(self) -> str:
@@ -149,6 +199,7 @@ class EmbeddedStore:
                     *SYNC_ON_COMMIT,
                     *OPLOG,
                     *(["--cache-size", self.cache_size] if self.cache_size else []),
+                    *(["--enable-test-commands"] if self.test_commands else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "SECANTUS_CHECKPOINT_SECONDS": CHECKPOINT_SECONDS},
@@ -172,12 +223,88 @@ class EmbeddedStore:
         log.info("embedded SecantusDB on port %s (data in %s)", self.port, self.storage_path)
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        stop_process(process, STOP_TIMEOUT_SECONDS)
-        self.pid_file.unlink(missing_ok=True)
+        if self._watching is not None:
+            self._watching.set()
+        with self._guard:
+            process, self.process = self.process, None
+            if process is None:
+                return
+            stop_process(process, STOP_TIMEOUT_SECONDS)
+            self.pid_file.unlink(missing_ok=True)
         log.info("embedded SecantusDB stopped")
+
+    def watch(self, stall_seconds: float = STALL_SECONDS) -> None:
+        """Restart the store when it deadlocks (see the module's docstring), until stop()."""
+        if self._watching is not None:
+            return
+        self._watching = threading.Event()
+        threading.Thread(
+            target=self._watch,
+            args=(self._watching, stall_seconds),
+            name="embedded-store-watchdog",
+            daemon=True,
+        ).start()
+
+    def _watch(self, done: threading.Event, stall_seconds: float) -> None:
+        timeout_ms = int(PROBE_TIMEOUT_SECONDS * 1000)
+        client: MongoClient[dict[str, object]] = MongoClient(
+            self.uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+            maxPoolSize=1,
+        )
+        silent_since: tuple[float, float] | None = None  # (monotonic, cpu) at the first miss
+        try:
+            while not done.wait(PROBE_INTERVAL_SECONDS):
+                process = self.process
+                if process is None or process.poll() is not None:
+                    silent_since = None
+                    continue
+                try:
+                    client["pollybot_watchdog"].command("find", "probe", limit=1)
+                    silent_since = None
+                    continue
+                except PyMongoError:
+                    pass
+                now, cpu = time.monotonic(), _cpu_seconds(process.pid)
+                if cpu is None or _stopped(process.pid):
+                    silent_since = None
+                    continue
+                if silent_since is None:
+                    silent_since = (now, cpu)
+                    continue
+                since, cpu_then = silent_since
+                if now - since < stall_seconds:
+                    continue
+                share = (cpu - cpu_then) / (now - since)
+                if share < STALL_CPU:
+                    self._restart(process, now - since, share)
+                silent_since = None
+        finally:
+            client.close()
+
+    def _restart(self, process: subprocess.Popen[bytes], silent: float, share: float) -> None:
+        with self._guard:
+            if self.process is not process or (self._watching and self._watching.is_set()):
+                return
+            log.error(
+                "embedded SecantusDB answered nothing for %.0f s at %.0f %% of a core "
+                "(deadlocked): restarting it",
+                silent,
+                share * 100,
+            )
+            process.kill()
+            process.wait()
+            self.process = None
+            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            while port_open(self.host, self.port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.restarts += 1
+            try:
+                self.start()
+            except EmbeddedStoreError:
+                log.exception("the embedded SecantusDB did not start again")
 
     def discard(self) -> None:
         """Kill the server at once (SIGKILL): for a store whose data is thrown away."""
