@@ -134,9 +134,13 @@ def deadline_middleware_factory(seconds: float, mongo_key: web.AppKey[Mongo]) ->
         with store_deadline(seconds, grace=0.0 if reads else WRITE_GRACE_SECONDS):
             task = asyncio.ensure_future(handler(request))  # inherits the deadline
         waits: set[asyncio.Future[Any]] = {task} if budget is None else {task, budget.started}
-        done, _ = await asyncio.wait(
-            waits, timeout=seconds + HARD_CAP_SLACK_SECONDS, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=seconds + HARD_CAP_SLACK_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # the client left: the work ends on its own, unread
+            _overrun(task)
+            raise
         if task in done:
             return task.result()
         if done:  # the stream began within the budget; its steps have budgets of their own

@@ -37,6 +37,8 @@ def front_middleware_factory(activity: RequestActivity | None) -> Middleware:
         try:
             try:
                 response = await handler(request)
+            except ConnectionResetError:  # the client left mid-request (its body unread)
+                response = web.Response(status=CLIENT_GONE)  # nobody reads it: not a 500
             except Exception as exc:  # the envelope (a redirect is raised again)
                 response = response_for(request, exc)
             status = response.status

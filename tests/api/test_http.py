@@ -1,3 +1,6 @@
+import asyncio
+import logging
+
 import pytest
 
 from .helpers import create_lead, data_of, error_of
@@ -139,3 +142,29 @@ async def test_no_response_leaks_internals(api, tenant):
     assert resp.status == 400
     for leak in ("Traceback", "pymongo", "bson", "marshmallow", "Error(", 'File "'):
         assert leak not in text
+
+
+async def test_a_client_that_leaves_mid_body_is_no_server_error(api, tenant, caplog):
+    """A POST whose client closes the connection before its body is all sent creates
+    nothing, is logged as the client's leaving (499), and is no error of the server."""
+    before = await data_of(await api.get(tenant.leads_url, headers=tenant.headers))
+    host, port = api.server.host, api.server.port
+    _reader, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"POST {tenant.leads_url} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {tenant.key}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 500\r\n\r\n"
+    )
+    with caplog.at_level(logging.INFO):
+        writer.write(head.encode() + b'{"name": "Half", "email": "half@example.com"')
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.3)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    access = [r for r in caplog.records if getattr(r, "access", None)]
+    assert [r.access["status"] for r in access if r.access["method"] == "POST"] == [499]
+    after = await data_of(await api.get(tenant.leads_url, headers=tenant.headers))
+    assert after["pagination"]["total"] == before["pagination"]["total"]
