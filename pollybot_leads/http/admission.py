@@ -70,6 +70,7 @@ class Lane:
         self.failing = 0  # requests in a row that found the store unavailable
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._given_back = time.monotonic()
+        self._full_since = self._given_back  # when its last free slot was taken
 
     @property
     def waiting(self) -> int:
@@ -81,9 +82,10 @@ class Lane:
         return 1 if self.failing >= TRIP_AFTER else self.limit
 
     def per_request(self, now: float) -> float:
-        """The lane's time per request, or the silence of a full lane if that is longer."""
+        """The lane's time per request, or the silence of a full lane if that is longer
+        (counted from when it filled up: an idle lane that a burst fills is not silent)."""
         if self.active >= self.width:
-            return max(self.service, now - self._given_back)
+            return max(self.service, now - max(self._given_back, self._full_since))
         return self.service
 
     def predicted_wait(self, now: float, position: int) -> float:
@@ -94,6 +96,8 @@ class Lane:
         now = time.monotonic()
         if self.active < self.width and not self._queue:
             self.active += 1
+            if self.active >= self.width:
+                self._full_since = now
             return
         room = min(self.max_wait, deadline - now - self.service)
         wait = self.predicted_wait(now, len(self._queue) + 1)

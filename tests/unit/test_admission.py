@@ -105,6 +105,20 @@ async def test_a_silent_full_lane_refuses_newcomers_at_once() -> None:
     assert lane.active == 0
 
 
+async def test_a_burst_after_a_quiet_spell_queues_instead_of_being_refused() -> None:
+    """A lane idle for a while, then filled at once by a burst, has been silent for no time:
+    the requests beyond its width wait their turn (it was refusing them, counting the quiet
+    spell before the burst as silence)."""
+    lane = Lane("read", limit=2, max_wait=5.0, initial=0.01)
+    await asyncio.sleep(0.6)  # nothing asked, nothing given back
+    log: list[str] = []
+    results = await asyncio.gather(
+        *(hold(lane, 0.02, log, str(n), budget=1.0) for n in range(8)), return_exceptions=True
+    )
+    assert results == [None] * 8
+    assert lane.active == 0
+
+
 async def test_a_waiter_whose_budget_ran_out_in_the_queue_is_refused_and_leaves_it() -> None:
     lane = Lane("write", limit=1, max_wait=5.0, initial=0.01)
     log: list[str] = []
