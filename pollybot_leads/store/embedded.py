@@ -152,7 +152,7 @@ class EmbeddedStore:
         self.test_commands = test_commands  # configureFailPoint: for the watchdog's tests
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0  # by the watchdog
-        self._guard = threading.Lock()  # start, stop and the watchdog's restart
+        self._guard = threading.RLock()  # stop, and the restart (whose start may stop)
         self._watching: threading.Event | None = None
 
     @property
