@@ -59,11 +59,9 @@ def lead_conditions(query: LeadQuery) -> builtins.list[Condition]:
     return out
 
 
-def lead_plan(
-    chatbot_id: str, query: LeadQuery, quirks: StoreQuirks = PLAIN, *, index: str | None = None
-) -> ReadPlan:
+def lead_plan(chatbot_id: str, query: LeadQuery, quirks: StoreQuirks = PLAIN) -> ReadPlan:
     """The plan of a list: the chatbot's leads matching ``query``, on the index
-    ``choose_lead_index`` picks (or ``index``)."""
+    ``choose_lead_index`` picks."""
     field, direction = SORTS[query.sort]
     after = None if query.after is None else Cursor(query.after.value, query.after.lead_id)
     return ReadPlan(
@@ -71,7 +69,7 @@ def lead_plan(
         lead_conditions(query),
         sort=(field, direction),
         kind=STRING if field == NAME_FIELD else TIME,
-        index=lead_index(index or choose_lead_index(query)),
+        index=lead_index(choose_lead_index(query)),
         after=after,
         quirks=quirks,
     )

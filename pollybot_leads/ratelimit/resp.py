@@ -184,13 +184,13 @@ class RespClient:
     def send_packed(self, data: bytes) -> Awaitable[Any]:
         """Send one command already packed (:func:`pack_command`); every command goes here."""
         conns = self._conns
-        if len(conns) == 1:  # the usual case: one connection, idle or nearly
-            only = conns[0]
-            if not only.closed and (not only.pending or only.gathering):
-                return only.send(data)
         for gathering in conns:  # one write for this turn's commands (resp_connection.py)
             if gathering.gathering and not gathering.closed:
                 return gathering.send(data)
+        if len(conns) == 1:  # the usual case: one connection, idle or nearly
+            only = conns[0]
+            if not only.closed and not only.pending:
+                return only.send(data)
         conn = self._pick()
         if conn is not None:
             return conn.send(data)

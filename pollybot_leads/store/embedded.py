@@ -59,22 +59,14 @@ STALL_CPU = 0.25
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """The process's CPU time (user + system), None once it is gone."""
+def _cpu_and_stopped(pid: int) -> tuple[float, bool] | None:
+    """The process's CPU time (user + system), and whether it is stopped (SIGSTOP: an
+    operator or a fault test holds it); None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def _stopped(pid: int) -> bool:
-    """Whether the process is stopped (SIGSTOP: an operator or a fault test holds it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("T", "t")
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, fields[0] in ("T", "t")
 
 
 class EmbeddedStoreError(RuntimeError):
@@ -267,10 +259,11 @@ class EmbeddedStore:
                     continue
                 except PyMongoError:
                     pass
-                now, cpu = time.monotonic(), _cpu_seconds(process.pid)
-                if cpu is None or _stopped(process.pid):
+                now, seen = time.monotonic(), _cpu_and_stopped(process.pid)
+                if seen is None or seen[1]:
                     silent_since = None
                     continue
+                cpu = seen[0]
                 if silent_since is None:
                     silent_since = (now, cpu)
                     continue
