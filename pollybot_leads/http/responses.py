@@ -14,12 +14,18 @@ from marshmallow import fields
 from .fields import CamelSchema
 
 JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def ok_body(data: Any, **extra: Any) -> bytes:
+    """The success envelope's bytes: ``{"success": true, **extra, "data": data}``, encoded
+    by orjson (a lead's body and its ETag each cost a fifth of the standard library's)."""
+    return orjson.dumps({"success": True, **extra, "data": data}, option=JSON_OPTIONS)
 
 
 def ok(data: Any, status: int = 200, **extra: Any) -> web.Response:
-    """The success envelope: ``{"success": true, **extra, "data": data}``, encoded by
-    orjson (a lead's body and its ETag each cost a fifth of the standard library's)."""
-    body = orjson.dumps({"success": True, **extra, "data": data}, option=JSON_OPTIONS)
+    """The success envelope as a response."""
+    body = ok_body(data, **extra)
     return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 

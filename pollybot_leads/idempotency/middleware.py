@@ -1,17 +1,17 @@
 """``Idempotency-Key`` on POST, PUT and DELETE: the first result is kept and replayed.
 
 The key is scoped to the API key; the request is fingerprinted by method, path (with its
-query) and body. Lead writes complete their record inside their own transaction through
-a receipt (``receipt_for``); any other result the contract keeps (2xx, and 4xx but 401,
-409 and 429) is completed here after the fact, since it changed nothing. A result that
-is not kept (those, and 5xx) frees the key for a retry.
+query) and body. A lead write completes its record inside its own transaction through a
+receipt (``receipt_for``: the lease, and the answer the write renders from its outcomes;
+the handler then sends what was kept with ``kept_response``). Any other result the
+contract keeps (2xx, and 4xx but 401, 409 and 429) is completed here after the fact,
+since it changed nothing. A result that is not kept (those, and 5xx) frees the key for a
+retry.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler, Middleware
 from ..errors import AppError, ValidationFailed
 from ..http.context import AUTH, REQUEST_ID
 from ..http.errors import error_response
-from .records import IdempotencyStore, Lease, StoredResponse
+from .records import Answer, IdempotencyStore, Lease, Receipt, StoredResponse
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -30,7 +30,7 @@ NOT_KEPT = frozenset({401, 409, 429})
 _NOT_STORED = frozenset({"content-length", "date", "server"})
 
 LEASE = web.RequestKey("idempotency_lease", Lease)
-RECEIPT = web.RequestKey("idempotency_receipt", object)
+KEPT = web.RequestKey("idempotency_kept", bool)
 
 
 def _check_key(key: str) -> None:
@@ -47,36 +47,31 @@ def stored(response: web.Response) -> StoredResponse:
     return StoredResponse(response.status, body, headers)
 
 
-def _replay(result: StoredResponse) -> web.Response:
+def response_of(result: StoredResponse) -> web.Response:
+    """The response for a result: as rendered by a write, or as kept."""
     response = web.Response(status=result.status, body=result.body or None)
     response.headers.update(result.headers)
+    return response
+
+
+def _replay(result: StoredResponse) -> web.Response:
+    response = response_of(result)
     response.headers[REPLAYED] = "true"
     return response
 
 
-class HttpReceipt:
-    """A lead write's receipt: renders the write's outcomes into the response that is
-    both stored (in the write's transaction) and sent."""
-
-    def __init__(self, lease: Lease, build: Callable[[list[Any]], web.Response]) -> None:
-        self.lease, self._build = lease, build
-        self.response: web.Response | None = None
-
-    def render(self, outcomes: list[Any]) -> StoredResponse:
-        self.response = self._build(outcomes)
-        return stored(self.response)
-
-
-def receipt_for(
-    request: web.Request, build: Callable[[list[Any]], web.Response]
-) -> HttpReceipt | None:
-    """The receipt a write completes in its transaction, or None without a key."""
+def receipt_for(request: web.Request, answer: Answer) -> Receipt | None:
+    """The receipt a write completes in its transaction (rendering ``answer`` from its
+    outcomes and keeping that with them), or None when the request has no key."""
     lease = request.get(LEASE)
-    if lease is None:
-        return None
-    receipt = HttpReceipt(lease, build)
-    request[RECEIPT] = receipt
-    return receipt
+    return None if lease is None else Receipt(lease, answer)
+
+
+def kept_response(request: web.Request, result: StoredResponse) -> web.Response:
+    """The response of a write whose own transaction kept ``result``: the middleware then
+    has nothing left to complete."""
+    request[KEPT] = True
+    return response_of(result)
 
 
 def idempotency_middleware_factory(
@@ -111,8 +106,7 @@ def idempotency_middleware_factory(
         except BaseException:
             await store.release(begun)
             raise
-        receipt = request.get(RECEIPT)
-        if isinstance(receipt, HttpReceipt) and response is receipt.response:
+        if request.get(KEPT):
             return response  # completed in the write's own transaction
         if (
             isinstance(response, web.Response)

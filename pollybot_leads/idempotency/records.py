@@ -57,12 +57,20 @@ class Lease:
     token: str
 
 
-class Receipt(Protocol):
-    """What a write completes in its transaction: the lease and how to render the result."""
-
-    lease: Lease
+class Answer(Protocol):
+    """How a write's outcomes are answered (the leads feature's results module)."""
 
     def render(self, outcomes: list[Any]) -> StoredResponse: ...
+
+
+@dataclass
+class Receipt:
+    """What a write completes in its transaction: the lease, the answer to render from
+    the write's outcomes, and, once the transaction kept it, what was kept."""
+
+    lease: Lease
+    answer: Answer
+    kept: StoredResponse | None = None
 
 
 def record_id(scope: str, key: str) -> str:

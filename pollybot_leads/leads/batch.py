@@ -15,7 +15,6 @@ from ..errors import AppError, ValidationFailed
 from ..http.body import load_fields, read_json_object
 from ..http.fields import CamelSchema
 from ..http.ratelimit import charge
-from ..http.responses import ok
 from ..http.spec import (
     BODY_ERRORS,
     CHATBOT_ERRORS,
@@ -25,11 +24,13 @@ from ..http.spec import (
     Operation,
     Response,
 )
+from ..idempotency.middleware import response_of
 from .query import reject_query
 from .responses import BatchEnvelopeSchema
-from .routes import commit_writes, lead_json, upsert_write
+from .results import BatchResults, item_error
+from .routes import commit_writes, upsert_write
 from .schemas import LeadCreateSchema
-from .writes import CREATE, LeadWrite, Outcome, Written
+from .writes import CREATE, LeadWrite
 
 BATCH_MAX_ITEMS = 100
 BATCH_MAX_BYTES = 1024 * 1024
@@ -61,13 +62,6 @@ class LeadBatchSchema(CamelSchema):
             "enum": ["email"],
         }
     )
-
-
-def _item_error(error: AppError) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": error.code, "message": error.message}
-    if error.details:
-        body["details"] = error.details
-    return body
 
 
 def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
@@ -112,7 +106,7 @@ async def create_leads_batch(request: web.Request) -> web.Response:
     body = await read_json_object(request, BATCH_MAX_BYTES)
     items, upsert = _parse(body)
     await charge(request, len(items) - 1)  # one token per item: the request took the first
-    results: list[dict[str, Any] | None] = [None] * len(items)
+    refused: dict[int, dict[str, Any]] = {}
     writes: list[LeadWrite] = []
     positions: list[int] = []
     for index, item in enumerate(items):
@@ -121,39 +115,14 @@ async def create_leads_batch(request: web.Request) -> web.Response:
                 raise ValidationFailed("Each lead must be a JSON object")
             fields_ = load_fields(_create_schema, item)
         except AppError as error:
-            results[index] = {"index": index, "status": error.status, "error": _item_error(error)}
+            refused[index] = {"index": index, "status": error.status, "error": item_error(error)}
             continue
         writes.append(upsert_write(fields_, item) if upsert else LeadWrite(CREATE, fields_))
         positions.append(index)
-
-    def build(outcomes: list[Outcome]) -> web.Response:
-        done = list(results)
-        for index, outcome in zip(positions, outcomes, strict=True):
-            if isinstance(outcome, AppError):
-                done[index] = {
-                    "index": index,
-                    "status": outcome.status,
-                    "error": _item_error(outcome),
-                }
-            else:
-                assert isinstance(outcome, Written)
-                done[index] = {
-                    "index": index,
-                    "status": 201 if outcome.created else 200,
-                    "lead": lead_json(outcome.lead),
-                }
-        statuses = [result["status"] for result in done if result is not None]
-        data = {
-            "results": done,
-            "created": statuses.count(201),
-            "updated": statuses.count(200),
-            "failed": sum(1 for status in statuses if status >= 400),
-        }
-        return ok(data)
-
+    answer = BatchResults(refused, tuple(positions))
     if not writes:
-        return build([])
-    return await commit_writes(request, writes, build)
+        return response_of(answer.render([]))
+    return await commit_writes(request, writes, answer)
 
 
 async def _batch_other_method(request: web.Request) -> web.Response:

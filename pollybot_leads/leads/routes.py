@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from .. import appkeys
 from ..errors import (
-    AppError,
     ConfirmationRequired,
     LeadNotFound,
     PreconditionFailed,
@@ -18,7 +16,6 @@ from ..errors import (
 )
 from ..http.body import load_body, load_fields, read_json_object
 from ..http.context import AUTH, REQUEST_ID
-from ..http.errors import error_response
 from ..http.responses import ok
 from ..http.spec import (
     BODY_ERRORS,
@@ -35,8 +32,8 @@ from ..http.spec import (
     Operation,
     Response,
 )
-from ..idempotency.middleware import receipt_for
-from ..timeutil import format_ts
+from ..idempotency.middleware import kept_response, receipt_for, response_of
+from ..idempotency.records import Answer
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
@@ -47,9 +44,10 @@ from .query import (
 )
 from .repository import leads_repo_key
 from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelopeSchema
+from .results import LEADS_PATH, LeadGone, OneLead
 from .rules import etag_matches, render_lead, rendered_etag
 from .schemas import LeadCreateSchema, LeadUpdateSchema
-from .writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
+from .writes import CREATE, DELETE, UPDATE, UPSERT, LeadWrite
 
 _create_schema = LeadCreateSchema()
 _update_schema = LeadUpdateSchema()
@@ -84,39 +82,20 @@ def _upsert_mode(query: Any) -> bool:
     return True
 
 
-def _lead_response(request: web.Request, outcome: Outcome) -> web.Response:
-    """A written lead (201 when created, else 200) with its ETag and, when new, its
-    Location; or the error that refused the write."""
-    if isinstance(outcome, AppError):
-        return error_response(outcome, request[REQUEST_ID])
-    assert isinstance(outcome, Written)
-    shown = lead_json(outcome.lead)
-    response = ok(shown, status=201 if outcome.created else 200)
-    response.headers["ETag"] = rendered_etag(shown)
-    if outcome.created:
-        response.headers["Location"] = str(
-            request.app.router["lead"].url_for(
-                chatbotId=outcome.lead["chatbotId"], leadId=outcome.lead["id"]
-            )
-        )
-    return response
-
-
 async def commit_writes(
-    request: web.Request,
-    writes: list[LeadWrite],
-    build: Callable[[list[Outcome]], web.Response],
+    request: web.Request, writes: list[LeadWrite], answer: Answer
 ) -> web.Response:
-    """Commit ``writes``; the response is rendered once, from their outcomes (in the
-    transaction when the request carries an Idempotency-Key, so the kept result is it)."""
+    """Commit ``writes`` and send ``answer`` rendered from their outcomes: rendered in
+    the write's transaction, and kept with it, when the request carries an
+    Idempotency-Key."""
     auth = request[AUTH]
-    receipt = receipt_for(request, build)
+    receipt = receipt_for(request, answer)
     outcomes = await request.app[leads_repo_key].write(
         chatbot_id=auth.chatbot_id, workspace_id=auth.workspace_id, writes=writes, receipt=receipt
     )
-    if receipt is not None and receipt.response is not None:
-        return receipt.response
-    return build(outcomes)
+    if receipt is not None and receipt.kept is not None:
+        return kept_response(request, receipt.kept)
+    return response_of(answer.render(outcomes))
 
 
 @Operation(
@@ -172,11 +151,7 @@ async def create_lead(request: web.Request) -> web.Response:
     body = await read_json_object(request, request.app[appkeys.settings_key].max_body_bytes)
     fields = load_fields(_create_schema, body)
     write = upsert_write(fields, body) if upsert else LeadWrite(CREATE, fields)
-
-    def build(outcomes: list[Outcome]) -> web.Response:
-        return _lead_response(request, outcomes[0])
-
-    return await commit_writes(request, [write], build)
+    return await commit_writes(request, [write], OneLead(request[REQUEST_ID]))
 
 
 @Operation(
@@ -290,11 +265,7 @@ async def update_lead(request: web.Request) -> web.Response:
     write = LeadWrite(
         UPDATE, changes, request.match_info["leadId"], if_match=request.headers.get("If-Match")
     )
-
-    def build(outcomes: list[Outcome]) -> web.Response:
-        return _lead_response(request, outcomes[0])
-
-    return await commit_writes(request, [write], build)
+    return await commit_writes(request, [write], OneLead(request[REQUEST_ID]))
 
 
 @Operation(
@@ -332,22 +303,12 @@ async def delete_lead(request: web.Request) -> web.Response:
         },
     )
 
-    def build(outcomes: list[Outcome]) -> web.Response:
-        outcome = outcomes[0]
-        if isinstance(outcome, AppError):
-            return error_response(outcome, request[REQUEST_ID])
-        assert isinstance(outcome, Deleted)
-        return ok(
-            {"id": outcome.lead_id, "deletedAt": format_ts(outcome.deleted_at)},
-            message="Lead deleted successfully",
-        )
-
-    return await commit_writes(request, [write], build)
+    return await commit_writes(request, [write], LeadGone(request[REQUEST_ID]))
 
 
 def add_routes(app: web.Application) -> None:
 
-    base = "/api/v1/chatbots/{chatbotId}/leads"
+    base = LEADS_PATH
     # Any segment but the names of /leads' own sub-resources (export), so that a method
     # they do not take is a 405 there, not a lead's 404.
     lead = base + "/{leadId:(?!export$)[^{}/]+}"

@@ -128,10 +128,13 @@ class Batch:
                 outcomes.append(await self._apply(unit.workspace_id, write))
             except AppError as exc:  # this write alone is refused
                 outcomes.append(exc)
-        if receipt is not None and not await self.stores.idempotency.complete(
-            receipt.lease, receipt.render(outcomes), session=self.session
-        ):
-            raise LeaseLost(unit)  # the transaction is dropped and runs without it
+        if receipt is not None:
+            kept = receipt.answer.render(outcomes)
+            if not await self.stores.idempotency.complete(
+                receipt.lease, kept, session=self.session
+            ):
+                raise LeaseLost(unit)  # the transaction is dropped and runs without it
+            receipt.kept = kept  # final once this transaction commits
         return outcomes
 
     async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:
