@@ -67,9 +67,9 @@ class Settings:
     # Connections to the store per process (the driver's maxPoolSize), and requests of
     # each lane at work on the store at once (http/admission.py); past the queue
     # wait a request is refused at once with a 503.
-    mongodb_max_pool_size: int = 32
+    mongodb_max_pool_size: int = 64
     store_read_concurrency: int = 12
-    store_write_concurrency: int = 12
+    store_write_concurrency: int = 48
     store_max_queue_ms: int = 1000
 
     embedded_data_dir: Path = Path("var")
@@ -314,9 +314,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         mongodb_w=get(_write_members, "mongodb.w", 1, "MONGODB_W"),
         mongodb_journal=get(_flag, "mongodb.journal", True, "MONGODB_JOURNAL"),
         mongodb_timeout_ms=get(int, "mongodb.timeout_ms", 1500, "MONGODB_TIMEOUT_MS"),
-        mongodb_max_pool_size=get(int, "mongodb.max_pool_size", 32, "MONGODB_MAX_POOL_SIZE"),
+        mongodb_max_pool_size=get(int, "mongodb.max_pool_size", 64, "MONGODB_MAX_POOL_SIZE"),
         store_read_concurrency=get(int, "admission.read_concurrency", 12),
-        store_write_concurrency=get(int, "admission.write_concurrency", 12),
+        store_write_concurrency=get(int, "admission.write_concurrency", 48),
         store_max_queue_ms=get(int, "admission.max_queue_ms", 1000),
         embedded_data_dir=Path(get(str, "embedded.data_dir", "var", "PB_DATA_DIR")),
         embedded_port=get(int, "embedded.port", 27027, "PB_EMBEDDED_PORT"),

@@ -4,9 +4,15 @@ A transaction on the store costs far more than the work inside it (docs/stores.m
 writes of one key (a lead, or all creates) that
 queue behind a transaction in flight are committed together in the next one. Each
 writer still gets its own outcome, and a writer whose deadline passes before its write
-was taken is dropped, never written. A batch is also capped to what the store has lately
-written in half the writing request's remaining budget, so that a slow store makes
-batches smaller instead of failing (and leaving unknown) all of a large one.
+was taken is dropped, never written.
+
+A batch is capped, on a line fitted to the recent batches (seconds = fixed + per unit x
+weight), to what its items add in half of the budget the fixed part leaves the writing
+request, so that a store slow per item makes batches smaller instead of failing (and
+leaving unknown) all of a large one. A transaction's cost is mostly fixed (its statements and
+its synced commit): charging all of it to each item would say only one item fits a slow
+store, and batches of one would never show otherwise (docs/load.md). Until the recent
+batches tell the two parts apart, a batch may be at most twice the largest of them.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -21,9 +28,9 @@ from typing import Any, Generic, TypeVar
 from .client import remaining, unavailable
 
 # A batch is sized to take at most this share of its writer's remaining budget, at the
-# pace (seconds per unit of weight) its key's recent batches were written at.
+# cost the recent batches were written at.
 BUDGET_SHARE = 0.5
-PACE_SMOOTHING = 0.3  # weight of the latest batch in that pace
+RECENT_BATCHES = 32  # the batches the cost line is fitted to
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -87,8 +94,27 @@ class GroupCommit(Generic[Item, Result]):
     ) -> None:
         self._locks, self._write, self._max, self._weight = locks, write, max_batch, weight
         self._queues: dict[str, list[_Pending[Item, Result]]] = {}
-        # Seconds per unit of weight the recent batches took (None: none written yet).
-        self.pace: float | None = None
+        self._recent: deque[tuple[int, float]] = deque(maxlen=RECENT_BATCHES)  # weight, s
+
+    def cost(self) -> tuple[float, float | None] | None:
+        """The recent batches' cost line: (fixed seconds, seconds per unit of weight), the
+        second None while they all had one weight; None before any batch."""
+        if not self._recent:
+            return None
+        n = len(self._recent)
+        mean_w = sum(w for w, _ in self._recent) / n
+        mean_t = sum(t for _, t in self._recent) / n
+        spread = sum((w - mean_w) ** 2 for w, _ in self._recent)
+        if spread == 0:
+            return mean_t, None
+        slope = sum((w - mean_w) * (t - mean_t) for w, t in self._recent) / spread
+        slope = max(slope, 0.0)
+        return max(mean_t - slope * mean_w, 0.0), slope
+
+    def one_item_seconds(self) -> float | None:
+        """What a batch of one unit costs on the recent cost line (None: no batch yet)."""
+        cost = self.cost()
+        return None if cost is None else cost[0] + (cost[1] or 0.0)
 
     async def submit(self, key: str, item: Item) -> Result:
         entry: _Pending[Item, Result] = _Pending(item, asyncio.get_running_loop().create_future())
@@ -96,8 +122,8 @@ class GroupCommit(Generic[Item, Result]):
         try:
             async with self._locks.hold(key):
                 if not entry.outcome.done():  # nobody took it yet: write the waiting ones
-                    left = remaining()
-                    if left is not None and self.pace is not None and left < self.pace:
+                    left, one = remaining(), self.one_item_seconds()
+                    if left is not None and one is not None and left < one:
                         # Too late to write even this one in time: refused, never written
                         # (a write begun now would most likely end with its outcome unknown).
                         raise TimeoutError("too little of the budget left to write in")
@@ -114,12 +140,22 @@ class GroupCommit(Generic[Item, Result]):
         return entry.outcome.result()  # raises the batch's failure, or this item's own
 
     def limit(self) -> int | None:
-        """The most weight the next batch may carry: ``max_batch``, and what fits in
-        :data:`BUDGET_SHARE` of the current deadline at the recent pace."""
-        left = remaining()
-        if left is None or not self.pace:
+        """The most weight the next batch may carry: ``max_batch``; on the recent cost
+        line, what adds at most :data:`BUDGET_SHARE` of the budget its fixed part leaves;
+        and, until that line has a known slope, twice the largest recent batch."""
+        cost = self.cost()
+        if cost is None:
             return self._max
-        fits = max(1, int(left * BUDGET_SHARE / self.pace))
+        fixed, per_unit = cost
+        fits: int | None = None
+        if per_unit is None:
+            fits = 2 * max(w for w, _ in self._recent)
+        elif per_unit > 0:
+            left = remaining()
+            if left is not None:
+                fits = max(1, int((left - fixed) * BUDGET_SHARE / per_unit))
+        if fits is None:
+            return self._max
         return fits if self._max is None else min(self._max, fits)
 
     def _take(self, key: str, entry: _Pending[Item, Result]) -> list[_Pending[Item, Result]]:
@@ -142,17 +178,13 @@ class GroupCommit(Generic[Item, Result]):
         return batch
 
     def _paced(self, seconds: float, weight: int, left: float | None) -> None:
-        """Fold a batch's time (failed or not) into the pace. One unit's share is counted
-        at most :data:`BUDGET_SHARE` of the budget its writer had left, so the pace never
-        refuses a writer with most of its budget ahead: batches keep running, and a store
-        that is fast again brings the pace down."""
-        latest = seconds / max(1, weight)
+        """Add a batch (failed or not) to the recent ones. Its time is counted at most
+        :data:`BUDGET_SHARE` of the budget its writer had left, so a stall never makes
+        the cost refuse a writer with most of its budget ahead: batches keep running,
+        and a store that is fast again brings the cost down."""
         if left is not None:
-            latest = min(latest, max(left, 0.0) * BUDGET_SHARE)
-        if self.pace is None:
-            self.pace = latest
-        else:
-            self.pace += PACE_SMOOTHING * (latest - self.pace)
+            seconds = min(seconds, max(left, 0.0) * BUDGET_SHARE)
+        self._recent.append((weight, seconds))
 
     async def _run(self, key: str, batch: list[_Pending[Item, Result]]) -> None:
         weight = sum(self._weight(entry.item) for entry in batch)

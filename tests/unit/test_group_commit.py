@@ -88,12 +88,14 @@ async def test_a_slow_store_gets_smaller_batches_not_a_failed_large_one() -> Non
 
 
 async def test_after_a_stalled_store_writes_resume_at_once() -> None:
-    """A batch that ran out its whole budget (the store stalled) slows the pace, but never
+    """A batch that ran out its whole budget (the store stalled) raises the cost, but never
     so far that a writer with a fresh budget is refused: the next write is written, and
-    fast writes bring the batches back to full size."""
+    concurrent writers soon get batches as large as they need."""
     stalled = True
+    batches: list[list[int]] = []
 
     async def write(key: str, items: list[int]) -> list[int | Exception]:
+        batches.append(items)
         async with asyncio.timeout(remaining()):
             await asyncio.sleep(10 if stalled else 0.001)
         return items
@@ -111,5 +113,32 @@ async def test_after_a_stalled_store_writes_resume_at_once() -> None:
     assert await submit(3) == 3
     for item in range(4, 20):
         assert await submit(item) == item
-    with store_deadline(0.3):  # half of 0.3 s at about 1 ms an item
-        assert (commit.limit() or 0) > 50
+    batches.clear()
+    assert await asyncio.gather(*(submit(i) for i in range(100))) == list(range(100))
+    assert max(len(batch) for batch in batches) >= 32, [len(b) for b in batches]
+
+
+async def test_a_transaction_of_fixed_cost_takes_every_writer_waiting() -> None:
+    """The store's own shape: a transaction costs 0.2 s whatever it holds (statements, a
+    synced commit) and little more per item. Sixty writers with 1.5 s each are all
+    written, a few transactions in all: counting the fixed cost per item would say one
+    item fits, and writers would queue for a transaction each until their budgets ran
+    out."""
+    batches: list[list[int]] = []
+
+    async def write(key: str, items: list[int]) -> list[int | Exception]:
+        batches.append(items)
+        async with asyncio.timeout(remaining()):
+            await asyncio.sleep(0.2 + 0.0005 * len(items))
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
+
+    async def submit(item: int) -> int:
+        with store_deadline(1.5):
+            return await commit.submit("cb", item)
+
+    assert await submit(0) == 0
+    results = await asyncio.gather(*(submit(i) for i in range(1, 61)), return_exceptions=True)
+    assert results == list(range(1, 61)), [len(b) for b in batches]
+    assert len(batches) <= 6, [len(b) for b in batches]
