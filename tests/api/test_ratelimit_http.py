@@ -11,79 +11,25 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
-from redis.asyncio import Redis
+from aiohttp.test_utils import TestClient
 
-from pollybot_leads.app import create_app
-from pollybot_leads.settings import Settings
 from tests.conftest import Tenant, make_tenant
 from tests.redis_server import RedisServer
 
-from .helpers import create_lead, data_of, error_of
-
-FROZEN = 0.001  # tokens per second: no refill worth counting during a test
-LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-
-Serve = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-async def fresh_redis(redis_server: RedisServer) -> RedisServer:
-    """The module's server, emptied: failure buckets per address start full."""
-    client = Redis.from_url(redis_server.url)
-    try:
-        await client.flushall()
-    finally:
-        await client.aclose()
-    return redis_server
-
-
-@pytest.fixture
-async def serve(settings: Settings, mongo: Any) -> AsyncIterator[Serve]:
-    """Start apps built by create_app from the test settings with ``changes``."""
-    started: list[TestClient] = []
-
-    async def start(redis: RedisServer | None = None, **changes: Any) -> TestClient:
-        """``redis``: limit through that server; else the in-process bucket."""
-        changes.setdefault("redis_url", redis.url if redis is not None else "")
-        # Generous, so that a busy machine does not turn exactness into the failure policy;
-        # the tests of Redis trouble set the default 100 ms.
-        changes.setdefault("redis_timeout_ms", 2000)
-        client = TestClient(TestServer(create_app(settings.replace(**changes))))
-        await client.start_server()
-        started.append(client)
-        return client
-
-    yield start
-    for client in started:
-        await client.close()
-
-
-def limits(resp: ClientResponse) -> tuple[int, int, int]:
-    """(Limit, Remaining, Reset) as the client reads them; all three must be there."""
-    return tuple(int(resp.headers[name]) for name in LIMIT_HEADERS)  # type: ignore[return-value]
-
-
-def no_limit_headers(resp: ClientResponse) -> bool:
-    return not any(name in resp.headers for name in LIMIT_HEADERS)
-
-
-async def refused(resp: ClientResponse) -> int:
-    """The response is a 429 RATE_LIMITED envelope; returns its Retry-After."""
-    await error_of(resp, 429, "RATE_LIMITED")
-    retry_after = int(resp.headers["Retry-After"])
-    assert retry_after >= 1
-    return retry_after
-
-
-def bad_secret() -> str:
-    """Well-formed but unknown: it costs a key lookup, then counts as a failure."""
-    return "sk-workspace_" + secrets.token_urlsafe(32)
+from .helpers import (
+    FROZEN,
+    Serve,
+    bad_secret,
+    create_lead,
+    data_of,
+    error_of,
+    limits,
+    no_limit_headers,
+    refused,
+)
 
 
 def bad_credentials() -> list[dict[str, str]]:
