@@ -300,13 +300,15 @@ async def test_redis_stopped_policy_deny_is_503_then_resumes(
 async def test_bad_keys_from_one_address_are_limited_whatever_the_key(
     serve: Serve, fresh_redis: RedisServer, accounts
 ) -> None:
-    tenant = await make_tenant(accounts)
+    tenant, newcomer = await make_tenant(accounts), await make_tenant(accounts)
     client = await serve(
         redis=fresh_redis,
         auth_failure_capacity=6,
         auth_failure_refill_per_second=FROZEN,
         ratelimit_capacity=5,
+        key_cache_seconds=30,
     )
+    await data_of(await client.get(tenant.leads_url, headers=tenant.headers))  # known now
 
     for headers in bad_credentials():  # six different failures: the bucket's six tokens
         resp = await client.get(tenant.leads_url, headers=headers)
@@ -317,10 +319,41 @@ async def test_bad_keys_from_one_address_are_limited_whatever_the_key(
         assert await refused(resp) == 1000
         assert no_limit_headers(resp)
 
-    # The address is not blocked: a valid key works, with its own bucket.
+    # A key the server knows still works from that address, with its own bucket.
     resp = await client.get(tenant.leads_url, headers=tenant.headers)
     await data_of(resp)
     assert limits(resp)[:2] == (5, 4)
+    # One it would have to look up is refused like a bad one until the address has a
+    # token again: a client over its limit never gets a key looked up.
+    resp = await client.get(newcomer.leads_url, headers=newcomer.headers)
+    assert await refused(resp) == 1000
+    assert no_limit_headers(resp)
+
+
+async def test_a_good_key_gives_back_the_token_its_look_up_took(
+    serve: Serve, fresh_redis: RedisServer, accounts
+) -> None:
+    tenants = [await make_tenant(accounts) for _ in range(4)]
+    client = await serve(
+        redis=fresh_redis, auth_failure_capacity=2, auth_failure_refill_per_second=FROZEN
+    )
+    # Four keys new to the server, each looked up (one of them by 20 requests at once):
+    # none of them spends the address's two tokens for bad credentials.
+    first = tenants[0]
+    answers = await asyncio.gather(
+        *(client.get(first.leads_url, headers=first.headers) for _ in range(20))
+    )
+    for resp in answers:
+        await data_of(resp)
+    for tenant in tenants[1:]:
+        await data_of(await client.get(tenant.leads_url, headers=tenant.headers))
+    for _ in range(2):
+        resp = await client.get(
+            first.leads_url, headers={"Authorization": f"Bearer {bad_secret()}"}
+        )
+        await error_of(resp, 401, "UNAUTHORIZED")
+    resp = await client.get(first.leads_url, headers={"Authorization": f"Bearer {bad_secret()}"})
+    await refused(resp)
 
 
 async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(
