@@ -22,6 +22,7 @@ from ..http.fields import (
     CONTROL_RE,
     NON_BLANK,
     CamelSchema,
+    QueryInteger,
     Text,
     anchored,
     camel,
@@ -105,13 +106,12 @@ class UtcDateTime(fields.AwareDateTime):
 class LeadListQuerySchema(CamelSchema):
     """Every list parameter; ``metadata.<key>`` parameters are handled beside it."""
 
-    page = fields.Integer(
+    page = QueryInteger(
         load_default=1,
-        strict=False,
         validate=validate.Range(1, MAX_PAGE),
         metadata={"description": "1-based page number (page/limit paging); not with cursor."},
     )
-    limit = fields.Integer(
+    limit = QueryInteger(
         load_default=10,
         validate=validate.Range(1, 100),
         metadata={"description": "Leads per page."},
