@@ -265,6 +265,8 @@ def parse_list_query(query: MultiMapping[str], codec: CursorCodec) -> LeadQuery:
             key = name[len(METADATA_PREFIX) :]
             if not 1 <= len(key) <= MAX_KEY_LENGTH or key.startswith("$") or "." in key:
                 errors[name] = ["Filter on a top-level metadata key: metadata.<key>."]
+            elif CONTROL_RE.search(name) or CONTROL_RE.search(values[0]):
+                errors[name] = [CONTROL_MESSAGE]
             elif len(values[0]) > 200:
                 errors[name] = ["At most 200 characters."]
             else:

@@ -1,4 +1,5 @@
-"""Query parameters read one way only (issue 19, items 4 to 6): integers in ASCII digits."""
+"""Query parameters read one way only (issue 19, items 4 to 6): integers in ASCII digits,
+no control characters in metadata filters."""
 
 from __future__ import annotations
 
@@ -76,3 +77,20 @@ async def test_canonical_integers_still_work_and_ranges_are_named(api, tenant):
         await get(api, tenant, tenant.leads_url, "page=" + "9" * 5000), "page"
     )
     assert "1000000" in error["details"]["page"][0]
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("metadata.a%00b=1", "metadata.a\x00b"),
+        ("metadata.ctl=a%00%01b", "metadata.ctl"),
+        ("metadata.ctl=%7F", "metadata.ctl"),
+        ("metadata.ctl=%C2%85", "metadata.ctl"),  # U+0085, a C1 control
+        ("metadata.tab%09=x", "metadata.tab\t"),
+        ("metadata.nl=a%0Ab", "metadata.nl"),
+    ],
+)
+async def test_control_characters_in_metadata_filters_are_refused(api, tenant, query, named):
+    await refused_naming(await get(api, tenant, tenant.leads_url, query), named)
+    export = await get(api, tenant, tenant.leads_url + "/export", query)
+    await refused_naming(export, named)
