@@ -166,7 +166,7 @@ async def create_lead(request: web.Request) -> web.Response:
     "(`<key>`: 1-100 characters, not starting with `$`, without `.`; the value at most "
     "200 characters; neither with control characters). The value matches the same "
     'string, and also the number or boolean it spells (`5` matches 5, 5.0 and "5"; `true` '
-    'matches true and "true"); an array matches when one '
+    'matches true and "true"; any 64-bit integer exactly); an array matches when one '
     "element does. Up to 5 metadata filters. OpenAPI 3.0 cannot declare "
     "a family of parameters named by a prefix, so they are not listed among the "
     "parameters below; the server accepts them all the same, e.g. "

@@ -1,5 +1,5 @@
 """Query parameters read one way only (issue 19, items 4 to 6): integers in ASCII digits,
-no control characters in metadata filters."""
+no control characters in metadata filters, and every 64-bit integer filter exact."""
 
 from __future__ import annotations
 
@@ -94,3 +94,42 @@ async def test_control_characters_in_metadata_filters_are_refused(api, tenant, q
     await refused_naming(await get(api, tenant, tenant.leads_url, query), named)
     export = await get(api, tenant, tenant.leads_url + "/export", query)
     await refused_naming(export, named)
+
+
+async def test_every_64_bit_integer_filter_matches_exactly(api, tenant, other_tenant):
+    values = {
+        "nineteen": 1234567890123456789,
+        "rounded": 1234567890123456768,  # what the one above becomes as a float
+        "max": 2**63 - 1,
+        "min": -(2**63),
+    }
+    mine = {
+        key: await create_lead(api, tenant, email=f"{key}@example.com", metadata={"n": value})
+        for key, value in values.items()
+    }
+    for key, value in values.items():  # the same values in another workspace
+        await create_lead(api, other_tenant, email=f"{key}@example.com", metadata={"n": value})
+    texts = await create_lead(
+        api,
+        tenant,
+        email="texts@example.com",
+        metadata={"n": ["12345678901234567890123", "9223372036854775808"], "f": 1e20},
+    )
+
+    async def matching(query: str) -> list[str]:
+        data = await data_of(await get(api, tenant, tenant.leads_url, query))
+        return [lead["id"] for lead in data["leads"]]
+
+    for key, value in values.items():
+        assert await matching(f"metadata.n={value}") == [mine[key]["id"]], key
+    # Beyond 64 bits no integer is stored: the string matches, and a float exactly equal.
+    assert await matching("metadata.n=12345678901234567890123") == [texts["id"]]
+    assert await matching("metadata.n=9223372036854775808") == [texts["id"]]
+    assert await matching("metadata.f=100000000000000000000") == [texts["id"]]
+    assert await matching("metadata.n=-9223372036854775809") == []
+    too_big = await api.post(
+        tenant.leads_url,
+        data='{"name": "N", "email": "n@example.com", "metadata": {"n": 9223372036854775808}}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    await error_of(too_big, 400, "INVALID_JSON")
