@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import appkeys
-from .accounts.auth import Authenticator, auth_middleware_factory, authenticator_key
+from .accounts.auth import (
+    Authenticator,
+    authenticator_key,
+    chatbot_middleware_factory,
+    key_middleware_factory,
+)
 from .accounts.repository import AccountRepository, accounts_repo_key
 from .http.activity import RequestActivity, request_activity_key
 from .http.admission import Admission
@@ -76,12 +81,13 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.settings_key]
-    limiter = CountingRateLimiter(build_rate_limiter(settings))
+    inner = build_rate_limiter(settings)
+    limiter = CountingRateLimiter(inner)
     app[appkeys.rate_limiter_key] = limiter
     app[authenticator_key] = Authenticator(
         app[accounts_repo_key],
         key_cache_seconds=settings.key_cache_seconds,
-        limiter=limiter,
+        limiter=inner,  # it counts its decisions itself (some of its tokens are given back)
         failure_policy=BucketPolicy(
             settings.auth_failure_capacity, settings.auth_failure_refill_per_second
         ),
@@ -123,7 +129,7 @@ def create_app(settings: Settings) -> web.Application:
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, appkeys.mongo_key),
         # Before authentication: finding a key or a chatbot not yet cached is store work.
         admission.middleware(),
-        auth_middleware_factory(authenticator_key),
+        key_middleware_factory(authenticator_key),
     ]
     if settings.ratelimit_enabled:
         middlewares.append(
@@ -132,6 +138,9 @@ def create_app(settings: Settings) -> web.Application:
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
+    # After the key's token is taken: a request for a chatbot the key does not have is
+    # limited like any other, and its 404 carries the key's headers.
+    middlewares.append(chatbot_middleware_factory(authenticator_key))
     middlewares.append(idempotency_middleware_factory(idempotency_key))
     # Each route enforces its own body limit (read_json_object); the batch route's is
     # the largest.

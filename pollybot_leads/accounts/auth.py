@@ -2,10 +2,20 @@
 
 Only SHA-256 digests of secrets are stored. Resolved keys are cached for at most
 ``key_cache_seconds``, which bounds how long a revoked key keeps working.
+
+What a bad request costs is bounded, not the store's to pay: bad credentials spend the
+client address's failure bucket, and a key that has to be looked up takes that token
+*before* the store is asked (given back when the key is good), so an address with none
+left is refused without a store query; digests no active key has are remembered for a
+while. The key is found in one middleware and the chatbot checked in another, after the
+rate limit: a request for a chatbot the key does not have spends the key's tokens like
+any other. Negative answers are cached apart from positive ones, so that a flood of
+random keys or chatbot ids never pushes a good one out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections import OrderedDict
@@ -16,12 +26,18 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .. import ids
 from ..errors import ChatbotNotFound, RateLimited, ServiceUnavailable, Unauthorized
-from ..http.context import AUTH, PROTECTED_PREFIX, ApiKeyRecord, AuthContext
-from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
+from ..http.context import API_KEY, AUTH, PROTECTED_PREFIX, ApiKeyRecord, AuthContext
+from ..ratelimit.base import BucketPolicy, Decision, RateLimiter, RateLimiterUnavailable
+from ..telemetry.metrics import count_ratelimit_decision
 from .repository import AccountRepository
 
 CACHE_MAX_ENTRIES = 10_000
 CHATBOT_CACHE_SECONDS = 60.0
+# A digest no active key has: secrets are random, so no key is issued with it later.
+BAD_KEY_CACHE_SECONDS = 60.0
+FAILURE_BUCKET_PREFIX = "authfail:"
+# A look-up of a key: (whether the store was asked, the active key it found).
+_Lookup = tuple[bool, ApiKeyRecord | None]
 
 
 V = TypeVar("V")
@@ -59,69 +75,132 @@ class Authenticator:
         limiter: RateLimiter,
         failure_policy: BucketPolicy,
         trusted_proxies: tuple[str, ...] = (),
+        cache_entries: int = CACHE_MAX_ENTRIES,
     ) -> None:
         self._accounts = accounts
-        self._keys: _TtlCache[ApiKeyRecord] = _TtlCache(key_cache_seconds)
-        self._chatbots: _TtlCache[str] = _TtlCache(
-            min(CHATBOT_CACHE_SECONDS, max(key_cache_seconds, 1.0))
-        )
+        self._keys: _TtlCache[ApiKeyRecord] = _TtlCache(key_cache_seconds, cache_entries)
+        self._bad_keys: _TtlCache[bool] = _TtlCache(BAD_KEY_CACHE_SECONDS, cache_entries)
+        self._key_lookups: dict[str, asyncio.Future[_Lookup]] = {}
+        chatbot_seconds = min(CHATBOT_CACHE_SECONDS, max(key_cache_seconds, 1.0))
+        self._chatbots: _TtlCache[str] = _TtlCache(chatbot_seconds, cache_entries)
+        self._absent_chatbots: _TtlCache[bool] = _TtlCache(chatbot_seconds, cache_entries)
         self._limiter = limiter
         self._failure_policy = failure_policy
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
-    async def authenticate(self, request: web.Request, chatbot_id: str | None) -> AuthContext:
-        """The key, and the chatbot when the route names one (it must be the key's)."""
-        key = await self._key_for(request.headers.get("Authorization", ""))
-        if key is None:
-            await self._count_failure(request)
-            raise Unauthorized()
+    async def authenticate(self, request: web.Request) -> ApiKeyRecord:
+        """The request's active key; else Unauthorized, or RateLimited once its client
+        address has failed too often."""
+        digest = _digest(request.headers.get("Authorization", ""))
+        if digest is not None:
+            key = self._keys.get(digest)
+            if key is not None:
+                return key
+            if self._bad_keys.get(digest) is None:
+                key = await self._look_up(request, digest)
+                if key is not None:
+                    return key
+                raise Unauthorized()  # the look-up spent the failure's token
+        count_ratelimit_decision("auth_failure", await self._take_failure_token(request))
+        raise Unauthorized()
+
+    async def authorize(self, key: ApiKeyRecord, chatbot_id: str | None) -> AuthContext:
+        """The key on its route; the chatbot the route names must be of its workspace."""
         if chatbot_id is None:  # a workspace-wide route (webhooks)
             return AuthContext(key, "")
         if await self._chatbot_workspace(chatbot_id) != key.workspace_id:
             raise ChatbotNotFound()
         return AuthContext(key, chatbot_id)
 
-    async def _key_for(self, header: str) -> ApiKeyRecord | None:
-        scheme, _, secret = header.partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not ids.is_secret(secret):
-            return None
-        digest = ids.secret_digest(secret)  # the cache is keyed by digest, never the secret
-        key = self._keys.get(digest)
+    async def _look_up(self, request: web.Request, digest: str) -> ApiKeyRecord | None:
+        """The active key with this digest, from the store; None (its failure counted)
+        when there is none.
+
+        A token of the client address's failure bucket is taken before the store is asked
+        (none left: RateLimited, and no store query) and given back if the key is good.
+        Requests for one digest meanwhile share the look-up, and its token.
+        """
+        while (pending := self._key_lookups.get(digest)) is not None:
+            asked, key = await asyncio.shield(pending)
+            if asked:
+                if key is None:
+                    count_ratelimit_decision(
+                        "auth_failure", await self._take_failure_token(request)
+                    )
+                return key
+            # Its client was refused before the store was asked (or left): try for this one.
+        pending = self._key_lookups[digest] = asyncio.get_running_loop().create_future()
+        try:
+            decision = await self._take_failure_token(request)
+            try:
+                found = await self._accounts.key_by_digest(digest=digest)
+            except Exception as exc:  # the store's failure (a 503), not the client's
+                pending.set_exception(exc)  # the same answer for those waiting
+                pending.exception()  # and no complaint when none is
+                await self._give_back_failure_token(request)
+                raise
+            key = found if found is not None and found.active else None
+            if key is None:
+                self._bad_keys.put(digest, True)
+            else:
+                self._keys.put(digest, key)
+            pending.set_result((True, key))
+        finally:
+            del self._key_lookups[digest]
+            if not pending.done():  # refused a token, or its client left: nothing asked
+                pending.set_result((False, None))
         if key is None:
-            key = await self._accounts.key_by_digest(digest=digest)
-            if key is None or not key.active:
-                return None
-            self._keys.put(digest, key)
+            count_ratelimit_decision("auth_failure", decision)
+        else:
+            await self._give_back_failure_token(request)
         return key
 
     async def _chatbot_workspace(self, chatbot_id: str) -> str | None:
         """The chatbot's workspace, None when there is no such chatbot.
 
-        Absent chatbots are cached too (as ""), so that a 404 for a chatbot of another
-        workspace and one for a chatbot that does not exist cost the same: the time of a
-        404 does not tell whether the id exists. Ids are random, so no chatbot is created
-        under an id someone asked for before.
+        Absent chatbots are cached too, so that a 404 for a chatbot of another workspace
+        and one for a chatbot that does not exist cost the same: the time of a 404 does
+        not tell whether the id exists. Ids are random, so no chatbot is created under an
+        id someone asked for before. A malformed id is never looked up, nor cached.
         """
+        if not ids.is_id(ids.CHATBOT, chatbot_id):
+            return None
         workspace = self._chatbots.get(chatbot_id)
+        if workspace is not None or self._absent_chatbots.get(chatbot_id):
+            return workspace
+        workspace = await self._accounts.chatbot_workspace(chatbot_id=chatbot_id)
         if workspace is None:
-            workspace = await self._accounts.chatbot_workspace(chatbot_id=chatbot_id) or ""
+            self._absent_chatbots.put(chatbot_id, True)
+        else:
             self._chatbots.put(chatbot_id, workspace)
-        return workspace or None
+        return workspace
 
-    async def _count_failure(self, request: web.Request) -> None:
-        """Bad credentials spend tokens of the client address's own bucket."""
+    async def _take_failure_token(self, request: web.Request) -> Decision:
+        """A token of the client address's failure bucket: RateLimited when there is none,
+        ServiceUnavailable when the limiter cannot be asked (both counted here; a token
+        taken is counted by the caller, once it knows it was a failure)."""
         try:
             decision = await self._limiter.take(
-                "authfail:" + self.client_address(request), self._failure_policy
+                FAILURE_BUCKET_PREFIX + self.client_address(request), self._failure_policy
             )
         except RateLimiterUnavailable:
+            count_ratelimit_decision("auth_failure", None)
             raise ServiceUnavailable("Rate limiting is unavailable; retry shortly") from None
         if not decision.allowed:
+            count_ratelimit_decision("auth_failure", decision)
             raise RateLimited(
                 "Too many failed authentication attempts",
                 headers={"Retry-After": str(decision.retry_after)},
             )
+        return decision
+
+    async def _give_back_failure_token(self, request: web.Request) -> None:
+        """Return the token a look-up took for a key that turned out good."""
+        bucket = FAILURE_BUCKET_PREFIX + self.client_address(request)
+        try:
+            await self._limiter.take(bucket, self._failure_policy, -1)
+        except RateLimiterUnavailable:
+            pass  # the limiter is out of reach: nothing to give back to
 
     def client_address(self, request: web.Request) -> str:
         """The peer, or the last untrusted hop of X-Forwarded-For when the peer is a proxy."""
@@ -142,17 +221,44 @@ class Authenticator:
         return any(ip in network for network in self._proxies)
 
 
+def _digest(header: str) -> str | None:
+    """The digest of a Bearer secret (caches and the store are keyed by it), or None when
+    the header holds no well-formed one."""
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not ids.is_secret(secret):
+        return None
+    return ids.secret_digest(secret)
+
+
 authenticator_key = web.AppKey("authenticator", Authenticator)
 
 
-def auth_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
+def key_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
+    """Finds the request's key (API_KEY) on the protected routes: else 401, or 429."""
+
     @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request.match_info
         if info.http_exception is not None or not request.path.startswith(PROTECTED_PREFIX):
             return await handler(request)
-        chatbot_id = info.get("chatbotId")
-        request[AUTH] = await request.app[authenticator_key].authenticate(request, chatbot_id)
+        request[API_KEY] = await request.app[authenticator_key].authenticate(request)
         return await handler(request)
 
-    return auth_middleware
+    return key_middleware
+
+
+def chatbot_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
+    """Checks the chatbot the route names against the request's key and sets AUTH; after
+    the rate limit, so that a 404 spends a token and carries the key's headers."""
+
+    @web.middleware
+    async def chatbot_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.get(API_KEY)
+        if key is None:
+            return await handler(request)
+        chatbot_id = request.match_info.get("chatbotId")
+        request[AUTH] = await request.app[authenticator_key].authorize(key, chatbot_id)
+        return await handler(request)
+
+    return chatbot_middleware

@@ -14,7 +14,7 @@ import logging
 from aiohttp import web
 
 from ..telemetry import metrics
-from .context import AUTH
+from .context import API_KEY
 
 access_log = logging.getLogger("pollybot_leads.access")
 QUIET_ROUTES = frozenset(("/healthz", "/readyz", "/metrics"))
@@ -35,8 +35,8 @@ def log_access(request: web.Request, status: int, elapsed: float) -> None:
     metrics.count_request(route, method, status, elapsed)
     level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
     if access_log.isEnabledFor(level):
-        auth = request.get(AUTH)
-        key_id = auth.key.id if auth is not None else None
+        key = request.get(API_KEY)
+        key_id = key.id if key is not None else None
         duration_ms = round(elapsed * 1000, 2)
         access_log.log(
             level,

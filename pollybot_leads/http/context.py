@@ -43,4 +43,6 @@ PROTECTED_PREFIX = "/api/v1/"
 REQUEST_ID = web.RequestKey("request_id", str)
 # Headers added to whatever response goes out (rate-limit headers).
 RESPONSE_HEADERS = web.RequestKey("response_headers", dict[str, str])
+# The request's key, once found (before the chatbot it names is checked and AUTH is set).
+API_KEY = web.RequestKey("api_key", ApiKeyRecord)
 AUTH = web.RequestKey("auth", AuthContext)

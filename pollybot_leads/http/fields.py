@@ -81,6 +81,27 @@ class Text(fields.String):
         return text.strip() if self.trim else text
 
 
+# The one way a query string writes an integer: ASCII digits, without a sign, spaces,
+# underscores or leading zeros. int() alone also takes U+0967 (a Devanagari one), U+FF12
+# (a full-width two), "1_0", "+1" and " 1".
+CANONICAL_INTEGER = re.compile(r"0|[1-9][0-9]*")
+CANONICAL_INTEGER_MESSAGE = (
+    "Must be a whole number in digits 0-9, without sign, spaces or leading zeros."
+)
+# Longer is beyond every range a parameter has (and int() refuses past 4,300 digits).
+INTEGER_DIGITS_MAX = 20
+
+
+class QueryInteger(fields.Integer):
+    """A non-negative integer query parameter, written the one way (CANONICAL_INTEGER);
+    its range is checked as any Integer's, so an out-of-range value names the range."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not CANONICAL_INTEGER.fullmatch(value):
+            raise ValidationError(CANONICAL_INTEGER_MESSAGE)
+        return int(value) if len(value) <= INTEGER_DIGITS_MAX else 10**INTEGER_DIGITS_MAX
+
+
 class ServerOwned(fields.Raw):
     """A field only the server sets: sending it at all is a validation error."""
 

@@ -1,4 +1,5 @@
-"""A token bucket per API key, taken after authentication; headers on every response."""
+"""A token bucket per API key, taken once the key is found and before its chatbot is
+checked; headers on every response."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import RateLimited, ServiceUnavailable
 from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
-from .context import AUTH, RESPONSE_HEADERS
+from .context import API_KEY, RESPONSE_HEADERS
 
 # Takes more tokens for a request that costs more than one (a batch: one per item).
 Charge = Callable[[int], Awaitable[None]]
@@ -43,10 +44,9 @@ def ratelimit_middleware_factory(
 
     @web.middleware
     async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        auth = request.get(AUTH)
-        if auth is None:
+        key = request.get(API_KEY)
+        if key is None:
             return await handler(request)
-        key = auth.key
         policy = default_policy
         if key.rate_limit_capacity or key.rate_limit_refill:  # the key's own limits
             limits = (key.rate_limit_capacity, key.rate_limit_refill)

@@ -22,12 +22,13 @@ from ..http.fields import (
     CONTROL_RE,
     NON_BLANK,
     CamelSchema,
+    QueryInteger,
     Text,
     anchored,
     camel,
 )
 from ..timeutil import to_ms
-from .metadata import MAX_KEY_LENGTH
+from .metadata import INT64_MAX, INT64_MIN, MAX_KEY_LENGTH
 from .queries import DEFAULT_SORT, SORTS, CursorPosition, LeadQuery
 from .rules import SEARCH_MAX_WORDS, SOURCE_MAX, STATUSES, fold, query_words
 from .schemas import EmailText
@@ -38,7 +39,7 @@ CURSOR_PATTERN = r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
 CONFIRM_HEADER = "X-Confirm-Delete"
 METADATA_PREFIX = "metadata."
 METADATA_FILTERS_MAX = 5
-_INT = re.compile(r"^-?(0|[1-9][0-9]{0,17})\Z")
+_INT = re.compile(r"^-?(0|[1-9][0-9]*)\Z")
 _FLOAT = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
 
 
@@ -105,13 +106,12 @@ class UtcDateTime(fields.AwareDateTime):
 class LeadListQuerySchema(CamelSchema):
     """Every list parameter; ``metadata.<key>`` parameters are handled beside it."""
 
-    page = fields.Integer(
+    page = QueryInteger(
         load_default=1,
-        strict=False,
         validate=validate.Range(1, MAX_PAGE),
         metadata={"description": "1-based page number (page/limit paging); not with cursor."},
     )
-    limit = fields.Integer(
+    limit = QueryInteger(
         load_default=10,
         validate=validate.Range(1, 100),
         metadata={"description": "Leads per page."},
@@ -237,13 +237,21 @@ def metadata_value_candidates(text: str) -> tuple[Any, ...]:
     """What ``metadata.<key>=<text>`` matches: the string, and the number or boolean it spells.
 
     ``5`` matches 5, 5.0 and "5"; ``true`` matches true and "true"; anything else matches
-    only that string. An array matches when one of its elements does.
+    only that string. An array matches when one of its elements does. Any integer of 64
+    bits matches exactly (it is never read as a float, which holds 53). Metadata holds no
+    integer beyond 64 bits (a body with one is refused), so a longer one matches its string,
+    and a float only where a float is exactly that integer (``1`` followed by 20 zeros
+    matches 1e20).
     """
     values: list[Any] = [text]
     if text in ("true", "false"):
         values.append(text == "true")
     elif _INT.match(text):
-        values.append(int(text))
+        whole = int(text)
+        if INT64_MIN <= whole <= INT64_MAX:
+            values.append(whole)
+        elif abs(whole) < 2**1024 and int(float(whole)) == whole:
+            values.append(float(whole))
     elif _FLOAT.match(text):
         number = float(text)
         if number == number and abs(number) != float("inf"):
@@ -265,6 +273,8 @@ def parse_list_query(query: MultiMapping[str], codec: CursorCodec) -> LeadQuery:
             key = name[len(METADATA_PREFIX) :]
             if not 1 <= len(key) <= MAX_KEY_LENGTH or key.startswith("$") or "." in key:
                 errors[name] = ["Filter on a top-level metadata key: metadata.<key>."]
+            elif CONTROL_RE.search(name) or CONTROL_RE.search(values[0]):
+                errors[name] = [CONTROL_MESSAGE]
             elif len(values[0]) > 200:
                 errors[name] = ["At most 200 characters."]
             else:

@@ -164,9 +164,10 @@ async def create_lead(request: web.Request) -> web.Response:
     "or malformed parameters are a 400 naming them.\n\n"
     "**Metadata filters.** `metadata.<key>=<value>` filters on a top-level metadata key "
     "(`<key>`: 1-100 characters, not starting with `$`, without `.`; the value at most "
-    "200 characters). The value matches the same string, and also the number or boolean "
-    'it spells (`5` matches 5, 5.0 and "5"; `true` matches true and "true"); an array '
-    "matches when one element does. Up to 5 metadata filters. OpenAPI 3.0 cannot declare "
+    "200 characters; neither with control characters). The value matches the same "
+    'string, and also the number or boolean it spells (`5` matches 5, 5.0 and "5"; `true` '
+    'matches true and "true"; any 64-bit integer exactly); an array matches when one '
+    "element does. Up to 5 metadata filters. OpenAPI 3.0 cannot declare "
     "a family of parameters named by a prefix, so they are not listed among the "
     "parameters below; the server accepts them all the same, e.g. "
     "`?metadata.utm_source=google&metadata.seats=5`.",

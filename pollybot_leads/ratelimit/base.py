@@ -32,7 +32,11 @@ class RateLimiterUnavailable(Exception):
 
 class RateLimiter(Protocol):
     async def take(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
-        """Take ``cost`` tokens from ``bucket`` (created full on first use), all or none."""
+        """Take ``cost`` tokens from ``bucket`` (created full on first use), all or none.
+
+        A negative ``cost`` gives tokens back, never past the capacity: what a caller
+        returns that took a token before it knew whether it had to.
+        """
         ...
 
     async def ping(self, timeout: float) -> bool:

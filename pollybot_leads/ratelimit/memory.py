@@ -136,7 +136,7 @@ class InProcessTokenBucket:
 
         allowed = tokens >= cost
         if allowed:
-            tokens -= cost
+            tokens = min(float(capacity), tokens - cost)  # a negative cost gives back
 
         ms_to_full = ms_until(capacity - tokens, rate)
         ms_to_one = ms_until(cost - tokens, rate)

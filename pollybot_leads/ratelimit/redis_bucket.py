@@ -66,7 +66,8 @@ FAILURE_POLICIES = ("allow", "deny")
 DEFAULT_LOGGER = logging.getLogger("pollybot_leads.ratelimit")
 
 # KEYS[1]: the bucket's hash. ARGV[1]: capacity (>= 1). ARGV[2]: refill, tokens/second (> 0).
-# ARGV[3], optional: tokens to take (default 1; all or none).
+# ARGV[3], optional: tokens to take (default 1; all or none; a negative number gives tokens
+# back, never past the capacity).
 # Returns {allowed (1 or 0), remaining whole tokens (floor), ms until full (>= 1),
 #          ms until that many tokens (0 when they are there)}, all integers. Milliseconds are
 # rounded up, ignoring float noise below 1e-6 ms (as memory.ms_until does).
@@ -88,7 +89,7 @@ else
 end
 local allowed = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  tokens = math.min(capacity, tokens - cost)
   allowed = 1
 end
 local to_full = math.ceil((capacity - tokens) * 1000 / rate - 1e-6)

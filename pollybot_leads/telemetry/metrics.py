@@ -35,7 +35,6 @@ disable_created_metrics()
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 UNMATCHED_ROUTE = "unmatched"  # no route: a 404, or a method the path does not allow
-AUTH_FAILURE_PREFIX = "authfail:"  # bucket names the authenticator uses for bad credentials
 
 REQUESTS = Counter(
     "pollybot_http_requests",
@@ -143,24 +142,38 @@ def store_unavailable() -> None:
     STORE_ERRORS.labels("timeout" if timed_out else "unreachable").inc()
 
 
+def count_ratelimit_decision(bucket: str, decision: Decision | None) -> None:
+    """One decision on a bucket of a kind, ``key`` or ``auth_failure``; None: the limiter
+    could not be asked and refused (a 503)."""
+    if decision is None:
+        outcome = "unavailable"
+    elif decision.degraded:
+        outcome = "degraded"
+    else:
+        outcome = "allowed" if decision.allowed else "limited"
+    _DECISIONS[bucket, outcome].inc()
+
+
 class CountingRateLimiter:
-    """A :class:`RateLimiter` that counts every decision of the one it wraps."""
+    """A :class:`RateLimiter` that counts every take from the one it wraps as a decision
+    on an API key's bucket (tokens given back are no decision).
+
+    The authenticator counts the decisions on client addresses' failure buckets itself:
+    only it knows whether a token it took was spent on a failure or given back when the
+    key turned out good.
+    """
 
     def __init__(self, inner: RateLimiter) -> None:
         self.inner = inner
 
     async def take(self, bucket: str, policy: BucketPolicy, cost: int = 1) -> Decision:
-        kind = "auth_failure" if bucket.startswith(AUTH_FAILURE_PREFIX) else "key"
         try:
             decision = await self.inner.take(bucket, policy, cost)
         except RateLimiterUnavailable:
-            _DECISIONS[kind, "unavailable"].inc()
+            count_ratelimit_decision("key", None)
             raise
-        if decision.degraded:
-            outcome = "degraded"
-        else:
-            outcome = "allowed" if decision.allowed else "limited"
-        _DECISIONS[kind, outcome].inc()
+        if cost > 0:
+            count_ratelimit_decision("key", decision)
         return decision
 
     async def ping(self, timeout: float) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
-from ..http.fields import CamelSchema, Text
+from ..http.fields import CamelSchema, QueryInteger, Text
 from ..http.responses import TIMESTAMP, doc
 from .payload import EVENT_NAMES, EVENT_TYPES
 from .targets import URL_MAX, URL_PATTERN
@@ -137,7 +137,7 @@ class ReplaySchema(CamelSchema):
 
 
 class EventFeedQuerySchema(CamelSchema):
-    after = fields.Integer(
+    after = QueryInteger(
         load_default=0,
         validate=validate.Range(0, SEQUENCE_MAX),
         metadata=doc(
@@ -146,7 +146,7 @@ class EventFeedQuerySchema(CamelSchema):
             example=0,
         ),
     )
-    limit = fields.Integer(
+    limit = QueryInteger(
         load_default=100,
         validate=validate.Range(1, 100),
         metadata=doc("Events per page.", example=100),
@@ -154,7 +154,7 @@ class EventFeedQuerySchema(CamelSchema):
 
 
 class AttemptQuerySchema(CamelSchema):
-    limit = fields.Integer(
+    limit = QueryInteger(
         load_default=50,
         validate=validate.Range(1, 100),
         metadata=doc("Attempts per page.", example=50),

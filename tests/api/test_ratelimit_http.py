@@ -11,79 +11,25 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
-from redis.asyncio import Redis
+from aiohttp.test_utils import TestClient
 
-from pollybot_leads.app import create_app
-from pollybot_leads.settings import Settings
 from tests.conftest import Tenant, make_tenant
 from tests.redis_server import RedisServer
 
-from .helpers import create_lead, data_of, error_of
-
-FROZEN = 0.001  # tokens per second: no refill worth counting during a test
-LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-
-Serve = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-async def fresh_redis(redis_server: RedisServer) -> RedisServer:
-    """The module's server, emptied: failure buckets per address start full."""
-    client = Redis.from_url(redis_server.url)
-    try:
-        await client.flushall()
-    finally:
-        await client.aclose()
-    return redis_server
-
-
-@pytest.fixture
-async def serve(settings: Settings, mongo: Any) -> AsyncIterator[Serve]:
-    """Start apps built by create_app from the test settings with ``changes``."""
-    started: list[TestClient] = []
-
-    async def start(redis: RedisServer | None = None, **changes: Any) -> TestClient:
-        """``redis``: limit through that server; else the in-process bucket."""
-        changes.setdefault("redis_url", redis.url if redis is not None else "")
-        # Generous, so that a busy machine does not turn exactness into the failure policy;
-        # the tests of Redis trouble set the default 100 ms.
-        changes.setdefault("redis_timeout_ms", 2000)
-        client = TestClient(TestServer(create_app(settings.replace(**changes))))
-        await client.start_server()
-        started.append(client)
-        return client
-
-    yield start
-    for client in started:
-        await client.close()
-
-
-def limits(resp: ClientResponse) -> tuple[int, int, int]:
-    """(Limit, Remaining, Reset) as the client reads them; all three must be there."""
-    return tuple(int(resp.headers[name]) for name in LIMIT_HEADERS)  # type: ignore[return-value]
-
-
-def no_limit_headers(resp: ClientResponse) -> bool:
-    return not any(name in resp.headers for name in LIMIT_HEADERS)
-
-
-async def refused(resp: ClientResponse) -> int:
-    """The response is a 429 RATE_LIMITED envelope; returns its Retry-After."""
-    await error_of(resp, 429, "RATE_LIMITED")
-    retry_after = int(resp.headers["Retry-After"])
-    assert retry_after >= 1
-    return retry_after
-
-
-def bad_secret() -> str:
-    """Well-formed but unknown: it costs a key lookup, then counts as a failure."""
-    return "sk-workspace_" + secrets.token_urlsafe(32)
+from .helpers import (
+    FROZEN,
+    Serve,
+    bad_secret,
+    create_lead,
+    data_of,
+    error_of,
+    limits,
+    no_limit_headers,
+    refused,
+)
 
 
 def bad_credentials() -> list[dict[str, str]]:
@@ -354,13 +300,15 @@ async def test_redis_stopped_policy_deny_is_503_then_resumes(
 async def test_bad_keys_from_one_address_are_limited_whatever_the_key(
     serve: Serve, fresh_redis: RedisServer, accounts
 ) -> None:
-    tenant = await make_tenant(accounts)
+    tenant, newcomer = await make_tenant(accounts), await make_tenant(accounts)
     client = await serve(
         redis=fresh_redis,
         auth_failure_capacity=6,
         auth_failure_refill_per_second=FROZEN,
         ratelimit_capacity=5,
+        key_cache_seconds=30,
     )
+    await data_of(await client.get(tenant.leads_url, headers=tenant.headers))  # known now
 
     for headers in bad_credentials():  # six different failures: the bucket's six tokens
         resp = await client.get(tenant.leads_url, headers=headers)
@@ -371,10 +319,41 @@ async def test_bad_keys_from_one_address_are_limited_whatever_the_key(
         assert await refused(resp) == 1000
         assert no_limit_headers(resp)
 
-    # The address is not blocked: a valid key works, with its own bucket.
+    # A key the server knows still works from that address, with its own bucket.
     resp = await client.get(tenant.leads_url, headers=tenant.headers)
     await data_of(resp)
     assert limits(resp)[:2] == (5, 4)
+    # One it would have to look up is refused like a bad one until the address has a
+    # token again: a client over its limit never gets a key looked up.
+    resp = await client.get(newcomer.leads_url, headers=newcomer.headers)
+    assert await refused(resp) == 1000
+    assert no_limit_headers(resp)
+
+
+async def test_a_good_key_gives_back_the_token_its_look_up_took(
+    serve: Serve, fresh_redis: RedisServer, accounts
+) -> None:
+    tenants = [await make_tenant(accounts) for _ in range(4)]
+    client = await serve(
+        redis=fresh_redis, auth_failure_capacity=2, auth_failure_refill_per_second=FROZEN
+    )
+    # Four keys new to the server, each looked up (one of them by 20 requests at once):
+    # none of them spends the address's two tokens for bad credentials.
+    first = tenants[0]
+    answers = await asyncio.gather(
+        *(client.get(first.leads_url, headers=first.headers) for _ in range(20))
+    )
+    for resp in answers:
+        await data_of(resp)
+    for tenant in tenants[1:]:
+        await data_of(await client.get(tenant.leads_url, headers=tenant.headers))
+    for _ in range(2):
+        resp = await client.get(
+            first.leads_url, headers={"Authorization": f"Bearer {bad_secret()}"}
+        )
+        await error_of(resp, 401, "UNAUTHORIZED")
+    resp = await client.get(first.leads_url, headers={"Authorization": f"Bearer {bad_secret()}"})
+    await refused(resp)
 
 
 async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(

@@ -128,6 +128,26 @@ async def test_refill_gives_tokens_back(make_bucket: MakeBucket) -> None:
     assert (await limiter.take("refill", policy)).allowed
 
 
+async def test_a_negative_cost_gives_tokens_back_up_to_the_capacity(
+    make_bucket: MakeBucket,
+) -> None:
+    limiter, local = make_bucket(), InProcessTokenBucket()
+    policy = BucketPolicy(capacity=3, refill_per_second=FROZEN)
+    for bucket in (limiter, local):
+        assert [(await bucket.take("back", policy)).remaining for _ in range(3)] == [2, 1, 0]
+        assert not (await bucket.take("back", policy)).allowed
+        given = await bucket.take("back", policy, -1)
+        assert given.allowed and given.remaining == 1
+        assert (await bucket.take("back", policy)).remaining == 0
+        assert (await bucket.take("back", policy, -5)).remaining == 3  # never past capacity
+        assert [(await bucket.take("back", policy)).allowed for _ in range(4)] == [
+            True,
+            True,
+            True,
+            False,
+        ]
+
+
 async def test_header_values(make_bucket: MakeBucket) -> None:
     limiter = make_bucket()
     policy = BucketPolicy(capacity=3, refill_per_second=0.5)  # one token per 2 s
