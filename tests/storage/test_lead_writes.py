@@ -5,7 +5,7 @@ import uuid
 from datetime import timedelta
 
 from pollybot_leads.errors import IdempotencyInProgress, LeadNotFound
-from pollybot_leads.idempotency.records import IdempotencyStore, Lease, StoredResponse
+from pollybot_leads.idempotency.records import IdempotencyStore, Lease, Receipt, StoredResponse
 from pollybot_leads.leads import counters
 from pollybot_leads.leads.queries import LeadQuery
 from pollybot_leads.leads.repository import LeadRepository
@@ -115,9 +115,7 @@ async def test_a_write_whose_idempotency_lease_passed_to_a_retry_writes_nothing(
     retry = await store.begin(scope="key_t", key=key, fingerprint="f")  # ...a retry takes it
     assert isinstance(retry, Lease) and retry.token != first.token
 
-    class Receipt:
-        lease = first
-
+    class Answer:
         def render(self, outcomes):
             return StoredResponse(201, b"{}", {})
 
@@ -141,7 +139,7 @@ async def test_a_write_whose_idempotency_lease_passed_to_a_retry_writes_nothing(
                 chatbot_id=cb,
                 workspace_id=ws,
                 writes=[LeadWrite(CREATE, fields)],
-                receipt=Receipt(),
+                receipt=Receipt(first, Answer()),
             )
         )
         beside = asyncio.ensure_future(
