@@ -32,23 +32,73 @@ class TargetRefused(OSError):
     """An address configuration does not allow (an OSError: aiohttp wraps it)."""
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits (beside IPv4-mapped, 6to4
+# and Teredo, which the ipaddress module unwraps itself): NAT64's well-known prefix
+# (RFC 6052), IPv4-translated (RFC 2765) and the deprecated IPv4-compatible form
+# (RFC 4291; ``::`` and ``::1`` are themselves).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LAST_32_BITS = (
+    (_NAT64, "a NAT64 address"),
+    (ipaddress.IPv6Network("::ffff:0:0:0/96"), "an IPv4-translated address"),
+    (ipaddress.IPv6Network("::/96"), "an IPv4-compatible address"),
+)
+# NAT64's local-use prefix (RFC 8215): where it puts the IPv4 address depends on the
+# prefix length the network chose, so none is unwrapped; it is never a public address.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, each with the form that carries it:
+    a connection to it reaches (through a relay or translator) that IPv4 address."""
+    if ip.ipv4_mapped is not None:
+        return [("an IPv4-mapped address", ip.ipv4_mapped)]
+    if ip.sixtofour is not None:
+        return [("a 6to4 address", ip.sixtofour)]
+    if ip.teredo is not None:  # (server, client), the client already de-obfuscated
+        server, client = ip.teredo
+        return [("a Teredo address", client), ("a Teredo address", server)]
+    if ip in (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1")):
+        return []
+    for network, form in _LAST_32_BITS:
+        if ip in network:
+            return [(form, ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))]
+    return []
+
+
+def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of address ``ip`` is, when it is not public (or None)."""
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+        return "a private or reserved address"
+    if not ip.is_global:
+        return "not a public address"
+    return None
+
+
 def address_refused(address: str) -> str | None:
-    """Why ``address`` may not be sent to without allow_private_targets, or None."""
+    """Why ``address`` may not be sent to without allow_private_targets, or None.
+
+    An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64,
+    IPv4-translated, IPv4-compatible) is refused when that IPv4 address is.
+    """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return f"{ip} is a loopback address"
-    if ip.is_link_local:
-        return f"{ip} is a link-local address"
-    if ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
-        return f"{ip} is a private or reserved address"
-    if not ip.is_global:
-        return f"{ip} is not a public address"
-    return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return f"{ip} is a local-use NAT64 address"
+        for form, inner in _embedded_ipv4(ip):
+            kind = _refusal(inner)
+            if kind is not None:
+                return f"{ip} is {form} of {inner}, {kind}"
+        if ip.ipv4_mapped is not None or ip in _NAT64:
+            return None  # the address reached is exactly that public IPv4 address
+    kind = _refusal(ip)
+    return None if kind is None else f"{ip} is {kind}"
 
 
 def url_problem(url: str, *, allow_http: bool) -> str | None:

@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pollybot_leads.app import create_app
+from tests.dns import EMBEDDING_FORMS, resolve_names
 
 from .helpers import TS, data_of, error_of
 
@@ -155,6 +156,44 @@ async def test_private_and_plain_http_targets_are_refused(strict_api, tenant, ur
     resp = await strict_api.post(BASE, json={"url": url}, headers=tenant.headers)
     error = await error_of(resp, 400, "VALIDATION_ERROR")
     assert says in error["details"]["url"][0]
+
+
+@pytest.mark.parametrize(("host", "address", "inner"), EMBEDDING_FORMS)
+async def test_ipv6_addresses_carrying_a_refused_ipv4_are_refused(
+    strict_api, tenant, monkeypatch, host, address, inner
+):
+    """6to4, NAT64, Teredo, IPv4-mapped, -compatible and -translated addresses reach the
+    IPv4 address they carry: refused as that address is, and nothing is made."""
+    resolve_names(monkeypatch, {host: address})
+    resp = await strict_api.post(BASE, json={"url": f"https://{host}/hook"}, headers=tenant.headers)
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    (message,) = error["details"]["url"]
+    assert f"{host} resolves to a refused address" in message
+    assert f"of {inner}, a " in message
+    listed = await data_of(await strict_api.get(BASE, headers=tenant.headers))
+    assert listed["webhooks"] == []
+
+
+async def test_nat64_local_use_addresses_are_refused(strict_api, tenant, monkeypatch):
+    """64:ff9b:1::/48 places its IPv4 address where its network chose: never public."""
+    resolve_names(monkeypatch, {"nat64-local.test": "64:ff9b:1:5db8:d70e::"})
+    resp = await strict_api.post(
+        BASE, json={"url": "https://nat64-local.test/hook"}, headers=tenant.headers
+    )
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert "is a local-use NAT64 address" in error["details"]["url"][0]
+
+
+async def test_ipv6_addresses_carrying_a_public_ipv4_are_accepted(strict_api, tenant, monkeypatch):
+    """6to4 and NAT64 addresses around a public IPv4 address are public themselves."""
+    resolve_names(
+        monkeypatch, {"sixtofour.test": "2002:5db8:d70e::1", "nat64.test": "64:ff9b::5db8:d70e"}
+    )
+    for host in ("sixtofour.test", "nat64.test"):
+        resp = await strict_api.post(
+            BASE, json={"url": f"https://{host}/hook"}, headers=tenant.headers
+        )
+        await data_of(resp, 201)
 
 
 async def test_a_public_https_target_is_accepted_by_the_strict_server(strict_api, tenant):

@@ -11,6 +11,7 @@ from pollybot_leads.timeutil import utcnow
 from pollybot_leads.webhooks.deliveries import DeliveryQueue
 from pollybot_leads.webhooks.pending import PendingWindow
 from tests.conftest import database_of, make_tenant
+from tests.dns import EMBEDDING_FORMS, resolve_names
 
 from .conftest import FAST, emit
 from .receiver import Receiver
@@ -103,6 +104,43 @@ async def test_private_targets_are_refused_when_sending(mongo, accounts, webhook
         assert receiver.received == []
     finally:
         await receiver.stop()
+
+
+async def test_ipv6_addresses_carrying_a_refused_ipv4_are_refused_when_sending(
+    mongo, accounts, webhooks, run_worker, monkeypatch
+):
+    """A name that resolves, at send time, to an IPv6 address carrying a refused IPv4
+    address (6to4, NAT64, Teredo, IPv4-mapped, -compatible, -translated) is not sent to."""
+    tenant = await make_tenant(accounts)
+    resolve_names(monkeypatch, {host: address for host, address, _ in EMBEDDING_FORMS})
+    made = {}
+    for host, _, inner in EMBEDDING_FORMS:
+        endpoint, _ = await webhooks.create(
+            workspace_id=tenant.workspace_id,
+            url=f"https://{host}/hook",
+            events=["lead.created"],
+            chatbot_ids=[],
+            description=None,
+        )
+        made[endpoint["id"]] = (host, inner)
+    await emit(mongo, tenant)
+    worker = run_worker(dataclasses.replace(FAST, allow_private=False))
+    attempts = mongo.db["webhook_attempts"]
+    errors: dict[str, str] = {}
+    for _ in range(500):  # each endpoint's first attempt (a refusal is retried: more follow)
+        errors = {
+            doc["webhookId"]: doc["error"]
+            async for doc in attempts.find({"webhookId": {"$in": list(made)}})
+        }
+        if len(errors) == len(made):
+            break
+        await asyncio.sleep(0.02)
+    worker.stop()  # its refused deliveries, due again, would crowd the next tests' claims
+    await mongo.db["webhook_deliveries"].delete_many({"webhookId": {"$in": list(made)}})
+    assert set(errors) == set(made)
+    for webhook_id, (host, inner) in made.items():
+        assert f"Refused target: {host} resolves to a refused address" in errors[webhook_id]
+        assert f"of {inner}, a " in errors[webhook_id]
 
 
 async def insert_pending(events, times) -> None:
