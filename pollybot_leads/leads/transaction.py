@@ -4,6 +4,8 @@ applied in order to the leads as read in the transaction, then written out toget
 from __future__ import annotations
 
 import builtins
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,18 @@ from .documents import apply_update, build_lead_document, to_lead
 from .event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
 from .rules import etag_matches, fold, lead_etag
 from .writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
+
+
+def upsert_guard_id(chatbot_id: str, folded_email: str) -> str:
+    """The id of the upsert guard of one (folded) email in one chatbot.
+
+    A hash, keyed with the chatbot id, so that no email is kept in the clear as a
+    document id (a guard outlives the lead it guarded: it is kept an hour) and one
+    address gives unrelated ids in different chatbots. Every process computes the same
+    id for the same email, which is all a guard needs (see Batch._by_email).
+    """
+    digest = hmac.new(chatbot_id.encode(), folded_email.encode(), hashlib.sha256).hexdigest()
+    return f"{chatbot_id}:{digest}"
 
 
 @dataclass
@@ -105,7 +119,9 @@ class Batch:
         await self.stores.guards.bulk_write(
             [
                 UpdateOne(
-                    {"_id": f"{self.chatbot_id}:{email}"}, {"$set": {"at": self.now}}, upsert=True
+                    {"_id": upsert_guard_id(self.chatbot_id, email)},
+                    {"$set": {"at": self.now}},
+                    upsert=True,
                 )
                 for email in emails
             ],

@@ -1,6 +1,7 @@
 """POST …/leads?upsert=email: create, or merge into the newest lead with that email."""
 
 import asyncio
+import re
 
 from .helpers import create_lead, data_of, error_of
 
@@ -51,6 +52,34 @@ async def test_fifty_concurrent_upserts_of_a_new_email_leave_one_lead_with_every
         await api.get(tenant.lead_url(listing["leads"][0]["id"]), headers=tenant.headers)
     )
     assert lead["metadata"] == {f"k{i}": i for i in range(50)}
+
+
+async def test_upsert_guards_keep_no_email_in_the_clear(api, tenant, other_tenant, mongo):
+    """A guard is kept an hour, past the lead it guarded: its id is a keyed hash."""
+    for who in (tenant, other_tenant):
+        await data_of(await upsert(api, who, name="Gus", email="Gus.Guard@Example.com"), 201)
+    batch = {"upsert": "email", "leads": [{"name": "Hal", "email": "hal.guard@example.com"}]}
+    resp = await api.post(tenant.leads_url + "/batch", json=batch, headers=tenant.headers)
+    assert (await data_of(resp))["created"] == 1
+    hashes = []
+    for who in (tenant, other_tenant):
+        prefix = {"$regex": "^" + re.escape(who.chatbot_id + ":")}
+        ids = [doc["_id"] async for doc in mongo.db["upsert_guards"].find({"_id": prefix})]
+        for guard_id in ids:
+            assert re.fullmatch(re.escape(who.chatbot_id) + ":[0-9a-f]{64}", guard_id)
+            assert "guard" not in guard_id.lower() and "@" not in guard_id
+        hashes.append({guard_id.split(":")[1] for guard_id in ids})
+    assert len(hashes[0]) == 2 and len(hashes[1]) == 1
+    assert not hashes[0] & hashes[1]  # one address, unrelated ids in different chatbots
+    # And the guard still does its work: the upserts of one email find one lead.
+    again = await data_of(await upsert(api, tenant, name="Gus", email="gus.guard@example.com"))
+    assert again["email"] == "gus.guard@example.com"
+    listing = await data_of(
+        await api.get(
+            tenant.leads_url, params={"email": "GUS.GUARD@example.com"}, headers=tenant.headers
+        )
+    )
+    assert listing["pagination"]["total"] == 1
 
 
 async def test_upsert_is_tenant_isolated(api, tenant, other_tenant):
