@@ -9,10 +9,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .rules import METADATA_FILTER_VALUE_MAX, count_filter_values
+
 MAX_KEY_LENGTH = 100
 MAX_KEYS_PER_OBJECT = 100
 MAX_DEPTH = 5
 MAX_SERIALIZED_BYTES = 16 * 1024
+# Values a metadata filter can match: each is an entry of a lead's multikey index, which
+# costs the store on every write of the lead (docs/benchmarks.md, "Batches at their
+# limits"). 16 KiB alone would allow about 5,000 (100 keys of 50 small integers).
+MAX_FILTER_VALUES = 1000
+FILTER_VALUES_RULE = (
+    "a filterable value is a top-level string of at most "
+    f"{METADATA_FILTER_VALUE_MAX} characters, number or boolean, or such an element of a "
+    "top-level array, counted once per key and value"
+)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INF = float("inf")
 
@@ -33,6 +44,12 @@ def metadata_problems(value: Any, *, path: str = "metadata") -> dict[str, list[s
             problems[path] = [
                 f"Serialized metadata is {size} bytes; the limit is {MAX_SERIALIZED_BYTES}."
             ]
+    if not problems and count_filter_values(value, up_to=MAX_FILTER_VALUES) > MAX_FILTER_VALUES:
+        problems[path] = [
+            f"Holds more than {MAX_FILTER_VALUES} filterable values (top-level strings, "
+            "numbers and booleans, and the elements of top-level arrays, each distinct "
+            f"value of a key counted once); the limit is {MAX_FILTER_VALUES}."
+        ]
     return problems
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -78,37 +79,61 @@ def word_matches(word: str, terms: list[str]) -> bool:
     return any(term.startswith(word) for term in terms)
 
 
-def metadata_entry(key: str, value: Any) -> str | None:
-    """One (key, value) of metadata as a single indexable string, or None if not indexed.
+def _tagged(value: Any) -> tuple[str, str] | None:
+    """A metadata value as (kind, text), or None if it is not indexed.
 
-    Numbers are written so that 5 and 5.0 give the same entry (as they compare equal),
+    Numbers are written so that 5 and 5.0 give the same text (as they compare equal),
     and each value is tagged with its kind so that "5" and 5 stay different entries.
     """
     if isinstance(value, bool):
-        tag, text = "b", "true" if value else "false"
-    elif isinstance(value, int):
-        tag, text = "n", str(value)
-    elif isinstance(value, float):
+        return "b", "true" if value else "false"
+    if isinstance(value, int):
+        return "n", str(value)
+    if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             return None
         whole = value.is_integer() and abs(value) < 2**63
-        tag, text = "n", str(int(value)) if whole else repr(value)
-    elif isinstance(value, str) and len(value) <= METADATA_FILTER_VALUE_MAX:
-        tag, text = "s", value
-    else:
+        return "n", str(int(value)) if whole else repr(value)
+    if isinstance(value, str) and len(value) <= METADATA_FILTER_VALUE_MAX:
+        return "s", value
+    return None
+
+
+def metadata_entry(key: str, value: Any) -> str | None:
+    """One (key, value) of metadata as a single indexable string, or None if not indexed."""
+    tagged = _tagged(value)
+    if tagged is None:
         return None
-    return json.dumps([key, tag, text], ensure_ascii=False, separators=(",", ":"))
+    return json.dumps([key, *tagged], ensure_ascii=False, separators=(",", ":"))
+
+
+def _filter_values(metadata: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(key, kind, text) of every top-level scalar value and scalar element of an array."""
+    for key, value in metadata.items():
+        for item in value if isinstance(value, list) else (value,):
+            tagged = _tagged(item)
+            if tagged is not None:
+                yield key, *tagged
 
 
 def metadata_index_entries(metadata: dict[str, Any]) -> list[str]:
     """Entries for every top-level scalar value, and every scalar element of an array."""
-    entries: set[str] = set()
-    for key, value in metadata.items():
-        for item in value if isinstance(value, list) else (value,):
-            entry = metadata_entry(key, item)
-            if entry is not None:
-                entries.add(entry)
+    entries = {
+        json.dumps(list(value), ensure_ascii=False, separators=(",", ":"))
+        for value in _filter_values(metadata)
+    }
     return sorted(entries)
+
+
+def count_filter_values(metadata: dict[str, Any], *, up_to: int) -> int:
+    """How many entries ``metadata_index_entries`` gives (without making them), counted
+    up to ``up_to`` + 1 at most: enough to tell that a limit of ``up_to`` is passed."""
+    seen: set[tuple[str, str, str]] = set()
+    for value in _filter_values(metadata):
+        seen.add(value)
+        if len(seen) > up_to:
+            break
+    return len(seen)
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

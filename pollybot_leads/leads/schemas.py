@@ -28,6 +28,7 @@ from ..http.fields import (
 )
 from .metadata import (
     MAX_DEPTH,
+    MAX_FILTER_VALUES,
     MAX_KEY_LENGTH,
     MAX_KEYS_PER_OBJECT,
     MAX_SERIALIZED_BYTES,
@@ -35,6 +36,7 @@ from .metadata import (
 )
 from .rules import (
     EMAIL_MAX,
+    METADATA_FILTER_VALUE_MAX,
     NAME_MAX,
     PHONE_MAX,
     SOURCE_MAX,
@@ -129,8 +131,12 @@ METADATA_RULES = (
     f"Keys are 1-{MAX_KEY_LENGTH} characters, do not start with `$` and contain neither "
     f"`.` nor NUL; at most {MAX_KEYS_PER_OBJECT} keys per object; containers (objects and "
     f"arrays, the metadata itself included) nest at most {MAX_DEPTH} deep; integers fit "
-    f"in 64 bits; at most {MAX_SERIALIZED_BYTES // 1024} KiB as compact JSON. Values may "
-    "be any JSON, control characters included. A broken rule is a 400 naming the path."
+    f"in 64 bits; at most {MAX_SERIALIZED_BYTES // 1024} KiB as compact JSON; at most "
+    f"{MAX_FILTER_VALUES:,} filterable values (what a `metadata.<key>` filter can match: "
+    f"each top-level string of at most {METADATA_FILTER_VALUE_MAX} characters, number or "
+    "boolean, and each such element of a top-level array; a value repeated under one key "
+    "counts once). Values may be any JSON, control characters included. A broken rule is "
+    "a 400 naming the path."
 )
 
 

@@ -8,7 +8,8 @@ that the schema allows and the prose forbids, keeping what the schema does const
 valid or invalid, from what is actually sent:
 
 - metadata keys (1-100 characters, no leading ``$``, no ``.`` or NUL: 3.0 has no
-  ``propertyNames``), nesting depth, 64-bit integers and the 16 KiB size;
+  ``propertyNames``), nesting depth, 64-bit integers, the 16 KiB size and the 1,000
+  filterable values;
 - a ``cursor`` is one the server signed (a drawn one that fits the pattern is dropped);
 - ``createdBefore``/``updatedBefore`` later than their ``…After``, and dates within
   1900-01-01..9999-01-01 (date-time formats have no bounds);
@@ -41,6 +42,7 @@ from pollybot_leads.http.fields import NON_BLANK
 from pollybot_leads.idempotency.middleware import KEY_MAX
 from pollybot_leads.leads.metadata import (
     MAX_DEPTH,
+    MAX_FILTER_VALUES,
     MAX_KEY_LENGTH,
     MAX_KEYS_PER_OBJECT,
     MAX_SERIALIZED_BYTES,
@@ -52,7 +54,7 @@ from pollybot_leads.leads.query import (
     SEARCH_MAX_LENGTH,
     SEARCH_MAX_WORDS,
 )
-from pollybot_leads.leads.rules import query_words
+from pollybot_leads.leads.rules import count_filter_values, query_words
 
 INT64 = 2**63 - 1
 CHATBOT_ID = re.compile(r"^cb_[0-9a-f]{16}$")
@@ -110,6 +112,10 @@ def valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     for key in list(out):
         size = len(json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode())
         if size <= MAX_SERIALIZED_BYTES:
+            break
+        out[key] = None
+    for key in list(out):
+        if count_filter_values(out, up_to=MAX_FILTER_VALUES) <= MAX_FILTER_VALUES:
             break
         out[key] = None
     return out

@@ -138,6 +138,8 @@ async def test_every_bad_field_is_named(api, tenant, payload, fields):
         ({"a": {"b": {"c": {"d": {"e": {}}}}}}, "metadata.a.b.c.d.e"),
         ({"a": [[[[[1]]]]]}, "metadata.a[0][0][0][0]"),
         ({"blob": "x" * 17000}, "metadata"),
+        ({"a": list(range(1001))}, "metadata"),  # filterable values
+        ({f"k{i}": list(range(11)) for i in range(91)}, "metadata"),
     ],
 )
 async def test_metadata_limits_name_the_path(api, tenant, metadata, path):
@@ -158,6 +160,31 @@ async def test_metadata_at_the_limits_is_accepted(api, tenant):
     }
     lead = await create_lead(api, tenant, metadata=metadata)
     assert lead["metadata"] == metadata
+
+
+async def test_filterable_metadata_values_are_limited_to_a_thousand(api, tenant):
+    """Each top-level scalar and scalar element of a top-level array is a value a filter
+    can match (an index entry): at most 1,000, each distinct value of a key once."""
+    at_limit = {"a": list(range(998)), "b": "x", "c": True, "nested": {"d": list(range(500))}}
+    lead = await create_lead(api, tenant, metadata=at_limit)
+    assert lead["metadata"] == at_limit
+    repeats = {"a": [*range(1000), 5, 5.0, 999], "long": "x" * 201}  # not counted
+    assert (await create_lead(api, tenant, metadata=repeats))["metadata"] == repeats
+    found = await api.get(
+        tenant.leads_url, params={"metadata.a": "997", "limit": 100}, headers=tenant.headers
+    )
+    assert (await data_of(found))["pagination"]["total"] == 2
+    over = {**at_limit, "e": 1}
+    resp = await api.post(
+        tenant.leads_url,
+        json={"name": "A", "email": "over@b.co", "metadata": over},
+        headers=tenant.headers,
+    )
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    (message,) = error["details"]["metadata"]
+    assert "filterable values" in message and "1000" in message
+    listing = await api.get(tenant.leads_url, params={"email": "over@b.co"}, headers=tenant.headers)
+    assert (await data_of(listing))["pagination"]["total"] == 0
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,19 @@ async def test_merge_result_over_the_limits_is_refused(api, tenant):
     assert await get(api, tenant, lead["id"]) == lead
 
 
+async def test_merge_result_over_the_filterable_value_limit_is_refused(api, tenant):
+    lead = await create_lead(api, tenant, metadata={"a": list(range(600))})
+    resp = await put(api, tenant, lead["id"], {"metadata": {"b": list(range(401))}})
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert "1000" in error["details"]["metadata"][0]
+    assert await get(api, tenant, lead["id"]) == lead
+    replaced = await data_of(await put(api, tenant, lead["id"], {"metadata": {"a": [1]}}))
+    merged = await data_of(
+        await put(api, tenant, lead["id"], {"metadata": {"b": list(range(999))}})
+    )
+    assert replaced["metadata"] == {"a": [1]} and merged["metadata"]["b"][-1] == 998
+
+
 async def test_status_changes_are_recorded_once(api, tenant):
     lead = await create_lead(api, tenant)
     first = await data_of(await put(api, tenant, lead["id"], {"status": "contacted"}))
