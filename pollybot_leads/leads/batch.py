@@ -25,16 +25,26 @@ from ..http.spec import (
     Response,
 )
 from ..idempotency.middleware import response_of
+from .documents import new_lead_index_entries
 from .query import reject_query
 from .responses import BatchEnvelopeSchema
 from .results import BatchResults, item_error
 from .routes import commit_writes, upsert_write
 from .schemas import LeadCreateSchema
-from .writes import CREATE, LeadWrite
+from .writes import BATCH_MAX_INDEX_ENTRIES, CREATE, LeadWrite, batch_too_heavy
 
 BATCH_MAX_ITEMS = 100
 BATCH_MAX_BYTES = 1024 * 1024
 _create_schema = LeadCreateSchema()
+INDEX_ENTRIES_RULE = (
+    f"The leads a batch writes may have at most {BATCH_MAX_INDEX_ENTRIES:,} index entries "
+    "in all: a lead has one for each distinct beginning (its first 1-16 characters) of "
+    "each word of its name and of its email and their parts (`John Doe`, "
+    "`john.doe@example.com` has 33), "
+    "and one for each filterable metadata value; a lead an upsert updates counts its "
+    "entries before and after the change. Over it the whole batch is a `400` "
+    "`VALIDATION_ERROR` (`details.leads` gives the count) and nothing is written: split it."
+)
 
 
 class LeadBatchSchema(CamelSchema):
@@ -49,7 +59,7 @@ class LeadBatchSchema(CamelSchema):
             "(even one that is not an object) fails alone, with a `400` and its error in "
             "its own result, and the others are still written. (The body itself must be "
             "JSON the server reads: integers anywhere in it fit in 64 bits, or the whole "
-            "batch is a `400`.)",
+            "batch is a `400`.) " + INDEX_ENTRIES_RULE,
             "minItems": 1,
             "maxItems": BATCH_MAX_ITEMS,
         },
@@ -87,7 +97,8 @@ def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
     "(its result carries the error) and the others are still written; the answer is a "
     "200 with one result per item, in order. With `upsert: email` each item is an upsert "
     "by email. The batch costs as many rate-limit tokens as it has items. Body limit "
-    "1 MiB. Takes no query parameters.",
+    f"1 MiB; at most {BATCH_MAX_INDEX_ENTRIES:,} index entries (see `leads`). Takes no "
+    "query parameters.",
     parameters=(IDEMPOTENCY_KEY,),
     body=Body(
         LeadBatchSchema,
@@ -109,6 +120,7 @@ async def create_leads_batch(request: web.Request) -> web.Response:
     refused: dict[int, dict[str, Any]] = {}
     writes: list[LeadWrite] = []
     positions: list[int] = []
+    entries = 0
     for index, item in enumerate(items):
         try:
             if not isinstance(item, dict):
@@ -119,10 +131,14 @@ async def create_leads_batch(request: web.Request) -> web.Response:
             continue
         writes.append(upsert_write(fields_, item) if upsert else LeadWrite(CREATE, fields_))
         positions.append(index)
+        entries += new_lead_index_entries(fields_)
+    if entries > BATCH_MAX_INDEX_ENTRIES:  # up front: the store is not asked
+        raise batch_too_heavy(entries, updates=False)
     answer = BatchResults(refused, tuple(positions))
     if not writes:
         return response_of(answer.render([]))
-    return await commit_writes(request, writes, answer)
+    # Upserts that update leads are counted again in the transaction, with those leads.
+    return await commit_writes(request, writes, answer, max_entries=BATCH_MAX_INDEX_ENTRIES)
 
 
 async def _batch_other_method(request: web.Request) -> web.Response:

@@ -61,6 +61,18 @@ def derived(name: str, email: str) -> dict[str, Any]:
     }
 
 
+def index_entries(doc: dict[str, Any]) -> int:
+    """The entries a stored lead has in the multikey indexes (search and metadata): what
+    a write of it costs the store beyond a fixed part (docs/api.md, "Batches")."""
+    return len(doc.get("searchPrefixes") or ()) + len(doc.get("metadataIndex") or ())
+
+
+def new_lead_index_entries(fields: dict[str, Any]) -> int:
+    """``index_entries`` of the lead that validated create ``fields`` would make."""
+    prefixes = search_prefixes(search_terms(fields["name"], fields["email"]))
+    return len(prefixes) + len(metadata_index_entries(fields.get("metadata") or {}))
+
+
 def build_lead_document(
     chatbot_id: str, workspace_id: str, fields: dict[str, Any], now: datetime
 ) -> dict[str, Any]:

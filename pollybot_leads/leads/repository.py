@@ -24,7 +24,7 @@ from .export_reads import LeadExporter
 from .listing import LeadLister
 from .queries import LeadPage, LeadQuery
 from .rules import STATUSES
-from .transaction import Batch, LeadStores, LeaseLost, Unit
+from .transaction import Batch, LeadStores, LeaseLost, TooHeavy, Unit
 from .writes import CREATE, DELETE, UPDATE, Deleted, LeadWrite, Outcome, Written
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class LeadRepository:
         workspace_id: str,
         writes: builtins.list[LeadWrite],
         receipt: Receipt | None = None,
+        max_entries: int | None = None,
     ) -> builtins.list[Outcome]:
         """Apply ``writes`` to the chatbot's leads, in order, in one transaction.
 
@@ -106,14 +107,17 @@ class LeadRepository:
         it alone: a missing lead, a failed If-Match, a merge breaking a limit). Everything
         the writes imply commits with them: the counters, the delete audit, one event
         per change, and ``receipt``'s idempotency record; so no crash can leave them
-        apart. The outcomes are durable once this returns.
+        apart. The outcomes are durable once this returns. ``max_entries``: the most
+        index entries the writes may write (a batch's limit); over it nothing is
+        written and the refusal is raised.
 
         Writes of one chatbot that arrive while one of its transactions is in flight are
         committed together, in arrival order, in the next one (a group commit): each
         still sees the leads as the writes before it left them, and 50 concurrent writes
         cost a few transactions instead of 50 conflicting ones.
         """
-        return await self._writes.submit(chatbot_id, Unit(workspace_id, writes, receipt))
+        unit = Unit(workspace_id, writes, receipt, max_entries)
+        return await self._writes.submit(chatbot_id, unit)
 
     async def _one(self, chatbot_id: str, workspace_id: str, write: LeadWrite) -> Written | Deleted:
         (outcome,) = await self.write(
@@ -167,7 +171,8 @@ class LeadRepository:
         self, chatbot_id: str, units: builtins.list[Unit]
     ) -> builtins.list[builtins.list[Outcome] | Exception]:
         # A unit whose idempotency lease passed to a retry of its request (its holder
-        # was presumed dead) is left out, and the others committed without it.
+        # was presumed dead), or that would write more index entries than it may, is
+        # left out, and the others committed without it.
         refused: dict[int, Exception] = {}
         async with self._counters.claim(chatbot_id) as counts:
 
@@ -180,10 +185,15 @@ class LeadRepository:
                 return results
 
             while True:
+                if len(refused) == len(units):  # nothing left to write
+                    return [refused[i] for i in range(len(units))]
                 try:
                     done = iter(await self._mongo.transaction(work))
                 except LeaseLost as lost:
                     refused[units.index(lost.unit)] = IdempotencyInProgress()
+                    continue
+                except TooHeavy as heavy:
+                    refused[units.index(heavy.unit)] = heavy.error
                     continue
                 if self._committed is not None:
                     self._committed.notify()

@@ -83,15 +83,24 @@ def _upsert_mode(query: Any) -> bool:
 
 
 async def commit_writes(
-    request: web.Request, writes: list[LeadWrite], answer: Answer
+    request: web.Request,
+    writes: list[LeadWrite],
+    answer: Answer,
+    *,
+    max_entries: int | None = None,
 ) -> web.Response:
     """Commit ``writes`` and send ``answer`` rendered from their outcomes: rendered in
     the write's transaction, and kept with it, when the request carries an
-    Idempotency-Key."""
+    Idempotency-Key. ``max_entries``: the most index entries they may write
+    (LeadRepository.write)."""
     auth = request[AUTH]
     receipt = receipt_for(request, answer)
     outcomes = await request.app[leads_repo_key].write(
-        chatbot_id=auth.chatbot_id, workspace_id=auth.workspace_id, writes=writes, receipt=receipt
+        chatbot_id=auth.chatbot_id,
+        workspace_id=auth.workspace_id,
+        writes=writes,
+        receipt=receipt,
+        max_entries=max_entries,
     )
     if receipt is not None and receipt.kept is not None:
         return kept_response(request, receipt.kept)

@@ -15,10 +15,20 @@ from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.driver import DeleteOne, UpdateOne
 from ..timeutil import to_ms, utcnow
 from .counters import Bounds, Claim, pair_key
-from .documents import apply_update, build_lead_document, to_lead
+from .documents import apply_update, build_lead_document, index_entries, to_lead
 from .event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
 from .rules import etag_matches, fold, lead_etag
-from .writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Outcome, Written
+from .writes import (
+    CREATE,
+    DELETE,
+    UPDATE,
+    UPSERT,
+    Deleted,
+    LeadWrite,
+    Outcome,
+    Written,
+    batch_too_heavy,
+)
 
 
 def upsert_guard_id(chatbot_id: str, folded_email: str) -> str:
@@ -40,6 +50,9 @@ class Unit:
     workspace_id: str
     writes: list[LeadWrite]
     receipt: Receipt | None
+    # The most index entries its writes may write (leads it updates count before and
+    # after), or None: no limit. Over it, the unit alone is refused (TooHeavy).
+    max_entries: int | None = None
 
     def size(self) -> int:
         return len(self.writes)
@@ -62,6 +75,15 @@ class LeaseLost(Exception):
         self.unit = unit
 
 
+class TooHeavy(Exception):
+    """A unit would write more index entries than its ``max_entries``: the transaction is
+    dropped and runs without it, and the unit is refused with ``error``."""
+
+    def __init__(self, unit: Unit, error: AppError) -> None:
+        super().__init__("over the index entry limit")
+        self.unit, self.error = unit, error
+
+
 class Batch:
     """One attempt of one transaction: the units' writes applied in order to the leads
     as read in the transaction (and as earlier writes of the batch left them), then
@@ -80,6 +102,7 @@ class Batch:
         self.guarded: set[str] = set()
         self.missing: set[str] = set()  # lead ids read and not this chatbot's
         self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
+        self.entries = 0  # index entries written so far (updated leads: before and after)
 
     async def prefetch(self, units: list[Unit]) -> None:
         """Read what many writes need in one round trip each, rather than one per write:
@@ -139,11 +162,16 @@ class Batch:
         self.workspace_id = self.workspace_id or unit.workspace_id
         receipt = unit.receipt
         outcomes: list[Outcome] = []
+        entries_before = self.entries
         for write in unit.writes:
             try:
                 outcomes.append(await self._apply(unit.workspace_id, write))
             except AppError as exc:  # this write alone is refused
                 outcomes.append(exc)
+        entries = self.entries - entries_before
+        if unit.max_entries is not None and entries > unit.max_entries:
+            updates = any(isinstance(o, Written) and not o.created for o in outcomes)
+            raise TooHeavy(unit, batch_too_heavy(entries, updates=updates))
         if receipt is not None:
             kept = receipt.answer.render(outcomes)
             if not await self.stores.idempotency.complete(
@@ -183,6 +211,7 @@ class Batch:
         self.states[doc["_id"]] = doc
         self.stored[doc["_id"]] = None
         self._count({"total": 1, doc["status"]: 1}, pair_key(doc["status"], doc.get("source")))
+        self.entries += index_entries(doc)
         self.bounds.include(doc["createdAt"], doc["nameSort"])
         lead = to_lead(doc)
         self.events.append((LEAD_CREATED, {"lead": lead}))
@@ -191,6 +220,7 @@ class Batch:
     def _update(self, current: dict[str, Any], changes: dict[str, Any]) -> Written:
         after = apply_update(current, changes, self.now)
         self.states[current["_id"]] = after
+        self.entries += index_entries(current) + index_entries(after)
         if after["status"] != current["status"]:
             self._count({current["status"]: -1, after["status"]: 1})
         before_pair = pair_key(current["status"], current.get("source"))

@@ -7,9 +7,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import AppError
+from ..errors import AppError, ValidationFailed
 
 CREATE, UPDATE, DELETE, UPSERT = "create", "update", "delete", "upsert"
+
+# The most index entries (leads/documents.py, index_entries) one batch may write: each
+# costs the store tens of microseconds on SecantusDB, in the batch's one transaction,
+# while the chatbot's other writes wait for it (docs/benchmarks.md, "Batches at their
+# limits"). A lead a batch updates counts its entries before and after: all are rewritten.
+BATCH_MAX_INDEX_ENTRIES = 10_000
+
+
+def batch_too_heavy(entries: int, *, updates: bool) -> ValidationFailed:
+    """The refusal of a batch that would write ``entries`` index entries (over the limit);
+    ``updates``: counted with the leads it updates."""
+    counted = (
+        "With the leads it updates (their entries before and after), this batch writes"
+        if updates
+        else "These leads have"
+    )
+    return ValidationFailed(
+        "The batch is over its index entry limit: split it",
+        details={
+            "leads": [
+                f"{counted} {entries} index entries; a batch may write at most "
+                f"{BATCH_MAX_INDEX_ENTRIES} (a lead has one per prefix of the words of its "
+                "name and email, and one per filterable metadata value)."
+            ]
+        },
+    )
 
 
 @dataclass

@@ -15,7 +15,8 @@ valid or invalid, from what is actually sent:
   1900-01-01..9999-01-01 (date-time formats have no bounds);
 - ``search`` has 1-8 words once folded (a pattern can say "not blank", not "a word");
 - a batch's items may be anything (each is judged alone), but integers in them fit in
-  64 bits (else the body is not JSON the server reads);
+  64 bits (else the body is not JSON the server reads), and its valid leads keep within
+  the batch's index entries (the last items are left out until they do);
 - an ``Idempotency-Key`` names one change: each call gets a fresh one (a drawn key reused
   with another body is rightly a 422);
 - an ``If-Match`` can only match a tag the server gave: a drawn one becomes ``*`` (a
@@ -38,8 +39,11 @@ import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
+from pollybot_leads.errors import AppError
+from pollybot_leads.http.body import load_fields
 from pollybot_leads.http.fields import NON_BLANK
 from pollybot_leads.idempotency.middleware import KEY_MAX
+from pollybot_leads.leads.documents import new_lead_index_entries
 from pollybot_leads.leads.metadata import (
     MAX_DEPTH,
     MAX_FILTER_VALUES,
@@ -55,6 +59,8 @@ from pollybot_leads.leads.query import (
     SEARCH_MAX_WORDS,
 )
 from pollybot_leads.leads.rules import count_filter_values, query_words
+from pollybot_leads.leads.schemas import LeadCreateSchema
+from pollybot_leads.leads.writes import BATCH_MAX_INDEX_ENTRIES
 
 INT64 = 2**63 - 1
 CHATBOT_ID = re.compile(r"^cb_[0-9a-f]{16}$")
@@ -119,6 +125,25 @@ def valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
             break
         out[key] = None
     return out
+
+
+_create = LeadCreateSchema()
+
+
+def _index_entries(item: Any) -> int:
+    """The index entries of the lead a batch item makes (0 for an item that fails)."""
+    if not isinstance(item, dict):
+        return 0
+    try:
+        return new_lead_index_entries(load_fields(_create, item))
+    except AppError:  # the item fails alone: it writes nothing
+        return 0
+
+
+def within_index_entries(items: list[Any]) -> list[Any]:
+    while len(items) > 1 and sum(map(_index_entries, items)) > BATCH_MAX_INDEX_ENTRIES:
+        items = items[:-1]
+    return items
 
 
 def _date(text: Any) -> datetime | None:
@@ -186,7 +211,7 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("metadata"), dict):
                 item["metadata"] = valid_metadata(item["metadata"])
-        body["leads"] = items
+        body["leads"] = within_index_entries(items)
     chatbots = body.get("chatbotIds") if isinstance(body, dict) else None
     if isinstance(chatbots, list) and chatbots and len(chatbots) <= 100:
         if all(isinstance(c, str) and CHATBOT_ID.match(c) for c in chatbots):

@@ -1,7 +1,12 @@
 """POST …/leads/batch: independent items, one result each."""
 
+import asyncio
 import io
 import json
+
+from pollybot_leads.leads.documents import new_lead_index_entries
+from pollybot_leads.leads.metadata import MAX_FILTER_VALUES
+from pollybot_leads.leads.writes import BATCH_MAX_INDEX_ENTRIES
 
 from ..conftest import make_tenant
 from .helpers import LEAD_ID, create_lead, data_of, error_of
@@ -125,3 +130,139 @@ async def test_a_batch_costs_one_token_per_item_and_all_or_nothing(api, accounts
     resp = await batch(api, small, {"leads": items[:2]})
     assert (await data_of(resp))["created"] == 2
     assert resp.headers["X-RateLimit-Remaining"] == "0"
+
+
+def entries(items) -> int:
+    """The index entries of the leads ``items`` would create (what the limit counts)."""
+    return sum(new_lead_index_entries(item) for item in items)
+
+
+def at_the_limit(tag: str) -> list[dict]:
+    """100 new leads whose metadata brings the batch to its index entry limit."""
+    items = [{"name": f"Lead {i}", "email": f"{tag}{i}@example.com"} for i in range(100)]
+    per_lead = (BATCH_MAX_INDEX_ENTRIES - entries(items)) // 100
+    for item in items:
+        item["metadata"] = {"visits": list(range(per_lead))}
+    assert BATCH_MAX_INDEX_ENTRIES - 100 < entries(items) <= BATCH_MAX_INDEX_ENTRIES
+    return items
+
+
+async def total(api, tenant, **params) -> int:
+    listing = await api.get(tenant.leads_url, params=params, headers=tenant.headers)
+    return (await data_of(listing))["pagination"]["total"]
+
+
+async def test_items_over_the_filterable_value_limit_fail_alone(api, tenant):
+    """The issue's batch: 20 leads of 3,200 array elements each (~300 KB, a 503 once)."""
+    heavy = [
+        {"name": f"H{i}", "email": f"h{i}@example.com", "metadata": {"a": list(range(3200))}}
+        for i in range(20)
+    ]
+    light = {"name": "L", "email": "l@example.com", "metadata": {"a": list(range(10))}}
+    data = await data_of(await batch(api, tenant, {"leads": [*heavy, light]}))
+    assert (data["created"], data["failed"]) == (1, 20)
+    for result in data["results"][:20]:
+        assert result["status"] == 400 and result["error"]["code"] == "VALIDATION_ERROR"
+        assert str(MAX_FILTER_VALUES) in result["error"]["details"]["metadata"][0]
+    assert await total(api, tenant) == 1
+
+
+async def test_a_batch_over_its_index_entry_limit_is_refused_up_front(api, tenant):
+    """100 leads of 100 array elements each: every item within the lead limits, the
+    batch over its own; and 100 names and emails at their longest: the same."""
+    elements = [
+        {"name": f"E{i}", "email": f"e{i}@example.com", "metadata": {"a": list(range(100))}}
+        for i in range(100)
+    ]
+    long = [
+        {
+            "name": " ".join(f"n{i:03d}w{j:02d}-p{j:02d}" for j in range(20))[:200].strip(),
+            "email": ".".join(f"l{j:02d}{i:03d}" for j in range(10))
+            + "@"
+            + ".".join(f"d{j:02d}{i:03d}" for j in range(20))
+            + ".com",
+        }
+        for i in range(100)
+    ]
+    for items in (elements, long):
+        assert entries(items) > BATCH_MAX_INDEX_ENTRIES
+        error = await error_of(await batch(api, tenant, {"leads": items}), 400, "VALIDATION_ERROR")
+        (message,) = error["details"]["leads"]
+        # Counted from the body, before the store is asked (no leads of its to count).
+        assert message.startswith(f"These leads have {entries(items)} index entries")
+        assert str(BATCH_MAX_INDEX_ENTRIES) in message
+    assert await total(api, tenant) == 0
+    feed = await api.get(f"/api/v1/chatbots/{tenant.chatbot_id}/events", headers=tenant.headers)
+    assert (await data_of(feed))["events"] == []
+    # In smaller batches the same leads are written.
+    for start in range(0, 100, 25):
+        data = await data_of(await batch(api, tenant, {"leads": long[start : start + 25]}))
+        assert data["created"] == 25
+    assert await total(api, tenant) == 100
+
+
+async def test_an_upsert_batch_counts_the_leads_it_updates(api, tenant):
+    """Updating a lead rewrites all its index entries: 12 upserts into leads of 990
+    metadata values are refused, in the transaction, and change nothing."""
+    fat = {"a": list(range(990))}
+    stored = [
+        await create_lead(api, tenant, email=f"fat{i}@example.com", metadata=fat) for i in range(12)
+    ]
+    items = [
+        {"name": "Fat", "email": f"FAT{i}@example.com", "metadata": {"seen": True}}
+        for i in range(12)
+    ]
+    assert entries(items) < BATCH_MAX_INDEX_ENTRIES  # as new leads these would fit
+    resp = await batch(api, tenant, {"upsert": "email", "leads": items})
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    (message,) = error["details"]["leads"]
+    assert "before and after" in message and str(BATCH_MAX_INDEX_ENTRIES) in message
+    for lead in stored:
+        now = await data_of(await api.get(tenant.lead_url(lead["id"]), headers=tenant.headers))
+        assert now == lead
+    feed = await api.get(f"/api/v1/chatbots/{tenant.chatbot_id}/events", headers=tenant.headers)
+    assert {e["type"] for e in (await data_of(feed))["events"]} == {"lead.created"}
+    # Four at a time fit: each lead's entries, before and after, are about 2,000.
+    for start in range(0, 12, 4):
+        upsert = {"upsert": "email", "leads": items[start : start + 4]}
+        assert (await data_of(await batch(api, tenant, upsert)))["updated"] == 4
+    assert await total(api, tenant, **{"metadata.seen": "true"}) == 12
+
+
+async def test_creates_keep_answering_while_a_batch_at_its_limits_is_written(api, tenant):
+    """A batch at the index entry limit (and one of 1 MiB) succeeds within the request's
+    budget, and single creates on the same chatbot meanwhile all answer 201."""
+    statuses: list[int] = []
+    done = asyncio.Event()
+
+    async def creates(client: int) -> None:
+        n = 0
+        while not done.is_set():
+            n += 1
+            resp = await api.post(
+                tenant.leads_url,
+                json={"name": "Single", "email": f"single{client}-{n}@example.com"},
+                headers=tenant.headers,
+            )
+            await resp.read()
+            statuses.append(resp.status)
+            await asyncio.sleep(0.02)
+
+    clients = [asyncio.create_task(creates(client)) for client in range(3)]
+    try:
+        await asyncio.sleep(0.2)
+        heavy = await data_of(await batch(api, tenant, {"leads": at_the_limit("heavy")}))
+        padded = [
+            {"name": f"P{i}", "email": f"pad{i}@example.com", "metadata": {"pad": "x" * 10_200}}
+            for i in range(100)
+        ]
+        body = {"leads": padded}
+        assert len(json.dumps(body, separators=(",", ":"))) > 1_000_000
+        big = await data_of(await batch(api, tenant, body))
+        await asyncio.sleep(0.3)
+    finally:
+        done.set()
+        await asyncio.gather(*clients)
+    assert heavy["created"] == 100 and big["created"] == 100
+    assert len(statuses) >= 6 and set(statuses) == {201}, statuses
+    assert await total(api, tenant) == 200 + len(statuses)
