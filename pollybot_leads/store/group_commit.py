@@ -12,7 +12,9 @@ request, so that a store slow per item makes batches smaller instead of failing 
 leaving unknown) all of a large one. A transaction's cost is mostly fixed (its statements and
 its synced commit): charging all of it to each item would say only one item fits a slow
 store, and batches of one would never show otherwise (docs/load.md). Until the recent
-batches tell the two parts apart, a batch may be at most twice the largest of them.
+batches tell the two parts apart, a batch may be at most twice the largest of them. A
+writer that the batch in flight and the writes queued with it would not leave the time
+to be written is refused at once, unwritten, rather than at its deadline.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class KeyedLocks:
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def busy(self, key: str) -> bool:
+        """Whether someone holds or waits for ``key``."""
+        return key in self._locks
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -116,9 +122,30 @@ class GroupCommit(Generic[Item, Result]):
         cost = self.cost()
         return None if cost is None else cost[0] + (cost[1] or 0.0)
 
+    def _expected_wait(self, key: str, queue: list[_Pending[Item, Result]]) -> float | None:
+        """When a writer just queued for ``key`` would have its outcome, on the recent
+        cost line: the batch in flight (an average one), then one batch of everything
+        queued. None while nothing is in flight or no batch was written yet."""
+        cost = self.cost()
+        if cost is None or not self._locks.busy(key):
+            return None
+        fixed, per_unit = cost
+        in_flight = sum(t for _, t in self._recent) / len(self._recent)
+        queued = sum(self._weight(waiting.item) for waiting in queue)
+        return in_flight + fixed + (per_unit or 0.0) * queued
+
     async def submit(self, key: str, item: Item) -> Result:
         entry: _Pending[Item, Result] = _Pending(item, asyncio.get_running_loop().create_future())
-        self._queues.setdefault(key, []).append(entry)
+        queue = self._queues.setdefault(key, [])
+        queue.append(entry)
+        left, wait = remaining(), self._expected_wait(key, queue)
+        if left is not None and wait is not None and wait > left:
+            # The writes ahead would not leave it the time: refused now, unwritten, rather
+            # than at its deadline (an overload is answered fast, and nothing is wasted).
+            queue.remove(entry)
+            if not queue:
+                del self._queues[key]
+            raise TimeoutError("the writes ahead would not leave the time to write this one")
         try:
             async with self._locks.hold(key):
                 if not entry.outcome.done():  # nobody took it yet: write the waiting ones

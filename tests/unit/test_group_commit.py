@@ -144,3 +144,32 @@ async def test_a_transaction_of_fixed_cost_takes_every_writer_waiting() -> None:
     results = await asyncio.gather(*(submit(i) for i in range(1, 61)), return_exceptions=True)
     assert results == list(range(1, 61)), [len(b) for b in batches]
     assert len(batches) <= 6, [len(b) for b in batches]
+
+
+async def test_a_writer_the_writes_ahead_leave_no_time_is_refused_at_once() -> None:
+    """Transactions of 0.3 s whatever they hold. With one in flight, a writer with 1 s of
+    budget is written (0.3 s in flight, then its own); one with 0.4 s would time out
+    waiting, so it is refused at once, never written, and its budget is not spent."""
+    written: list[int] = []
+
+    async def write(key: str, items: list[int]) -> list[int | Exception]:
+        await asyncio.sleep(0.3)
+        written.extend(items)
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=200)
+
+    async def submit(item: int, budget: float) -> int:
+        with store_deadline(budget):
+            return await commit.submit("cb", item)
+
+    assert await submit(0, 1.0) == 0  # the cost line: 0.3 s a transaction
+    in_flight = asyncio.ensure_future(submit(1, 1.0))
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await submit(2, 0.4)
+    assert asyncio.get_running_loop().time() - started < 0.05
+    assert await submit(3, 1.0) == 3
+    assert await in_flight == 1
+    assert written == [0, 1, 3]
