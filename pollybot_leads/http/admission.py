@@ -25,8 +25,12 @@ Here:
   sending its full width would pile them up there for as long as the stall lasts.
 
 Lanes keep writes (a commit and a journal sync each, far longer than a read) from taking
-every slot from reads. A streamed export is not admitted here: it holds no slot,
-and each of its steps has a budget of its own.
+every slot from reads. Within a lane, a request whose handler is marked :func:`quick`
+(one lead by id: one indexed read) goes ahead of the others waiting: a page of a list
+costs the store tens of times as much, and a read lane kept narrow so that writes' own
+statements wait less in the store would otherwise make every GET wait behind lists. A
+streamed export is not admitted here: it holds no slot, and each of its steps has a
+budget of its own.
 """
 
 from __future__ import annotations
@@ -52,6 +56,19 @@ SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
 TRIP_AFTER = 3
 
 
+_QUICK = "__pollybot_quick__"
+
+
+def quick(handler: Handler) -> Handler:
+    """Mark a handler whose store work is one indexed read: it waits ahead of the others."""
+    setattr(handler, _QUICK, True)
+    return handler
+
+
+def is_quick(request: web.Request) -> bool:
+    return getattr(request.match_info.handler, _QUICK, False) is True
+
+
 @dataclass
 class _Waiter:
     future: asyncio.Future[None]
@@ -69,12 +86,13 @@ class Lane:
         self.active = 0
         self.failing = 0  # requests in a row that found the store unavailable
         self._queue: collections.deque[_Waiter] = collections.deque()
+        self._quick: collections.deque[_Waiter] = collections.deque()  # served first
         self._given_back = time.monotonic()
         self._full_since = self._given_back  # when its last free slot was taken
 
     @property
     def waiting(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._quick)
 
     @property
     def width(self) -> int:
@@ -91,20 +109,22 @@ class Lane:
     def predicted_wait(self, now: float, position: int) -> float:
         return position * self.per_request(now) / self.width
 
-    async def acquire(self, deadline: float) -> None:
-        """A slot, or Overloaded (nothing started)."""
+    async def acquire(self, deadline: float, *, quick: bool = False) -> None:
+        """A slot, or Overloaded (nothing started). ``quick``: ahead of the others."""
         now = time.monotonic()
-        if self.active < self.width and not self._queue:
+        if self.active < self.width and not self.waiting:
             self.active += 1
             if self.active >= self.width:
                 self._full_since = now
             return
+        queue = self._quick if quick else self._queue
+        ahead = len(self._quick) if quick else self.waiting
         room = min(self.max_wait, deadline - now - self.service)
-        wait = self.predicted_wait(now, len(self._queue) + 1)
+        wait = self.predicted_wait(now, ahead + 1)
         if wait > room or self.failing >= TRIP_AFTER:  # no queue behind a probe
             raise self._refuse(wait)
         waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
-        self._queue.append(waiter)
+        queue.append(waiter)
         try:
             async with asyncio.timeout(max(room, 0.0)):
                 await waiter.future
@@ -113,7 +133,7 @@ class Lane:
             if not future.done() or future.cancelled():  # still in the queue: leave it
                 future.cancel()
                 with contextlib.suppress(ValueError):  # release() may have dropped it
-                    self._queue.remove(waiter)
+                    queue.remove(waiter)
             elif future.exception() is None:
                 self.release(None)  # handed a slot just as the wait ended: give it back
             if isinstance(exc, TimeoutError):
@@ -130,13 +150,14 @@ class Lane:
         self.failing = self.failing + 1 if failed else 0
         if self.active > self.width:  # the lane just narrowed: this slot closes
             self.active -= 1
-            while self._queue:  # nobody waits for a store that is failing
-                waiter = self._queue.popleft()
-                if not waiter.future.done():
-                    waiter.future.set_exception(self._refuse(self.service))
+            for queue in (self._quick, self._queue):  # nobody waits for a failing store
+                while queue:
+                    waiter = queue.popleft()
+                    if not waiter.future.done():
+                        waiter.future.set_exception(self._refuse(self.service))
             return
-        while self._queue:
-            waiter = self._queue.popleft()
+        while self.waiting:
+            waiter = (self._quick or self._queue).popleft()
             if waiter.future.done():
                 continue
             if waiter.deadline - now < self.service:  # too late to be served in time
@@ -181,7 +202,8 @@ class Admission:
                 return await handler(request)
             lane = self.lane_of(request.method)
             left = remaining()  # the request's store budget, which its wait here spends
-            await lane.acquire(time.monotonic() + (self.budget if left is None else left))
+            deadline = time.monotonic() + (self.budget if left is None else left)
+            await lane.acquire(deadline, quick=is_quick(request))
             admitted = time.monotonic()
             failed = False
             try:

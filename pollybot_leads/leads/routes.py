@@ -14,6 +14,7 @@ from ..errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from ..http.admission import quick
 from ..http.body import load_body, load_fields, read_json_object
 from ..http.context import AUTH, REQUEST_ID
 from ..http.responses import ok
@@ -221,6 +222,7 @@ async def list_leads(request: web.Request) -> web.Response:
     },
     errors=(ValidationFailed, LeadNotFound, *CHATBOT_ERRORS),
 )
+@quick
 async def get_lead(request: web.Request) -> web.Response:
     reject_query(request.query)
     lead = await request.app[leads_repo_key].get(

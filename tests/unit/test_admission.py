@@ -188,3 +188,30 @@ async def test_a_lane_that_narrows_refuses_its_queue_at_once() -> None:
     with pytest.raises(Overloaded):
         await waiter
     assert lane.active == 1 and lane.waiting == 0
+
+
+async def test_a_quick_request_waits_ahead_of_the_others() -> None:
+    """One slot, held; a list waits, then a GET of one lead arrives: the GET gets the slot
+    first, and the list the one after."""
+    lane = Lane("read", limit=1, max_wait=5.0, initial=0.01)
+    deadline = time.monotonic() + 5.0
+    await lane.acquire(deadline)
+    order: list[str] = []
+
+    async def wait(name: str, quick: bool) -> None:
+        await lane.acquire(deadline, quick=quick)
+        order.append(name)
+
+    slow = asyncio.ensure_future(wait("list", False))
+    await asyncio.sleep(0)
+    fast = asyncio.ensure_future(wait("get", True))
+    await asyncio.sleep(0)
+    assert lane.waiting == 2
+    lane.release(0.01)
+    await asyncio.sleep(0)
+    assert order == ["get"]
+    lane.release(0.01)
+    await asyncio.gather(slow, fast)
+    assert order == ["get", "list"]
+    lane.release(0.01)
+    assert lane.active == 0 and lane.waiting == 0
