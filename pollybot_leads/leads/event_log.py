@@ -14,6 +14,14 @@ Stored event: ``{_id: "evt_<16 hex>", chatbotId, workspaceId, sequence, type,
 createdAt, data, pending?}``; ``data`` is ``{"lead": <public lead, datetimes as
 datetimes>, "changes"?: {field: {"from", "to"}}}``; a ``lead.deleted`` event's lead is
 ``{"id": …}`` only (no personal data).
+
+Deletion is permanent everywhere: the transaction that deletes a lead also ``redact``s
+its earlier events, each keeping its id, type, sequence and times, with ``data`` reduced
+to ``{"lead": {"id": …}, "redacted": true}``. They are found by ``by_lead`` (the chatbot
+and ``data.lead.id``, which every event has had from the first release: no migration),
+so a deletion reads the lead's own events and no other. A webhook delivery reads its
+event when it is sent (webhooks/delivery.py), so one not yet sent carries the redacted
+form.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from aiohttp import web
 
 from .. import ids
 from ..store.client import store_errors
-from ..store.driver import ASCENDING, IndexModel, ReturnDocument
+from ..store.driver import ASCENDING, IndexModel, ReturnDocument, UpdateMany
 
 # Events are kept at least this long (the store's TTL monitor removes them after it).
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
@@ -43,6 +51,8 @@ EVENT_INDEXES = {
         # The webhook dispatcher's work: sparse, so it holds only events not yet fanned
         # out, by their time (read a window at a time: webhooks/pending.py).
         IndexModel([("pending", ASCENDING)], name="pending", sparse=True),
+        # A deletion's: the lead's own events (lead_events).
+        IndexModel([("chatbotId", ASCENDING), ("data.lead.id", ASCENDING)], name="by_lead"),
     ],
 }
 
@@ -52,6 +62,16 @@ LEAD_UPDATED = "lead.updated"
 LEAD_DELETED = "lead.deleted"
 # Fields whose change a lead.updated event reports (the rest follow from these).
 CHANGE_FIELDS = ("name", "email", "phone", "source", "status", "metadata")
+
+
+def lead_events(chatbot_id: str, lead_id: str) -> dict[str, Any]:
+    """The filter of one lead's events: an equality read of ``by_lead``."""
+    return {"chatbotId": chatbot_id, "data.lead.id": lead_id}
+
+
+def redacted(lead_id: str) -> dict[str, Any]:
+    """The ``data`` of a deleted lead's earlier events: its id, nothing personal."""
+    return {"lead": {"id": lead_id}, "redacted": True}
 
 
 def lead_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -128,6 +148,21 @@ class EventLog:
         ]
         await self._events.insert_many(docs, session=session)
         return docs
+
+    async def redact(self, session: Any, chatbot_id: str, lead_ids: list[str]) -> None:
+        """Reduce the stored events of these (deleted) leads to ``redacted`` data, in
+        ``session``'s transaction: one round trip, one ``by_lead`` read per lead."""
+        if lead_ids:
+            await self._events.bulk_write(
+                [
+                    UpdateMany(
+                        lead_events(chatbot_id, lead_id), {"$set": {"data": redacted(lead_id)}}
+                    )
+                    for lead_id in lead_ids
+                ],
+                ordered=False,
+                session=session,
+            )
 
     @store_errors
     async def feed(self, *, chatbot_id: str, after: int, limit: int) -> list[dict[str, Any]]:

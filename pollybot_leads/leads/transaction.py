@@ -16,7 +16,14 @@ from ..store.driver import DeleteOne, UpdateOne
 from ..timeutil import to_ms, utcnow
 from .counters import Bounds, Claim, pair_key
 from .documents import apply_update, build_lead_document, index_entries, to_lead
-from .event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED, EventLog, lead_changes
+from .event_log import (
+    LEAD_CREATED,
+    LEAD_DELETED,
+    LEAD_UPDATED,
+    EventLog,
+    lead_changes,
+    redacted,
+)
 from .rules import etag_matches, fold, lead_etag
 from .writes import (
     CREATE,
@@ -100,6 +107,7 @@ class Batch:
         self.audits: list[dict[str, Any]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.guarded: set[str] = set()
+        self.deleted: list[str] = []  # lead ids this batch deleted (their copies go too)
         self.missing: set[str] = set()  # lead ids read and not this chatbot's
         self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
         self.entries = 0  # index entries written so far (updated leads: before and after)
@@ -254,6 +262,12 @@ class Batch:
                 **audit,
             }
         )
+        self.deleted.append(lead_id)
+        # Its events of this batch hold it too (flush redacts those already stored).
+        self.events = [
+            (kind, redacted(lead_id) if data["lead"].get("id") == lead_id else data)
+            for kind, data in self.events
+        ]
         self.events.append((LEAD_DELETED, {"lead": {"id": lead_id}}))
         return Deleted(lead_id, self.now)
 
@@ -293,7 +307,9 @@ class Batch:
         return best
 
     async def flush(self, counts: Claim) -> None:
-        """Write out the batch: leads, audit records, counters and events."""
+        """Write out the batch: leads, audit records, counters and events; and for the
+        leads it deleted, no copy of their personal data left behind (the contract's
+        "Deletion is permanent everywhere"): their earlier events redacted."""
         leads, session = self.stores.leads, self.session
         new = [
             state
@@ -323,6 +339,8 @@ class Batch:
         changes = {key: n for key, n in self.counts.items() if n}
         if changes or not self.bounds.empty:
             await counts.add(session, changes, self.bounds)
+        if self.deleted:
+            await self.stores.events.redact(session, self.chatbot_id, self.deleted)
         await self.stores.events.append(
             session, self.chatbot_id, self.workspace_id, self.events, self.now
         )

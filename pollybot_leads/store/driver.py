@@ -1,7 +1,15 @@
 """What features use of the MongoDB driver, from one place: the store package is the only
 code that imports pymongo (or motor), so a feature's queries name these instead."""
 
-from pymongo import ASCENDING, DESCENDING, DeleteOne, IndexModel, ReturnDocument, UpdateOne
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    DeleteOne,
+    IndexModel,
+    ReturnDocument,
+    UpdateMany,
+    UpdateOne,
+)
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.write_concern import WriteConcern
 
@@ -14,6 +22,7 @@ __all__ = [
     "IndexModel",
     "PyMongoError",
     "ReturnDocument",
+    "UpdateMany",
     "UpdateOne",
     "WriteConcern",
 ]

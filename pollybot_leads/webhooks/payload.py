@@ -34,10 +34,13 @@ def event_json(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored event as the API and the deliveries show it."""
     data = doc.get("data") or {}
     lead = data.get("lead") or {}
-    # A whole lead is rendered exactly as the lead API renders it; a deleted one is {id}.
+    # A whole lead is rendered exactly as the lead API renders it; a deleted one is {id}
+    # (and so is every earlier event of a deleted lead, marked redacted).
     shown: dict[str, Any] = {"lead": lead_json(lead) if "createdAt" in lead else _plain(lead)}
     if "changes" in data:
         shown["changes"] = _plain(data["changes"])
+    if data.get("redacted"):
+        shown["redacted"] = True
     return {
         "id": doc["_id"],
         "type": doc["type"],

@@ -182,7 +182,8 @@ class EventDataSchema(CamelSchema):
         required=True,
         metadata=doc(
             "lead.created and lead.updated: the whole lead as the lead API returns it, "
-            'after the change. lead.deleted: only `{"id"}` (no personal data).',
+            'after the change. lead.deleted: only `{"id"}` (no personal data); so is every '
+            "earlier event of a deleted lead (`redacted`).",
             example={"id": "lead_1234567890abcdef", "status": "contacted"},
         ),
     )
@@ -190,6 +191,14 @@ class EventDataSchema(CamelSchema):
         metadata=doc(
             "lead.updated only: each changed field with its previous and new value.",
             example={"status": {"from": "new", "to": "contacted"}},
+        )
+    )
+    redacted = fields.Boolean(
+        metadata=doc(
+            "Present (true) on the earlier events of a lead since deleted: the deletion "
+            'reduced their data to `{"lead": {"id"}, "redacted": true}` (same id, type, '
+            "sequence and time); deliveries not yet sent carry that form.",
+            example=True,
         )
     )
 

@@ -294,6 +294,7 @@ async def test_response_fields_are_required_and_described(spec):
         ("BatchResult", "lead"),  # one of lead and error, by status
         ("BatchResult", "error"),
         ("EventData", "changes"),  # lead.updated only
+        ("EventData", "redacted"),  # a deleted lead's earlier events only
     }
     found = _response_schemas(spec)
     assert {"LeadEnvelope", "Lead", "StatusChange", "Pagination", "ErrorEnvelope"} <= set(found)

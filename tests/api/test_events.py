@@ -76,3 +76,30 @@ async def test_bad_feed_parameters_are_400(api, tenant):
     ):
         resp = await api.get(url, params=params, headers=tenant.headers)
         await error_of(resp, 400, "VALIDATION_ERROR")
+
+
+async def test_a_deleted_leads_earlier_events_stay_in_order_redacted(api, tenant):
+    resp = await api.post(
+        tenant.leads_url,
+        json={"name": "Secret Person", "email": "secret@private.example", "phone": "+1 555 0100"},
+        headers=tenant.headers,
+    )
+    lead = await data_of(resp, 201)
+    resp = await api.put(
+        tenant.lead_url(lead["id"]), json={"status": "contacted"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    url = f"/api/v1/chatbots/{tenant.chatbot_id}/events"
+    before = (await data_of(await api.get(url, headers=tenant.headers)))["events"]
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    after = (await data_of(await api.get(url, headers=tenant.headers)))["events"]
+    assert [e["sequence"] for e in after] == [1, 2, 3]
+    for old, new in zip(before, after[:2], strict=True):
+        assert {**new, "data": None} == {**old, "data": None}  # id, type, sequence, times
+        assert new["data"] == {"lead": {"id": lead["id"]}, "redacted": True}
+    assert after[2]["type"] == "lead.deleted"
+    assert after[2]["data"] == {"lead": {"id": lead["id"]}}
+    assert "secret" not in str(after).lower() and "0100" not in str(after)

@@ -308,8 +308,10 @@ async def test_the_example_receiver_accepts_a_real_delivery(api, mongo, tenant, 
 async def test_lead_writes_through_the_api_are_delivered_in_order(
     api, tenant, receiver, run_worker
 ):
-    """End to end: each committed create, update and delete reaches the receiver once."""
+    """End to end: each committed create, update and delete reaches the receiver once
+    (the first two sent before the delete: sent after it, they would be redacted)."""
     endpoint = await create_endpoint(api, tenant, receiver.url)
+    run_worker()
     resp = await api.post(
         tenant.leads_url, json={"name": "Ada", "email": "ada@example.com"}, headers=tenant.headers
     )
@@ -318,11 +320,11 @@ async def test_lead_writes_through_the_api_are_delivered_in_order(
         tenant.lead_url(lead["id"]), json={"status": "contacted"}, headers=tenant.headers
     )
     updated = await data_of(resp)
+    await receiver.wait_for(2)
     resp = await api.delete(
         tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
     )
     await data_of(resp)
-    run_worker()
     got = await receiver.wait_for(3)
     await asyncio.sleep(0.2)
     events = sorted(
@@ -404,3 +406,104 @@ async def test_under_a_burst_of_requests_deliveries_wait_and_then_all_arrive(set
 
 
 HELD_METRIC = "pollybot_webhook_store_held_seconds_total"
+
+
+PERSON = {
+    "name": "Secret Person",
+    "email": "secret.person@private.example",
+    "phone": "+44 20 7946 0123",
+    "metadata": {"note": "meta-secret-value"},
+}
+
+
+def sent_events(receiver: Receiver, secret: str) -> list[dict]:
+    events = [Webhook(secret).verify(r.body, r.headers) for r in receiver.received]
+    return sorted(events, key=lambda e: e["sequence"])
+
+
+def personal_data_in(receiver: Receiver) -> list[str]:
+    bodies = b"".join(r.body for r in receiver.received).decode()
+    return [v for v in (*PERSON.values(), PERSON["metadata"]["note"]) if str(v) in bodies]
+
+
+async def write_and_delete(api, tenant) -> str:
+    """A lead created, changed and deleted: three events, the first two redacted."""
+    lead = await data_of(await api.post(tenant.leads_url, json=PERSON, headers=tenant.headers), 201)
+    resp = await api.put(
+        tenant.lead_url(lead["id"]), json={"status": "contacted"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    return str(lead["id"])
+
+
+async def test_an_endpoint_made_after_a_deletion_is_replayed_only_the_redacted_form(
+    api, mongo, accounts, receiver, run_worker
+):
+    tenant = await make_tenant(accounts)
+    lead_id = await write_and_delete(api, tenant)
+    run_worker()  # fans the events out (to no endpoint) before the endpoint exists
+
+    async def fanned_out() -> bool:
+        pending = {"chatbotId": tenant.chatbot_id, "pending": {"$exists": True}}
+        return await mongo.db["events"].count_documents(pending) == 0
+
+    await _eventually(fanned_out)
+    endpoint = await create_endpoint(api, tenant, receiver.url)
+    resp = await api.post(
+        f"/api/v1/webhooks/{endpoint['id']}/replay", json={"after": 0}, headers=tenant.headers
+    )
+    await data_of(resp, 202)
+    await receiver.wait_for(3)
+    await asyncio.sleep(0.2)
+    events = sent_events(receiver, endpoint["secret"])
+    assert [(e["type"], e["sequence"]) for e in events] == [
+        ("lead.created", 1),
+        ("lead.updated", 2),
+        ("lead.deleted", 3),
+    ]
+    redacted = {"lead": {"id": lead_id}, "redacted": True}
+    assert [e["data"] for e in events] == [redacted, redacted, {"lead": {"id": lead_id}}]
+    assert personal_data_in(receiver) == []
+
+
+async def test_deliveries_queued_before_a_deletion_send_the_redacted_form(
+    api, accounts, receiver, run_worker
+):
+    """Queued while the receiver was failing, retried after the deletion: redacted.
+
+    The receiver asks for the retry 2 s later (Retry-After on a 503 is honoured), so no
+    attempt is under way when the deletion commits: one whose event was read just before
+    it may still send the old form once (docs/privacy.md)."""
+    tenant = await make_tenant(accounts)
+    receiver.answers = [Answer(503, headers={"Retry-After": "2"})]
+    endpoint = await create_endpoint(api, tenant, receiver.url)
+    run_worker()
+    lead = await data_of(await api.post(tenant.leads_url, json=PERSON, headers=tenant.headers), 201)
+    await receiver.wait_for(1)  # the first attempt, refused
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    first_body = receiver.received[0].body
+    assert PERSON["email"].encode() in first_body  # sent (and refused) before the deletion
+
+    async def both_delivered() -> bool:
+        attempts = await attempts_of(api, tenant, endpoint["id"])
+        return sum(a["outcome"] == "delivered" for a in attempts) == 2
+
+    await _eventually(both_delivered)
+    retried = [Webhook(endpoint["secret"]).verify(r.body, r.headers) for r in receiver.received[1:]]
+    assert {e["type"] for e in retried} == {"lead.created", "lead.deleted"}
+    for event in retried:
+        gone = {"lead": {"id": lead["id"]}}
+        assert event["data"] == (
+            {**gone, "redacted": True} if event["type"] != "lead.deleted" else gone
+        )
+    assert all(PERSON["email"].encode() not in r.body for r in receiver.received[1:])
+    # The delivery log keeps no body: only ids, times, status codes and errors.
+    attempts = await attempts_of(api, tenant, endpoint["id"])
+    assert PERSON["email"] not in json.dumps(attempts)
