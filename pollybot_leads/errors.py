@@ -109,6 +109,14 @@ class PreconditionFailed(AppError):
     message = "The lead has changed: If-Match does not match its current ETag"
 
 
+class LeadDeleted(AppError):
+    status, code = 410, "LEAD_DELETED"
+    message = (
+        "The result kept for this Idempotency-Key held a lead since deleted: it is not "
+        "replayed and nothing was done (a new write needs a new key)"
+    )
+
+
 class IdempotencyKeyReused(AppError):
     status, code = 422, "IDEMPOTENCY_KEY_REUSED"
     message = "This Idempotency-Key was used with a different method, path or body"

@@ -31,6 +31,7 @@ from ..errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     InvalidJson,
+    LeadDeleted,
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
@@ -53,6 +54,8 @@ ERROR_STATUS_DESCRIPTIONS = {
     401: "Missing, malformed, unknown or revoked API key",
     404: "The chatbot (or lead) does not exist for this key",
     409: "A request with this Idempotency-Key is still running: retry after Retry-After",
+    410: "The result kept for this Idempotency-Key held a lead since deleted: nothing was "
+    "done (a new write needs a new key)",
     412: "If-Match does not match the lead's current ETag: nothing was changed",
     413: "Request body over the size limit (64 KiB by default)",
     415: "Request body is not application/json (UTF-8)",
@@ -76,6 +79,9 @@ CHATBOT_ERRORS = (Unauthorized, ChatbotNotFound, RateLimited, ServiceUnavailable
 BODY_ERRORS = (ValidationFailed, InvalidJson, PayloadTooLarge, UnsupportedMediaType)
 # Any request with an Idempotency-Key.
 IDEMPOTENCY_ERRORS = (IdempotencyInProgress, IdempotencyKeyReused)
+# A lead write's request with one: its kept result is dropped when a lead it holds is
+# deleted, and a retry is then a 410.
+LEAD_IDEMPOTENCY_ERRORS = (*IDEMPOTENCY_ERRORS, LeadDeleted)
 
 # --- request parameters operations share --------------------------------------------------
 
@@ -96,7 +102,8 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
     "The first result is kept at least 24 hours and replayed, byte for byte with "
     "`Idempotent-Replayed: true`, to every retry with the same key, method, path and body; "
     "a different request with the key is a 422, a retry while the first still runs a 409. "
-    "Keys are scoped to the API key.",
+    "A lead write's kept result is dropped when a lead it holds is deleted: a retry is then "
+    "a 410 `LEAD_DELETED` and does nothing. Keys are scoped to the API key.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
     "example": "8e03978e-40d5-43e8-bc93-6894a57f9324",
 }

@@ -12,6 +12,12 @@ the write is then dropped; one that comes later conflicts with the transaction a
 finds the record done): a crash can never leave a lead written without its record
 done, or the other way round. Other results are completed after the fact
 (nothing else changed). The store expires records after ``RECORD_TTL_SECONDS``.
+
+A lead write's record also lists the leads its result holds (``leadIds``, indexed). The
+transaction that deletes a lead drops every result holding it (``forget_leads``): the
+record keeps its ``_id`` and time, and becomes *gone*, without its response or the
+fingerprint of its body (a digest of the personal data it carried), so a retry with the
+key answers 410 ``LEAD_DELETED`` and creates nothing until the record expires.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..errors import IdempotencyInProgress, IdempotencyKeyReused
+from ..errors import IdempotencyInProgress, IdempotencyKeyReused, LeadDeleted
 from ..store.client import store_errors
 from ..store.driver import ASCENDING, DuplicateKeyError, IndexModel, WriteConcern
 from ..timeutil import utcnow
@@ -36,8 +42,13 @@ IDEMPOTENCY_INDEXES = {
         IndexModel(
             [("createdAt", ASCENDING)], name="expiry", expireAfterSeconds=RECORD_TTL_SECONDS
         ),
+        # The results holding each lead, for its deletion (forget_leads): sparse, so it
+        # holds only the records of lead writes.
+        IndexModel([("leadIds", ASCENDING)], name="by_lead", sparse=True),
     ],
 }
+# A record whose result held a lead since deleted.
+GONE = "gone"
 # How long a running request owns its key; a retry after that may take it over. It is
 # well past a request's store budget (and its hard cap), so only a dead process's
 # lease expires.
@@ -71,6 +82,11 @@ class Receipt:
     lease: Lease
     answer: Answer
     kept: StoredResponse | None = None
+
+
+def results_holding(lead_ids: list[str]) -> dict[str, Any]:
+    """The filter of the kept results holding any of these leads: a read of ``by_lead``."""
+    return {"leadIds": {"$in": lead_ids}}
 
 
 def record_id(scope: str, key: str) -> str:
@@ -112,6 +128,8 @@ class IdempotencyStore:
             found = await self._records.find_one({"_id": rid})
             if found is None:
                 continue  # expired meanwhile: insert again
+            if found["state"] == GONE:
+                raise LeadDeleted()
             if found["fingerprint"] != fingerprint:
                 raise IdempotencyKeyReused()
             if found["state"] == "done":
@@ -129,25 +147,43 @@ class IdempotencyStore:
 
     @store_errors
     async def complete(
-        self, lease: Lease, response: StoredResponse, session: Any | None = None
+        self,
+        lease: Lease,
+        response: StoredResponse,
+        session: Any | None = None,
+        lead_ids: list[str] | None = None,
     ) -> bool:
+        """Keep ``response`` as the key's result; ``lead_ids``: the leads it holds."""
+        done: dict[str, Any] = {
+            "state": "done",
+            "response": {
+                "status": response.status,
+                "body": response.body,
+                "headers": response.headers,
+            },
+        }
+        if lead_ids:
+            done["leadIds"] = lead_ids
         result = await self._records.update_one(
             {"_id": lease.record_id, "state": "running", "token": lease.token},
-            {
-                "$set": {
-                    "state": "done",
-                    "response": {
-                        "status": response.status,
-                        "body": response.body,
-                        "headers": response.headers,
-                    },
-                },
-                "$unset": {"leaseUntil": ""},
-            },
+            {"$set": done, "$unset": {"leaseUntil": ""}},
             session=session,
         )
         matched: int = result.matched_count
         return matched == 1
+
+    async def forget_leads(self, lead_ids: list[str], session: Any) -> None:
+        """Drop every kept result holding one of these (deleted) leads, in ``session``'s
+        transaction: one ``by_lead`` read. The key stays taken (GONE) until it expires."""
+        if lead_ids:
+            await self._records.update_many(
+                results_holding(lead_ids),
+                {
+                    "$set": {"state": GONE},
+                    "$unset": {"response": "", "fingerprint": "", "leadIds": "", "token": ""},
+                },
+                session=session,
+            )
 
     @store_errors
     async def release(self, lease: Lease) -> None:

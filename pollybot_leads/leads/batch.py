@@ -18,8 +18,8 @@ from ..http.ratelimit import charge
 from ..http.spec import (
     BODY_ERRORS,
     CHATBOT_ERRORS,
-    IDEMPOTENCY_ERRORS,
     IDEMPOTENCY_KEY,
+    LEAD_IDEMPOTENCY_ERRORS,
     Body,
     Operation,
     Response,
@@ -110,7 +110,7 @@ def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
         },
     ),
     responses={200: Response("One result per item", BatchEnvelopeSchema)},
-    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
+    errors=(*BODY_ERRORS, *LEAD_IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
 )
 async def create_leads_batch(request: web.Request) -> web.Response:
     reject_query(request.query)

@@ -27,6 +27,7 @@ from ..http.spec import (
     IDEMPOTENCY_KEY,
     IF_MATCH,
     IF_NONE_MATCH,
+    LEAD_IDEMPOTENCY_ERRORS,
     LOCATION,
     Body,
     Link,
@@ -154,7 +155,7 @@ async def commit_writes(
             headers=ETAG,
         ),
     },
-    errors=(*BODY_ERRORS, *IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
+    errors=(*BODY_ERRORS, *LEAD_IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
 )
 async def create_lead(request: web.Request) -> web.Response:
     upsert = _upsert_mode(request.query)
@@ -265,7 +266,7 @@ async def get_lead(request: web.Request) -> web.Response:
         *BODY_ERRORS,
         LeadNotFound,
         PreconditionFailed,
-        *IDEMPOTENCY_ERRORS,
+        *LEAD_IDEMPOTENCY_ERRORS,
         *CHATBOT_ERRORS,
     ),
 )

@@ -182,8 +182,10 @@ class Batch:
             raise TooHeavy(unit, batch_too_heavy(entries, updates=updates))
         if receipt is not None:
             kept = receipt.answer.render(outcomes)
+            # The leads the result holds: a deletion of one drops it (flush).
+            held = [outcome.lead["id"] for outcome in outcomes if isinstance(outcome, Written)]
             if not await self.stores.idempotency.complete(
-                receipt.lease, kept, session=self.session
+                receipt.lease, kept, session=self.session, lead_ids=held
             ):
                 raise LeaseLost(unit)  # the transaction is dropped and runs without it
             receipt.kept = kept  # final once this transaction commits
@@ -309,7 +311,8 @@ class Batch:
     async def flush(self, counts: Claim) -> None:
         """Write out the batch: leads, audit records, counters and events; and for the
         leads it deleted, no copy of their personal data left behind (the contract's
-        "Deletion is permanent everywhere"): their earlier events redacted."""
+        "Deletion is permanent everywhere"): their earlier events redacted, and the
+        kept Idempotency-Key results holding them dropped."""
         leads, session = self.stores.leads, self.session
         new = [
             state
@@ -341,6 +344,7 @@ class Batch:
             await counts.add(session, changes, self.bounds)
         if self.deleted:
             await self.stores.events.redact(session, self.chatbot_id, self.deleted)
+            await self.stores.idempotency.forget_leads(self.deleted, session)
         await self.stores.events.append(
             session, self.chatbot_id, self.workspace_id, self.events, self.now
         )

@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 
+from pollybot_leads.idempotency.records import record_id
+
 from .helpers import create_lead, data_of, error_of
 
 
@@ -164,3 +166,24 @@ async def test_a_method_the_route_lacks_is_405_and_leaves_the_key_alone(api, ten
     assert (await data_of(resp))["created"] == 1
     assert "Idempotent-Replayed" not in resp.headers
     assert await lead_count(api, tenant) == 2
+
+
+async def test_a_retry_after_the_lead_was_deleted_is_410_and_creates_nothing(api, tenant, mongo):
+    key = str(uuid.uuid4())
+    payload = {"name": "Gone Person", "email": "gone@example.com"}
+    first = await api.post(tenant.leads_url, json=payload, headers=keyed(tenant, key))
+    lead = await data_of(first, 201)
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    for body in (payload, {"name": "Other", "email": "other@example.com"}):
+        again = await api.post(tenant.leads_url, json=body, headers=keyed(tenant, key))
+        await error_of(again, 410, "LEAD_DELETED")
+        assert "Idempotent-Replayed" not in again.headers
+    assert await lead_count(api, tenant) == 0
+    # The key's record keeps its time alone: no response, no digest of the body.
+    record = await mongo.db["idempotency_keys"].find_one({"_id": record_id(tenant.key_id, key)})
+    assert set(record) == {"_id", "state", "createdAt"} and record["state"] == "gone"
+    fresh = await api.post(tenant.leads_url, json=payload, headers=keyed(tenant, str(uuid.uuid4())))
+    assert (await data_of(fresh, 201))["id"] != lead["id"]
