@@ -108,6 +108,7 @@ class Batch:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.guarded: set[str] = set()
         self.deleted: list[str] = []  # lead ids this batch deleted (their copies go too)
+        self.deleted_guards: set[str] = set()  # the upsert guards of their emails
         self.missing: set[str] = set()  # lead ids read and not this chatbot's
         self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
         self.entries = 0  # index entries written so far (updated leads: before and after)
@@ -265,6 +266,11 @@ class Batch:
             }
         )
         self.deleted.append(lead_id)
+        if current.get("emailFolded"):
+            email = current["emailFolded"]
+            self.deleted_guards.add(upsert_guard_id(self.chatbot_id, email))
+            # As releases before the hashed ids named it (written no more; kept an hour).
+            self.deleted_guards.add(f"{self.chatbot_id}:{email}")
         # Its events of this batch hold it too (flush redacts those already stored).
         self.events = [
             (kind, redacted(lead_id) if data["lead"].get("id") == lead_id else data)
@@ -312,7 +318,8 @@ class Batch:
         """Write out the batch: leads, audit records, counters and events; and for the
         leads it deleted, no copy of their personal data left behind (the contract's
         "Deletion is permanent everywhere"): their earlier events redacted, and the
-        kept Idempotency-Key results holding them dropped."""
+        kept Idempotency-Key results holding them dropped, the upsert guards of their
+        emails removed."""
         leads, session = self.stores.leads, self.session
         new = [
             state
@@ -345,6 +352,10 @@ class Batch:
         if self.deleted:
             await self.stores.events.redact(session, self.chatbot_id, self.deleted)
             await self.stores.idempotency.forget_leads(self.deleted, session)
+        if self.deleted_guards:  # the guard of its email: kept an hour past its last upsert
+            await self.stores.guards.delete_many(
+                {"_id": {"$in": sorted(self.deleted_guards)}}, session=session
+            )
         await self.stores.events.append(
             session, self.chatbot_id, self.workspace_id, self.events, self.now
         )

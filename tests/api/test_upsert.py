@@ -98,3 +98,19 @@ async def test_bad_upsert_parameters_are_400(api, tenant):
         await error_of(resp, 400, "VALIDATION_ERROR")
     listing = await data_of(await api.get(tenant.leads_url, headers=tenant.headers))
     assert listing["pagination"]["total"] == 0
+
+
+async def test_a_deletion_removes_the_upsert_guard_of_its_email(api, tenant, mongo):
+    """A guard is kept an hour past its upsert: the lead's deletion takes it away."""
+    lead = await data_of(await upsert(api, tenant, name="G", email="Guarded@Example.com"), 201)
+    guards = mongo.db["upsert_guards"]
+    mine = {"_id": {"$gte": f"{tenant.chatbot_id}:", "$lt": f"{tenant.chatbot_id};"}}
+    assert await guards.count_documents(mine) == 1
+    resp = await api.delete(
+        tenant.lead_url(lead["id"]), params={"confirm": "true"}, headers=tenant.headers
+    )
+    await data_of(resp)
+    assert await guards.count_documents(mine) == 0
+    # Upserts of the email work as before: a new lead, guarded again.
+    again = await data_of(await upsert(api, tenant, name="G", email="guarded@example.com"), 201)
+    assert again["id"] != lead["id"] and await guards.count_documents(mine) == 1
