@@ -66,6 +66,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         committed = EventSignal()
         leads = LeadRepository(mongo, max_count=settings.list_max_count, committed=committed)
         await leads.migrate_counters(mongo.db["chatbots"])
+        await leads.coarsen_name_bounds()
         app[leads_repo_key] = leads
         app[appkeys.mongo_key] = mongo
         app[accounts_repo_key] = AccountRepository(mongo)

@@ -9,10 +9,18 @@ each write a shard that no other write of its own is using.
 
 Beside the counts, each shard keeps bounds of the chatbot's leads, moved by the same
 writes: ``firstAt``, no later than any lead's creation (and so update) time, and
-``nameLow``/``nameHigh``, the lowest and highest folded name any write gave a lead.
+``nameLow``/``nameHigh``, below and above every folded name any write gave a lead.
 Deletes and renames leave them where they were, so they only ever bound the leads
 (never exactly); list windows start from them (leads/listing.py, store/plans.py), and
 a stale bound costs those reads a little, never their result.
+
+A name bound outlives the lead that set it (a deletion cannot tell which lead set it,
+nor a rename the names before it), so it is never a name: only the first character of
+the class of the name's first character (store/positions.py, ``class_floor``) below it,
+and the next class's above it: "Secret Person" is kept as "s" and "t". A window's
+position starts from the class either way; the few empty keys between the class's
+first character and the chatbot's first name cost a read of the index, no documents.
+Shards written before that are made coarse once (``coarsen_name_bounds``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..store.positions import class_ceiling, class_floor
+from ..timeutil import utcnow
 from .rules import STATUSES
 
 SHARDS = 32
@@ -39,6 +49,8 @@ SOURCES_COUNTED = "sourcesCounted"
 # document limit, nor the counter read every list makes.
 SOURCE_KEYS = "sourceKeys"
 SOURCES_KEPT = 500
+# The marker, in ``migrations``, of a database whose name bounds are all coarse.
+COARSE_NAMES = "lead_counts.coarse_name_bounds"
 
 
 def _range(chatbot_id: str) -> dict[str, Any]:
@@ -137,14 +149,21 @@ class Bounds:
         return self.first_at is None and self.name_low is None
 
     def update(self) -> dict[str, Any]:
-        low = {"firstAt": self.first_at, "nameLow": self.name_low}
-        out: dict[str, Any] = {"$min": {k: v for k, v in low.items() if v is not None}}
-        if self.name_high is not None:
-            out["$max"] = {"nameHigh": self.name_high}
+        """The update that moves a shard's bounds out to these (names kept coarse)."""
+        stored = self.fields()
+        low = {k: stored[k] for k in ("firstAt", "nameLow") if k in stored}
+        out: dict[str, Any] = {"$min": low}
+        if "nameHigh" in stored:
+            out["$max"] = {"nameHigh": stored["nameHigh"]}
         return out if out["$min"] else {}
 
     def fields(self) -> dict[str, Any]:
-        out = {"firstAt": self.first_at, "nameLow": self.name_low, "nameHigh": self.name_high}
+        """The bounds as a shard keeps them: names as their classes (the module's note)."""
+        out = {
+            "firstAt": self.first_at,
+            "nameLow": None if self.name_low is None else class_floor(self.name_low),
+            "nameHigh": None if self.name_high is None else class_ceiling(self.name_high),
+        }
         return {k: v for k, v in out.items() if v is not None}
 
     @classmethod
@@ -181,6 +200,30 @@ class LeadCounters:
         if sources is not None:
             counts[BY_SOURCE] = sources
         return counts
+
+    async def coarsen_name_bounds(self, migrations: Any) -> int:
+        """Once per database: make the name bounds of shards written before they were
+        coarse as they are now (``$min``/``$max`` of the coarse values, so a write racing
+        it leaves a coarse value either way); returns the shards changed."""
+        if await migrations.find_one({"_id": COARSE_NAMES}) is not None:
+            return 0
+        changed = 0
+        shards = self.collection.find({"nameLow": {"$exists": True}}, {"nameLow": 1, "nameHigh": 1})
+        async for doc in shards:
+            low, high = doc.get("nameLow"), doc.get("nameHigh")
+            update: dict[str, Any] = {}
+            if isinstance(low, str) and class_floor(low) != low:
+                update["$min"] = {"nameLow": class_floor(low)}
+            # Coarse: one character, the first of its class (or U+10FFFF).
+            if isinstance(high, str) and (len(high) != 1 or class_floor(high) != high):
+                update["$max"] = {"nameHigh": class_ceiling(high)}
+            if update:
+                await self.collection.update_one({"_id": doc["_id"]}, update)
+                changed += 1
+        await migrations.update_one(
+            {"_id": COARSE_NAMES}, {"$setOnInsert": {"at": utcnow()}}, upsert=True
+        )
+        return changed
 
     @contextlib.asynccontextmanager
     async def claim(self, chatbot_id: str) -> AsyncIterator[Claim]:

@@ -283,6 +283,14 @@ class LeadRepository:
             log.info("lead counters of %d chatbots recounted into lead_counts", moved)
         return moved
 
+    async def coarsen_name_bounds(self) -> int:
+        """Name bounds of counter shards from before they were coarse made coarse, once
+        per database (LeadCounters.coarsen_name_bounds)."""
+        changed = await self._counters.coarsen_name_bounds(self._mongo.db["migrations"])
+        if changed:
+            log.info("name bounds of %d lead counter shards made coarse", changed)
+        return changed
+
     # -- export (the walk itself is in leads/export_reads.py, store/walks.py) ----------
 
     async def export(

@@ -68,6 +68,24 @@ def string_position(text: str) -> int:
     return position
 
 
+def class_floor(text: str) -> str:
+    """A string no greater than ``text`` that keeps nothing of it but the class of its
+    first character: that class's first character ("" for an empty ``text`` or one
+    beginning with a control character). Its position is the class's own."""
+    if not text:
+        return ""
+    rank = bisect.bisect_right(_CLASS_STARTS, ord(text[0]))
+    return chr(_CLASS_STARTS[rank - 1]) if rank else ""
+
+
+def class_ceiling(text: str) -> str:
+    """A string greater than ``text`` that keeps nothing of it but the class of its first
+    character: the next class's first character (past the last class, U+10FFFF, which
+    only a string beginning with it can pass)."""
+    rank = bisect.bisect_right(_CLASS_STARTS, ord(text[0])) if text else 0
+    return chr(_CLASS_STARTS[rank]) if rank < len(_CLASS_STARTS) else chr(0x10FFFF)
+
+
 def _digits(position: int) -> list[int]:
     digits = []
     for _ in range(STRING_DIGITS):

@@ -9,7 +9,6 @@ from pollybot_leads.idempotency.records import IdempotencyStore, Lease, Receipt,
 from pollybot_leads.leads import counters
 from pollybot_leads.leads.queries import LeadQuery
 from pollybot_leads.leads.repository import LeadRepository
-from pollybot_leads.leads.rules import fold
 from pollybot_leads.leads.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
 from pollybot_leads.timeutil import utcnow
 from tests.conftest import make_tenant
@@ -160,7 +159,8 @@ async def test_counters_by_source_and_bounds_follow_every_write_and_equal_a_reco
 ):
     """Counts by (status, source) and the bounds beside them (first creation time, lowest
     and highest name) move in each write's transaction; a recount finds the same counts.
-    Bounds only ever widen (a rename or delete leaves them), and still hold every lead."""
+    Bounds only ever widen (a rename or delete leaves them), and still hold every lead;
+    name bounds hold no name, only the classes of the lowest and highest first letters."""
     tenant = await make_tenant(accounts)
     cb, ws = tenant.chatbot_id, tenant.workspace_id
     made = []
@@ -196,14 +196,45 @@ async def test_counters_by_source_and_bounds_follow_every_write_and_equal_a_reco
     counts = await leads_repo.read_counts(cb)
     assert nonzero(counts["bySource"]) == expected
     bounds = counts["bounds"]
-    assert (bounds.name_low, bounds.name_high) == ("aaron", fold("Zoë"))
+    assert (bounds.name_low, bounds.name_high) == ("a", "{")  # "aaron" and "zoë": a-z
+    names = [d["nameSort"] async for d in mongo.db["leads"].find({"chatbotId": cb})]
+    assert all(bounds.name_low <= name < bounds.name_high for name in names)
     assert bounds.first_at == min(
         [d["createdAt"] async for d in mongo.db["leads"].find({"chatbotId": cb})]
     )
     await leads_repo.recount(chatbot_id=cb)
     counts = await leads_repo.read_counts(cb)
     assert nonzero(counts["bySource"]) == expected
-    assert (counts["bounds"].name_low, counts["bounds"].name_high) == ("aaron", fold("Zoë"))
+    assert (counts["bounds"].name_low, counts["bounds"].name_high) == ("a", "{")
+
+
+async def test_name_bounds_written_before_they_were_coarse_are_made_coarse_once(
+    leads_repo, accounts, mongo
+):
+    """Shards an earlier version wrote hold names as bounds: at start-up they are made
+    coarse, once per database, and lists sorted by name read the same leads."""
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    for name in ("Mia Secretname", "Émile Hidden"):
+        await leads_repo.create(
+            chatbot_id=cb, workspace_id=ws, fields={"name": name, "email": "m@x.io"}
+        )
+    shards = mongo.db["lead_counts"]
+    # As an earlier version kept them: the lowest and highest names themselves.
+    await shards.update_many(
+        {"chatbotId": cb}, {"$set": {"nameLow": "emile hidden", "nameHigh": "mia secretname"}}
+    )
+    migrations = mongo.db["migrations"]
+    await migrations.delete_many({"_id": counters.COARSE_NAMES})
+    assert await leads_repo.coarsen_name_bounds() >= 1
+    async for shard in shards.find({"chatbotId": cb}):
+        assert (shard["nameLow"], shard["nameHigh"]) == ("e", "n")
+    assert await migrations.find_one({"_id": counters.COARSE_NAMES})
+    await shards.update_many({"chatbotId": cb}, {"$set": {"nameLow": "emile hidden"}})
+    assert await leads_repo.coarsen_name_bounds() == 0  # once per database
+    await shards.update_many({"chatbotId": cb}, {"$set": {"nameLow": "e"}})
+    page = await leads_repo.list(chatbot_id=cb, query=LeadQuery(sort="name"))
+    assert [lead["name"] for lead in page.leads] == ["Émile Hidden", "Mia Secretname"]
 
 
 async def test_counters_from_before_sources_were_counted_are_not_trusted_by_source(

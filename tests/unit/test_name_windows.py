@@ -38,3 +38,22 @@ def test_an_edge_lies_beyond_its_origin_on_the_positions_side():
             if at - width > 0:
                 edge = name_edge(origin, at - width)
                 assert edge < origin, (origin, width, edge)
+
+
+def test_a_names_class_bounds_it_and_keeps_nothing_of_it_but_the_class():
+    """The name bounds kept beside the lead counters (leads/counters.py): below and
+    above the name, one character each, the same for every name of the class."""
+    from pollybot_leads.store.positions import class_ceiling, class_floor
+
+    for name in names(2000):
+        low, high = class_floor(name), class_ceiling(name)
+        # Nothing is above U+10FFFF: a name beginning with it is only bounded below (the
+        # windows starting there read on regardless: store/paging.py).
+        assert low <= name and (name < high or name.startswith(high)), (name, low, high)
+        assert len(low) <= 1 and len(high) == 1
+        assert class_floor(low) == low  # a floor is its own class's first character
+        if name:
+            assert name_position(low) <= name_position(name) <= name_position(high)
+    assert (class_floor("secret person"), class_ceiling("secret person")) == ("s", "t")
+    assert class_floor("ßigrid") == class_floor("émile") == "\x80"
+    assert class_floor("") == "" and class_floor("\x01x") == ""
