@@ -62,7 +62,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
-        await ensure_all_indexes(mongo)
+        await ensure_all_indexes(mongo, settings)
         committed = EventSignal()
         leads = LeadRepository(mongo, max_count=settings.list_max_count, committed=committed)
         await leads.migrate_counters(mongo.db["chatbots"])

@@ -154,7 +154,7 @@ async def with_mongo(
     mongo = Mongo.from_settings(settings)
     try:
         await mongo.connect()
-        await ensure_all_indexes(mongo)
+        await ensure_all_indexes(mongo, settings)
         return await action(mongo)
     finally:
         await mongo.close()

@@ -1,16 +1,35 @@
-"""Every feature's indexes, ensured together at start-up (serve, tests, benchmarks)."""
+"""Every feature's indexes, ensured together at start-up (serve, tests, benchmarks), with
+the expiries that enforce the configured retention of each kind of kept record."""
 
 from __future__ import annotations
 
 from .accounts.repository import ACCOUNT_INDEXES
 from .idempotency.records import IDEMPOTENCY_INDEXES
 from .leads.indexes import LEADS_INDEXES
+from .settings import Settings
 from .store.client import Mongo
-from .store.indexes import ensure_indexes
+from .store.indexes import Expiries, ensure_indexes
 from .webhooks.repository import WEBHOOK_INDEXES, WEBHOOK_RETIRED_INDEXES
 
+# The expiry index (collection, name) that enforces each retention setting
+# (Settings.retention_seconds; docs/privacy.md has the table).
+RETENTION_INDEXES = {
+    ("events", "expiry"): "events",
+    ("webhook_deliveries", "expiry"): "delivery_logs",
+    ("webhook_attempts", "expiry"): "delivery_logs",
+    ("audit_log", "expiry"): "audit",
+    ("idempotency_keys", "expiry"): "idempotency",
+}
 
-async def ensure_all_indexes(mongo: Mongo) -> None:
+
+def retention_expiries(settings: Settings) -> Expiries:
+    """The expiry, in seconds, of each index that enforces a retention setting."""
+    seconds = settings.retention_seconds
+    return {index: seconds[kind] for index, kind in RETENTION_INDEXES.items()}
+
+
+async def ensure_all_indexes(mongo: Mongo, settings: Settings | None = None) -> None:
+    """Every index, expiries as ``settings`` say (the defaults without)."""
     await ensure_indexes(
         mongo,
         LEADS_INDEXES,
@@ -18,4 +37,5 @@ async def ensure_all_indexes(mongo: Mongo) -> None:
         IDEMPOTENCY_INDEXES,
         WEBHOOK_INDEXES,
         retired=[WEBHOOK_RETIRED_INDEXES],
+        expiries=retention_expiries(settings or Settings()),
     )

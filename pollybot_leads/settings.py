@@ -26,6 +26,9 @@ FAILURE_POLICIES = ("allow", "deny")
 DRIVERS = ("motor", "pymongo")
 LOG_FORMATS = ("text", "json")
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+\Z")
+# An expiry index holds at most 2**31 - 1 seconds (about 68 years).
+RETENTION_DAYS_MAX = 24_855
+RETENTION_HOURS_MAX = 24 * 366  # Idempotency-Key results: a year at most
 
 
 class SettingsError(ValueError):
@@ -113,6 +116,13 @@ class Settings:
     # spend in store calls (pollybot_leads/webhooks/pacing.py); 1: no pacing.
     webhook_store_share_under_load: float = 0.02
 
+    # How long each kind of kept record is kept: the store's expiry indexes remove it
+    # after this (docs/privacy.md has the table). Leads are kept until deleted.
+    retention_events_days: int = 30
+    retention_delivery_logs_days: int = 30
+    retention_audit_days: int = 365
+    retention_idempotency_hours: int = 24
+
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
             raise SettingsError(f"MONGODB_DRIVER (mongodb.driver) must be one of {DRIVERS}")
@@ -177,6 +187,7 @@ class Settings:
             raise SettingsError(
                 "WEBHOOK_STORE_SHARE_UNDER_LOAD (webhooks.store_share_under_load) must be in (0, 1]"
             )
+        self._check_retention()
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -184,6 +195,33 @@ class Settings:
                 raise SettingsError(
                     f"ratelimit.trusted_proxies: {proxy!r} is not an address"
                 ) from exc
+
+    def _check_retention(self) -> None:
+        for name in ("events_days", "delivery_logs_days", "audit_days"):
+            if not 1 <= getattr(self, f"retention_{name}") <= RETENTION_DAYS_MAX:
+                raise SettingsError(f"retention.{name} must be 1-{RETENTION_DAYS_MAX} (days)")
+        if not 1 <= self.retention_idempotency_hours <= RETENTION_HOURS_MAX:
+            raise SettingsError(f"retention.idempotency_hours must be 1-{RETENTION_HOURS_MAX}")
+        # A delivery retried after its event (or its own record) expired could not be sent.
+        for name in ("events_days", "delivery_logs_days"):
+            if getattr(self, f"retention_{name}") * 86400 < self.webhook_retry_for_seconds:
+                raise SettingsError(
+                    f"retention.{name} must cover webhooks.retry_for_seconds "
+                    f"({self.webhook_retry_for_seconds:g} s): a delivery still retried "
+                    "would lose its event or its record"
+                )
+
+    @property
+    def retention_seconds(self) -> dict[str, int]:
+        """Each kind of kept record's retention, in seconds (indexes.py maps them to the
+        expiry indexes that enforce them)."""
+        day = 24 * 3600
+        return {
+            "events": self.retention_events_days * day,
+            "delivery_logs": self.retention_delivery_logs_days * day,
+            "audit": self.retention_audit_days * day,
+            "idempotency": self.retention_idempotency_hours * 3600,
+        }
 
     @property
     def embedded(self) -> bool:
@@ -230,6 +268,15 @@ def _delays(value: object) -> tuple[float, ...]:
     return tuple(float(item) for item in items if str(item).strip())
 
 
+def _whole(value: object) -> int:
+    """A whole number: a TOML integer, or digits from the environment (never 1.5 read as 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(value)
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        raise ValueError(value)
+    return int(value)
+
+
 def _write_members(value: object) -> int | str:
     """``w``: a number of members, or "majority" (checked by Settings)."""
     if isinstance(value, str) and not value.strip().isdigit():
@@ -241,6 +288,7 @@ def _write_members(value: object) -> int | str:
 
 _KINDS: dict[Callable[[Any], Any], str] = {
     int: "an integer",
+    _whole: "a whole number",
     float: "a number",
     _flag: "true or false (1 or 0)",
     _write_members: 'a number of members or "majority"',
@@ -358,4 +406,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
             0.02,
             "WEBHOOK_STORE_SHARE_UNDER_LOAD",
         ),
+        retention_events_days=get(_whole, "retention.events_days", 30),
+        retention_delivery_logs_days=get(_whole, "retention.delivery_logs_days", 30),
+        retention_audit_days=get(_whole, "retention.audit_days", 365),
+        retention_idempotency_hours=get(_whole, "retention.idempotency_hours", 24),
     )

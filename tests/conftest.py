@@ -64,7 +64,7 @@ async def database_of(settings: Settings, *, drop: bool = True) -> AsyncIterator
     (unless ``drop`` is false)."""
     mongo = Mongo(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_driver)
     await mongo.connect()
-    await ensure_all_indexes(mongo)
+    await ensure_all_indexes(mongo, settings)
     try:
         yield mongo
     finally:

@@ -12,6 +12,8 @@ from .queries import SORTS, LeadQuery
 # while old and new processes run side by side, upserts of one chatbot still exclude each
 # other: every write transaction of a chatbot moves its event sequence.
 UPSERT_GUARD_SECONDS = 3600
+# Audit records (lead deletions) are kept this long by default (retention.audit_days).
+AUDIT_RETENTION_SECONDS = 365 * 24 * 3600
 
 
 def _sorted_by(name: str, prefix: list[tuple[str, int]], field: str) -> IndexModel:
@@ -63,6 +65,8 @@ LEADS_INDEXES = {
     "audit_log": [
         IndexModel([("leadId", ASCENDING)], name="by_lead"),
         IndexModel([("chatbotId", ASCENDING), ("at", DESCENDING)], name="by_chatbot"),
+        # The store itself expires them (retention.audit_days).
+        IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=AUDIT_RETENTION_SECONDS),
     ],
 }
 

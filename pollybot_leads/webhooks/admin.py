@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfirmationRequired, ValidationFailed
+from ..indexes import retention_expiries
 from ..leads.event_log import EVENT_INDEXES
 from ..settings import Settings
 from ..store.client import Mongo
@@ -174,7 +175,11 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     try:
         await mongo.connect()
         await ensure_indexes(
-            mongo, EVENT_INDEXES, WEBHOOK_INDEXES, retired=[WEBHOOK_RETIRED_INDEXES]
+            mongo,
+            EVENT_INDEXES,
+            WEBHOOK_INDEXES,
+            retired=[WEBHOOK_RETIRED_INDEXES],
+            expiries=retention_expiries(settings),
         )
         async with mongo.sessions.kept(), running_worker(mongo, settings):
             if on_ready:

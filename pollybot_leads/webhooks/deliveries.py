@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import AppError
+from ..leads.event_log import EVENT_RETENTION_SECONDS
 from ..store.client import Mongo, store_deadline
 from ..store.driver import BulkWriteError, PyMongoError
 from ..store.group_commit import GroupCommit, KeyedLocks
@@ -75,14 +76,16 @@ def _delivery(endpoint: dict[str, Any], event: dict[str, Any], now: datetime) ->
 
 
 class DeliveryQueue:
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(
+        self, mongo: Mongo, *, event_retention_seconds: int = EVENT_RETENTION_SECONDS
+    ) -> None:
         self._mongo = mongo
         self._events = mongo.db["events"]
         self._webhooks = mongo.db["webhooks"]
         self._deliveries = mongo.db["webhook_deliveries"]
         self._attempts = mongo.db["webhook_attempts"]
         self._replays = mongo.db["webhook_replays"]
-        self.pending = PendingWindow(mongo.db)
+        self.pending = PendingWindow(mongo.db, retention_seconds=event_retention_seconds)
         # Deliveries whose lease conflicted with a transaction left open: until when
         # this process leaves them alone.
         self._stuck: dict[str, datetime] = {}

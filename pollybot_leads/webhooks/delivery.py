@@ -32,7 +32,7 @@ from prometheus_client import Counter, Histogram
 
 from ..cancellation import cancel_and_wait, cancelling
 from ..errors import AppError
-from ..leads.event_log import EventSignal
+from ..leads.event_log import EVENT_RETENTION_SECONDS, EventSignal
 from ..settings import Settings
 from ..store.client import Mongo, store_deadline
 from ..store.driver import PyMongoError
@@ -95,6 +95,8 @@ class DeliveryConfig:
     # delivery may spend in store calls (webhooks/pacing.py); 1: no pacing.
     store_share: float = 1.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long events are kept (retention.events_days): where a first dispatcher begins.
+    event_retention_seconds: int = EVENT_RETENTION_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryConfig:
@@ -109,6 +111,7 @@ class DeliveryConfig:
                 schedule=settings.webhook_retry_schedule,
                 retry_for_seconds=settings.webhook_retry_for_seconds,
             ),
+            event_retention_seconds=settings.retention_seconds["events"],
         )
 
     @property
@@ -128,7 +131,7 @@ class WebhookWorker:
         dispatcher finds new events by polling alone. ``busy``: whether this process's
         API has requests in flight (serve); the store steps then keep to
         ``config.store_share`` of the time (webhooks/pacing.py)."""
-        self.queue = DeliveryQueue(mongo)
+        self.queue = DeliveryQueue(mongo, event_retention_seconds=config.event_retention_seconds)
         self.config = config
         self.pacer = Pacer(busy, config.store_share)
         self._committed = committed or EventSignal()

@@ -67,10 +67,13 @@ class PendingBatch:
 
 
 class PendingWindow:
-    def __init__(self, db: Any, *, limit: int = 500) -> None:
+    def __init__(
+        self, db: Any, *, limit: int = 500, retention_seconds: int = EVENT_RETENTION_SECONDS
+    ) -> None:
         self._events = db["events"]
         self._state = db["webhook_dispatch"]
         self.limit = limit
+        self._retention = timedelta(seconds=retention_seconds)  # of events (a first low)
         self._low: datetime | None = None
         self._kept: datetime | None = None
         self._window = new_window()
@@ -141,7 +144,7 @@ class PendingWindow:
         kept = await self._state.find_one({"_id": STATE_ID})
         horizon = now - COMMIT_LAG
         if kept is None:
-            self._low = now - timedelta(seconds=EVENT_RETENTION_SECONDS) - timedelta(days=1)
+            self._low = now - self._retention - timedelta(days=1)
         else:
             self._kept = kept["low"]
             self._low = min(kept["low"], horizon)

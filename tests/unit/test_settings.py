@@ -64,3 +64,65 @@ def test_motor_without_its_extra_installed_says_how_to_get_it(monkeypatch):
     with pytest.raises(SettingsError, match=r"pip install 'pollybot-leads\[motor\]'"):
         load_settings({"MONGODB_DRIVER": "motor"})
     assert load_settings({}).mongodb_driver == "pymongo"
+
+
+def test_retention_defaults_are_the_contracts():
+    s = load_settings({})
+    assert (
+        s.retention_events_days,
+        s.retention_delivery_logs_days,
+        s.retention_audit_days,
+        s.retention_idempotency_hours,
+    ) == (30, 30, 365, 24)
+    day = 24 * 3600
+    assert s.retention_seconds == {
+        "events": 30 * day,
+        "delivery_logs": 30 * day,
+        "audit": 365 * day,
+        "idempotency": 24 * 3600,
+    }
+
+
+def test_retention_is_read_from_a_profile(tmp_path):
+    (tmp_path / "default.toml").write_text("")
+    (tmp_path / "short.toml").write_text(
+        "[retention]\nevents_days = 7\ndelivery_logs_days = 4\naudit_days = 90\n"
+        "idempotency_hours = 48\n"
+    )
+    s = load_settings({"PB_CONFIG_DIR": str(tmp_path), "PB_CONFIG": "short"})
+    assert s.retention_seconds == {
+        "events": 7 * 86400,
+        "delivery_logs": 4 * 86400,
+        "audit": 90 * 86400,
+        "idempotency": 48 * 3600,
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ("events_days = 0", r"retention\.events_days must be 1-24855"),
+        ("audit_days = 30000", r"retention\.audit_days must be 1-24855"),
+        ("delivery_logs_days = -1", r"retention\.delivery_logs_days must be 1-24855"),
+        ("idempotency_hours = 0", r"retention\.idempotency_hours must be 1-8784"),
+        ('audit_days = "forever"', r"retention\.audit_days \(config\) must be a whole number"),
+        ("events_days = 31.5", r"retention\.events_days \(config\) must be a whole number"),
+        ("idempotency_hours = true", r"idempotency_hours \(config\) must be a whole number"),
+        # Webhook deliveries are retried for 3 days: their events and records must outlive them.
+        ("events_days = 2", r"retention\.events_days must cover webhooks\.retry_for_seconds"),
+        ("delivery_logs_days = 1", r"delivery_logs_days must cover webhooks\.retry_for_seconds"),
+    ],
+)
+def test_a_bad_retention_is_refused_naming_it(tmp_path, config, named):
+    (tmp_path / "default.toml").write_text(f"[retention]\n{config}\n")
+    with pytest.raises(SettingsError, match=named):
+        load_settings({"PB_CONFIG_DIR": str(tmp_path)})
+
+
+def test_a_shorter_retry_window_allows_a_shorter_retention(tmp_path):
+    (tmp_path / "default.toml").write_text(
+        "[webhooks]\nretry_for_seconds = 3600\n[retention]\nevents_days = 1\n"
+        "delivery_logs_days = 1\n"
+    )
+    s = load_settings({"PB_CONFIG_DIR": str(tmp_path)})
+    assert s.retention_seconds["events"] == s.retention_seconds["delivery_logs"] == 86400
