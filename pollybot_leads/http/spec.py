@@ -208,7 +208,7 @@ TAGS = [
     },
     {
         "name": "events",
-        "description": "A chatbot's lead changes in order, kept 30 days: the feed a "
+        "description": "A chatbot's lead changes in order, kept 30 days by default: the feed a "
         "consumer catches up from, and the bodies of webhook deliveries.",
     },
     {

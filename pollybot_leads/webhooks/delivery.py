@@ -289,7 +289,7 @@ class WebhookWorker:
                     await self.queue.finish(delivery, state=PAUSED, due_at=None, attempt=None)
             return PAUSED
         now = utcnow()
-        if event is None:  # expired from the log (kept 30 days; retries last 3)
+        if event is None:  # expired from the log (retention.events_days, at least the retries)
             result = SendResult(None, "The event is no longer in the event log", 0)
         else:
             result = await self.send(endpoint, event, now)

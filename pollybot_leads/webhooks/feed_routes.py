@@ -39,7 +39,9 @@ def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
     summary="Read the event feed",
     description="The chatbot's lead changes (`lead.created`, `lead.updated`, "
     "`lead.deleted`) in sequence order: every committed change has exactly one event, "
-    "numbered 1, 2, 3... per chatbot without gaps; events are kept 30 days. Start with "
+    "numbered 1, 2, 3... per chatbot without gaps; events are kept 30 days (the "
+    "deployment's retention may differ). A deleted lead's earlier events stay in their "
+    'place with `data` reduced to `{"lead": {"id"}, "redacted": true}`. Start with '
     "`after=0` and pass each page's `pagination.nextAfter` to the next request; an empty "
     "page means you are up to date (poll again later). The events are the bodies webhook "
     "deliveries carry. Unknown, repeated or malformed parameters are a 400.",

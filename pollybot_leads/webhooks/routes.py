@@ -274,7 +274,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
     operation_id="listWebhookDeliveries",
     tag="webhooks",
     summary="Read the delivery log",
-    description="Every delivery attempt to this endpoint, newest first (kept 30 days): "
+    description="Every delivery attempt to this endpoint, newest first (kept 30 days by "
+    "default; never a body): "
     "the event, when it was sent, the receiver's status code or the error, the duration, "
     "and when the next attempt is due. Page with `before` (the previous page's "
     "`pagination.nextBefore`).",
