@@ -9,7 +9,8 @@ from pollybot_leads.idempotency.records import IdempotencyStore, Lease, Receipt,
 from pollybot_leads.leads import counters
 from pollybot_leads.leads.queries import LeadQuery
 from pollybot_leads.leads.repository import LeadRepository
-from pollybot_leads.leads.writes import CREATE, UPDATE, UPSERT, LeadWrite, Written
+from pollybot_leads.leads.results import OneLead
+from pollybot_leads.leads.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Written
 from pollybot_leads.timeutil import utcnow
 from tests.conftest import make_tenant
 from tests.storage.test_query_plans import CommandCounter, counted_mongo
@@ -278,3 +279,38 @@ async def test_a_shard_past_its_sources_stops_counting_them_and_totals_stay_exac
     monkeypatch.setattr(counters, "SOURCES_KEPT", 500)
     await leads_repo.recount(chatbot_id=cb)
     assert (await leads_repo.read_counts(cb))["bySource"]["campaign-3"] == {"new": 2}
+
+
+async def test_an_update_and_a_delete_committed_together_leave_only_redacted_events(
+    leads_repo, accounts, mongo
+):
+    """The update's event, written in the deleting transaction, is stored redacted, as
+    are the events before it; a kept result of the update (in the same transaction)
+    is dropped."""
+    tenant = await make_tenant(accounts)
+    cb, ws = tenant.chatbot_id, tenant.workspace_id
+    lead = await leads_repo.create(
+        chatbot_id=cb, workspace_id=ws, fields={"name": "Ada Secret", "email": "ada@x.io"}
+    )
+    store = IdempotencyStore(mongo.db)
+    lease = await store.begin(scope="k", key=str(uuid.uuid4()), fingerprint="f")
+    assert isinstance(lease, Lease)
+    outcomes = await leads_repo.write(
+        chatbot_id=cb,
+        workspace_id=ws,
+        writes=[
+            LeadWrite(UPDATE, {"name": "Ada Renamed"}, lead["id"]),
+            LeadWrite(DELETE, {}, lead["id"], audit={}),
+        ],
+        receipt=Receipt(lease, OneLead("r")),
+    )
+    assert isinstance(outcomes[0], Written) and isinstance(outcomes[1], Deleted)
+    events = await mongo.db["events"].find({"chatbotId": cb}, sort=[("sequence", 1)]).to_list()
+    gone = {"lead": {"id": lead["id"]}}
+    assert [(e["type"], e["data"]) for e in events] == [
+        ("lead.created", {**gone, "redacted": True}),
+        ("lead.updated", {**gone, "redacted": True}),
+        ("lead.deleted", gone),
+    ]
+    record = await mongo.db["idempotency_keys"].find_one({"_id": lease.record_id})
+    assert record["state"] == "gone" and "response" not in record
