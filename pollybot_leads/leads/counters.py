@@ -58,6 +58,11 @@ def _range(chatbot_id: str) -> dict[str, Any]:
     return {"_id": {"$gte": f"{chatbot_id}:", "$lt": f"{chatbot_id};"}}
 
 
+def shard_filter(chatbot_id: str) -> dict[str, Any]:
+    """The filter of the chatbot's counter shards (for readers outside this module)."""
+    return _range(chatbot_id)
+
+
 def pair_key(status: str, source: Any) -> str | None:
     """The counter of the leads with this status and source (None: no source, not
     counted): ``bySource.<source as UTF-8 hex>.<status>`` (a source may hold any

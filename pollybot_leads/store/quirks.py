@@ -74,6 +74,13 @@ class StoreQuirks:
     # which costs 7-25 % of commits per second; run an external SecantusDB with it too.
     # MongoDB: j: true holds for commits.
 
+    # Not a flag either (no form depends on it): SecantusDB 0.7.0b3 accepts a snapshot
+    # session (read concern ``snapshot`` outside a transaction) and answers it with an
+    # ``atClusterTime``, but does not pin its reads; a transaction's reads it does pin.
+    # So reads of one moment (``admin dump``) run in a read-only transaction on every
+    # store (store/snapshots.py; tests/storage/test_snapshots.py shows the quirk).
+    # MongoDB: both pin (a snapshot session for minSnapshotHistoryWindowInSeconds).
+
     @property
     def any(self) -> bool:
         return any(
