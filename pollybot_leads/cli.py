@@ -23,6 +23,7 @@ from .app import create_app
 from .errors import AppError, NotFound
 from .indexes import ensure_all_indexes
 from .leads.repository import LeadRepository
+from .ops import backup
 from .ops.server import run, serve_app
 from .ops.workers import run_workers
 from .settings import Settings, SettingsError, load_settings
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = commands.add_parser(
         "admin",
-        help="manage workspaces, chatbots, API keys and webhook endpoints",
+        help="manage workspaces, chatbots, API keys and webhook endpoints; dump and restore",
         description="Manage workspaces, chatbots and API keys. Each command prints one JSON "
         'object; an error prints {"error": {...}} and exits with 1.',
     )
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "recount", "recompute a chatbot's lead counters from its leads")
     p.add_argument("--chatbot", required=True, help="the chatbot's id (cb_…)")
     webhook_admin.add_commands(lambda name, text: _command(sub, name, text))
+    backup.add_commands(lambda name, text: _command(sub, name, text))
 
     commands.add_parser(
         "worker",
@@ -346,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                         ready, lambda mongo: webhook_admin.run_webhook_command(args, mongo, ready)
                     )
                 )
+            elif args.admin_command in backup.COMMANDS:
+                result = asyncio.run(backup.run_backup_command(args, ready))
             elif args.admin_command == "recount":
                 result = asyncio.run(with_mongo(ready, lambda mongo: run_recount(args, mongo)))
             else:
