@@ -111,7 +111,7 @@ async def test_a_chatbots_leads_counters_and_events_are_read_as_of_one_moment(
             LeadWrite(CREATE, {"name": f"Later {i}", "email": f"later{i}@snap.example.com"})
             for i in range(50)
         ]
-        writes += [LeadWrite(UPDATE, {"status": "won"}, lead_id) for lead_id in changed[:10]]
+        writes += [LeadWrite(UPDATE, {"status": "converted"}, lead_id) for lead_id in changed[:10]]
         writes += [LeadWrite(DELETE, {}, lead_id, audit={}) for lead_id in changed[10:]]
         outcomes = await leads_repo.write(
             chatbot_id=cb, workspace_id=tenant.workspace_id, writes=writes
