@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -117,3 +118,72 @@ async def new_event_continues(http: Any, chatbot_id: str, headers: dict[str, str
     assert after.events[-1]["sequence"] == before.last_sequence + 1
     assert after.events[-1]["data"]["lead"]["id"] == created["id"]
     assert after.total == before.total + 1
+
+
+class Writer:
+    """Creates (with some updates and deletes, unless ``creates_only``) through the API,
+    about ``rate`` a second over the chatbots (id, headers), until stopped; remembers when
+    each write was acknowledged."""
+
+    def __init__(
+        self,
+        http: Any,
+        chatbots: list[tuple[str, dict[str, str]]],
+        rate: float = 100.0,
+        *,
+        creates_only: bool = False,
+    ) -> None:
+        self.http, self.chatbots, self.rate = http, chatbots, rate
+        self.mix = (1, 0, 0) if creates_only else (8, 1, 1)
+        self.acked: list[tuple[float, str]] = []
+        self.failed: list[str] = []
+        self._live: dict[str, list[str]] = {chatbot_id: [] for chatbot_id, _ in chatbots}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, workers: int = 4) -> Writer:
+        self._tasks = [asyncio.create_task(self._work(w, workers)) for w in range(workers)]
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    def acked_between(self, began: float, ended: float) -> int:
+        return sum(1 for at, _ in self.acked if began <= at <= ended)
+
+    async def _work(self, worker: int, workers: int) -> None:
+        rng = random.Random(worker)
+        n = 0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            chatbot_id, headers = self.chatbots[(worker + n) % len(self.chatbots)]
+            leads_url = f"/api/v1/chatbots/{chatbot_id}/leads"
+            live = self._live[chatbot_id]
+            op = rng.choices(("create", "update", "delete"), self.mix)[0] if live else "create"
+            n += 1
+            if op == "create":
+                resp = await self.http.post(
+                    leads_url,
+                    json={"name": f"Live {worker}-{n}", "email": f"live{worker}.{n}@example.com"},
+                    headers=headers,
+                )
+                if resp.status == 201:
+                    live.append((await resp.json())["data"]["id"])
+            elif op == "update":
+                resp = await self.http.put(
+                    f"{leads_url}/{rng.choice(live)}",
+                    json={"status": rng.choice(STATUSES), "metadata": {"n": n}},
+                    headers=headers,
+                )
+            else:
+                lead_id = live.pop(rng.randrange(len(live)))
+                resp = await self.http.delete(
+                    f"{leads_url}/{lead_id}", params={"confirm": "true"}, headers=headers
+                )
+            await resp.read()
+            if resp.status < 300:
+                self.acked.append((time.monotonic(), op))
+            else:
+                self.failed.append(f"{op} {resp.status}")
+            await asyncio.sleep(max(0.0, workers / self.rate - (time.monotonic() - began)))

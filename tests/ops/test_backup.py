@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import os
-import random
 import secrets
 import shutil
 import sys
@@ -31,7 +30,7 @@ from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import EmbeddedStore, free_port
 from tests.conftest import Tenant, database_of, make_tenant, serving
 
-from .backup_checks import assert_consistent, new_event_continues, run_cli, view
+from .backup_checks import Writer, assert_consistent, new_event_continues, run_cli, view
 
 # The session's own SecantusDB goes with its directory; a MONGODB_URI server keeps them.
 DROP = bool(os.environ.get("MONGODB_URI"))
@@ -100,65 +99,6 @@ async def seed(http: Any, tenant: Tenant, n: int) -> None:
         assert resp.status in (200, 201, 207), await resp.text()
 
 
-class Writer:
-    """Creates (with some updates and deletes) through the API, about ``rate`` a second
-    over the tenants, until stopped; remembers when each write was acknowledged."""
-
-    def __init__(self, http: Any, tenants: list[Tenant], rate: float = 100.0) -> None:
-        self.http, self.tenants, self.rate = http, tenants, rate
-        self.acked: list[tuple[float, str]] = []
-        self.failed: list[str] = []
-        self._live: dict[str, list[str]] = {t.chatbot_id: [] for t in tenants}
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self, workers: int = 4) -> Writer:
-        self._tasks = [asyncio.create_task(self._work(w, workers)) for w in range(workers)]
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-    def acked_between(self, began: float, ended: float) -> int:
-        return sum(1 for at, _ in self.acked if began <= at <= ended)
-
-    async def _work(self, worker: int, workers: int) -> None:
-        rng = random.Random(worker)
-        n = 0
-        while not self._stop.is_set():
-            began = time.monotonic()
-            tenant = self.tenants[(worker + n) % len(self.tenants)]
-            live = self._live[tenant.chatbot_id]
-            op = rng.choices(("create", "update", "delete"), (8, 1, 1))[0] if live else "create"
-            n += 1
-            if op == "create":
-                resp = await self.http.post(
-                    tenant.leads_url,
-                    json={"name": f"Live {worker}-{n}", "email": f"live{worker}.{n}@example.com"},
-                    headers=tenant.headers,
-                )
-                if resp.status == 201:
-                    live.append((await resp.json())["data"]["id"])
-            elif op == "update":
-                resp = await self.http.put(
-                    tenant.lead_url(rng.choice(live)),
-                    json={"status": rng.choice(STATUSES), "metadata": {"n": n}},
-                    headers=tenant.headers,
-                )
-            else:
-                lead_id = live.pop(rng.randrange(len(live)))
-                resp = await self.http.delete(
-                    tenant.lead_url(lead_id), params={"confirm": "true"}, headers=tenant.headers
-                )
-            await resp.read()
-            if resp.status < 300:
-                self.acked.append((time.monotonic(), op))
-            else:
-                self.failed.append(f"{op} {resp.status}")
-            await asyncio.sleep(max(0.0, workers / self.rate - (time.monotonic() - began)))
-
-
 async def all_documents(db: Any) -> dict[str, list[bytes]]:
     """Every collection's documents as BSON, in _id order (types and all)."""
     out = {}
@@ -187,7 +127,7 @@ async def test_a_dump_taken_while_leads_are_written_restores_consistent_chatbots
     assert resp.status == 201
     webhook = (await resp.json())["data"]
 
-    writer = Writer(src_api, tenants).start()
+    writer = Writer(src_api, [(t.chatbot_id, t.headers) for t in tenants]).start()
     try:
         while len(writer.acked) < 30:
             await asyncio.sleep(0.05)
