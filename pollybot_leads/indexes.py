@@ -8,8 +8,15 @@ from .idempotency.records import IDEMPOTENCY_INDEXES
 from .leads.indexes import LEADS_INDEXES
 from .settings import Settings
 from .store.client import Mongo
-from .store.indexes import Expiries, ensure_indexes
+from .store.indexes import EXPIRY, Expiries, Indexes, ensure_indexes
 from .webhooks.repository import WEBHOOK_INDEXES, WEBHOOK_RETIRED_INDEXES
+
+FEATURE_INDEXES: tuple[Indexes, ...] = (
+    LEADS_INDEXES,
+    ACCOUNT_INDEXES,
+    IDEMPOTENCY_INDEXES,
+    WEBHOOK_INDEXES,
+)
 
 # The expiry index (collection, name) that enforces each retention setting
 # (Settings.retention_seconds; docs/privacy.md has the table).
@@ -28,14 +35,24 @@ def retention_expiries(settings: Settings) -> Expiries:
     return {index: seconds[kind] for index, kind in RETENTION_INDEXES.items()}
 
 
-async def ensure_all_indexes(mongo: Mongo, settings: Settings | None = None) -> None:
-    """Every index, expiries as ``settings`` say (the defaults without)."""
+async def ensure_all_indexes(
+    mongo: Mongo, settings: Settings | None = None, *, expiring: bool = True
+) -> None:
+    """Every index, expiries as ``settings`` say (the defaults without).
+
+    ``expiring=False``: all but the expiry indexes, whose store removes what is past its
+    time (a restore creates them once it has counted what it loaded)."""
+    wanted = FEATURE_INDEXES if expiring else tuple(map(_lasting, FEATURE_INDEXES))
     await ensure_indexes(
         mongo,
-        LEADS_INDEXES,
-        ACCOUNT_INDEXES,
-        IDEMPOTENCY_INDEXES,
-        WEBHOOK_INDEXES,
+        *wanted,
         retired=[WEBHOOK_RETIRED_INDEXES],
         expiries=retention_expiries(settings or Settings()),
     )
+
+
+def _lasting(indexes: Indexes) -> Indexes:
+    return {
+        collection: [m for m in models if EXPIRY not in m.document]
+        for collection, models in indexes.items()
+    }

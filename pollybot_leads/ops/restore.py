@@ -1,6 +1,6 @@
 """``pollybot-leads admin restore --from DIR [--force]``: a dump loaded into a database.
 
-In order, and nothing is written before the first three have passed:
+In order, and nothing is written before the first two have passed:
 
 1. the manifest is read, and every file it lists is checked against it (there, with its
    SHA-256 and its number of documents): a missing file or a changed byte refuses the
@@ -8,12 +8,14 @@ In order, and nothing is written before the first three have passed:
 2. the database must be empty: no document in any collection (``--force``: its
    collections are dropped, so that it ends as the dump was; without it, the empty
    ones are, with the indexes a server may have made in them);
-3. the documents are loaded, collection by collection, in batches;
+3. the indexes the features declare are created (``ensure_all_indexes``), but for the
+   expiry (TTL) ones; then the documents are loaded, collection by collection, in
+   batches (SecantusDB 0.7 builds an index over a full collection far slower than it
+   keeps one up to date as documents come: docs/operations.md has the figures);
 4. each collection's count is checked against the manifest;
-5. the indexes the features declare are created (``ensure_all_indexes``): after the
-   load and its count, so that the store's expiry indexes do not remove documents
-   (an idempotency record of a dump a day old) while they are counted. From then on
-   the store expires what is due, as it would have at the source.
+5. the expiry indexes are created: only now, so that the store does not remove
+   documents (an idempotency record of a dump a day old) while they are counted. From
+   then on it expires what is due, as it would have at the source.
 
 Stop the API servers and workers that use the database before a restore. A restore cut
 off half way (a lost connection) leaves part of the dump: run it again with ``--force``.
@@ -58,6 +60,7 @@ async def restore(mongo: Mongo, source: Path, *, force: bool, progress: Progress
     for name in await dumped_collections(mongo):
         await mongo.db.drop_collection(name)
 
+    await ensure_all_indexes(mongo, expiring=False)
     for entry in entries:
         await _load(mongo, entry, progress)
     counts = {name: await mongo.db[name].count_documents({}) for name in _names(entries)}
