@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..errors import AppError
 from ..leads.dump_reads import CHATBOT_COLLECTIONS, chatbot_ids, read_chatbot
 from ..store.client import Mongo
 from ..store.snapshots import in_snapshot
 from ..timeutil import format_ts, utcnow
 from .dumpfiles import (
+    COLLECTION_NAME,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
@@ -49,6 +51,10 @@ from .dumpfiles import (
 # Collections never dumped (nor touched by a restore).
 NOT_DUMPED = frozenset({"server_sessions"})
 READ_BATCH = 1000
+
+
+class DumpFailed(AppError):
+    status, code = 500, "DUMP_FAILED"
 
 
 async def dumped_collections(mongo: Mongo) -> list[str]:
@@ -64,6 +70,9 @@ async def dump(mongo: Mongo, out: Path, progress: Progress) -> dict[str, Any]:
     files: dict[str, CollectionFile] = {}
     try:
         collections = await dumped_collections(mongo)
+        odd = [name for name in collections if not COLLECTION_NAME.match(name)]
+        if odd:  # not one of the service's: it could not be named as a file
+            raise DumpFailed(f"collections whose names a dump cannot hold: {odd}")
         for name in (*CHATBOT_COLLECTIONS, *collections):
             if name not in files:
                 files[name] = CollectionFile(partial, name)
