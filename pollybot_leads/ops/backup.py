@@ -88,7 +88,9 @@ async def run_backup_command(args: argparse.Namespace, settings: Settings) -> di
         if args.admin_command == "dump":
             return await dump(mongo, args.out, progress)
         if args.admin_command == "restore":
-            return await restore(mongo, args.source, force=args.force, progress=progress)
+            return await restore(
+                mongo, args.source, force=args.force, progress=progress, settings=settings
+            )
         raise AssertionError(args.admin_command)
     finally:
         await mongo.close()

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import AppError
 from ..indexes import ensure_all_indexes
+from ..settings import Settings
 from ..store.client import Mongo
 from .dump import NOT_DUMPED, dumped_collections
 from .dumpfiles import Entry, Progress, decode, read_manifest, verify
@@ -44,7 +45,16 @@ class RestoreFailed(AppError):
     status, code = 500, "RESTORE_FAILED"
 
 
-async def restore(mongo: Mongo, source: Path, *, force: bool, progress: Progress) -> dict[str, Any]:
+async def restore(
+    mongo: Mongo,
+    source: Path,
+    *,
+    force: bool,
+    progress: Progress,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Load the dump in ``source``; its summary. ``settings``: the retention the expiry
+    indexes enforce (the defaults without)."""
     began = time.monotonic()
     manifest, entries = read_manifest(source)
     for entry in entries:
@@ -60,7 +70,7 @@ async def restore(mongo: Mongo, source: Path, *, force: bool, progress: Progress
     for name in await dumped_collections(mongo):
         await mongo.db.drop_collection(name)
 
-    await ensure_all_indexes(mongo, expiring=False)
+    await ensure_all_indexes(mongo, settings, expiring=False)
     for entry in entries:
         await _load(mongo, entry, progress)
     counts = {name: await mongo.db[name].count_documents({}) for name in _names(entries)}
@@ -69,7 +79,7 @@ async def restore(mongo: Mongo, source: Path, *, force: bool, progress: Progress
     if wrong:
         found = ", ".join(f"{name} {held} of {want}" for name, (held, want) in wrong.items())
         raise RestoreFailed(f"documents in the database differ from the manifest: {found}")
-    await ensure_all_indexes(mongo)
+    await ensure_all_indexes(mongo, settings)
     return {
         "restored": str(source),
         "database": mongo.db.name,

@@ -104,6 +104,20 @@ def assert_consistent(chatbot: ChatbotView) -> None:
         assert {k: replayed[lead_id].get(k) for k in lead} == lead
 
 
+def assert_feed_prefix(source: ChatbotView, restored: ChatbotView) -> None:
+    """The restored feed is where the source's stood at the dump: the same events, but
+    those the source redacted since (their lead deleted after the dump)."""
+    assert len(source.events) >= len(restored.events)
+    for now, then in zip(source.events, restored.events, strict=False):
+        if now["data"].get("redacted") and not then["data"].get("redacted"):
+            assert {k: v for k, v in now.items() if k != "data"} == {
+                k: v for k, v in then.items() if k != "data"
+            }
+            assert now["data"]["lead"]["id"] == then["data"]["lead"]["id"]
+        else:
+            assert now == then
+
+
 async def new_event_continues(http: Any, chatbot_id: str, headers: dict[str, str]) -> None:
     """A create after the restore is numbered right after the restored events."""
     before = await view(http, chatbot_id, headers)
