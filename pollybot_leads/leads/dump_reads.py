@@ -8,7 +8,7 @@ the counters' total is its number of leads, and its last event is the sequence's
 ``last`` (a new write after a restore continues from it).
 
 The reads are bounded, so that the API keeps being served while they run (a store
-that holds one lock while it reads, as SecantusDB does, would stall every request for
+that holds one lock while it reads, as the embedded store does, would stall every request for
 as long as one read of a whole chatbot's leads takes): leads in the windows of an
 export (store/walks.py), events in windows of their sequence.
 """

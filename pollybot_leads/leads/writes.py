@@ -12,7 +12,7 @@ from ..errors import AppError, ValidationFailed
 CREATE, UPDATE, DELETE, UPSERT = "create", "update", "delete", "upsert"
 
 # The most index entries (leads/documents.py, index_entries) one batch may write: each
-# costs the store tens of microseconds on SecantusDB, in the batch's one transaction,
+# costs the embedded store tens of microseconds, in the batch's one transaction,
 # while the chatbot's other writes wait for it (docs/benchmarks.md, "Batches at their
 # limits"). A lead a batch updates counts its entries before and after: all are rewritten.
 BATCH_MAX_INDEX_ENTRIES = 10_000

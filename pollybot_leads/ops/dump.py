@@ -7,7 +7,7 @@ of one chatbot in one snapshot (a read-only transaction, store/snapshots.py), so
 the dump each chatbot's leads, counters and events agree whatever was written during
 it. Each chatbot gets a snapshot of its own, not one for the whole database: a
 snapshot held for the whole dump would have to outlive mongod's transaction lifetime
-(60 s) on a large database, and on SecantusDB the history a snapshot pins makes every
+(60 s) on a large database, and on the embedded store the history a snapshot pins makes every
 write dearer while it lasts (docs/load.md). A chatbot created after the dump began may
 be missing from it, and the other collections (workspaces, keys, webhooks, their
 queue and logs, idempotency records) are each read as they are when their turn comes.

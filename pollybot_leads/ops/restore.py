@@ -10,7 +10,7 @@ In order, and nothing is written before the first two have passed:
    ones are, with the indexes a server may have made in them);
 3. the indexes the features declare are created (``ensure_all_indexes``), but for the
    expiry (TTL) ones; then the documents are loaded, collection by collection, in
-   batches (SecantusDB 0.7 builds an index over a full collection far slower than it
+   batches (the embedded store builds an index over a full collection far slower than it
    keeps one up to date as documents come: docs/operations.md has the figures);
 4. each collection's count is checked against the manifest;
 5. the expiry indexes are created: only now, so that the store does not remove

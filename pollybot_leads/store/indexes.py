@@ -8,7 +8,7 @@ the expiry indexes that enforce a configured retention.
 
 An index whose definition changed under the same name is rebuilt (dropped and created:
 on a large collection, a full build). One whose expiry alone changed is changed in place
-(``collMod``, as on MongoDB; SecantusDB 0.7 does the same): no rebuild, and the store's
+(``collMod``, as on MongoDB and the embedded store): no rebuild, and the store's
 expiry of the collection never stops.
 """
 

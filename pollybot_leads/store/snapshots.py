@@ -8,17 +8,17 @@ cursor, sees that snapshot and nothing committed after it. It writes nothing, so
 never conflicts with the writers (who go on committing) and commits at the end.
 
 Why a transaction and not a snapshot session (``start_session(snapshot=True)``, reads
-outside a transaction at one ``atClusterTime``): SecantusDB 0.7.0b3 accepts a snapshot
+outside a transaction at one ``atClusterTime``): the embedded store accepts a snapshot
 session and answers its reads with an ``atClusterTime``, but does not pin them (each
 read sees the latest commits; store/quirks.py, tests/storage/test_snapshots.py); a
 transaction's reads it does pin. On ``mongod`` both work, and a transaction holds its
 snapshot for its whole life (``transactionLifetimeLimitSeconds``, 60 s by default),
 where a snapshot session's reads fail once their time is older than
-``minSnapshotHistoryWindowInSeconds`` (5 s). SecantusDB ends a transaction only after
+``minSnapshotHistoryWindowInSeconds`` (5 s). The embedded store ends a transaction only after
 60 s without a statement, so a long reader that keeps reading keeps its snapshot.
 
 Holding a snapshot keeps the store from discarding the versions written since (on
-SecantusDB the history it pins makes every later write dearer, docs/load.md): keep each
+the embedded store the history it pins makes every later write dearer, docs/load.md): keep each
 snapshot to one unit of work (one chatbot's documents), not the whole database.
 """
 
