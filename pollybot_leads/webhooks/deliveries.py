@@ -119,8 +119,16 @@ class DeliveryQueue:
         docs = [_delivery(ep, ev, now) for ev in events for ep in endpoints if _matches(ep, ev)]
         made = await self._insert_new(docs)
         self._due.fresh({d["webhookId"] for d in docs})
-        await self._events.update_many(
-            {"_id": {"$in": [e["_id"] for e in events]}}, {"$unset": {"pending": ""}}
+        marked = {"_id": {"$in": [e["_id"] for e in events]}}
+        # In a transaction: outside one, the embedded store retries a multi-document
+        # update's write conflicts while holding the collection, and a lead deletion's
+        # transaction (it redacts these events, then appends its own) would wait for it
+        # while it waits for the transaction: every write of the store stalled
+        # (docs/load.md, section 6). In one, a conflict fails at once; made again later.
+        await self._mongo.transaction(
+            lambda session: self._events.update_many(
+                marked, {"$unset": {"pending": ""}}, session=session
+            )
         )
         await self.pending.passed(batch, now)
         return made

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 from datetime import timedelta
@@ -291,3 +292,44 @@ async def test_fan_outs_take_a_few_events_each_and_miss_none(settings):
             if not window.behind:
                 break
         assert sorted(read) == sorted(f"evt_{i:016x}" for i in range(120))
+
+
+async def test_fanning_out_beside_a_deletion_in_flight_never_wedges_the_store(
+    mongo, accounts, webhooks
+):
+    """A deletion's transaction redacts the lead's earlier events, then appends its own
+    to the same collection; the dispatcher marks the same events fanned out meanwhile.
+    Found in a soak (docs/load.md, section 6): on the embedded store a multi-document
+    update outside a transaction retries its write conflicts while holding the
+    collection, so the transaction's next write there waited for it, and it for the
+    transaction, for ever (every write of the store stalled behind them). The marks are
+    made in a transaction of their own: a conflict fails them at once, and they are made
+    again later."""
+    tenant = await make_tenant(accounts)
+    (event,) = await emit(mongo, tenant)
+    events = mongo.db["events"]
+    log_later = asyncio.get_running_loop().create_future()
+
+    async def deletion(session):
+        await events.update_one(
+            {"_id": event["_id"]}, {"$set": {"data.redacted": True}}, session=session
+        )
+        await log_later  # the dispatcher's mark is on its way meanwhile
+        async with asyncio.timeout(10):  # the deadlock: for ever
+            await events.insert_one({"_id": f"evt_after_{event['_id']}"}, session=session)
+
+    queue = DeliveryQueue(mongo)
+    deleting = asyncio.ensure_future(mongo.transaction(deletion))
+    await asyncio.sleep(0.2)  # the redaction is written, not committed
+    fanning = asyncio.ensure_future(queue.fan_out())
+    await asyncio.sleep(0.5)  # the mark reached the store (and conflicted)
+    log_later.set_result(None)
+    await deleting  # committed: its write was not held up
+    with contextlib.suppress(Exception):  # a conflicting mark fails; it is made again
+        await asyncio.wait_for(fanning, 10)
+    for _ in range(3):
+        await queue.fan_out()
+    stored = await events.find_one({"_id": event["_id"]})
+    assert stored["data"]["redacted"] is True
+    assert "pending" not in stored  # marked in the end
+    assert await events.find_one({"_id": f"evt_after_{event['_id']}"}) is not None
