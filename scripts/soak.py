@@ -534,15 +534,16 @@ def served(status: str) -> bool:
 def summary(buckets: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     by_op: dict[str, Counter[str]] = {op: Counter() for op in OPS}
-    latency, refused = defaultdict(list), []
+    latency, refused, refused_by_op = defaultdict(list), [], defaultdict(list)
     for b in buckets:
         for op, counts in b["n"].items():
             statuses.update(counts)
             by_op[op].update(counts)
         for op, values in b["lat"].items():
             latency[op] += values
-        for values in b["ref"].values():
+        for op, values in b["ref"].items():
             refused += values
+            refused_by_op[op] += values
     answers = sum(statuses.values()) or 1
     return {
         "seconds": seconds,
@@ -557,6 +558,7 @@ def summary(buckets: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "by_op": {op: dict(sorted(c.items())) for op, c in by_op.items()},
         "latency_ms": {op: pct(latency[op]) for op in OPS},
         "refused_latency_ms": pct(refused),
+        "refused_latency_ms_by_op": {op: pct(refused_by_op[op]) for op in OPS if refused_by_op[op]},
     }
 
 
@@ -842,6 +844,8 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
     per_second = [summary([b], 1.0) for b in buckets]
     timed = per_second[: args.seconds]
     api_log = api.log_path.read_text(errors="replace")
+    if args.out:  # the whole log beside the report: what the API said during a stall
+        Path(args.out).with_suffix(".api.log").write_text(api_log)
     report: dict[str, Any] = {
         "benchmark": "soak",
         "setup": {

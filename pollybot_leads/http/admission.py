@@ -28,9 +28,11 @@ Lanes keep writes (a commit and a journal sync each, far longer than a read) fro
 every slot from reads. Within a lane, a request whose handler is marked :func:`quick`
 (one lead by id: one indexed read) goes ahead of the others waiting: a page of a list
 costs the store tens of times as much, and a read lane kept narrow so that writes' own
-statements wait less in the store would otherwise make every GET wait behind lists. A
-streamed export is not admitted here: it holds no slot, and each of its steps has a
-budget of its own.
+statements wait less in the store would otherwise make every GET wait behind lists. Only
+a waiter that has spent half of the wait it was allowed goes before them: a stream of
+GETs would otherwise keep it waiting to the end of its wait, to be refused late (after a
+second) instead of served. A streamed export is not admitted here: it holds no slot, and
+each of its steps has a budget of its own.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ from .cors import API_PREFIX
 from .deadline import READ_METHODS, is_streamed
 
 SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
+# A waiter not marked quick that has spent this share of the wait it was allowed goes
+# ahead of the quick ones: otherwise a stream of GETs keeps a list waiting to the end of
+# its wait, and it is refused late (after a second) instead of served.
+OVERDUE_SHARE = 0.5
 # Store failures in a row after which a lane sends one request at a time (a probe).
 TRIP_AFTER = 3
 
@@ -73,6 +79,11 @@ def is_quick(request: web.Request) -> bool:
 class _Waiter:
     future: asyncio.Future[None]
     deadline: float
+    queued: float = 0.0  # when it began to wait
+    until: float = 0.0  # when its wait ends (refused then)
+
+    def overdue(self, now: float) -> bool:
+        return now - self.queued >= OVERDUE_SHARE * (self.until - self.queued)
 
 
 class Lane:
@@ -123,7 +134,7 @@ class Lane:
         wait = self.predicted_wait(now, ahead + 1)
         if wait > room or self.failing >= TRIP_AFTER:  # no queue behind a probe
             raise self._refuse(wait)
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline, now, now + room)
         queue.append(waiter)
         try:
             async with asyncio.timeout(max(room, 0.0)):
@@ -157,7 +168,7 @@ class Lane:
                         waiter.future.set_exception(self._refuse(self.service))
             return
         while self.waiting:
-            waiter = (self._quick or self._queue).popleft()
+            waiter = self._next(now).popleft()
             if waiter.future.done():
                 continue
             if waiter.deadline - now < self.service:  # too late to be served in time
@@ -166,6 +177,13 @@ class Lane:
             waiter.future.set_result(None)  # the slot passes on: active stays the same
             return
         self.active -= 1
+
+    def _next(self, now: float) -> collections.deque[_Waiter]:
+        """The queue the next waiter comes from: the quick one, unless the oldest other
+        waiter is overdue (has spent :data:`OVERDUE_SHARE` of its allowed wait)."""
+        if self._quick and not (self._queue and self._queue[0].overdue(now)):
+            return self._quick
+        return self._queue or self._quick
 
     def _refuse(self, wait: float) -> Overloaded:
         admission_refused(self.name)

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import pymongo
-from pymongo import WriteConcern
+from pymongo import WriteConcern, monitoring
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from ..errors import ServiceUnavailable
@@ -103,6 +103,57 @@ def write_concern(w: int | str, journal: bool) -> WriteConcern:
     return WriteConcern(w=w, j=journal)
 
 
+class _DriverLog(monitoring.ServerHeartbeatListener, monitoring.ConnectionPoolListener):
+    """What the driver decides about the store, in the log: a failed heartbeat marks the
+    server unknown (every call fails fast until the next one succeeds), and the pool it
+    clears closes every connection, interrupting the calls in flight on them."""
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        log.warning(
+            "store heartbeat failed after %.1f s: %s", event.duration, type(event.reply).__name__
+        )
+
+    def pool_cleared(self, event: Any) -> None:
+        interrupted = getattr(event, "interrupt_connections", False)
+        log.warning("store connections cleared (in-flight calls interrupted: %s)", interrupted)
+
+    def pool_created(self, event: Any) -> None:
+        pass
+
+    def pool_ready(self, event: Any) -> None:
+        pass
+
+    def pool_closed(self, event: Any) -> None:
+        pass
+
+    def connection_created(self, event: Any) -> None:
+        pass
+
+    def connection_ready(self, event: Any) -> None:
+        pass
+
+    def connection_closed(self, event: Any) -> None:
+        pass
+
+    def connection_check_out_started(self, event: Any) -> None:
+        pass
+
+    def connection_check_out_failed(self, event: Any) -> None:
+        pass
+
+    def connection_checked_out(self, event: Any) -> None:
+        pass
+
+    def connection_checked_in(self, event: Any) -> None:
+        pass
+
+
 class Mongo:
     """A connected client and database, whichever driver is behind them."""
 
@@ -126,9 +177,8 @@ class Mongo:
             "w": w,
             "journal": journal,
             "maxPoolSize": max_pool_size,
+            "event_listeners": [_DriverLog(), *(event_listeners or [])],
         }
-        if event_listeners:
-            options["event_listeners"] = event_listeners
         if driver == "motor":
             from motor.motor_asyncio import AsyncIOMotorClient
 

@@ -124,7 +124,7 @@ class DeliveryQueue:
         # update's write conflicts while holding the collection, and a lead deletion's
         # transaction (it redacts these events, then appends its own) would wait for it
         # while it waits for the transaction: every write of the store stalled
-        # (docs/load.md, section 6). In one, a conflict fails at once; made again later.
+        # (docs/load.md, section 5). In one, a conflict fails at once; made again later.
         await self._mongo.transaction(
             lambda session: self._events.update_many(
                 marked, {"$unset": {"pending": ""}}, session=session

@@ -49,7 +49,13 @@ log = logging.getLogger(__name__)
 
 RESPONSE_READ_MAX = 1024  # bytes of a receiver's answer read at most (then dropped)
 ERROR_MAX = 200  # characters of an error kept in the attempt log
+# After a store error the dispatcher and the sender wait before their next store step:
+# 1 s, doubled after each failure in a row up to 16 s. A step that timed out may still be
+# running in the store (a timeout leaves the command there), and a fixed pause added one
+# more every second for as long as the store was slow (14 fan-outs queued behind one
+# another in a soak: docs/load.md, section 5).
 STORE_BACKOFF_SECONDS = 1.0
+STORE_BACKOFF_MAX_SECONDS = 16.0
 # A stream of writes is fanned out at most this often (see _dispatch_loop).
 DISPATCH_INTERVAL_SECONDS = 0.05
 # Each background store step gets its own budget (no request deadline applies here).
@@ -119,6 +125,22 @@ class DeliveryConfig:
         return self.timeout_seconds + self.lease_margin_seconds
 
 
+class Backoff:
+    """The pause after a background store step failed: doubled for each failure in a row."""
+
+    def __init__(
+        self, first: float = STORE_BACKOFF_SECONDS, most: float = STORE_BACKOFF_MAX_SECONDS
+    ) -> None:
+        self._first, self._most, self._failures = first, most, 0
+
+    def failed(self) -> float:
+        self._failures += 1
+        return min(self._most, self._first * 2.0 ** (self._failures - 1))
+
+    def succeeded(self) -> None:
+        self._failures = 0
+
+
 class WebhookWorker:
     def __init__(
         self,
@@ -175,6 +197,7 @@ class WebhookWorker:
 
     async def _dispatch_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        backoff = Backoff()
         while not self._stopping():
             self._committed.clear()
             began = loop.time()
@@ -186,9 +209,15 @@ class WebhookWorker:
             except STORE_FAILURES as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
-                log.warning("webhook dispatcher: store error %s; retrying", type(exc).__name__)
-                await asyncio.sleep(STORE_BACKOFF_SECONDS)
+                pause = backoff.failed()
+                log.warning(
+                    "webhook dispatcher: store error %s; retrying in %.0f s",
+                    type(exc).__name__,
+                    pause,
+                )
+                await asyncio.sleep(pause)
                 continue
+            backoff.succeeded()
             if made or replayed:
                 self._wake.set()
             if replayed or self.queue.pending.behind:
@@ -206,6 +235,7 @@ class WebhookWorker:
         whole timeout: the others keep the rest), and send each in a task of its own."""
         size = self.config.concurrency
         per_endpoint = self._per_endpoint
+        backoff = Backoff()
         while not self._stopping():
             free = size - len(self._in_flight)
             if free < max(1, size // 2):
@@ -224,9 +254,13 @@ class WebhookWorker:
             except STORE_FAILURES as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
-                log.warning("webhook sender: store error %s; retrying", type(exc).__name__)
-                await asyncio.sleep(STORE_BACKOFF_SECONDS)
+                pause = backoff.failed()
+                log.warning(
+                    "webhook sender: store error %s; retrying in %.0f s", type(exc).__name__, pause
+                )
+                await asyncio.sleep(pause)
                 continue
+            backoff.succeeded()
             if not batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)

@@ -215,3 +215,33 @@ async def test_a_quick_request_waits_ahead_of_the_others() -> None:
     assert order == ["get", "list"]
     lane.release(0.01)
     assert lane.active == 0 and lane.waiting == 0
+
+
+async def test_a_list_overdue_behind_a_stream_of_gets_is_served_not_refused() -> None:
+    """A stream of GETs keeps the one slot busy; a list waiting behind them, allowed 0.4 s
+    of waiting, goes first once it has waited half of that: served, where it would have
+    waited to the end of its wait and been refused."""
+    lane = Lane("read", limit=1, max_wait=0.4, initial=0.01)
+    order: list[str] = []
+
+    async def request(name: str, quick: bool, seconds: float) -> None:
+        await lane.acquire(time.monotonic() + 5.0, quick=quick)
+        order.append(name)
+        await asyncio.sleep(seconds)
+        lane.release(seconds)
+
+    gets = []
+    waiting_list = None
+    began = time.monotonic()
+    for n in range(60):  # 0.6 s of GETs, twice as many as the slot serves: always waiting
+        gets.append(asyncio.ensure_future(request(f"get {n}", True, 0.01)))
+        gets.append(asyncio.ensure_future(request(f"get {n}b", True, 0.01)))
+        if n == 1:
+            waiting_list = asyncio.ensure_future(request("list", False, 0.01))
+        await asyncio.sleep(0.01)
+    assert waiting_list is not None
+    await waiting_list  # served: Overloaded would raise here
+    served_at = order.index("list")
+    assert 0 < served_at < len(order) - 1  # after some GETs, before the stream ended
+    await asyncio.gather(*gets, return_exceptions=True)
+    assert time.monotonic() - began < 2

@@ -299,7 +299,7 @@ async def test_fanning_out_beside_a_deletion_in_flight_never_wedges_the_store(
 ):
     """A deletion's transaction redacts the lead's earlier events, then appends its own
     to the same collection; the dispatcher marks the same events fanned out meanwhile.
-    Found in a soak (docs/load.md, section 6): on the embedded store a multi-document
+    Found in a soak (docs/load.md, section 5): on the embedded store a multi-document
     update outside a transaction retries its write conflicts while holding the
     collection, so the transaction's next write there waited for it, and it for the
     transaction, for ever (every write of the store stalled behind them). The marks are
