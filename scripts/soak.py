@@ -929,6 +929,12 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     )
     share = report["overall"]["pct_503"]
     check("<= 1 % of answers 503 overall", share <= 1, f"{share:.2f} %")
+    errors = {
+        status: n
+        for status, n in report["overall"]["statuses"].items()
+        if status.isdigit() and int(status) >= 500 and status != "503"
+    }
+    check("no 5xx but 503 (a 500 is a bug)", not errors, errors or "none")
     p99s = [(w["latency_ms"]["get"] or {}).get("p99") for w in windows]
     worst = max((p for p in p99s if p is not None), default=None)
     check("GET p99 <= 250 ms in every window", worst is not None and worst <= 250, worst)

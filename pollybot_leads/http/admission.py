@@ -11,9 +11,10 @@ Here:
 
 - at most ``limit`` requests of a lane (reads: GET and HEAD; writes: the rest) are at
   work on the store at once; the others wait in order;
-- a request is refused at once (503 with ``Retry-After``) when its predicted wait -- its
-  place in the queue times the lane's recent time per request, over ``limit`` -- would
-  not leave it the time to be served within its budget, or exceed ``max_wait``;
+- a request is refused at once (503 with ``Retry-After``) when its predicted wait -- the
+  requests waiting ahead of it, each kind at its own recent time per request, and one at
+  work, over ``limit`` -- would not leave it the time to be served within its budget, or
+  exceed ``max_wait``;
 - a waiter whose turn comes too late to be served within its budget is refused, not
   started; one whose budget runs out while it waits is refused then;
 - while every slot is taken and none has been given back for longer than the recent
@@ -28,10 +29,12 @@ Lanes keep writes (a commit and a journal sync each, far longer than a read) fro
 every slot from reads. Within a lane, a request whose handler is marked :func:`quick`
 (one lead by id: one indexed read) goes ahead of the others waiting: a page of a list
 costs the store tens of times as much, and a read lane kept narrow so that writes' own
-statements wait less in the store would otherwise make every GET wait behind lists. Only
-a waiter that has spent half of the wait it was allowed goes before them: a stream of
-GETs would otherwise keep it waiting to the end of its wait, to be refused late (after a
-second) instead of served. A streamed export is not admitted here: it holds no slot, and
+statements wait less in the store would otherwise make every GET wait behind lists. So the
+others' predicted wait counts the share of the lane the quick ones took in the last
+second (a list is refused at once when GETs leave it too little), and a waiter that has
+spent three quarters of the wait it was allowed goes before them: a stream of GETs would
+otherwise keep it waiting to the end of its wait, to be refused late (after a second)
+instead of served. A streamed export is not admitted here: it holds no slot, and
 each of its steps has a budget of its own.
 """
 
@@ -57,7 +60,10 @@ SMOOTHING = 0.1  # weight of the latest request in a lane's time per request
 # A waiter not marked quick that has spent this share of the wait it was allowed goes
 # ahead of the quick ones: otherwise a stream of GETs keeps a list waiting to the end of
 # its wait, and it is refused late (after a second) instead of served.
-OVERDUE_SHARE = 0.5
+OVERDUE_SHARE = 0.75
+# The quick requests of the last this many seconds give their rate: the share of the
+# lane they take, which the others wait behind (they go ahead of them).
+QUICK_RATE_SECONDS = 1.0
 # Store failures in a row after which a lane sends one request at a time (a probe).
 TRIP_AFTER = 3
 
@@ -79,6 +85,7 @@ def is_quick(request: web.Request) -> bool:
 class _Waiter:
     future: asyncio.Future[None]
     deadline: float
+    quick: bool = False
     queued: float = 0.0  # when it began to wait
     until: float = 0.0  # when its wait ends (refused then)
 
@@ -94,6 +101,11 @@ class Lane:
         self.limit = limit
         self.max_wait = max_wait
         self.service = initial  # seconds a request of this lane recently held its slot
+        # The same for the quick requests (True) and the others (False): a list holds its
+        # slot tens of times as long as a GET, and a wait predicted from their average
+        # queued lists that could not be served in time (refused late, after waiting).
+        self.kind_service = {True: initial, False: initial}
+        self._quick_arrivals: collections.deque[float] = collections.deque()
         self.active = 0
         self.failing = 0  # requests in a row that found the store unavailable
         self._queue: collections.deque[_Waiter] = collections.deque()
@@ -117,24 +129,48 @@ class Lane:
             return max(self.service, now - max(self._given_back, self._full_since))
         return self.service
 
-    def predicted_wait(self, now: float, position: int) -> float:
-        return position * self.per_request(now) / self.width
+    def predicted_wait(self, now: float, *, quick: bool = False) -> float:
+        """How long a request arriving now would wait: the work waiting ahead of it (the
+        quick requests ahead of everyone, the others ahead of another one) and one
+        request at work, over the slots; stretched by the silence of a full lane."""
+        ahead = len(self._quick) * self.kind_service[True]
+        if not quick:
+            ahead += len(self._queue) * self.kind_service[False]
+        stretch = self.per_request(now) / self.service if self.service > 0 else 1.0
+        wait = (ahead + self.service) * stretch / self.width
+        if quick:
+            return wait
+        # The quick requests that arrive meanwhile go ahead: the others have what they
+        # leave of the lane (none: never served, so refused now rather than at the end).
+        left = 1.0 - self.quick_share(now)
+        return wait / left if left > 0.05 else math.inf
+
+    def quick_share(self, now: float) -> float:
+        """The share of the lane's slots the quick requests took of late."""
+        arrivals = self._quick_arrivals
+        while arrivals and arrivals[0] < now - QUICK_RATE_SECONDS:
+            arrivals.popleft()
+        return len(arrivals) / QUICK_RATE_SECONDS * self.kind_service[True] / self.width
 
     async def acquire(self, deadline: float, *, quick: bool = False) -> None:
         """A slot, or Overloaded (nothing started). ``quick``: ahead of the others."""
         now = time.monotonic()
+        if quick:
+            self._quick_arrivals.append(now)
         if self.active < self.width and not self.waiting:
             self.active += 1
             if self.active >= self.width:
                 self._full_since = now
             return
         queue = self._quick if quick else self._queue
-        ahead = len(self._quick) if quick else self.waiting
-        room = min(self.max_wait, deadline - now - self.service)
-        wait = self.predicted_wait(now, ahead + 1)
+        room = min(self.max_wait, deadline - now - self.kind_service[quick])
+        wait = self.predicted_wait(now, quick=quick)
         if wait > room or self.failing >= TRIP_AFTER:  # no queue behind a probe
-            raise self._refuse(wait)
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), deadline, now, now + room)
+            # An endless wait (quick requests take the whole lane) may end within the
+            # second their share is measured over.
+            raise self._refuse(wait if math.isfinite(wait) else QUICK_RATE_SECONDS)
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(future, deadline, quick, now, now + room)
         queue.append(waiter)
         try:
             async with asyncio.timeout(max(room, 0.0)):
@@ -151,13 +187,14 @@ class Lane:
                 raise self._refuse(self.per_request(time.monotonic())) from None
             raise
 
-    def release(self, held: float | None, *, failed: bool = False) -> None:
+    def release(self, held: float | None, *, failed: bool = False, quick: bool = False) -> None:
         """Give the slot back (``held``: seconds it was at work, to learn the pace;
-        ``failed``: the store was unavailable to it)."""
+        ``failed``: the store was unavailable to it; ``quick``: it was a quick one)."""
         now = time.monotonic()
         self._given_back = now
         if held is not None:
             self.service += SMOOTHING * (held - self.service)
+            self.kind_service[quick] += SMOOTHING * (held - self.kind_service[quick])
         self.failing = self.failing + 1 if failed else 0
         if self.active > self.width:  # the lane just narrowed: this slot closes
             self.active -= 1
@@ -171,7 +208,7 @@ class Lane:
             waiter = self._next(now).popleft()
             if waiter.future.done():
                 continue
-            if waiter.deadline - now < self.service:  # too late to be served in time
+            if waiter.deadline - now < self.kind_service[waiter.quick]:  # too late to serve
                 waiter.future.set_exception(self._refuse(self.service))
                 continue
             waiter.future.set_result(None)  # the slot passes on: active stays the same
@@ -221,7 +258,8 @@ class Admission:
             lane = self.lane_of(request.method)
             left = remaining()  # the request's store budget, which its wait here spends
             deadline = time.monotonic() + (self.budget if left is None else left)
-            await lane.acquire(deadline, quick=is_quick(request))
+            quick = is_quick(request)
+            await lane.acquire(deadline, quick=quick)
             admitted = time.monotonic()
             failed = False
             try:
@@ -230,6 +268,6 @@ class Admission:
                 failed = True
                 raise
             finally:
-                lane.release(time.monotonic() - admitted, failed=failed)
+                lane.release(time.monotonic() - admitted, failed=failed, quick=quick)
 
         return admission_middleware

@@ -13,14 +13,16 @@ leaving unknown) all of a large one. A transaction's cost is mostly fixed (its s
 its synced commit): charging all of it to each item would say only one item fits a slow
 store, and batches of one would never show otherwise (docs/load.md). Until the recent
 batches tell the two parts apart, a batch may be at most twice the largest of them. A
-writer that the batch in flight and the writes queued with it would not leave the time
-to be written is refused at once, unwritten, rather than at its deadline.
+writer that the batch in flight and the writes queued with it (in as many batches as the
+cap makes of them) would not leave the time to be written is refused at once, unwritten,
+rather than at its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,15 +126,30 @@ class GroupCommit(Generic[Item, Result]):
 
     def _expected_wait(self, key: str, queue: list[_Pending[Item, Result]]) -> float | None:
         """When a writer just queued for ``key`` would have its outcome, on the recent
-        cost line: the batch in flight (an average one), then one batch of everything
-        queued. None while nothing is in flight or no batch was written yet."""
+        cost line: the batch in flight (an average one), then the batches everything
+        queued takes (as many as :meth:`limit` divides it into: each costs the fixed part
+        again). None while nothing is in flight or no batch was written yet."""
         cost = self.cost()
         if cost is None or not self._locks.busy(key):
             return None
         fixed, per_unit = cost
         in_flight = sum(t for _, t in self._recent) / len(self._recent)
         queued = sum(self._weight(waiting.item) for waiting in queue)
-        return in_flight + fixed + (per_unit or 0.0) * queued
+        return in_flight + self._batches(queued, per_unit) * fixed + (per_unit or 0.0) * queued
+
+    def _batches(self, weight: int, per_unit: float | None) -> int:
+        """How many batches ``weight`` queued takes: under :meth:`limit` each; while the
+        slope is unknown that limit doubles with each batch (up to ``max_batch``)."""
+        limit = self.limit()
+        if not limit:
+            return 1
+        if per_unit is not None:
+            return max(1, math.ceil(weight / limit))
+        batches, left = 1, weight - limit
+        while left > 0:
+            limit = 2 * limit if self._max is None else min(self._max, 2 * limit)
+            batches, left = batches + 1, left - limit
+        return batches
 
     async def submit(self, key: str, item: Item) -> Result:
         entry: _Pending[Item, Result] = _Pending(item, asyncio.get_running_loop().create_future())

@@ -138,7 +138,7 @@ async def test_a_turn_that_comes_too_late_is_refused_not_started() -> None:
     await lane.acquire(time.monotonic() + 5)
     waiter = asyncio.ensure_future(lane.acquire(time.monotonic() + 0.3))
     await asyncio.sleep(0.05)
-    lane.service = 1.0  # the lane has become slow: 0.25 s left is not enough any more
+    lane.kind_service[False] = 1.0  # its requests have become slow: 0.25 s left is too little
     lane.release(None)
     with pytest.raises(Overloaded):
         await waiter
@@ -245,3 +245,41 @@ async def test_a_list_overdue_behind_a_stream_of_gets_is_served_not_refused() ->
     assert 0 < served_at < len(order) - 1  # after some GETs, before the stream ended
     await asyncio.gather(*gets, return_exceptions=True)
     assert time.monotonic() - began < 2
+
+
+async def test_a_list_behind_lists_is_refused_at_once_when_a_get_would_still_wait() -> None:
+    """Lists have been taking 0.2 s each, GETs 0.01 s; one slot. Behind three waiting
+    lists, a fourth would wait about 0.8 s: refused at once with 0.5 s allowed. A GET
+    goes ahead of those lists, and is queued."""
+    lane = Lane("read", limit=1, max_wait=0.5, initial=0.01)
+    lane.kind_service.update({True: 0.01, False: 0.2})
+    await lane.acquire(time.monotonic() + 5)
+    lists = [asyncio.ensure_future(lane.acquire(time.monotonic() + 5)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert lane.waiting == 3
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        await lane.acquire(time.monotonic() + 5)
+    assert time.monotonic() - started < 0.05
+    get = asyncio.ensure_future(lane.acquire(time.monotonic() + 5, quick=True))
+    await asyncio.sleep(0)
+    assert lane.waiting == 4
+    for _ in range(5):
+        lane.release(0.01)
+        await asyncio.sleep(0)
+    await asyncio.gather(get, *lists)
+
+
+async def test_a_list_is_refused_at_once_while_gets_take_the_whole_lane() -> None:
+    """GETs arriving as fast as the lane serves them leave nothing to a list waiting
+    behind them: refused at once (its wait has no end), to retry after the second over
+    which their share is measured."""
+    lane = Lane("read", limit=1, max_wait=1.0, initial=0.01)
+    lane.kind_service.update({True: 0.02, False: 0.2})
+    await lane.acquire(time.monotonic() + 5)
+    for _ in range(60):  # 60 GETs in the last second, 20 ms each: the whole slot
+        lane._quick_arrivals.append(time.monotonic())
+    with pytest.raises(Overloaded) as refused:
+        await lane.acquire(time.monotonic() + 5)
+    assert refused.value.headers["Retry-After"] == "1"
+    lane.release(0.01)

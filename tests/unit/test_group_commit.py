@@ -173,3 +173,28 @@ async def test_a_writer_the_writes_ahead_leave_no_time_is_refused_at_once() -> N
     assert await submit(3, 1.0) == 3
     assert await in_flight == 1
     assert written == [0, 1, 3]
+
+
+async def test_a_writer_behind_more_batches_than_its_budget_allows_is_refused_at_once() -> None:
+    """Transactions of 0.2 s, at most 2 writes each. With one in flight and 7 writers
+    waiting, an eighth waits for 4 more transactions (0.8 s) after the one in flight:
+    with 0.9 s of budget it is refused at once, not at the end of its budget."""
+
+    async def write(key: str, items: list[int]) -> list[int | Exception]:
+        await asyncio.sleep(0.2)
+        return items
+
+    commit: GroupCommit[int, int] = GroupCommit(KeyedLocks(), write, max_batch=2)
+
+    async def submit(item: int, budget: float) -> int:
+        with store_deadline(budget):
+            return await commit.submit("cb", item)
+
+    assert await asyncio.gather(submit(0, 5.0), submit(1, 5.0)) == [0, 1]  # the cost line
+    waiting = [asyncio.ensure_future(submit(i, 5.0)) for i in range(2, 10)]
+    await asyncio.sleep(0.05)  # one batch in flight, the rest queued
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await submit(10, 0.9)
+    assert asyncio.get_running_loop().time() - started < 0.05
+    assert await asyncio.gather(*waiting) == list(range(2, 10))
