@@ -18,7 +18,8 @@ sampled from /proc every 2 s, RSS, CPU and threads of the API and the store and 
 store's established connections. ``--sigstop-at S`` freezes the store for
 ``--sigstop-for`` s; ``--overload-clients N --overload-at S --overload-for D`` adds clients
 for a while; both report goodput around the event and the time back to 90 % of before.
-Prints a table and pass/fail checks, writes all (per-second too) to ``--out``; exits 0.
+Prints a table and pass/fail checks, writes all (per-second too) to ``--out``, and the API's
+whole log beside it (``<out>.api.log``); exits 0.
 
 ``--floor`` runs the same load against scripts/bench_floor_server.py --soak instead of the
 API: the least store work for each request of the mix, on the same store, database,
@@ -639,6 +640,45 @@ async def api_totals(base: str, chatbots: list[dict[str, Any]]) -> dict[str, Any
     return totals
 
 
+def set_profiling(uri: str, database: str, slow_ms: int) -> None:
+    """The store records the commands slower than ``slow_ms`` in ``system.profile``."""
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=10_000)
+    try:
+        client[database].command({"profile": 1, "slowms": slow_ms})
+    finally:
+        client.close()
+
+
+def read_profile(uri: str, database: str, t0: float) -> list[dict[str, Any]]:
+    """The slow commands the store recorded, oldest first: when (seconds into the load,
+    by this machine's clock), how long, which collection and command (its shape)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        uri, serverSelectionTimeoutMS=10_000, socketTimeoutMS=120_000, tz_aware=True
+    )
+    try:
+        docs = list(client[database]["system.profile"].find({}, sort=[("ts", 1)], limit=5000))
+    finally:
+        client.close()
+    offset = time.time() - time.monotonic()  # the profile's times are wall-clock
+    out = []
+    for doc in docs:
+        ts = doc.get("ts")
+        at = ts.timestamp() - offset - t0 if isinstance(ts, datetime) else None
+        command = doc.get("command") or {}
+        out.append(
+            {
+                "at_s": None if at is None else round(at, 2),
+                "ms": doc.get("millis"),
+                "op": doc.get("op"),
+                "ns": doc.get("ns"),
+                "command": sorted(k for k in command if not k.startswith("$"))[:6],
+                "keys_examined": doc.get("keysExamined"),
+                "docs_examined": doc.get("docsExamined"),
+            }
+        )
+    return out
+
+
 def verify(
     uri: str,
     database: str,
@@ -754,6 +794,7 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
     uri = os.environ.get("MONGODB_URI")
     database = f"soak_{secrets.token_hex(4)}"
     store_started: float | None = None
+    slow_ops: list[dict[str, Any]] | None = None
     if uri:
         procs.external = (uri, database)
     else:
@@ -779,6 +820,8 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         await asyncio.to_thread(wait_until_listening, api)
         base = f"http://127.0.0.1:{api.port}"
         await prepare(base, chatbots, receiver.port, args.webhooks)
+        if args.profile_slow_ms is not None:
+            await asyncio.to_thread(set_profiling, uri, database, args.profile_slow_ms)
         overload = None
         if args.overload_clients and args.overload_clients > args.clients:
             extra = args.overload_clients - args.clients
@@ -832,6 +875,8 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         totals = None if args.floor else await api_totals(base, chatbots)
         bots = [bot["id"] for bot in chatbots]
         ledger = await asyncio.to_thread(verify, uri, database, result["ledger"], bots, totals)
+        if args.profile_slow_ms is not None:
+            slow_ops = await asyncio.to_thread(read_profile, uri, database, t0)
     finally:
         if loadgen is not None and loadgen.returncode is None:
             loadgen.kill()
@@ -884,6 +929,7 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
             k: api_log.count(k) for k in (" WARNING ", " ERROR ", "Traceback")
         },  # or floor's
         "api_log_tail": api_log[-5000:],
+        **({"slow_ops": slow_ops} if slow_ops is not None else {}),
         "notes": NOTES,
     }
     if stop_event:
@@ -1027,6 +1073,14 @@ def render(report: dict[str, Any]) -> str:
         + (", ".join(f"{a}-{b} s" for a, b in report["stalls"]) or "none"),
         f"Store restarted by its watchdog: {report.get('store_restarts', 0)} time(s)",
     ]
+    if (slow := report.get("slow_ops")) is not None:
+        by_ns = Counter(f"{op['ns']} {op['op']}" for op in slow)
+        lines.append(
+            f"Slow store commands (profiler): {len(slow)}; "
+            + ", ".join(f"{k} {n}" for k, n in by_ns.most_common(6))
+        )
+        for op in sorted(slow, key=lambda o: -(o["ms"] or 0))[:8]:
+            lines.append(f"  {op['at_s']} s: {op['ms']} ms {op['op']} {op['ns']} {op['command']}")
     for name in ("sigstop", "overload"):
         if ev := report.get(name):
             series = " ".join(f"{v:.0f}" for v in ev["served_per_s"])
@@ -1085,6 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--overload-at", type=float)
     add("--overload-for", type=float, default=10.0)
     add("--floor", action="store_true", help="the floor (a lower bound on store work), not the API")
+    add("--profile-slow-ms", type=int, help="record the store's commands slower than this")
     add("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loadgen:  # ourselves, as the load-generator subprocess

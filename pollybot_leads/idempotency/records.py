@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..errors import IdempotencyInProgress, IdempotencyKeyReused, LeadDeleted
+from ..errors import IdempotencyInProgress, IdempotencyKeyReused, LeadDeleted, ServiceUnavailable
 from ..store.client import store_errors
 from ..store.driver import ASCENDING, DuplicateKeyError, IndexModel, WriteConcern
 from ..timeutil import utcnow
@@ -94,8 +95,16 @@ def record_id(scope: str, key: str) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, db: Any) -> None:
+    def __init__(
+        self,
+        db: Any,
+        *,
+        transaction: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]] | None = None,
+    ) -> None:
+        """``transaction``: runs a function in a store transaction (``Mongo.transaction``),
+        for :meth:`release`; without it a release is a plain delete."""
         self._records = db["idempotency_keys"]
+        self._transaction = transaction
         # A running record promises nothing to anyone: it need not wait for the journal
         # (a lost one only makes a retry run the request, whose write then finds no
         # lease and is refused). Done records are journaled.
@@ -187,10 +196,24 @@ class IdempotencyStore:
 
     @store_errors
     async def release(self, lease: Lease) -> None:
-        """Forget a running record whose result is not kept (a retry runs afresh)."""
-        await self._records.delete_one(
-            {"_id": lease.record_id, "state": "running", "token": lease.token}
-        )
+        """Forget a running record whose result is not kept (a retry runs afresh).
+
+        In a transaction: the request's own write may still be in the store (a failed
+        batch's transaction holds the record until its abort lands), and outside one the
+        embedded store retries the delete's conflict with it for as long as that lasts
+        (seen: 8 s, while everything else queued behind the store's lock; docs/load.md,
+        section 7). In one, the conflict fails at once and the record is left running:
+        its lease runs out in 10 s, and a retry meanwhile is told it is in progress."""
+        running = {"_id": lease.record_id, "state": "running", "token": lease.token}
+        if self._transaction is None:
+            await self._records.delete_one(running)
+            return
+        try:
+            await self._transaction(
+                lambda session: self._records.delete_one(running, session=session)
+            )
+        except ServiceUnavailable:  # its write still holds it (or the store is away)
+            pass
 
 
 idempotency_key = web.AppKey("idempotency", IdempotencyStore)

@@ -55,7 +55,7 @@ class LeadRepository:
         self._counters = LeadCounters(mongo.db["lead_counts"])
         self._quirks = quirks
         # The Idempotency-Key records: the middleware begins them, a write completes them.
-        self.idempotency = IdempotencyStore(mongo.db)
+        self.idempotency = IdempotencyStore(mongo.db, transaction=mongo.transaction)
         self._stores = LeadStores(
             leads=self._leads,
             guards=mongo.db["upsert_guards"],

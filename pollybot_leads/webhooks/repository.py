@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import re
 import secrets as random_secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ ENDPOINTS_MAX = 50  # per workspace
 SECRET_OVERLAP = timedelta(hours=24)
 SECRETS_MAX = 3
 RETENTION_SECONDS = 30 * 24 * 3600
+DELIVERY_CHUNK = 500  # an endpoint's deliveries resumed or deleted per transaction
 
 WEBHOOK_INDEXES = {
     "webhooks": [
@@ -204,18 +206,51 @@ class WebhookRepository:
             sets["disabledReason"] = None
         await self._webhooks.update_one({"_id": webhook_id}, {"$set": sets})
         if resume:  # deliveries held while it was disabled go out again
-            await self._deliveries.update_many(
-                {"webhookId": webhook_id, "state": "paused"},
-                {"$set": {"state": "pending", "dueAt": utcnow()}},
+            paused = {"webhookId": webhook_id, "state": "paused"}
+            await self._each_chunk_of_deliveries(
+                paused,
+                lambda chosen, session: self._deliveries.update_many(
+                    {**chosen, "state": "paused"},
+                    {"$set": {"state": "pending", "dueAt": utcnow()}},
+                    session=session,
+                ),
             )
         return endpoint_view({**doc, **sets})
+
+    async def _each_chunk_of_deliveries(
+        self,
+        filter_: dict[str, Any],
+        write: Callable[[dict[str, Any], Any], Awaitable[Any]],
+    ) -> None:
+        """``write`` the deliveries matching ``filter_``, :data:`DELIVERY_CHUNK` at a time,
+        each chunk in a transaction. The sender changes deliveries in transactions of
+        several statements; on the embedded store a multi-document write outside one
+        retries a conflict with them while holding the collection, which such a
+        transaction's next statement waits for: the store wedged (docs/load.md, section 5).
+        In a transaction a conflict fails at once, and the chunk is tried again."""
+        while True:
+            found = self._deliveries.find(filter_, {"_id": 1}, limit=DELIVERY_CHUNK)
+            ids = [doc["_id"] async for doc in found]
+            if not ids:
+                return
+            chosen: dict[str, Any] = {"_id": {"$in": ids}}
+
+            async def chunk(session: Any, chosen: dict[str, Any] = chosen) -> None:
+                await write(chosen, session)
+
+            await self._mongo.transaction(chunk)
+            if len(ids) < DELIVERY_CHUNK:
+                return
 
     @store_errors
     async def delete(self, *, workspace_id: str, webhook_id: str) -> None:
         """The endpoint, its queued deliveries, replays and attempt log."""
         await self._own(workspace_id, webhook_id)
         await self._webhooks.delete_one({"_id": webhook_id})
-        await self._deliveries.delete_many({"webhookId": webhook_id})
+        await self._each_chunk_of_deliveries(
+            {"webhookId": webhook_id},
+            lambda chosen, session: self._deliveries.delete_many(chosen, session=session),
+        )
         await self._replays.delete_many({"webhookId": webhook_id})
         await self._attempts.delete_many({"webhookId": webhook_id})
 

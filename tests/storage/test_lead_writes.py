@@ -1,6 +1,7 @@
 """Writes committed together (group commits) keep each lead's bookkeeping its own."""
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ from pollybot_leads.leads.queries import LeadQuery
 from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.results import OneLead
 from pollybot_leads.leads.writes import CREATE, DELETE, UPDATE, UPSERT, Deleted, LeadWrite, Written
+from pollybot_leads.store.client import store_deadline
 from pollybot_leads.timeutil import utcnow
 from tests.conftest import make_tenant
 from tests.storage.test_query_plans import CommandCounter, counted_mongo
@@ -314,3 +316,36 @@ async def test_an_update_and_a_delete_committed_together_leave_only_redacted_eve
     ]
     record = await mongo.db["idempotency_keys"].find_one({"_id": lease.record_id})
     assert record["state"] == "gone" and "response" not in record
+
+
+async def test_releasing_a_key_its_write_still_holds_returns_at_once(mongo):
+    """A failed batch's transaction may still hold the key's record when its request
+    releases the key (the abort lands later). The release does not wait for it in the
+    store (a plain delete did, retried by the embedded store for as long as the
+    transaction lived, the store's lock queued behind it): it leaves the record running,
+    for its lease to run out."""
+    store = IdempotencyStore(mongo.db, transaction=mongo.transaction)
+    lease = await store.begin(scope="key_r", key=uuid.uuid4().hex, fingerprint="f")
+    assert isinstance(lease, Lease)
+    records = mongo.db["idempotency_keys"]
+    held = asyncio.get_running_loop().create_future()
+
+    async def write(session):
+        await records.update_one({"_id": lease.record_id}, {"$set": {"x": 1}}, session=session)
+        await held
+
+    holding = asyncio.ensure_future(mongo.transaction(write))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    try:
+        with store_deadline(5.0):
+            await store.release(lease)
+        assert time.monotonic() - started < 1.0
+    finally:
+        held.set_result(None)
+        await holding
+    record = await records.find_one({"_id": lease.record_id})
+    assert record["state"] == "running" and record["x"] == 1  # left for its lease
+    # With nothing holding it, a release forgets it.
+    await store.release(lease)
+    assert await records.find_one({"_id": lease.record_id}) is None

@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 from datetime import timedelta
 
+from pollybot_leads.errors import ServiceUnavailable
 from pollybot_leads.timeutil import utcnow
 from pollybot_leads.webhooks.deliveries import DeliveryQueue
 from pollybot_leads.webhooks.pending import PendingWindow
@@ -333,3 +334,50 @@ async def test_fanning_out_beside_a_deletion_in_flight_never_wedges_the_store(
     assert stored["data"]["redacted"] is True
     assert "pending" not in stored  # marked in the end
     assert await events.find_one({"_id": f"evt_after_{event['_id']}"}) is not None
+
+
+async def test_deleting_an_endpoint_beside_a_sender_transaction_never_wedges_the_store(
+    mongo, accounts, webhooks
+):
+    """The sender changes deliveries in transactions of several statements; an endpoint's
+    deletion removes its deliveries meanwhile. Outside a transaction that removal would
+    retry its conflict with the sender while holding the collection the sender's next
+    statement needs (docs/load.md, section 5); in chunked transactions of its own a
+    conflict fails it at once, and the sender's transaction goes on."""
+    tenant = await make_tenant(accounts)
+    endpoint, _secret = await webhooks.create(
+        workspace_id=tenant.workspace_id,
+        url="https://example.com/hook",
+        events=["lead.created"],
+        chatbot_ids=[],
+        description=None,
+    )
+    queue = DeliveryQueue(mongo)
+    await emit(mongo, tenant, n=2)
+    assert await queue.fan_out() == 2
+    deliveries = mongo.db["webhook_deliveries"]
+    ids = [d["_id"] async for d in deliveries.find({"webhookId": endpoint["id"]})]
+    assert len(ids) == 2
+    second_statement = asyncio.get_running_loop().create_future()
+
+    async def sender(session):
+        await deliveries.update_one({"_id": ids[0]}, {"$inc": {"attempts": 1}}, session=session)
+        await second_statement
+        async with asyncio.timeout(10):  # the wedge: for ever
+            await deliveries.update_one({"_id": ids[1]}, {"$inc": {"attempts": 1}}, session=session)
+
+    sending = asyncio.ensure_future(mongo.transaction(sender))
+    await asyncio.sleep(0.2)
+    deleting = asyncio.ensure_future(
+        webhooks.delete(workspace_id=tenant.workspace_id, webhook_id=endpoint["id"])
+    )
+    await asyncio.sleep(0.5)
+    second_statement.set_result(None)
+    await sending  # committed: not held up by the deletion
+    with contextlib.suppress(ServiceUnavailable):  # it conflicted: 503, retried by the client
+        await asyncio.wait_for(deleting, 10)
+    stored = {d["_id"]: d async for d in deliveries.find({"_id": {"$in": ids}})}
+    assert all(doc["attempts"] == 1 for doc in stored.values())  # none lost if still there
+    # The endpoint is gone; what the deletion left is removed by a second one (404 now
+    # for the endpoint) or dropped by the sender.
+    assert await mongo.db["webhooks"].find_one({"_id": endpoint["id"]}) is None
