@@ -672,6 +672,9 @@ def read_profile(uri: str, database: str, t0: float) -> list[dict[str, Any]]:
                 "op": doc.get("op"),
                 "ns": doc.get("ns"),
                 "command": sorted(k for k in command if not k.startswith("$"))[:6],
+                "shape": repr(
+                    {k: command[k] for k in ("filter", "pipeline", "q", "sort") if k in command}
+                )[:300],
                 "keys_examined": doc.get("keysExamined"),
                 "docs_examined": doc.get("docsExamined"),
             }
@@ -1080,7 +1083,9 @@ def render(report: dict[str, Any]) -> str:
             + ", ".join(f"{k} {n}" for k, n in by_ns.most_common(6))
         )
         for op in sorted(slow, key=lambda o: -(o["ms"] or 0))[:8]:
-            lines.append(f"  {op['at_s']} s: {op['ms']} ms {op['op']} {op['ns']} {op['command']}")
+            lines.append(
+                f"  {op['at_s']} s: {op['ms']} ms {op['op']} {op['ns']} {op['shape'][:160]}"
+            )
     for name in ("sigstop", "overload"):
         if ev := report.get(name):
             series = " ".join(f"{v:.0f}" for v in ev["served_per_s"])
