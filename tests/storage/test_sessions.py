@@ -5,6 +5,7 @@ expires it (60 s)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import random
@@ -101,6 +102,14 @@ async def test_a_process_of_another_host_is_ended_once_silent(holder, mongo) -> 
     await write(mongo, 2.0)
 
 
+# A beat cancelled inside a round trip leaves its connection to the garbage collector:
+# the driver drops it without closing its socket (1 run in 5 or so). That is the
+# driver's, once per cancelled round trip, and what this test does 150 times on purpose;
+# it is collected here (below), so that a later test is not blamed for it.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning",
+    "ignore:unclosed <socket.socket:ResourceWarning",
+)
 async def test_leaving_kept_always_ends_the_beats(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,3 +135,4 @@ async def test_leaving_kept_always_ends_the_beats(
             assert done, f"turn {turn}: the registry's beats did not stop"
     finally:
         await mongo.close()
+        gc.collect()  # the sockets of cancelled round trips, while the filters apply
