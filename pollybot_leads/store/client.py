@@ -103,55 +103,30 @@ def write_concern(w: int | str, journal: bool) -> WriteConcern:
     return WriteConcern(w=w, j=journal)
 
 
-class _DriverLog(monitoring.ServerHeartbeatListener, monitoring.ConnectionPoolListener):
+class _DriverLog(monitoring.ServerHeartbeatListener):
     """What the driver decides about the store, in the log: a failed heartbeat marks the
-    server unknown (every call fails fast until the next one succeeds), and the pool it
-    clears closes every connection, interrupting the calls in flight on them."""
+    server unknown (every call fails fast until the next one succeeds) and clears the
+    connection pool, interrupting the calls in flight on it when it timed out."""
+
+    def __init__(self) -> None:
+        self._failing = False  # logged once when it starts failing, once when it stops
 
     def started(self, event: Any) -> None:
         pass
 
     def succeeded(self, event: Any) -> None:
-        pass
+        if self._failing:
+            self._failing = False
+            log.warning("store heartbeat answered again")
 
     def failed(self, event: Any) -> None:
-        log.warning(
-            "store heartbeat failed after %.1f s: %s", event.duration, type(event.reply).__name__
-        )
-
-    def pool_cleared(self, event: Any) -> None:
-        interrupted = getattr(event, "interrupt_connections", False)
-        log.warning("store connections cleared (in-flight calls interrupted: %s)", interrupted)
-
-    def pool_created(self, event: Any) -> None:
-        pass
-
-    def pool_ready(self, event: Any) -> None:
-        pass
-
-    def pool_closed(self, event: Any) -> None:
-        pass
-
-    def connection_created(self, event: Any) -> None:
-        pass
-
-    def connection_ready(self, event: Any) -> None:
-        pass
-
-    def connection_closed(self, event: Any) -> None:
-        pass
-
-    def connection_check_out_started(self, event: Any) -> None:
-        pass
-
-    def connection_check_out_failed(self, event: Any) -> None:
-        pass
-
-    def connection_checked_out(self, event: Any) -> None:
-        pass
-
-    def connection_checked_in(self, event: Any) -> None:
-        pass
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "store heartbeat failed after %.1f s: %s (connections cleared)",
+                event.duration,
+                type(event.reply).__name__,
+            )
 
 
 class Mongo:

@@ -22,6 +22,15 @@ async def hold(lane: Lane, seconds: float, log: list[str], name: str, budget: fl
         lane.release(time.monotonic() - started)
 
 
+async def refused_at_once(lane: Lane, budget: float) -> Overloaded:
+    """The lane refuses a request with ``budget`` without making it wait."""
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await lane.acquire(time.monotonic() + budget)
+    assert time.monotonic() - started < 0.05
+    return refused.value
+
+
 async def test_at_most_limit_at_work_and_the_rest_served_in_order() -> None:
     lane = Lane("read", limit=2, max_wait=5.0, initial=0.01)
     log: list[str] = []
@@ -95,10 +104,7 @@ async def test_a_silent_full_lane_refuses_newcomers_at_once() -> None:
     queued = [asyncio.ensure_future(served()) for _ in range(3)]
     await asyncio.sleep(0)
     assert lane.waiting == 3
-    started = time.monotonic()
-    with pytest.raises(Overloaded):
-        await lane.acquire(time.monotonic() + 1.0)
-    assert time.monotonic() - started < 0.05
+    await refused_at_once(lane, 1.0)
     stalled.set()
     await asyncio.gather(*holders)
     await asyncio.gather(*queued)  # served once the store answers again
@@ -257,10 +263,7 @@ async def test_a_list_behind_lists_is_refused_at_once_when_a_get_would_still_wai
     lists = [asyncio.ensure_future(lane.acquire(time.monotonic() + 5)) for _ in range(3)]
     await asyncio.sleep(0)
     assert lane.waiting == 3
-    started = time.monotonic()
-    with pytest.raises(Overloaded):
-        await lane.acquire(time.monotonic() + 5)
-    assert time.monotonic() - started < 0.05
+    await refused_at_once(lane, 5.0)
     get = asyncio.ensure_future(lane.acquire(time.monotonic() + 5, quick=True))
     await asyncio.sleep(0)
     assert lane.waiting == 4
@@ -279,7 +282,6 @@ async def test_a_list_is_refused_at_once_while_gets_take_the_whole_lane() -> Non
     await lane.acquire(time.monotonic() + 5)
     for _ in range(60):  # 60 GETs in the last second, 20 ms each: the whole slot
         lane._quick_arrivals.append(time.monotonic())
-    with pytest.raises(Overloaded) as refused:
-        await lane.acquire(time.monotonic() + 5)
-    assert refused.value.headers["Retry-After"] == "1"
+    refused = await refused_at_once(lane, 5.0)
+    assert refused.headers["Retry-After"] == "1"
     lane.release(0.01)
