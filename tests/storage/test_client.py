@@ -1,11 +1,6 @@
 """Mongo.primary_known: which requests may skip the deadline middleware's task and hard
 cap (a store call that must first look for its server could overrun the budget)."""
 
-import logging
-
-import pytest
-from pymongo.errors import PyMongoError
-
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.store.embedded import free_port
 
@@ -24,21 +19,3 @@ async def test_a_client_that_never_reached_its_store_does_not() -> None:
         assert not unreached.primary_known()
     finally:
         await unreached.close()
-
-
-async def test_a_store_out_of_reach_is_logged_once_not_at_every_heartbeat(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The driver tries an unreachable server every half second; the log says so once
-    (an outage of minutes would otherwise write a warning twice a second)."""
-    port = free_port()
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=1600"
-    unreached = Mongo(uri, "nowhere")
-    caplog.set_level(logging.WARNING, logger="pollybot_leads.store.client")
-    try:
-        with pytest.raises(PyMongoError):
-            await unreached.ping()  # 1.6 s of heartbeats: three or more failed
-    finally:
-        await unreached.close()
-    failed = [r for r in caplog.records if "store heartbeat failed" in r.getMessage()]
-    assert len(failed) == 1, [r.getMessage() for r in caplog.records]
