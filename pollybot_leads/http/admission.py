@@ -147,15 +147,20 @@ class Lane:
 
     def quick_share(self, now: float) -> float:
         """The share of the lane's slots the quick requests took of late."""
+        self._forget_quick_before(now - QUICK_RATE_SECONDS)
+        rate = len(self._quick_arrivals) / QUICK_RATE_SECONDS
+        return rate * self.kind_service[True] / self.width
+
+    def _forget_quick_before(self, moment: float) -> None:
         arrivals = self._quick_arrivals
-        while arrivals and arrivals[0] < now - QUICK_RATE_SECONDS:
+        while arrivals and arrivals[0] < moment:
             arrivals.popleft()
-        return len(arrivals) / QUICK_RATE_SECONDS * self.kind_service[True] / self.width
 
     async def acquire(self, deadline: float, *, quick: bool = False) -> None:
         """A slot, or Overloaded (nothing started). ``quick``: ahead of the others."""
         now = time.monotonic()
-        if quick:
+        if quick:  # kept for a second only: a lane of GETs alone keeps no more
+            self._forget_quick_before(now - QUICK_RATE_SECONDS)
             self._quick_arrivals.append(now)
         if self.active < self.width and not self.waiting:
             self.active += 1

@@ -285,3 +285,13 @@ async def test_a_list_is_refused_at_once_while_gets_take_the_whole_lane() -> Non
     refused = await refused_at_once(lane, 5.0)
     assert refused.headers["Retry-After"] == "1"
     lane.release(0.01)
+
+
+async def test_a_lane_of_gets_alone_remembers_only_the_last_second_of_them() -> None:
+    """The quick requests' rate is counted over the last second; with no other request
+    to count it for, the older ones are still forgotten (memory stays flat)."""
+    lane = Lane("read", limit=4, max_wait=1.0, initial=0.01)
+    lane._quick_arrivals.extend([time.monotonic() - 5.0] * 1000)
+    await lane.acquire(time.monotonic() + 5, quick=True)
+    lane.release(0.01, quick=True)
+    assert len(lane._quick_arrivals) == 1
