@@ -10,9 +10,30 @@ emails) and in its JSON-escaped form too (a kept response escapes non-ASCII text
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def person(**extra: Any) -> dict[str, Any]:
+    """A lead body whose every personal value is unique to it."""
+    tag = secrets.token_hex(4)
+    digits = f"{secrets.randbelow(10**8):08d}"
+    return {
+        "name": f"Secret Person {tag}",
+        "email": f"secret.{tag}@private.example",
+        "phone": f"+44 20 {digits[:4]} {digits[4:]}",
+        "metadata": {"note": f"meta-{tag}-value", "deep": {"list": [f"deep-{tag}"]}},
+        **extra,
+    }
+
+
+def values_of(body: dict[str, Any]) -> list[str]:
+    """The personal values of a :func:`person` a scan looks for: name, email, phone and
+    metadata values."""
+    meta = body["metadata"]
+    return [body["name"], body["email"], body["phone"], meta["note"], meta["deep"]["list"][0]]
 
 
 @dataclass(frozen=True)

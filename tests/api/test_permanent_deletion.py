@@ -22,7 +22,7 @@ from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.settings import Settings
 from pollybot_leads.store.client import Mongo
 from tests.conftest import Tenant, database_of, serving
-from tests.store_scan import collections_of, copies_in_store
+from tests.store_scan import collections_of, copies_in_store, person, values_of
 
 from .helpers import data_of, error_of
 
@@ -49,27 +49,6 @@ def accounts(mongo: Mongo) -> AccountRepository:
 async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
     async with serving(settings) as client:
         yield client
-
-
-def person(**extra: Any) -> dict[str, Any]:
-    """A lead body whose every personal value is unique to it."""
-    tag = secrets.token_hex(4)
-    digits = f"{secrets.randbelow(10**8):08d}"
-    return {
-        "name": f"Secret Person {tag}",
-        "email": f"secret.{tag}@private.example",
-        "phone": f"+44 20 {digits[:4]} {digits[4:]}",
-        "metadata": {"note": f"meta-{tag}-value", "deep": {"list": [f"deep-{tag}"]}},
-        **extra,
-    }
-
-
-def values_of(body: dict[str, Any]) -> list[str]:
-    """The personal values a scan looks for: name, email, phone and metadata values."""
-    out = [body["name"], body["email"], body["phone"]]
-    out.append(body["metadata"]["note"])
-    out.append(body["metadata"]["deep"]["list"][0])
-    return out
 
 
 def keyed(tenant: Tenant, key: str | None = None) -> dict[str, str]:

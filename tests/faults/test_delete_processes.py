@@ -9,33 +9,16 @@ either."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from typing import Any
 
 from aiohttp import ClientError, ClientSession
 
 from tests.faults.harness import REQUEST_TIMEOUT, ApiServer, Store, Tenant, direct_db
-from tests.store_scan import collections_of, copies_in_store
+from tests.store_scan import collections_of, copies_in_store, person, values_of
 
 DOOMED = 12
 OTHER_WRITES = 40
-
-
-def person() -> dict[str, Any]:
-    tag = secrets.token_hex(4)
-    digits = f"{secrets.randbelow(10**8):08d}"
-    return {
-        "name": f"Doomed Person {tag}",
-        "email": f"doomed.{tag}@private.example",
-        "phone": f"+44 20 {digits[:4]} {digits[4:]}",
-        "metadata": {"note": f"meta-{tag}", "deep": {"list": [f"deep-{tag}"]}},
-    }
-
-
-def values_of(body: dict[str, Any]) -> list[str]:
-    meta = body["metadata"]
-    return [body["name"], body["email"], body["phone"], meta["note"], meta["deep"]["list"][0]]
 
 
 async def call(
