@@ -201,3 +201,31 @@ class Writer:
             else:
                 self.failed.append(f"{op} {resp.status}")
             await asyncio.sleep(max(0.0, workers / self.rate - (time.monotonic() - began)))
+
+
+@dataclass
+class DumpRun:
+    """What ``admin dump`` answered, and while which writes went on."""
+
+    code: int
+    summary: dict[str, Any]
+    err: str
+    acked_during: int  # writes the writer had acknowledged while the dump ran
+
+
+async def dump_under_writes(
+    writer: Writer, *, acked_first: int, out: str, env: dict[str, str], then: float = 0.0
+) -> DumpRun:
+    """``admin dump --out out`` once ``writer`` (started) has ``acked_first`` writes
+    acknowledged, the writes going on throughout (and ``then`` seconds after); the writer
+    is stopped at the end."""
+    try:
+        while len(writer.acked) < acked_first:
+            await asyncio.sleep(0.05)
+        began = time.monotonic()
+        code, summary, err = await run_cli("admin", "dump", "--out", out, env=env)
+        ended = time.monotonic()
+        await asyncio.sleep(then)
+    finally:
+        await writer.stop()
+    return DumpRun(code, summary, err, writer.acked_between(began, ended))

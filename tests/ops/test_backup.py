@@ -12,7 +12,6 @@ import secrets
 import shutil
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from .backup_checks import (
     Writer,
     assert_consistent,
     assert_feed_prefix,
+    dump_under_writes,
     new_event_continues,
     run_cli,
     view,
@@ -135,20 +135,13 @@ async def test_a_dump_taken_while_leads_are_written_restores_consistent_chatbots
     webhook = (await resp.json())["data"]
 
     writer = Writer(src_api, [(t.chatbot_id, t.headers) for t in tenants]).start()
-    try:
-        while len(writer.acked) < 30:
-            await asyncio.sleep(0.05)
-        began = time.monotonic()
-        code, dumped, err = await run_cli(
-            "admin", "dump", "--out", str(tmp_path / "dump"), env=src_env
-        )
-        ended = time.monotonic()
-        await asyncio.sleep(0.5)
-    finally:
-        await writer.stop()
+    dump = await dump_under_writes(
+        writer, acked_first=30, out=str(tmp_path / "dump"), env=src_env, then=0.5
+    )
+    code, dumped, err = dump.code, dump.summary, dump.err
     assert code == 0, (dumped, err)
     assert err == ""  # no progress when stderr is not a terminal
-    during = writer.acked_between(began, ended)
+    during = dump.acked_during
     assert during >= 20, f"only {during} writes were acknowledged while the dump ran"
     assert not writer.failed, writer.failed[:5]
 

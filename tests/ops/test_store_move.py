@@ -5,10 +5,8 @@ on that one. Every process is real; each is stopped however the test ends."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
 from pathlib import Path
 
 from aiohttp import ClientSession
@@ -20,6 +18,7 @@ from .backup_checks import (
     Writer,
     assert_consistent,
     assert_feed_prefix,
+    dump_under_writes,
     new_event_continues,
     run_cli,
     view,
@@ -86,18 +85,12 @@ async def test_the_embedded_store_moves_to_another_store_with_its_keys_and_etags
             # The dump, from the store `serve` runs, while leads are created (creates only:
             # every lead in the dump is then still the same on the old server).
             writer = Writer(http, [(chatbot_id, headers)], creates_only=True).start()
-            try:
-                while len(writer.acked) < 20:
-                    await asyncio.sleep(0.05)
-                began = time.monotonic()
-                code, dumped, err = await run_cli(
-                    "admin", "dump", "--out", str(tmp_path / "dump"), env=embedded
-                )
-                ended = time.monotonic()
-            finally:
-                await writer.stop()
+            dump = await dump_under_writes(
+                writer, acked_first=20, out=str(tmp_path / "dump"), env=embedded
+            )
+            code, dumped, err = dump.code, dump.summary, dump.err
             assert code == 0, (dumped, err)
-            assert writer.acked_between(began, ended) > 0  # served throughout
+            assert dump.acked_during > 0  # served throughout
             assert not writer.failed, writer.failed[:5]
 
             new_store.start()
