@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 BENCH_HTTP_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-webhooks soak soak-floor spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-erasure bench-webhooks soak soak-floor spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ bench-batch: $(VENV)/.dev
 bench-workers: $(VENV)/.dev
 	$(BIN)/python scripts/bench_http.py --workers 1 --rounds 3 --out bench-http-workers-1.json
 	$(BIN)/python scripts/bench_http.py --workers 2 --rounds 3 --out bench-http-workers-2.json
+
+# An erasure of 1,000 leads over 3 chatbots, against as many DELETEs (docs/benchmarks.md).
+bench-erasure: $(VENV)/.dev
+	$(BIN)/python scripts/time_erasure.py --out bench-erasure.json
 
 # Webhook deliveries: per-worker throughput and commit-to-delivery latency.
 bench-webhooks: $(VENV)/.dev

@@ -35,6 +35,7 @@ from .leads.query import CursorCodec, cursor_codec_key
 from .leads.repository import LeadRepository, leads_repo_key
 from .leads.routes import add_routes
 from .ops.endpoints import setup_ops
+from .privacy.routes import add_privacy_routes
 from .ratelimit.base import BucketPolicy, RateLimiter
 from .settings import Settings
 from .store.client import Mongo
@@ -64,9 +65,15 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         await mongo.connect()
         await ensure_all_indexes(mongo, settings)
         committed = EventSignal()
-        leads = LeadRepository(mongo, max_count=settings.list_max_count, committed=committed)
+        leads = LeadRepository(
+            mongo,
+            max_count=settings.list_max_count,
+            committed=committed,
+            suppression_secret=settings.suppression_secret,
+        )
         await leads.migrate_counters(mongo.db["chatbots"])
         await leads.coarsen_name_bounds()
+        await leads.fill_phone_keys()
         app[leads_repo_key] = leads
         app[appkeys.mongo_key] = mongo
         app[accounts_repo_key] = AccountRepository(mongo)
@@ -167,6 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app)
     add_event_routes(app)
     add_webhook_routes(app)
+    add_privacy_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)
     setup_ops(app)  # /healthz, /readyz, /metrics: outside /api/v1/, so no key, no tokens

@@ -117,6 +117,18 @@ class LeadDeleted(AppError):
     )
 
 
+class Suppressed(AppError):
+    status, code = 422, "SUPPRESSED"
+    message = (
+        "This email or phone was erased and is suppressed in this workspace: nothing was "
+        "stored (lift the suppression to capture it again)"
+    )
+
+
+class SuppressionNotFound(NotFound):
+    code, message = "SUPPRESSION_NOT_FOUND", "Suppression not found"
+
+
 class IdempotencyKeyReused(AppError):
     status, code = 422, "IDEMPOTENCY_KEY_REUSED"
     message = "This Idempotency-Key was used with a different method, path or body"

@@ -7,9 +7,13 @@ import re
 import secrets
 
 LEAD, CHATBOT, WORKSPACE, API_KEY = "lead_", "cb_", "ws_", "key_"
+SUPPRESSION = "sup_"
 SECRET_PREFIX = "sk-workspace_"  # noqa: S105 - the public prefix of every key
 
-_ID_RE = {p: re.compile(rf"^{p}[0-9a-f]{{16}}\Z") for p in (LEAD, CHATBOT, WORKSPACE, API_KEY)}
+_ID_RE = {
+    p: re.compile(rf"^{p}[0-9a-f]{{16}}\Z")
+    for p in (LEAD, CHATBOT, WORKSPACE, API_KEY, SUPPRESSION)
+}
 # token_urlsafe(32) gives 43 characters (256 bits); accept any sane length >= 32.
 _SECRET_RE = re.compile(rf"^{SECRET_PREFIX}[A-Za-z0-9_-]{{32,128}}\Z")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .accounts.repository import ACCOUNT_INDEXES
 from .idempotency.records import IDEMPOTENCY_INDEXES
 from .leads.indexes import LEADS_INDEXES
+from .leads.suppressions import SUPPRESSION_INDEXES
 from .settings import Settings
 from .store.client import Mongo
 from .store.indexes import EXPIRY, Expiries, Indexes, ensure_indexes
@@ -16,6 +17,7 @@ FEATURE_INDEXES: tuple[Indexes, ...] = (
     ACCOUNT_INDEXES,
     IDEMPOTENCY_INDEXES,
     WEBHOOK_INDEXES,
+    SUPPRESSION_INDEXES,
 )
 
 # The expiry index (collection, name) that enforces each retention setting

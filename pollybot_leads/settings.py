@@ -96,6 +96,9 @@ class Settings:
 
     list_max_count: int = 0
     cursor_secret: str = field(default="", repr=False)
+    # Keys the suppression list's hashes (leads/suppressions.py); unset: one kept in the
+    # database. Never change it: suppressions made under another secret stop matching.
+    suppression_secret: str = field(default="", repr=False)
     # Browser origins allowed to call the API (CORS); empty: CORS off. "*": any origin.
     cors_origins: tuple[str, ...] = ()
 
@@ -385,6 +388,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         trusted_proxies=get(tuple, "ratelimit.trusted_proxies", ()),
         list_max_count=get(int, "list.max_count", 0),
         cursor_secret=str(env.get("CURSOR_SECRET", "")),
+        suppression_secret=str(env.get("SUPPRESSION_SECRET", "")),
         cors_origins=get(_origins, "server.cors_origins", (), "CORS_ORIGINS"),
         webhooks_deliver=get(_flag, "webhooks.deliver", True, "WEBHOOKS_DELIVER"),
         webhook_allow_http=get(_flag, "webhooks.allow_http", False, "WEBHOOK_ALLOW_HTTP"),

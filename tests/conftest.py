@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Literal, NoReturn
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -82,6 +82,33 @@ async def serving(settings: Settings) -> AsyncIterator[TestClient]:
         yield client
     finally:
         await client.close()
+
+
+def own_database(name: str, scope: Literal["module", "package"] = "module") -> tuple[Any, ...]:
+    """The ``settings``, ``mongo``, ``accounts`` and ``api`` fixtures of tests that keep a
+    database of their own (``<session's>_<name>``, dropped after ``scope``): so that a scan
+    reads every document of every collection of it, not the whole session's. Assign them
+    to those four names in the module or conftest."""
+
+    @pytest.fixture(scope=scope, name="settings")
+    def settings_(settings: Settings) -> Settings:
+        return settings.replace(mongodb_database=f"{settings.mongodb_database}_{name}")
+
+    @pytest.fixture(scope=scope, name="mongo")
+    async def mongo_(settings: Settings) -> AsyncIterator[Mongo]:
+        async with database_of(settings) as mongo:
+            yield mongo
+
+    @pytest.fixture(scope=scope, name="accounts")
+    def accounts_(mongo: Mongo) -> AccountRepository:
+        return AccountRepository(mongo)
+
+    @pytest.fixture(scope=scope, name="api")
+    async def api_(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
+        async with serving(settings) as client:
+            yield client
+
+    return settings_, mongo_, accounts_, api_
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,19 @@ def person(**extra: Any) -> dict[str, Any]:
 
 
 def values_of(body: dict[str, Any]) -> list[str]:
-    """The personal values of a :func:`person` a scan looks for: name, email, phone and
-    metadata values."""
+    """The personal values of a :func:`person` a scan looks for: name, email, phone (as
+    sent and in E.164) and metadata values."""
     meta = body["metadata"]
-    return [body["name"], body["email"], body["phone"], meta["note"], meta["deep"]["list"][0]]
+    # The phone also as the store compares it (E.164: "+44 20 1234 5678" -> "+442012345678").
+    compared = "".join(ch for ch in body["phone"] if ch == "+" or ch.isdigit())
+    return [
+        body["name"],
+        body["email"],
+        body["phone"],
+        compared,
+        meta["note"],
+        meta["deep"]["list"][0],
+    ]
 
 
 @dataclass(frozen=True)

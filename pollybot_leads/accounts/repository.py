@@ -82,6 +82,12 @@ class AccountRepository:
         return doc["workspaceId"] if doc else None
 
     @store_errors
+    async def chatbot_ids(self, *, workspace_id: str) -> list[str]:
+        """The ids of the workspace's chatbots, in id order."""
+        found = self._chatbots.find({"workspaceId": workspace_id}, {"_id": 1}).sort("_id", 1)
+        return [doc["_id"] async for doc in found]
+
+    @store_errors
     async def count_workspaces(self) -> int:
         count: int = await self._workspaces.count_documents({})
         return count

@@ -73,6 +73,13 @@ def streamed(handler: Handler) -> Handler:
     return handler
 
 
+def stepped(handler: Handler) -> Handler:
+    """Mark a handler whose store work runs in steps, each with a budget of its own (an
+    erasure of many leads): it gets a StreamBudget as a streamed one does, and calls
+    ``begin`` once its request is validated; its answer is not streamed."""
+    return streamed(handler)
+
+
 def is_streamed(request: web.Request) -> bool:
     """Whether the request's handler was marked with :func:`streamed`."""
     return getattr(request.match_info.handler, _STREAMED, False) is True

@@ -92,6 +92,15 @@ CANONICAL_INTEGER_MESSAGE = (
 INTEGER_DIGITS_MAX = 20
 
 
+class StrictBoolean(fields.Boolean):
+    """true or false only (marshmallow's Boolean also takes 1, 0, "yes"...)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("Not a valid boolean.")
+        return value
+
+
 class QueryInteger(fields.Integer):
     """A non-negative integer query parameter, written the one way (CANONICAL_INTEGER);
     its range is checked as any Integer's, so an out-of-range value names the range."""

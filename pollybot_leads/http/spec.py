@@ -128,6 +128,7 @@ PATH_PARAMETERS = {  # name: (description, pattern, example)
     "chatbotId": ("The chatbot's id", "^cb_[0-9a-f]{16}$", "cb_1234567890abcdef"),
     "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
     "webhookId": ("The webhook endpoint's id", "^wh_[0-9a-f]{16}$", "wh_0123456789abcdef"),
+    "suppressionId": ("The suppression's id", "^sup_[0-9a-f]{16}$", "sup_0123456789abcdef"),
 }
 
 # --- response headers ----------------------------------------------------------------------
@@ -217,6 +218,12 @@ TAGS = [
         "workspace): signed deliveries of every lead change, retried for 3 days, with a "
         "delivery log and replay.",
     },
+    {
+        "name": "privacy",
+        "description": "Erasure on request: a person's leads removed from every chatbot of "
+        "the workspace by email or phone, and the suppression list that keeps them from "
+        "being captured again (kept as keyed hashes, never the address).",
+    },
 ]
 
 # --- declarations ---------------------------------------------------------------------------
@@ -247,11 +254,13 @@ class Response:
 
 @dataclass(frozen=True)
 class Body:
-    """A JSON request body. ``min_properties=1``: an empty object is refused."""
+    """A JSON request body. ``min_properties=1``: an empty object is refused.
+    ``one_of``: groups of fields of which exactly one must be sent."""
 
     schema: type[Schema]
     example: Mapping[str, Any]
     min_properties: int | None = None
+    one_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,6 +405,8 @@ def _finish_body(document: dict[str, Any], operation: dict[str, Any], body: Body
     schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in owned}
     if body.min_properties is not None:
         schema["minProperties"] = body.min_properties
+    if body.one_of:
+        schema["oneOf"] = [{"required": [name]} for name in body.one_of]
 
 
 def _check_links(operations: Mapping[str, dict[str, Any]]) -> None:

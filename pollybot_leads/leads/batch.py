@@ -95,10 +95,11 @@ def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
     summary="Create or upsert up to 100 leads",
     description="Each item is validated and written on its own: a bad item fails alone "
     "(its result carries the error) and the others are still written; the answer is a "
-    "200 with one result per item, in order. With `upsert: email` each item is an upsert "
-    "by email. The batch costs as many rate-limit tokens as it has items. Body limit "
-    f"1 MiB; at most {BATCH_MAX_INDEX_ENTRIES:,} index entries (see `leads`). Takes no "
-    "query parameters.",
+    "200 with one result per item, in order. An item whose email or phone the workspace "
+    "suppresses (an erasure with `suppress`) fails alone with `SUPPRESSED`. With "
+    "`upsert: email` each item is an upsert by email. The batch costs as many rate-limit "
+    f"tokens as it has items. Body limit 1 MiB; at most {BATCH_MAX_INDEX_ENTRIES:,} index "
+    "entries (see `leads`). Takes no query parameters.",
     parameters=(IDEMPOTENCY_KEY,),
     body=Body(
         LeadBatchSchema,

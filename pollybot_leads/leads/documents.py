@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import ValidationFailed
 from ..timeutil import MILLISECOND, to_ms
 from .metadata import apply_merge_patch, metadata_problems
+from .phones import phone_key
 from .rules import (
     DEFAULT_STATUS,
     STATUS_HISTORY_LIMIT,
@@ -84,6 +85,7 @@ def build_lead_document(
         "name": fields["name"],
         "email": fields["email"],
         "phone": fields.get("phone"),
+        "phoneKey": phone_key(fields.get("phone")),
         "source": fields.get("source"),
         "status": status,
         "metadata": fields.get("metadata") or {},
@@ -103,6 +105,8 @@ def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime
             after[field] = changes[field]
     if "name" in changes or "email" in changes:
         after.update(derived(after["name"], after["email"]))
+    # Kept in step (and set on leads from before it existed, as they change).
+    after["phoneKey"] = phone_key(after.get("phone"))
     if "status" in changes and changes["status"] != current["status"]:
         history = list(current.get("statusHistory") or [])
         # Times of the history never run backwards, even within one millisecond.

@@ -149,6 +149,13 @@ class EventLog:
         await self._events.insert_many(docs, session=session)
         return docs
 
+    async def touch(self, session: Any, chatbot_id: str, now: datetime) -> None:
+        """Write the chatbot's sequence document without taking a number (see append):
+        a transaction that does conflicts with every other write of the chatbot."""
+        await self._sequences.update_one(
+            {"_id": chatbot_id}, {"$set": {"touchedAt": now}}, upsert=True, session=session
+        )
+
     async def redact(self, session: Any, chatbot_id: str, lead_ids: list[str]) -> None:
         """Reduce the stored events of these (deleted) leads to ``redacted`` data, in
         ``session``'s transaction: one round trip, one ``by_lead`` read per lead."""

@@ -41,6 +41,8 @@ LEAD_INDEXES = [
         "createdAt",
     ),
     _sorted_by("by_email", [("chatbotId", ASCENDING), ("emailFolded", ASCENDING)], "createdAt"),
+    # An erasure's: the chatbot's leads with one phone (leads/phones.py, phone_key).
+    _sorted_by("by_phone", [("chatbotId", ASCENDING), ("phoneKey", ASCENDING)], "createdAt"),
     _sorted_by("by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"),
     _sorted_by(
         "by_metadata", [("chatbotId", ASCENDING), ("metadataIndex", ASCENDING)], "createdAt"

@@ -14,21 +14,26 @@ from .. import ids
 from ..errors import IdempotencyInProgress, LeadNotFound, ServiceUnavailable
 from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.client import Mongo, aggregate, store_errors
-from ..store.driver import BulkWriteError, DuplicateKeyError
+from ..store.driver import BulkWriteError, DuplicateKeyError, UpdateOne
 from ..store.group_commit import GroupCommit, KeyedLocks
 from ..store.lookups import find_in_scope
+from ..timeutil import utcnow
 from .counters import Bounds, LeadCounters
 from .documents import FULL_PROJECTION, LIST_PROJECTION, to_lead
 from .event_log import EventLog, EventSignal
 from .export_reads import LeadExporter
 from .listing import LeadLister
+from .phones import phone_key
 from .queries import LeadPage, LeadQuery
 from .rules import STATUSES
+from .suppressions import SuppressionList
 from .transaction import Batch, LeadStores, LeaseLost, TooHeavy, Unit
-from .writes import CREATE, DELETE, UPDATE, Deleted, LeadWrite, Outcome, Written
+from .writes import CREATE, DELETE, ERASE, UPDATE, Deleted, Erased, LeadWrite, Outcome, Written
 
 log = logging.getLogger(__name__)
 
+# The marker, in ``migrations``, of a database whose leads all have ``phoneKey``.
+PHONE_KEYS = "leads.phone_keys"
 # Writes of one chatbot committed together at most (see write).
 WRITE_BATCH_MAX = 200
 DUPLICATE_KEY = 11000
@@ -45,7 +50,12 @@ class LeadRepository:
     """
 
     def __init__(
-        self, mongo: Mongo, *, max_count: int = 0, committed: EventSignal | None = None
+        self,
+        mongo: Mongo,
+        *,
+        max_count: int = 0,
+        committed: EventSignal | None = None,
+        suppression_secret: str = "",
     ) -> None:
         quirks = mongo.quirks  # learnt by mongo.connect()
         # Notified after every commit (its events are then in the log): see EventSignal.
@@ -56,12 +66,15 @@ class LeadRepository:
         self._quirks = quirks
         # The Idempotency-Key records: the middleware begins them, a write completes them.
         self.idempotency = IdempotencyStore(mongo.db, transaction=mongo.transaction)
+        # Erased people a workspace may not capture again (leads/suppressions.py).
+        self.suppressions = SuppressionList(mongo.db, suppression_secret)
         self._stores = LeadStores(
             leads=self._leads,
             guards=mongo.db["upsert_guards"],
             audit=mongo.db["audit_log"],
             events=EventLog(mongo.db),
             idempotency=self.idempotency,
+            suppressions=self.suppressions,
         )
         # All writes of one chatbot take turns in this process, committed in groups.
         self._writes: GroupCommit[Unit, builtins.list[Outcome]] = GroupCommit(
@@ -119,7 +132,9 @@ class LeadRepository:
         unit = Unit(workspace_id, writes, receipt, max_entries)
         return await self._writes.submit(chatbot_id, unit)
 
-    async def _one(self, chatbot_id: str, workspace_id: str, write: LeadWrite) -> Written | Deleted:
+    async def _one(
+        self, chatbot_id: str, workspace_id: str, write: LeadWrite
+    ) -> Written | Deleted | Erased:
         (outcome,) = await self.write(
             chatbot_id=chatbot_id, workspace_id=workspace_id, writes=[write]
         )
@@ -152,6 +167,17 @@ class LeadRepository:
         )
         assert isinstance(deleted, Deleted)
         return deleted.deleted_at
+
+    async def erase(
+        self, *, chatbot_id: str, workspace_id: str, match: dict[str, str], audit: dict[str, Any]
+    ) -> Erased:
+        """Delete up to ERASE_CHUNK of the chatbot's leads matching ``match`` (one of
+        ``emailFolded``, ``phoneKey``), each as ``delete`` would, its event and audit
+        saying ``"reason": "erasure"``; ``more`` when others are left for another call."""
+        write = LeadWrite(ERASE, dict(match), audit=audit, reason="erasure")
+        erased = await self._one(chatbot_id, workspace_id, write)
+        assert isinstance(erased, Erased)
+        return erased
 
     async def _commit_retrying(
         self, chatbot_id: str, units: builtins.list[Unit]
@@ -289,6 +315,45 @@ class LeadRepository:
         changed = await self._counters.coarsen_name_bounds(self._mongo.db["migrations"])
         if changed:
             log.info("name bounds of %d lead counter shards made coarse", changed)
+        return changed
+
+    async def fill_phone_keys(self, *, chunk: int = 200) -> int:
+        """Once per database: give the leads stored before ``phoneKey`` existed theirs (an
+        erasure by phone finds leads by it). Resumable: each chunk commits on its own, and
+        a lead changed meanwhile (which sets its own) is left as it is; returns the leads
+        changed."""
+        migrations = self._mongo.db["migrations"]
+        if await migrations.find_one({"_id": PHONE_KEYS}) is not None:
+            return 0
+        changed, last = 0, ""
+        while True:
+            found = (
+                self._leads.find(
+                    {"_id": {"$gt": last}, "phoneKey": {"$exists": False}}, {"phone": 1}
+                )
+                .sort("_id", 1)
+                .limit(chunk)
+            )
+            docs = [doc async for doc in found]
+            if not docs:
+                break
+            last = docs[-1]["_id"]
+            writes = [
+                UpdateOne(
+                    {"_id": doc["_id"], "phone": doc.get("phone"), "phoneKey": {"$exists": False}},
+                    {"$set": {"phoneKey": phone_key(doc.get("phone"))}},
+                )
+                for doc in docs
+            ]
+
+            async def work(session: Any, writes: builtins.list[UpdateOne] = writes) -> int:
+                result = await self._leads.bulk_write(writes, ordered=False, session=session)
+                return int(result.modified_count)
+
+            changed += await self._mongo.transaction(work)
+        await migrations.update_one({"_id": PHONE_KEYS}, {"$set": {"at": utcnow()}}, upsert=True)
+        if changed:
+            log.info("phone keys of %d leads filled in", changed)
         return changed
 
     # -- export (the walk itself is in leads/export_reads.py, store/walks.py) ----------

@@ -12,6 +12,7 @@ from ..errors import (
     ConfirmationRequired,
     LeadNotFound,
     PreconditionFailed,
+    Suppressed,
     ValidationFailed,
 )
 from ..http.admission import quick
@@ -121,7 +122,9 @@ async def commit_writes(
     "a lead with the same email (case-insensitive; the most recently created one if "
     "several), the fields sent are merged into it as a PUT would (metadata merged) and the "
     "answer is 200; otherwise the lead is created (201). Concurrent upserts of one email "
-    "leave one lead with every change applied.",
+    "leave one lead with every change applied.\n\n"
+    "An email or phone the workspace suppresses (`POST /api/v1/privacy/erasures` with "
+    "`suppress`) is a 422 `SUPPRESSED`, nothing stored.",
     parameters=(
         {
             "in": "query",
@@ -155,7 +158,11 @@ async def commit_writes(
             headers=ETAG,
         ),
     },
-    errors=(*BODY_ERRORS, *LEAD_IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
+    errors=(*BODY_ERRORS, Suppressed, *LEAD_IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
+    error_descriptions={
+        422: "The email or phone is suppressed in this workspace (`SUPPRESSED`), or the "
+        "Idempotency-Key was used with a different method, path or body"
+    },
 )
 async def create_lead(request: web.Request) -> web.Response:
     upsert = _upsert_mode(request.query)

@@ -78,29 +78,30 @@ def name_field(**kwargs: Any) -> Text:
 
 
 def email_field(**kwargs: Any) -> EmailText:
-    return EmailText(
-        metadata={
-            "description": f"Email address, at most {EMAIL_MAX} characters. Stored as sent; "
-            "the email filter and search compare it case-insensitively.",
-            "example": "john.doe@example.com",
-        },
-        **kwargs,
-    )
+    """The lead's email field (``metadata`` given: its description instead)."""
+    metadata = {
+        "description": f"Email address, at most {EMAIL_MAX} characters. Stored as sent; "
+        "the email filter and search compare it case-insensitively.",
+        "example": "john.doe@example.com",
+    }
+    return EmailText(metadata=metadata | kwargs.pop("metadata", {}), **kwargs)
 
 
 def phone_field(**kwargs: Any) -> Text:
+    """The lead's phone field (``metadata`` given: its description instead)."""
+    metadata = {
+        "description": f"Phone number: at most {PHONE_MAX} characters of digits, spaces "
+        "and `+-().`, at least one digit; surrounding spaces are removed. "
+        "null: none.",
+        "example": "+1-555-123-4567",
+    }
+    kwargs.setdefault("allow_none", True)
     return Text(
         max_length=PHONE_MAX,
         pattern=PHONE_PATTERN,
         pattern_message="Use digits, spaces and + - ( ) . only, with at least one digit.",
         trim=True,
-        allow_none=True,
-        metadata={
-            "description": f"Phone number: at most {PHONE_MAX} characters of digits, spaces "
-            "and `+-().`, at least one digit; surrounding spaces are removed. "
-            "null: none.",
-            "example": "+1-555-123-4567",
-        },
+        metadata=metadata | kwargs.pop("metadata", {}),
         **kwargs,
     )
 

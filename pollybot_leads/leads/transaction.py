@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ids
-from ..errors import AppError, LeadNotFound, PreconditionFailed
+from ..errors import AppError, LeadNotFound, PreconditionFailed, Suppressed
 from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.driver import DeleteOne, UpdateOne
 from ..timeutil import to_ms, utcnow
@@ -24,13 +24,18 @@ from .event_log import (
     lead_changes,
     redacted,
 )
+from .phones import phone_key
 from .rules import etag_matches, fold, lead_etag
+from .suppressions import EMAIL, PHONE, SuppressionList
 from .writes import (
     CREATE,
     DELETE,
+    ERASE,
+    ERASE_CHUNK,
     UPDATE,
     UPSERT,
     Deleted,
+    Erased,
     LeadWrite,
     Outcome,
     Written,
@@ -62,7 +67,7 @@ class Unit:
     max_entries: int | None = None
 
     def size(self) -> int:
-        return len(self.writes)
+        return sum(write.weight for write in self.writes)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class LeadStores:
     audit: Any
     events: EventLog
     idempotency: IdempotencyStore
+    suppressions: SuppressionList
 
 
 class LeaseLost(Exception):
@@ -112,6 +118,8 @@ class Batch:
         self.missing: set[str] = set()  # lead ids read and not this chatbot's
         self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
         self.entries = 0  # index entries written so far (updated leads: before and after)
+        self.suppressed: set[tuple[str, str]] = set()  # (kind, value) new leads may not have
+        self.erasing = False  # an erasure ran: the chatbot's event sequence is written
 
     async def prefetch(self, units: list[Unit]) -> None:
         """Read what many writes need in one round trip each, rather than one per write:
@@ -133,6 +141,7 @@ class Batch:
                 if doc.get("chatbotId") == self.chatbot_id:
                     self._read(doc)
             self.missing.update(i for i in lead_ids if i not in self.states)
+        await self._read_suppressions(units)
         emails = sorted(
             {fold(w.fields["email"]) for unit in units for w in unit.writes if w.kind == UPSERT}
         )
@@ -145,6 +154,21 @@ class Batch:
             )
             async for doc in found:
                 self.by_email[doc["emailFolded"]].append(doc)
+
+    async def _read_suppressions(self, units: list[Unit]) -> None:
+        """Which of the new leads' emails and phones the workspace suppresses (one read,
+        in the transaction: a suppression committed before it is seen)."""
+        addresses: set[tuple[str, str]] = set()
+        workspace_id = ""
+        for unit in units:
+            for write in unit.writes:
+                if write.kind in (CREATE, UPSERT):
+                    workspace_id = workspace_id or unit.workspace_id
+                    addresses.update(_addresses(write.fields))
+        if addresses:
+            self.suppressed = await self.stores.suppressions.suppressed(
+                self.session, workspace_id, sorted(addresses)
+            )
 
     async def _guard(self, emails: list[str]) -> None:
         """Write the upsert guard of each email (see _by_email), all in one round trip."""
@@ -193,6 +217,10 @@ class Batch:
         return outcomes
 
     async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:
+        if write.kind in (CREATE, UPSERT) and self.suppressed & _addresses(write.fields):
+            raise Suppressed()
+        if write.kind == ERASE:
+            return await self._erase(write)
         if write.kind == CREATE:
             return self._create(workspace_id, write.fields)
         if write.kind == UPSERT:
@@ -207,7 +235,7 @@ class Batch:
             raise PreconditionFailed()
         if write.kind == UPDATE:
             return self._update(current, write.fields)
-        return self._delete(current, write.audit or {})
+        return self._delete(current, write.audit or {}, write.reason)
 
     def _count(self, changes: dict[str, int], pair: str | None = None, by: int = 1) -> None:
         """Move the counters by ``changes``, and the (status, source) ``pair`` by ``by``."""
@@ -246,7 +274,29 @@ class Batch:
         self.events.append((LEAD_UPDATED, {"lead": lead, "changes": changed}))
         return Written(lead, created=False)
 
-    def _delete(self, current: dict[str, Any], audit: dict[str, Any]) -> Deleted:
+    async def _erase(self, write: LeadWrite) -> Erased:
+        """Delete up to ERASE_CHUNK of the chatbot's leads with the write's email or phone
+        (as stored, and as this batch left them), each as a DELETE would."""
+        ((field, value),) = write.fields.items()
+        found = self.stores.leads.find(
+            {"chatbotId": self.chatbot_id, field: value}, session=self.session
+        ).limit(ERASE_CHUNK + 1)
+        async for doc in found:
+            if doc["_id"] not in self.states:
+                self._read(doc)
+        self.erasing = True
+        matching = [
+            lead for lead in self.states.values() if lead is not None and lead.get(field) == value
+        ]
+        erased = [
+            self._delete(lead, write.audit or {}, write.reason).lead_id
+            for lead in matching[:ERASE_CHUNK]
+        ]
+        return Erased(erased, more=len(matching) > ERASE_CHUNK)
+
+    def _delete(
+        self, current: dict[str, Any], audit: dict[str, Any], reason: str | None = None
+    ) -> Deleted:
         lead_id = current["_id"]
         self.states[lead_id] = None
         self._count(
@@ -263,6 +313,7 @@ class Batch:
                 "at": self.now,
                 "workspaceId": current.get("workspaceId"),
                 **audit,
+                **({"reason": reason} if reason else {}),
             }
         )
         self.deleted.append(lead_id)
@@ -276,7 +327,10 @@ class Batch:
             (kind, redacted(lead_id) if data["lead"].get("id") == lead_id else data)
             for kind, data in self.events
         ]
-        self.events.append((LEAD_DELETED, {"lead": {"id": lead_id}}))
+        data: dict[str, Any] = {"lead": {"id": lead_id}}
+        if reason:
+            data["reason"] = reason
+        self.events.append((LEAD_DELETED, data))
         return Deleted(lead_id, self.now)
 
     async def _load(self, lead_id: str) -> dict[str, Any]:
@@ -359,6 +413,22 @@ class Batch:
         await self.stores.events.append(
             session, self.chatbot_id, self.workspace_id, self.events, self.now
         )
+        if self.erasing and not self.events:
+            # Written all the same, so that a create in another process whose transaction
+            # began before the erasure's suppression conflicts with this one (every write
+            # of the chatbot moves its sequence) instead of committing unseen after it.
+            await self.stores.events.touch(session, self.chatbot_id, self.now)
 
 
 _ABSENT = object()
+
+
+def _addresses(fields: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (kind, normalized value) pairs a new lead's fields may be suppressed by."""
+    found = set()
+    if isinstance(fields.get("email"), str):
+        found.add((EMAIL, fold(fields["email"])))
+    key = phone_key(fields.get("phone"))
+    if key is not None:
+        found.add((PHONE, key))
+    return found

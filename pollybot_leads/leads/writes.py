@@ -10,6 +10,11 @@ from typing import Any
 from ..errors import AppError, ValidationFailed
 
 CREATE, UPDATE, DELETE, UPSERT = "create", "update", "delete", "upsert"
+# Delete the chatbot's leads with one email or phone (privacy/erasure.py), this many at
+# most in one transaction: each costs a lead deletion, its events' redaction and its
+# audit record, and the chatbot's other writes wait for the transaction.
+ERASE = "erase"
+ERASE_CHUNK = 25
 
 # The most index entries (leads/documents.py, index_entries) one batch may write: each
 # costs the embedded store tens of microseconds, in the batch's one transaction,
@@ -43,8 +48,10 @@ class LeadWrite:
     """One change a request asks of a chatbot's leads.
 
     ``kind`` CREATE (``fields``: a validated new lead), UPDATE (``fields``: the changes to
-    ``lead_id``), DELETE (``lead_id``, with ``audit``: who asked), or UPSERT (``fields``:
-    a new lead, merged into the chatbot's newest lead with that email if there is one).
+    ``lead_id``), DELETE (``lead_id``, with ``audit``: who asked), UPSERT (``fields``:
+    a new lead, merged into the chatbot's newest lead with that email if there is one), or
+    ERASE (``fields``: ``emailFolded`` or ``phoneKey``; up to ERASE_CHUNK of the
+    chatbot's leads with it deleted, with ``audit``, their events saying ``reason``).
     ``if_match``: the If-Match header an UPDATE or DELETE must satisfy.
     """
 
@@ -55,6 +62,13 @@ class LeadWrite:
     audit: dict[str, Any] | None = None
     # UPSERT: the fields the request sent, merged as a PUT would into a lead it finds.
     merge: dict[str, Any] | None = None
+    # DELETE and ERASE: why, in the lead.deleted event and the audit ("erasure").
+    reason: str | None = None
+
+    @property
+    def weight(self) -> int:
+        """What it costs a group commit, in single-lead writes."""
+        return ERASE_CHUNK if self.kind == ERASE else 1
 
 
 @dataclass(frozen=True)
@@ -69,4 +83,10 @@ class Deleted:
     deleted_at: datetime
 
 
-Outcome = Written | Deleted | AppError
+@dataclass(frozen=True)
+class Erased:
+    lead_ids: list[str]  # deleted by this write
+    more: bool  # the chatbot has more leads with the address (another write takes them)
+
+
+Outcome = Written | Deleted | Erased | AppError

@@ -41,6 +41,8 @@ def event_json(doc: dict[str, Any]) -> dict[str, Any]:
         shown["changes"] = _plain(data["changes"])
     if data.get("redacted"):
         shown["redacted"] = True
+    if "reason" in data:  # lead.deleted by an erasure
+        shown["reason"] = data["reason"]
     return {
         "id": doc["_id"],
         "type": doc["type"],

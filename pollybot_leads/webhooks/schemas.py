@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, ValidationError, fields, validate
 
-from ..http.fields import CamelSchema, QueryInteger, Text
+from ..http.fields import CamelSchema, QueryInteger, StrictBoolean, Text
 from ..http.responses import TIMESTAMP, doc
 from .payload import EVENT_NAMES, EVENT_TYPES
 from .targets import URL_MAX, URL_PATTERN
@@ -25,15 +25,6 @@ def _unique(values: list[Any]) -> None:
 
 
 # --- requests ------------------------------------------------------------------------
-
-
-class StrictBoolean(fields.Boolean):
-    """true or false only (marshmallow's Boolean also takes 1, 0, "yes"...)."""
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValidationError("Not a valid boolean.")
-        return value
 
 
 def url_field(**kwargs: Any) -> Text:
@@ -199,6 +190,14 @@ class EventDataSchema(CamelSchema):
             'reduced their data to `{"lead": {"id"}, "redacted": true}` (same id, type, '
             "sequence and time); deliveries not yet sent carry that form.",
             example=True,
+        )
+    )
+    reason = fields.String(
+        metadata=doc(
+            "lead.deleted only, when the lead was not deleted by a `DELETE`: `erasure` (a "
+            "privacy erasure of its email or phone).",
+            enum=["erasure"],
+            example="erasure",
         )
     )
 

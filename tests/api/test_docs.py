@@ -36,7 +36,8 @@ WEBHOOK_OPERATION_IDS = {
     "listWebhookDeliveries",
     "replayWebhook",
 }
-OPERATION_IDS = LEAD_OPERATION_IDS | WEBHOOK_OPERATION_IDS | {"listEvents"}
+PRIVACY_OPERATION_IDS = {"createErasure", "listSuppressions", "deleteSuppression"}
+OPERATION_IDS = LEAD_OPERATION_IDS | WEBHOOK_OPERATION_IDS | PRIVACY_OPERATION_IDS | {"listEvents"}
 # Responses that are a file rather than the JSON envelope: their media types.
 FILES = {("exportLeads", "200"): {"application/x-ndjson", "text/csv"}}
 
@@ -57,6 +58,9 @@ OPERATIONS = {
     ("post", "/api/v1/webhooks/{webhookId}/rotate-secret"),
     ("get", "/api/v1/webhooks/{webhookId}/deliveries"),
     ("post", "/api/v1/webhooks/{webhookId}/replay"),
+    ("post", "/api/v1/privacy/erasures"),
+    ("get", "/api/v1/privacy/suppressions"),
+    ("delete", "/api/v1/privacy/suppressions/{suppressionId}"),
 }
 
 
@@ -235,10 +239,11 @@ async def test_spec_stays_valid_after_the_docs_page_is_viewed(api):
 async def test_operations_have_ids_tags_and_links(spec):
     ops = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
     assert set(ops) == OPERATION_IDS
-    assert [t["name"] for t in spec["tags"]] == ["leads", "events", "webhooks"]
+    assert [t["name"] for t in spec["tags"]] == ["leads", "events", "webhooks", "privacy"]
     assert all(t["description"] for t in spec["tags"])
     assert all(ops[o]["tags"] == ["leads"] for o in LEAD_OPERATION_IDS)
     assert all(ops[o]["tags"] == ["webhooks"] for o in WEBHOOK_OPERATION_IDS)
+    assert all(ops[o]["tags"] == ["privacy"] for o in PRIVACY_OPERATION_IDS)
     assert ops["listEvents"]["tags"] == ["events"]
     hooks = ops["createWebhook"]["responses"]["201"]["links"]
     assert {link["operationId"] for link in hooks.values()} == WEBHOOK_OPERATION_IDS - {
@@ -295,6 +300,7 @@ async def test_response_fields_are_required_and_described(spec):
         ("BatchResult", "error"),
         ("EventData", "changes"),  # lead.updated only
         ("EventData", "redacted"),  # a deleted lead's earlier events only
+        ("EventData", "reason"),  # lead.deleted by an erasure only
     }
     found = _response_schemas(spec)
     assert {"LeadEnvelope", "Lead", "StatusChange", "Pagination", "ErrorEnvelope"} <= set(found)

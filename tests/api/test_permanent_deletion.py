@@ -12,16 +12,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pollybot_leads.accounts.repository import AccountRepository
-from pollybot_leads.settings import Settings
-from pollybot_leads.store.client import Mongo
-from tests.conftest import Tenant, database_of, serving
+from tests.conftest import Tenant, own_database
 from tests.store_scan import collections_of, copies_in_store, person, values_of
 
 from .helpers import data_of, error_of
@@ -29,26 +25,7 @@ from .helpers import data_of, error_of
 RETRIES = 5  # a 503 (write lane full) is sent again after Retry-After, as a client would
 
 
-@pytest.fixture(scope="module")
-def settings(settings: Settings) -> Settings:
-    return settings.replace(mongodb_database=f"{settings.mongodb_database}_deletion")
-
-
-@pytest.fixture(scope="module")
-async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
-    async with database_of(settings) as mongo:
-        yield mongo
-
-
-@pytest.fixture(scope="module")
-def accounts(mongo: Mongo) -> AccountRepository:
-    return AccountRepository(mongo)
-
-
-@pytest.fixture(scope="module")
-async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
-    async with serving(settings) as client:
-        yield client
+settings, mongo, accounts, api = own_database("deletion")
 
 
 def keyed(tenant: Tenant, key: str | None = None) -> dict[str, str]:

@@ -113,3 +113,54 @@ async def test_no_copy_survives_a_sigkill_of_server_and_store_around_deletions(
             assert status in (200, 404)
     async with direct_db(store.uri, database) as db:
         assert await copies_in_store(db, [v for vs in values.values() for v in vs]) == []
+
+
+ERASED = 120  # five of the erasure's transactions (up to 25 leads each)
+
+
+async def test_an_erasure_cut_by_a_sigkill_leaves_whole_leads_and_its_retry_the_rest(
+    store: Store, database: str, tenant: Tenant, server: ApiServer, http: ClientSession
+):
+    base = server.base_url
+    email = person()["email"]
+    names = []
+    for start in range(0, ERASED, 100):
+        items = [person(email=email) for _ in range(min(100, ERASED - start))]
+        names += [item["name"] for item in items]
+        status, _ = await call(
+            http, "POST", base + tenant.leads_path + "/batch", tenant, json={"leads": items}
+        )
+        assert status == 200
+    body = {"email": email, "suppress": True, "confirm": True}
+    erasure = asyncio.create_task(
+        call(http, "POST", base + "/api/v1/privacy/erasures", tenant, json=body)
+    )
+    async with direct_db(store.uri, database) as db:
+        # Killed once its first transaction has committed: the others are to come.
+        mine = {"chatbotId": tenant.chatbot_id, "emailFolded": email}  # an index's read
+        while await db["leads"].count_documents(mine) == ERASED:
+            assert not erasure.done(), await erasure
+            await asyncio.sleep(0.02)
+    server.kill()
+    status, _ = await erasure
+    assert status is None or status == 200  # most often cut before its answer
+    server.start()
+
+    async with direct_db(store.uri, database) as db:
+        left = [doc["name"] async for doc in db["leads"].find(mine)]
+        assert len(left) < ERASED and (status is None or not left)
+        # An erased lead left nothing; a lead not reached is whole.
+        gone = [name for name in names if name not in left]
+        assert gone and await copies_in_store(db, gone) == []
+        assert await db["suppressions"].count_documents({}) == 1  # committed first
+    async with ClientSession() as fresh:
+        status, created = await call(
+            fresh, "POST", server.base_url + tenant.leads_path, tenant, json=person(email=email)
+        )
+        assert status == 422 and created["error"]["code"] == "SUPPRESSED"
+        status, done = await call(
+            fresh, "POST", server.base_url + "/api/v1/privacy/erasures", tenant, json=body
+        )
+        assert status == 200 and done["data"]["erased"] == len(left), done
+    async with direct_db(store.uri, database) as db:
+        assert await copies_in_store(db, [*names, email]) == []

@@ -8,18 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from pollybot_leads import ids
-from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.leads.event_log import LEAD_CREATED, EventLog
-from pollybot_leads.settings import Settings
 from pollybot_leads.store.client import Mongo
 from pollybot_leads.timeutil import utcnow
 from pollybot_leads.webhooks.delivery import DeliveryConfig, WebhookWorker
 from pollybot_leads.webhooks.repository import WebhookRepository
 from pollybot_leads.webhooks.retry import RetryPolicy
-from tests.conftest import Tenant, database_of, serving
+from tests.conftest import Tenant, own_database
 
 from .receiver import Receiver
 
@@ -36,26 +33,7 @@ FAST = DeliveryConfig(
 # with no dispatcher running (delivery is off in the test configuration), and a
 # dispatcher here would first have to work through all of them (on SecantusDB each read
 # of pending events examines every one).
-@pytest.fixture(scope="package")
-def settings(settings: Settings) -> Settings:
-    return settings.replace(mongodb_database=f"{settings.mongodb_database}_webhooks")
-
-
-@pytest.fixture(scope="package")
-async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
-    async with database_of(settings) as mongo:
-        yield mongo
-
-
-@pytest.fixture(scope="package")
-def accounts(mongo: Mongo) -> AccountRepository:
-    return AccountRepository(mongo)
-
-
-@pytest.fixture(scope="package")
-async def api(settings: Settings, mongo: Mongo) -> AsyncIterator[TestClient]:
-    async with serving(settings) as client:
-        yield client
+settings, mongo, accounts, api = own_database("webhooks", scope="package")
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Erasure on request and the suppression list (``/api/v1/privacy/…``)."""
