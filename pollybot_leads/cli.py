@@ -12,6 +12,7 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .accounts import admin as account_admin
 from .accounts.repository import AccountRepository
 from .app import create_app
 from .errors import AppError, NotFound
+from .http.context import SCOPES
 from .indexes import ensure_all_indexes
 from .leads.repository import LeadRepository
 from .ops import backup
@@ -43,6 +45,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one")
+    return names
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a zone, e.g. Z or +02:00")
+    return moment.astimezone(UTC)
 
 
 def _positive_float(text: str) -> float:
@@ -103,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit-refill",
         type=_positive_float,
         help="this key's refill, tokens per second (default: ratelimit.refill_per_second)",
+    )
+    p.add_argument(
+        "--scopes",
+        type=_names,
+        help=f"what it may do, comma-separated, of {', '.join(SCOPES)} (default: all)",
+    )
+    p.add_argument(
+        "--chatbots",
+        type=_names,
+        help="the only chatbots it may touch, comma-separated ids (default: every one of "
+        "the workspace; a key limited to chatbots cannot use the workspace-wide routes)",
+    )
+    p.add_argument(
+        "--expires-at",
+        type=_timestamp,
+        help="when it stops working, ISO 8601 with a zone (e.g. 2027-01-31T00:00:00Z)",
     )
     p = _command(
         sub, "revoke-key", "revoke a key (it stops working within 30 s: auth.key_cache_seconds)"

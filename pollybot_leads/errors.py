@@ -44,6 +44,11 @@ class Unauthorized(AppError):
         self.headers.setdefault("WWW-Authenticate", 'Bearer realm="pollybot-leads"')
 
 
+class InsufficientScope(AppError):
+    status, code = 403, "INSUFFICIENT_SCOPE"
+    message = "This API key may not do this: it lacks the scope the route needs"
+
+
 class NotFound(AppError):
     status, code, message = 404, "NOT_FOUND", "Resource not found"
 

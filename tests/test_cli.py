@@ -86,6 +86,50 @@ async def test_admin_commands_manage_keys_that_work(uri_env, api):
     assert resp.status == 401
 
 
+async def test_create_key_makes_a_scoped_chatbot_bound_expiring_key(uri_env, api):
+    code, ws = run_cli("admin", "create-workspace", "--name", "Scoped", env=uri_env)
+    bots = [
+        run_cli("admin", "create-chatbot", "--workspace", ws["id"], "--name", n, env=uri_env)[1]
+        for n in ("one", "two")
+    ]
+    code, key = run_cli(
+        "admin",
+        "create-key",
+        "--workspace",
+        ws["id"],
+        "--scopes",
+        "leads:read",
+        "--chatbots",
+        bots[0]["id"],
+        "--expires-at",
+        "2099-01-31T23:59:59+01:00",
+        env=uri_env,
+    )
+    assert code == 0, key
+    assert key["scopes"] == ["leads:read"] and key["chatbotIds"] == [bots[0]["id"]]
+    assert key["expiresAt"] == "2099-01-31T22:59:59.000Z"
+    headers = {"Authorization": f"Bearer {key['key']}"}
+    first, second = (f"/api/v1/chatbots/{bot['id']}/leads" for bot in bots)
+    assert (await api.get(first, headers=headers)).status == 200
+    assert (await api.get(second, headers=headers)).status == 404
+    resp = await api.post(first, json={"name": "A", "email": "a@example.com"}, headers=headers)
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "INSUFFICIENT_SCOPE"
+    code, out = run_cli(
+        "admin", "create-key", "--workspace", ws["id"], "--scopes", "leads:all", env=uri_env
+    )
+    assert code == 1 and out["error"]["code"] == "VALIDATION_ERROR"
+    code, out = run_cli(
+        "admin",
+        "create-key",
+        "--workspace",
+        ws["id"],
+        "--chatbots",
+        "cb_0000000000000000",
+        env=uri_env,
+    )
+    assert code == 1 and out["error"]["code"] == "NOT_FOUND"
+
+
 def test_admin_errors_are_json_and_nonzero(uri_env):
     code, out = run_cli(
         "admin", "create-chatbot", "--workspace", "ws_0000000000000000", "--name", "x", env=uri_env

@@ -19,7 +19,10 @@ def key_json(key: ApiKeyRecord) -> dict[str, Any]:
         "workspaceId": key.workspace_id,
         "name": key.name,
         "createdAt": format_ts(key.created_at),
-        "revoked": not key.active,
+        "revoked": key.revoked_at is not None,
+        "scopes": sorted(key.scopes),
+        "chatbotIds": None if key.chatbot_ids is None else sorted(key.chatbot_ids),
+        "expiresAt": None if key.expires_at is None else format_ts(key.expires_at),
     }
     if key.rate_limit_capacity is not None or key.rate_limit_refill is not None:
         out["rateLimit"] = {
@@ -43,6 +46,9 @@ async def run_account_command(
             name=args.name,
             rate_limit_capacity=args.rate_limit_capacity,
             rate_limit_refill=args.rate_limit_refill,
+            scopes=args.scopes,
+            chatbot_ids=args.chatbots,
+            expires_at=args.expires_at,
         )
         return {**key_json(issued.record), "key": issued.secret}
     if command == "revoke-key":

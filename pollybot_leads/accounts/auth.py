@@ -25,8 +25,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from .. import ids
-from ..errors import ChatbotNotFound, RateLimited, ServiceUnavailable, Unauthorized
+from ..errors import (
+    ChatbotNotFound,
+    InsufficientScope,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from ..http.context import API_KEY, AUTH, PROTECTED_PREFIX, ApiKeyRecord, AuthContext
+from ..http.spec import required_scope
 from ..ratelimit.base import BucketPolicy, Decision, RateLimiter, RateLimiterUnavailable
 from ..telemetry.metrics import count_ratelimit_decision
 from .repository import AccountRepository
@@ -36,6 +43,8 @@ CHATBOT_CACHE_SECONDS = 60.0
 # A digest no active key has: secrets are random, so no key is issued with it later.
 BAD_KEY_CACHE_SECONDS = 60.0
 FAILURE_BUCKET_PREFIX = "authfail:"
+# What a route answering only 405 needs (authorize): no scope.
+ANY_SCOPE = "*"
 # A look-up of a key: (whether the store was asked, the active key it found).
 _Lookup = tuple[bool, ApiKeyRecord | None]
 
@@ -95,7 +104,9 @@ class Authenticator:
         if digest is not None:
             key = self._keys.get(digest)
             if key is not None:
-                return key
+                if not key.expired():  # checked on every request: exact to the second
+                    return key
+                self._bad_keys.put(digest, True)
             if self._bad_keys.get(digest) is None:
                 key = await self._look_up(request, digest)
                 if key is not None:
@@ -104,10 +115,24 @@ class Authenticator:
         count_ratelimit_decision("auth_failure", await self._take_failure_token(request))
         raise Unauthorized()
 
-    async def authorize(self, key: ApiKeyRecord, chatbot_id: str | None) -> AuthContext:
-        """The key on its route; the chatbot the route names must be of its workspace."""
-        if chatbot_id is None:  # a workspace-wide route (webhooks)
+    async def authorize(
+        self, key: ApiKeyRecord, chatbot_id: str | None, scope: str | None
+    ) -> AuthContext:
+        """The key on its route: it has the ``scope`` the route declared (none declared:
+        refused), and the chatbot the route names is of its workspace and among its
+        chatbots; a workspace-wide route (webhooks, privacy) needs a key not limited to
+        chatbots (it would reach the others')."""
+        if scope != ANY_SCOPE and (scope is None or scope not in key.scopes):
+            raise InsufficientScope(details={"required": [scope] if scope else []})
+        if chatbot_id is None:
+            if key.chatbot_ids is not None and scope != ANY_SCOPE:
+                raise InsufficientScope(
+                    "This API key is limited to chatbots: it may not use the workspace-wide routes",
+                    details={"required": [scope], "chatbotIds": "must not be limited"},
+                )
             return AuthContext(key, "")
+        if key.chatbot_ids is not None and chatbot_id not in key.chatbot_ids:
+            raise ChatbotNotFound()  # as if it did not exist
         if await self._chatbot_workspace(chatbot_id) != key.workspace_id:
             raise ChatbotNotFound()
         return AuthContext(key, chatbot_id)
@@ -257,8 +282,12 @@ def chatbot_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> 
         key = request.get(API_KEY)
         if key is None:
             return await handler(request)
-        chatbot_id = request.match_info.get("chatbotId")
-        request[AUTH] = await request.app[authenticator_key].authorize(key, chatbot_id)
+        info = request.match_info
+        # A path's other methods (a "*" route): its handler answers 405, needing no scope.
+        scope = ANY_SCOPE if info.route.method == "*" else required_scope(info.handler)
+        request[AUTH] = await request.app[authenticator_key].authorize(
+            key, info.get("chatbotId"), scope
+        )
         return await handler(request)
 
     return chatbot_middleware

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from .. import ids
-from ..errors import NotFound
-from ..http.context import ApiKeyRecord
+from ..errors import NotFound, ValidationFailed
+from ..http.context import SCOPES, ApiKeyRecord
 from ..store.client import Mongo, store_errors
 from ..store.driver import ASCENDING, IndexModel
 from ..timeutil import utcnow
@@ -31,6 +33,8 @@ class IssuedKey:
 
 def _key(doc: dict[str, Any]) -> ApiKeyRecord:
     limit = doc.get("rateLimit") or {}
+    scopes = doc.get("scopes")
+    chatbots = doc.get("chatbotIds")
     return ApiKeyRecord(
         id=doc["_id"],
         workspace_id=doc["workspaceId"],
@@ -39,6 +43,9 @@ def _key(doc: dict[str, Any]) -> ApiKeyRecord:
         revoked_at=doc.get("revokedAt"),
         rate_limit_capacity=limit.get("capacity"),
         rate_limit_refill=limit.get("refillPerSecond"),
+        scopes=frozenset(SCOPES if scopes is None else scopes),
+        chatbot_ids=None if chatbots is None else frozenset(chatbots),
+        expires_at=doc.get("expiresAt"),
     )
 
 
@@ -100,8 +107,21 @@ class AccountRepository:
         name: str | None = None,
         rate_limit_capacity: int | None = None,
         rate_limit_refill: float | None = None,
+        scopes: Iterable[str] | None = None,
+        chatbot_ids: Iterable[str] | None = None,
+        expires_at: datetime | None = None,
     ) -> IssuedKey:
+        """A new key of the workspace; ``scopes`` None: all of them; ``chatbot_ids``
+        None: every chatbot of the workspace (else only those, each of the workspace)."""
         await self.require_workspace(workspace_id=workspace_id)
+        unknown = sorted(set(scopes or ()) - set(SCOPES))
+        if unknown:
+            raise ValidationFailed(f"Unknown scopes: {', '.join(unknown)}")
+        if chatbot_ids is not None:
+            chatbot_ids = sorted(set(chatbot_ids))
+            for chatbot_id in chatbot_ids:
+                if await self.chatbot_workspace(chatbot_id=chatbot_id) != workspace_id:
+                    raise NotFound(f"No chatbot {chatbot_id} in workspace {workspace_id}")
         secret = ids.new_secret()
         doc: dict[str, Any] = {
             "_id": ids.new_id(ids.API_KEY),
@@ -110,7 +130,12 @@ class AccountRepository:
             "digest": ids.secret_digest(secret),
             "createdAt": utcnow(),
             "revokedAt": None,
+            "scopes": sorted(SCOPES if scopes is None else set(scopes)),
         }
+        if chatbot_ids is not None:
+            doc["chatbotIds"] = chatbot_ids
+        if expires_at is not None:
+            doc["expiresAt"] = expires_at
         if rate_limit_capacity is not None or rate_limit_refill is not None:
             doc["rateLimit"] = {
                 "capacity": rate_limit_capacity,

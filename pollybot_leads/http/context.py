@@ -7,10 +7,21 @@ from datetime import datetime
 
 from aiohttp import web
 
+from ..timeutil import utcnow
+
+# What a key may do (contract v1.2, "API keys: scopes, chatbots, expiry"); each route
+# declares the one it needs (http/spec.py, Operation.scope).
+SCOPES = ("leads:read", "leads:write", "webhooks:read", "webhooks:write", "privacy:write")
+
 
 @dataclass(frozen=True)
 class ApiKeyRecord:
-    """An API key as authentication found it (accounts/repository.py stores them)."""
+    """An API key as authentication found it (accounts/repository.py stores them).
+
+    ``scopes``: what it may do (a key made without any, and every key made before
+    scopes existed, has them all); ``chatbot_ids``: the only chatbots it may touch (None:
+    every chatbot of its workspace); ``expires_at``: when it stops working (None: never).
+    """
 
     id: str
     workspace_id: str
@@ -19,10 +30,16 @@ class ApiKeyRecord:
     revoked_at: datetime | None
     rate_limit_capacity: int | None = None
     rate_limit_refill: float | None = None
+    scopes: frozenset[str] = frozenset(SCOPES)
+    chatbot_ids: frozenset[str] | None = None
+    expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired()
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or utcnow())
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ..errors import (
     ChatbotNotFound,
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    InsufficientScope,
     InvalidJson,
     LeadDeleted,
     PayloadTooLarge,
@@ -39,7 +40,7 @@ from ..errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from .context import PROTECTED_PREFIX
+from .context import PROTECTED_PREFIX, SCOPES
 from .fields import ServerOwned
 from .responses import ErrorEnvelopeSchema
 
@@ -51,8 +52,11 @@ REQUEST_ID_EXAMPLE = "3f2c9a7e1b5d4c8e9f0a1b2c3d4e5f60"
 
 ERROR_STATUS_DESCRIPTIONS = {
     400: "Invalid data, parameters or JSON (or, for a delete, no confirmation)",
-    401: "Missing, malformed, unknown or revoked API key",
-    404: "The chatbot (or lead) does not exist for this key",
+    401: "Missing, malformed, unknown, expired or revoked API key",
+    403: "The API key lacks the scope this operation needs (`details.required`), or is "
+    "limited to chatbots and the operation is workspace-wide: nothing was done",
+    404: "The chatbot (or lead) does not exist for this key (or the key is limited to "
+    "other chatbots)",
     409: "A request with this Idempotency-Key is still running: retry after Retry-After",
     410: "The result kept for this Idempotency-Key held a lead since deleted: nothing was "
     "done (a new write needs a new key)",
@@ -67,14 +71,21 @@ ERROR_STATUS_DESCRIPTIONS = {
 # likely to see something else.
 EXAMPLE_OVERRIDES: dict[type[AppError], dict[str, Any]] = {
     ValidationFailed: {"details": {"email": ["Not a valid email address."]}},
+    InsufficientScope: {"details": {"required": ["leads:write"]}},
     InvalidJson: {"message": "Request body is not valid JSON"},
     PayloadTooLarge: {"message": "Request body is over 65536 bytes"},
 }
 # Errors that come together (each operation names the groups and errors it answers with).
 # Any request: no valid key, no tokens left, no store in time.
-WORKSPACE_ERRORS = (Unauthorized, RateLimited, ServiceUnavailable)
+WORKSPACE_ERRORS = (Unauthorized, InsufficientScope, RateLimited, ServiceUnavailable)
 # Any request under /chatbots/{chatbotId}: also a chatbot that is not the key's.
-CHATBOT_ERRORS = (Unauthorized, ChatbotNotFound, RateLimited, ServiceUnavailable)
+CHATBOT_ERRORS = (
+    Unauthorized,
+    InsufficientScope,
+    ChatbotNotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
 # Any request with a JSON body.
 BODY_ERRORS = (ValidationFailed, InvalidJson, PayloadTooLarge, UnsupportedMediaType)
 # Any request with an Idempotency-Key.
@@ -276,6 +287,9 @@ class Operation:
     tag: str
     summary: str
     description: str
+    # The key scope it needs (context.SCOPES): enforced by accounts/auth.py for every
+    # route, and shown in the document (x-required-scopes, and its description).
+    scope: str
     responses: Mapping[int, Response]
     errors: tuple[type[AppError], ...]
     parameters: tuple[Mapping[str, Any], ...] = ()
@@ -284,8 +298,16 @@ class Operation:
     error_descriptions: Mapping[int, str] = field(default_factory=dict)
 
     def __call__(self, handler: _Handler) -> _Handler:
+        if self.scope not in SCOPES:
+            raise ValueError(f"{self.operation_id}: unknown scope {self.scope!r}")
         setattr(handler, _DECLARED, self)
         return handler
+
+
+def required_scope(handler: Any) -> str | None:
+    """The scope a route's handler declared (None: it declared none)."""
+    op = getattr(handler, _DECLARED, None)
+    return op.scope if isinstance(op, Operation) else None
 
 
 # --- the builder ------------------------------------------------------------------------------
@@ -383,9 +405,11 @@ def _operation(op: Operation, path: str) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
-        "description": op.description,
+        "description": f"{op.description}\n\nNeeds a key with the scope `{op.scope}`"
+        + ("." if "{chatbotId}" in path else " and not limited to chatbots."),
         "operationId": op.operation_id,
         "parameters": parameters,
+        "x-required-scopes": [op.scope],
     }
     if op.body is not None:
         media = {"schema": op.body.schema, "example": op.body.example}

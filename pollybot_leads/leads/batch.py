@@ -91,6 +91,7 @@ def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
 
 @Operation(
     operation_id="createLeadsBatch",
+    scope="leads:write",
     tag="leads",
     summary="Create or upsert up to 100 leads",
     description="Each item is validated and written on its own: a bad item fails alone "

@@ -168,6 +168,7 @@ CONTENT_DISPOSITION = {
 
 @Operation(
     operation_id="exportLeads",
+    scope="leads:read",
     tag="leads",
     summary="Export leads (NDJSON or CSV, streamed)",
     description="Every lead that matches the filters (the list's, without paging), "

@@ -112,6 +112,7 @@ async def commit_writes(
 
 @Operation(
     operation_id="createLead",
+    scope="leads:write",
     tag="leads",
     summary="Create a lead",
     description="Stores a new lead for the chatbot. Responds 201 with the lead and a "
@@ -174,6 +175,7 @@ async def create_lead(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="listLeads",
+    scope="leads:read",
     tag="leads",
     summary="List leads",
     description="Newest first by default. Page with page/limit, or with cursor "
@@ -216,6 +218,7 @@ async def list_leads(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="getLead",
+    scope="leads:read",
     tag="leads",
     summary="Get a lead",
     description="The complete lead, with its status history. A lead that does not exist, "
@@ -248,6 +251,7 @@ async def get_lead(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="updateLead",
+    scope="leads:write",
     tag="leads",
     summary="Update a lead",
     description="Partial update: only the fields sent change, and at least one must be "
@@ -290,6 +294,7 @@ async def update_lead(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="deleteLead",
+    scope="leads:write",
     tag="leads",
     summary="Delete a lead",
     description="Permanent, so it must be confirmed: `?confirm=true`, or instead the "

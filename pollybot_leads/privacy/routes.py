@@ -44,6 +44,7 @@ _suppression_query = SuppressionQuerySchema()
 
 @Operation(
     operation_id="createErasure",
+    scope="privacy:write",
     tag="privacy",
     summary="Erase a person",
     description="Deletes every lead of the key's workspace, in all its chatbots, with this "
@@ -106,6 +107,7 @@ async def create_erasure(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="listSuppressions",
+    scope="privacy:write",
     tag="privacy",
     summary="List suppressions",
     description="The workspace's suppressed addresses, oldest id first, by `after` and "
@@ -138,6 +140,7 @@ async def list_suppressions(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="deleteSuppression",
+    scope="privacy:write",
     tag="privacy",
     summary="Lift a suppression",
     description="The address may be captured again. Another workspace's suppression, or "

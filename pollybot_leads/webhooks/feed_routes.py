@@ -35,6 +35,7 @@ def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
 
 @Operation(
     operation_id="listEvents",
+    scope="leads:read",
     tag="events",
     summary="Read the event feed",
     description="The chatbot's lead changes (`lead.created`, `lead.updated`, "

@@ -119,6 +119,7 @@ _CREATE_EXAMPLE = {
 
 @Operation(
     operation_id="createWebhook",
+    scope="webhooks:write",
     tag="webhooks",
     summary="Create a webhook endpoint",
     description="Subscribes a URL to the workspace's lead events. Responds 201 with the "
@@ -162,6 +163,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="listWebhooks",
+    scope="webhooks:read",
     tag="webhooks",
     summary="List webhook endpoints",
     description="Every endpoint of the key's workspace, oldest first (never their "
@@ -177,6 +179,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="getWebhook",
+    scope="webhooks:read",
     tag="webhooks",
     summary="Get a webhook endpoint",
     description="One endpoint (without its secret). Another workspace's endpoint, or a "
@@ -195,6 +198,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="updateWebhook",
+    scope="webhooks:write",
     tag="webhooks",
     summary="Change a webhook endpoint",
     description="Partial update of url, events, chatbotIds, enabled and description: "
@@ -229,6 +233,7 @@ async def update_webhook(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="deleteWebhook",
+    scope="webhooks:write",
     tag="webhooks",
     summary="Delete a webhook endpoint",
     description="Permanent, with its queued deliveries and delivery log, so it must be "
@@ -251,6 +256,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="rotateWebhookSecret",
+    scope="webhooks:write",
     tag="webhooks",
     summary="Rotate the signing secret",
     description="Issues a new secret, shown only in this answer. The previous one keeps "
@@ -272,6 +278,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="listWebhookDeliveries",
+    scope="webhooks:read",
     tag="webhooks",
     summary="Read the delivery log",
     description="Every delivery attempt to this endpoint, newest first (kept 30 days by "
@@ -306,6 +313,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 @Operation(
     operation_id="replayWebhook",
+    scope="webhooks:write",
     tag="webhooks",
     summary="Replay events",
     description="Queues again, for this endpoint, every event after `after` of each of "

@@ -171,14 +171,16 @@ async def test_floods_of_bad_keys_and_unknown_chatbots_never_push_good_ones_out(
     )
     good = make_mocked_request("GET", "/", headers=tenant.headers)
     key = await authenticator.authenticate(good)
-    await authenticator.authorize(key, tenant.chatbot_id)
+    await authenticator.authorize(key, tenant.chatbot_id, "leads:read")
     for _ in range(50):
         bad = make_mocked_request("GET", "/", headers={"Authorization": f"Bearer {bad_secret()}"})
         with pytest.raises(Unauthorized):
             await authenticator.authenticate(bad)
         with pytest.raises(ChatbotNotFound):
-            await authenticator.authorize(key, random_chatbot())
+            await authenticator.authorize(key, random_chatbot(), "leads:read")
 
     assert await authenticator.authenticate(good) == key
-    assert (await authenticator.authorize(key, tenant.chatbot_id)).chatbot_id == tenant.chatbot_id
+    assert (
+        await authenticator.authorize(key, tenant.chatbot_id, "leads:read")
+    ).chatbot_id == tenant.chatbot_id
     assert len(key_lookups) == 51 and len(chatbot_lookups) == 51  # the good ones once each

@@ -396,6 +396,7 @@ def _declare(**facts):
     """A handler for GET /api/v1/things/{chatbotId}, declared with these facts."""
     declared = {
         "operation_id": "getThing",
+        "scope": "leads:read",
         "tag": "leads",
         "summary": "Get a thing",
         "description": "A thing.",

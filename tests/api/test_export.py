@@ -220,7 +220,7 @@ async def test_the_document_describes_the_export(api):
     spec = await (await api.get("/api/docs/openapi.json")).json()
     op = spec["paths"]["/api/v1/chatbots/{chatbotId}/leads/export"]["get"]
     assert op["operationId"] == "exportLeads" and op["tags"] == ["leads"]
-    assert set(op["responses"]) == {"200", "400", "401", "404", "429", "503"}
+    assert set(op["responses"]) == {"200", "400", "401", "403", "404", "429", "503"}
     ok = op["responses"]["200"]
     assert set(ok["content"]) == {"application/x-ndjson", "text/csv"}
     assert ok["content"]["text/csv"]["example"].startswith(",".join(CSV_HEADER) + "\r\n")
