@@ -101,8 +101,22 @@ class Store:
         self._current.process = None  # nothing left for stop() to do
 
     def pause(self) -> None:
-        """A stall: the process stops; its listening socket still accepts connections."""
+        """A stall: the process stops; its listening socket still accepts connections.
+        Returns once every thread of it has stopped: a thread inside a system call (a
+        journal sync) stops only when that call returns, and until then it may still
+        answer a command sent after the pause."""
         self.process.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                with contextlib.suppress(OSError):  # a thread that just ended
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            if states and all(state in "tT" for state in states):
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"the store did not stop within 5 s: {states}")
 
     def resume(self) -> None:
         if self.running:
