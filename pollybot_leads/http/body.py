@@ -1,4 +1,5 @@
-"""Reading a JSON request body: media type, size, syntax and shape, in that order."""
+"""Reading a request: a JSON body (media type, size, syntax and shape, in that order),
+and query parameters by a schema."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
+from multidict import MultiMapping
 
 from .. import appkeys
 from ..errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -98,3 +100,17 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
     """The request's JSON object (within the configured size), validated by ``schema``."""
     body = await read_json_object(request, request.app[appkeys.settings_key].max_body_bytes)
     return load_fields(schema, body)
+
+
+def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
+    """Each parameter once, known and valid, or a 400 naming every bad one."""
+    repeated = {n for n in query if len(query.getall(n)) > 1}
+    if repeated:
+        raise ValidationFailed(
+            "Invalid query parameters", details={n: ["Give this parameter once."] for n in repeated}
+        )
+    try:
+        loaded: dict[str, Any] = schema.load(dict(query))
+        return loaded
+    except ValidationError as exc:
+        raise ValidationFailed("Invalid query parameters", details=exc.messages) from None

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..accounts.repository import accounts_repo_key
 from ..appkeys import settings_key
 from ..errors import ConfirmationRequired, SuppressionNotFound, ValidationFailed
-from ..http.body import load_fields, read_json_object
+from ..http.body import load_fields, load_query, read_json_object
 from ..http.context import AUTH, REQUEST_ID
 from ..http.deadline import STREAM_BUDGET, stepped
 from ..http.responses import ok
@@ -27,7 +27,6 @@ from ..leads.repository import leads_repo_key
 from ..leads.suppressions import EMAIL, PHONE
 from ..leads.writes import ERASE_CHUNK
 from ..timeutil import format_ts
-from ..webhooks.feed_routes import load_query
 from .erasure import erase
 from .schemas import (
     ErasureEnvelopeSchema,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from marshmallow import Schema, ValidationError
-from multidict import MultiMapping
 
 from ..errors import ValidationFailed
+from ..http.body import load_query
 from ..http.context import AUTH
 from ..http.responses import ok
 from ..http.spec import CHATBOT_ERRORS, Operation, Response
@@ -17,20 +14,6 @@ from .payload import event_json
 from .schemas import EventFeedQuerySchema, EventListEnvelopeSchema
 
 _feed_query = EventFeedQuerySchema()
-
-
-def load_query(query: MultiMapping[str], schema: Schema) -> dict[str, Any]:
-    """Each parameter once, known and valid, or a 400 naming every bad one."""
-    repeated = {n for n in query if len(query.getall(n)) > 1}
-    if repeated:
-        raise ValidationFailed(
-            "Invalid query parameters", details={n: ["Give this parameter once."] for n in repeated}
-        )
-    try:
-        loaded: dict[str, Any] = schema.load(dict(query))
-        return loaded
-    except ValidationError as exc:
-        raise ValidationFailed("Invalid query parameters", details=exc.messages) from None
 
 
 @Operation(

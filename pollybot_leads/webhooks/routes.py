@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .. import appkeys
 from ..errors import ConfirmationRequired, ValidationFailed, WebhookNotFound
-from ..http.body import load_body
+from ..http.body import load_body, load_query
 from ..http.context import AUTH
 from ..http.responses import ok
 from ..http.spec import (
@@ -26,7 +26,6 @@ from ..http.spec import (
 )
 from ..leads.query import CONFIRM_HEADER, reject_query, require_confirmation
 from ..timeutil import format_ts, utcnow
-from .feed_routes import load_query
 from .repository import webhooks_repo_key
 from .schemas import (
     AttemptListEnvelopeSchema,
