@@ -122,6 +122,11 @@ class LeadDeleted(AppError):
     )
 
 
+class DuplicateExternalId(AppError):
+    status, code = 409, "DUPLICATE_EXTERNAL_ID"
+    message = "Another lead of this chatbot has this externalId: nothing was written"
+
+
 class Suppressed(AppError):
     status, code = 422, "SUPPRESSED"
     message = (

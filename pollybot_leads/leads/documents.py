@@ -25,6 +25,7 @@ PUBLIC_FIELDS = (
     "name",
     "email",
     "phone",
+    "externalId",
     "source",
     "status",
     "metadata",
@@ -33,9 +34,10 @@ PUBLIC_FIELDS = (
     "updatedAt",
 )
 LIST_PROJECTION = {field: 1 for field in PUBLIC_FIELDS if field != "statusHistory"} | {
-    "nameSort": 1
+    "nameSort": 1,
+    "phoneKey": 1,  # phoneE164
 }
-FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS}
+FULL_PROJECTION = {field: 1 for field in PUBLIC_FIELDS} | {"phoneKey": 1}
 # Fields earlier versions kept on leads; an update removes them.
 LEGACY_FIELDS = ("metadataVersion",)
 
@@ -45,10 +47,23 @@ def to_lead(doc: dict[str, Any]) -> dict[str, Any]:
     for field in PUBLIC_FIELDS:
         if field in doc:
             lead[field] = doc[field]
+        if field == "phone":  # read-only: the phone in E.164 where it parses
+            key = doc.get("phoneKey")
+            lead["phoneE164"] = key if isinstance(key, str) and key.startswith("+") else None
     lead.setdefault("phone", None)
+    lead.setdefault("externalId", None)
     lead.setdefault("source", None)
     lead.setdefault("metadata", {})
     return lead
+
+
+def external_id(chatbot_id: str, value: str | None) -> dict[str, Any]:
+    """The stored fields of an external id: ``externalId`` (listed by it), and, when set,
+    ``externalKey`` (chatbot and id), which a unique index keeps unique: the store refuses
+    a second lead of the chatbot with it, whatever the service checked before."""
+    if value is None:
+        return {"externalId": None}
+    return {"externalId": value, "externalKey": f"{chatbot_id}:{value}"}
 
 
 def derived(name: str, email: str) -> dict[str, Any]:
@@ -86,6 +101,7 @@ def build_lead_document(
         "email": fields["email"],
         "phone": fields.get("phone"),
         "phoneKey": phone_key(fields.get("phone")),
+        **external_id(chatbot_id, fields.get("external_id")),
         "source": fields.get("source"),
         "status": status,
         "metadata": fields.get("metadata") or {},
@@ -103,6 +119,9 @@ def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime
     for field in ("name", "email", "phone", "source"):
         if field in changes:
             after[field] = changes[field]
+    if "external_id" in changes:
+        after.pop("externalKey", None)
+        after.update(external_id(after["chatbotId"], changes["external_id"]))
     if "name" in changes or "email" in changes:
         after.update(derived(after["name"], after["email"]))
     # Kept in step (and set on leads from before it existed, as they change).

@@ -61,7 +61,7 @@ LEAD_CREATED = "lead.created"
 LEAD_UPDATED = "lead.updated"
 LEAD_DELETED = "lead.deleted"
 # Fields whose change a lead.updated event reports (the rest follow from these).
-CHANGE_FIELDS = ("name", "email", "phone", "source", "status", "metadata")
+CHANGE_FIELDS = ("name", "email", "phone", "externalId", "source", "status", "metadata")
 
 
 def lead_events(chatbot_id: str, lead_id: str) -> dict[str, Any]:

@@ -41,8 +41,12 @@ LEAD_INDEXES = [
         "createdAt",
     ),
     _sorted_by("by_email", [("chatbotId", ASCENDING), ("emailFolded", ASCENDING)], "createdAt"),
-    # An erasure's: the chatbot's leads with one phone (leads/phones.py, phone_key).
+    # An erasure's and the phone filter's: the chatbot's leads with one phone
+    # (leads/phones.py, phone_key).
     _sorted_by("by_phone", [("chatbotId", ASCENDING), ("phoneKey", ASCENDING)], "createdAt"),
+    _sorted_by(
+        "by_external_id", [("chatbotId", ASCENDING), ("externalId", ASCENDING)], "createdAt"
+    ),
     _sorted_by("by_search", [("chatbotId", ASCENDING), ("searchPrefixes", ASCENDING)], "createdAt"),
     _sorted_by(
         "by_metadata", [("chatbotId", ASCENDING), ("metadataIndex", ASCENDING)], "createdAt"
@@ -58,7 +62,14 @@ INDEX_FIELDS: dict[str, frozenset[str]] = {
 SORT_INDEX = {"createdAt": "by_created", "updatedAt": "by_updated", "nameSort": "by_name"}
 
 LEADS_INDEXES = {
-    "leads": LEAD_INDEXES,
+    # The list indexes, and the one that keeps an external id unique within its chatbot
+    # (sparse: only leads that have one hold ``externalKey``, documents.external_id).
+    "leads": [
+        *LEAD_INDEXES,
+        IndexModel(
+            [("externalKey", ASCENDING)], name="external_id_unique", unique=True, sparse=True
+        ),
+    ],
     **EVENT_INDEXES,
     # Upsert guards are expired by the store itself.
     "upsert_guards": [
@@ -77,8 +88,12 @@ def choose_lead_index(query: LeadQuery) -> str:
     """The index a list query runs on: its most selective filter's, else its sort's."""
     if query.words:
         return "by_search"
+    if query.external_id is not None:  # at most one lead
+        return "by_external_id"
     if query.email is not None:
         return "by_email"
+    if query.phone is not None:
+        return "by_phone"
     if query.metadata:
         return "by_metadata"
     if query.statuses and query.sources:

@@ -42,6 +42,10 @@ def lead_conditions(query: LeadQuery) -> builtins.list[Condition]:
         out.append(OneOf("source", query.sources))
     if query.email is not None:
         out.append(OneOf("emailFolded", (query.email,)))
+    if query.phone is not None:
+        out.append(OneOf("phoneKey", (query.phone,)))
+    if query.external_id is not None:
+        out.append(OneOf("externalId", (query.external_id,)))
     out += [Between(field, bounds) for field, bounds in date_bounds(query).items()]
     # A metadata filter matches the index entries of the values it names: one lead's
     # entries can hold several of them ([5, "5"]).
@@ -140,7 +144,8 @@ def counted_by_counters(query: LeadQuery) -> bool:
     """Whether `total` can come from the chatbot's own lead counters (no filter but
     status and source)."""
     q = query
-    return not (q.email is not None or q.metadata or q.words or date_bounds(q))
+    equalities = (q.email, q.phone, q.external_id)
+    return not (any(v is not None for v in equalities) or q.metadata or q.words or date_bounds(q))
 
 
 def _extent(bounds: Bounds | None, field: str) -> Extent | None:

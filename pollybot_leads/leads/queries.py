@@ -32,6 +32,8 @@ class LeadQuery:
     statuses: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     email: str | None = None  # folded
+    phone: str | None = None  # its key (leads/phones.py, phone_key)
+    external_id: str | None = None
     created_after: datetime | None = None  # inclusive
     created_before: datetime | None = None  # exclusive
     updated_after: datetime | None = None

@@ -29,9 +29,18 @@ from ..http.fields import (
 )
 from ..timeutil import to_ms
 from .metadata import INT64_MAX, INT64_MIN, MAX_KEY_LENGTH
+from .phones import phone_key
 from .queries import DEFAULT_SORT, SORTS, CursorPosition, LeadQuery
-from .rules import SEARCH_MAX_WORDS, SOURCE_MAX, STATUSES, fold, query_words
-from .schemas import EmailText
+from .rules import (
+    EXTERNAL_ID_MAX,
+    PHONE_MAX,
+    SEARCH_MAX_WORDS,
+    SOURCE_MAX,
+    STATUSES,
+    fold,
+    query_words,
+)
+from .schemas import PHONE_PATTERN, EmailText
 
 MAX_PAGE = 1_000_000
 SEARCH_MAX_LENGTH = 200
@@ -138,6 +147,28 @@ class LeadListQuerySchema(CamelSchema):
         metadata={
             "description": "Exact address, case-insensitive.",
             "example": "john.doe@example.com",
+        },
+    )
+    phone = Text(
+        max_length=PHONE_MAX,
+        pattern=PHONE_PATTERN,
+        pattern_message="Use digits, spaces and + - ( ) . only, with at least one digit.",
+        metadata={
+            "description": "A phone number, compared as a number: the leads whose phone is "
+            "the same number in E.164 (`+1 (415) 555-2671` finds `+14155552671`); a number "
+            "that does not parse (one without `+`) finds the leads whose phone has the same "
+            "digits and does not parse either.",
+            "example": "+1-415-555-2671",
+        },
+    )
+    external_id = Text(
+        max_length=EXTERNAL_ID_MAX,
+        min_length=1,
+        pattern=NON_BLANK,
+        pattern_message="Must not be blank.",
+        metadata={
+            "description": "The lead with this externalId (exact, case-sensitive).",
+            "example": "crm-contact-8812",
         },
     )
     search = Text(
@@ -314,6 +345,8 @@ def parse_list_query(query: MultiMapping[str], codec: CursorCodec) -> LeadQuery:
         statuses=data.get("status", ()),
         sources=data.get("source", ()),
         email=fold(data["email"]) if "email" in data else None,
+        phone=phone_key(data["phone"]) if "phone" in data else None,
+        external_id=data.get("external_id"),
         created_after=data.get("created_after"),
         created_before=data.get("created_before"),
         updated_after=data.get("updated_after"),

@@ -60,6 +60,25 @@ class LeadSchema(CamelSchema):
         allow_none=True,
         metadata=doc("Phone number, trimmed; null when none.", example="+1-555-123-4567"),
     )
+    phone_e164 = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=doc(
+            "Read-only: `phone` in E.164, parsed by a maintained phone-number library "
+            "(libphonenumber's rules); null when there is no phone or it does not parse (a "
+            "number without `+` does not yet: chatbots have no default region).",
+            pattern=r"^\+[1-9][0-9]{1,14}$",
+            example="+15551234567",
+        ),
+    )
+    external_id = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=doc(
+            "The platform's own id of this person, unique within the chatbot; null when none.",
+            example="crm-contact-8812",
+        ),
+    )
     source = fields.String(
         required=True,
         allow_none=True,

@@ -10,6 +10,7 @@ from aiohttp import web
 from .. import appkeys
 from ..errors import (
     ConfirmationRequired,
+    DuplicateExternalId,
     LeadNotFound,
     PreconditionFailed,
     Suppressed,
@@ -18,6 +19,7 @@ from ..errors import (
 from ..http.admission import quick
 from ..http.body import load_body, load_fields, read_json_object
 from ..http.context import AUTH, REQUEST_ID
+from ..http.fields import camel
 from ..http.responses import ok
 from ..http.spec import (
     BODY_ERRORS,
@@ -57,6 +59,11 @@ _update_schema = LeadUpdateSchema()
 
 
 lead_json = render_lead  # a lead as the API shows it
+DUPLICATE_OR_IN_PROGRESS = (
+    "Another lead of the chatbot has this externalId (`DUPLICATE_EXTERNAL_ID`), or a request "
+    "with this Idempotency-Key is still running (`IDEMPOTENCY_IN_PROGRESS`: retry after "
+    "Retry-After)"
+)
 
 # Links from a response that carries one lead (its id at data.id) to what can be done to it.
 _THIS_LEAD = {"chatbotId": "$request.path.chatbotId", "leadId": "$response.body#/data/id"}
@@ -67,7 +74,7 @@ _DELETE_LEAD = Link("deleteLead", "Delete this lead (confirmed)", {**_THIS_LEAD,
 
 def upsert_write(fields: dict[str, Any], body: dict[str, Any]) -> LeadWrite:
     """Create ``fields``, or merge into the newest lead with the email what was sent."""
-    return LeadWrite(UPSERT, fields, merge={k: v for k, v in fields.items() if k in body})
+    return LeadWrite(UPSERT, fields, merge={k: v for k, v in fields.items() if camel(k) in body})
 
 
 def _upsert_mode(query: Any) -> bool:
@@ -159,10 +166,17 @@ async def commit_writes(
             headers=ETAG,
         ),
     },
-    errors=(*BODY_ERRORS, Suppressed, *LEAD_IDEMPOTENCY_ERRORS, *CHATBOT_ERRORS),
+    errors=(
+        *BODY_ERRORS,
+        Suppressed,
+        DuplicateExternalId,
+        *LEAD_IDEMPOTENCY_ERRORS,
+        *CHATBOT_ERRORS,
+    ),
     error_descriptions={
+        409: DUPLICATE_OR_IN_PROGRESS,
         422: "The email or phone is suppressed in this workspace (`SUPPRESSED`), or the "
-        "Idempotency-Key was used with a different method, path or body"
+        "Idempotency-Key was used with a different method, path or body",
     },
 )
 async def create_lead(request: web.Request) -> web.Response:
@@ -277,9 +291,11 @@ async def get_lead(request: web.Request) -> web.Response:
         *BODY_ERRORS,
         LeadNotFound,
         PreconditionFailed,
+        DuplicateExternalId,
         *LEAD_IDEMPOTENCY_ERRORS,
         *CHATBOT_ERRORS,
     ),
+    error_descriptions={409: DUPLICATE_OR_IN_PROGRESS},
 )
 async def update_lead(request: web.Request) -> web.Response:
     reject_query(request.query)

@@ -36,6 +36,7 @@ from .metadata import (
 )
 from .rules import (
     EMAIL_MAX,
+    EXTERNAL_ID_MAX,
     METADATA_FILTER_VALUE_MAX,
     NAME_MAX,
     PHONE_MAX,
@@ -106,6 +107,26 @@ def phone_field(**kwargs: Any) -> Text:
     )
 
 
+def external_id_field(**kwargs: Any) -> Text:
+    """The lead's external id: the platform's own id of the person (its contact id)."""
+    metadata = {
+        "description": f"The platform's own id of this person (a contact or conversation "
+        f"id): 1-{EXTERNAL_ID_MAX} characters, no control characters, not blank; kept as "
+        "sent. Unique within the chatbot: another lead with it is a 409 "
+        "`DUPLICATE_EXTERNAL_ID`. null: none.",
+        "example": "crm-contact-8812",
+    }
+    kwargs.setdefault("allow_none", True)
+    return Text(
+        max_length=EXTERNAL_ID_MAX,
+        min_length=1,
+        pattern=NON_BLANK,
+        pattern_message="Must not be blank.",
+        metadata=metadata | kwargs.pop("metadata", {}),
+        **kwargs,
+    )
+
+
 def source_field(**kwargs: Any) -> Text:
     return Text(
         max_length=SOURCE_MAX,
@@ -148,6 +169,7 @@ class _LeadInputBase(CamelSchema):
     created_at = ServerOwned()
     updated_at = ServerOwned()
     status_history = ServerOwned()
+    phone_e164 = ServerOwned()
 
     @validates_schema
     def _metadata_limits(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -161,6 +183,7 @@ class LeadCreateSchema(_LeadInputBase):
     name = name_field(required=True)
     email = email_field(required=True)
     phone = phone_field()
+    external_id = external_id_field()
     source = source_field()
     status = fields.String(
         load_default="new",
@@ -182,6 +205,7 @@ class LeadUpdateSchema(_LeadInputBase):
     name = name_field()
     email = email_field()
     phone = phone_field()
+    external_id = external_id_field()
     source = source_field()
     status = fields.String(
         metadata={

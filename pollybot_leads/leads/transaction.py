@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ids
-from ..errors import AppError, LeadNotFound, PreconditionFailed, Suppressed
+from ..errors import (
+    AppError,
+    DuplicateExternalId,
+    LeadNotFound,
+    PreconditionFailed,
+    Suppressed,
+)
 from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.driver import DeleteOne, UpdateOne
 from ..timeutil import to_ms, utcnow
@@ -120,6 +126,7 @@ class Batch:
         self.entries = 0  # index entries written so far (updated leads: before and after)
         self.suppressed: set[tuple[str, str]] = set()  # (kind, value) new leads may not have
         self.erasing = False  # an erasure ran: the chatbot's event sequence is written
+        self.external_holders: dict[str, str] = {}  # external id -> the stored lead with it
 
     async def prefetch(self, units: list[Unit]) -> None:
         """Read what many writes need in one round trip each, rather than one per write:
@@ -142,6 +149,7 @@ class Batch:
                     self._read(doc)
             self.missing.update(i for i in lead_ids if i not in self.states)
         await self._read_suppressions(units)
+        await self._read_external_ids(units)
         emails = sorted(
             {fold(w.fields["email"]) for unit in units for w in unit.writes if w.kind == UPSERT}
         )
@@ -169,6 +177,39 @@ class Batch:
             self.suppressed = await self.stores.suppressions.suppressed(
                 self.session, workspace_id, sorted(addresses)
             )
+
+    async def _read_external_ids(self, units: list[Unit]) -> None:
+        """Which stored leads of the chatbot hold the external ids the writes set (one
+        read of ``by_external_id``; the unique index on ``externalKey`` backs it up)."""
+        wanted = sorted(
+            {
+                write.fields["external_id"]
+                for unit in units
+                for write in unit.writes
+                if write.kind in (CREATE, UPSERT, UPDATE)
+                and isinstance(write.fields.get("external_id"), str)
+            }
+        )
+        if wanted:
+            found = self.stores.leads.find(
+                {"chatbotId": self.chatbot_id, "externalId": {"$in": wanted}},
+                {"externalId": 1},
+                session=self.session,
+            )
+            self.external_holders = {doc["externalId"]: doc["_id"] async for doc in found}
+
+    def _check_external_id(self, lead_id: str | None, fields: dict[str, Any]) -> None:
+        """DuplicateExternalId when another lead of the chatbot has the external id that
+        ``fields`` give the lead ``lead_id`` (None: a new lead), as this batch left them."""
+        value = fields.get("external_id")
+        if value is None:
+            return
+        for other, state in self.states.items():
+            if other != lead_id and state is not None and state.get("externalId") == value:
+                raise DuplicateExternalId(details={"externalId": [value]})
+        holder = self.external_holders.get(value)
+        if holder is not None and holder != lead_id and holder not in self.states:
+            raise DuplicateExternalId(details={"externalId": [value]})
 
     async def _guard(self, emails: list[str]) -> None:
         """Write the upsert guard of each email (see _by_email), all in one round trip."""
@@ -222,18 +263,23 @@ class Batch:
         if write.kind == ERASE:
             return await self._erase(write)
         if write.kind == CREATE:
+            self._check_external_id(None, write.fields)
             return self._create(workspace_id, write.fields)
         if write.kind == UPSERT:
             target = await self._by_email(write.fields["email"])
             if target is None:
+                self._check_external_id(None, write.fields)
                 return self._create(workspace_id, write.fields)
-            return self._update(target, write.merge if write.merge is not None else write.fields)
+            changes = write.merge if write.merge is not None else write.fields
+            self._check_external_id(target["_id"], changes)
+            return self._update(target, changes)
         current = await self._load(write.lead_id or "")
         if write.if_match is not None and not etag_matches(
             write.if_match, lead_etag(to_lead(current))
         ):
             raise PreconditionFailed()
         if write.kind == UPDATE:
+            self._check_external_id(current["_id"], write.fields)
             return self._update(current, write.fields)
         return self._delete(current, write.audit or {}, write.reason)
 

@@ -29,6 +29,7 @@ from pymongo import monitoring
 
 from pollybot_leads.leads.documents import LIST_PROJECTION, build_lead_document
 from pollybot_leads.leads.listing import LeadLister, lead_plan
+from pollybot_leads.leads.phones import phone_key
 from pollybot_leads.leads.queries import SORTS, LeadQuery
 from pollybot_leads.leads.query import metadata_value_candidates
 from pollybot_leads.leads.repository import LeadRepository
@@ -50,6 +51,8 @@ FIRST = ["John", "Joan", "Johanna", "Mary", "Jo", "Zoë", "Marco", "Jonas"]
 LAST = ["Smith", "Garcia", "Jones", "Wolfeschlegelsteinhausenbergerdorff", "Major", "Ångström"]
 DOMAINS = ["example.com", "jones.io", "acme.org", "smith.example"]
 SOURCES = ["web", "ads", None, "web", "partner"]
+# Phones that are one number in two forms, one that does not parse, and none.
+PHONES = ["+1 415 555 2671", "+14155552671", "(020) 7946 0958", None, "+44 20 7946 0958"]
 METADATA = [
     {"tier": "gold", "seats": 5, "trial": True, "tags": ["vip", "eu"]},
     {"tier": "silver", "seats": "5", "trial": "true"},
@@ -69,6 +72,9 @@ def lead_fields(rng: random.Random, i: int) -> dict[str, Any]:
         "email": f"{local}@{DOMAINS[i % len(DOMAINS)]}",
         "status": STATUSES[(i * 7 + i // 3) % len(STATUSES)],
         "source": SOURCES[i % len(SOURCES)],
+        "phone": PHONES[(i // 3) % len(PHONES)],
+        # The same external ids in both chatbots (each unique within its own).
+        "external_id": f"ext-{i}" if i % 4 else None,
         "metadata": dict(METADATA[rng.randrange(len(METADATA))]),
     }
 
@@ -94,6 +100,8 @@ def small_query(tenants) -> dict[str, Any]:
     updates = sorted(d["updatedAt"] for d in docs)
     return {
         "email": docs[5]["emailFolded"],
+        "phone": docs[3]["phoneKey"],  # +14155552671
+        "external_id": docs[9]["externalId"],
         "created": (times[6], times[21]),  # both are lead times: after is inclusive
         "updated": (updates[4], updates[25]),
     }
@@ -114,6 +122,9 @@ def shapes(tenants) -> dict[str, dict[str, Any]]:
         },
         "email": {"email": v["email"]},
         "email_and_status": {"email": v["email"], "statuses": ("new", "lost", "qualified")},
+        "phone": {"phone": v["phone"]},
+        "phone_and_status": {"phone": v["phone"], "statuses": ("new", "lost", "qualified")},
+        "external_id": {"external_id": v["external_id"]},
         "created": {"created_after": v["created"][0], "created_before": v["created"][1]},
         "created_after": {"created_after": v["created"][0]},
         "updated": {"updated_after": v["updated"][0], "updated_before": v["updated"][1]},
@@ -155,6 +166,9 @@ SHAPES = [
     "statuses_and_sources",
     "email",
     "email_and_status",
+    "phone",
+    "phone_and_status",
+    "external_id",
     "created",
     "created_after",
     "updated",
@@ -194,6 +208,10 @@ def _matches(doc: dict[str, Any], q: LeadQuery) -> bool:
     if q.sources and doc["source"] not in q.sources:
         return False
     if q.email is not None and fold(doc["email"]) != q.email:
+        return False
+    if q.phone is not None and phone_key(doc["phone"]) != q.phone:
+        return False
+    if q.external_id is not None and doc["externalId"] != q.external_id:
         return False
     for field, low, high in (
         ("createdAt", q.created_after, q.created_before),
