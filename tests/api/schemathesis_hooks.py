@@ -22,7 +22,9 @@ valid or invalid, from what is actually sent:
 - an ``If-Match`` can only match a tag the server gave: a drawn one becomes ``*`` (a
   drawn tag is rightly a 412);
 - a webhook's ``chatbotIds`` name chatbots of the key's workspace (a drawn list of
-  well-formed ids becomes the test tenant's chatbot, or stays empty).
+  well-formed ids becomes the test tenant's chatbot, or stays empty);
+- an ``externalId`` names one person: a valid drawn one gets a fresh suffix on every
+  call (a drawn id used again, the example's above all, is rightly a 409).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 
 from pollybot_leads.errors import AppError
 from pollybot_leads.http.body import load_fields
-from pollybot_leads.http.fields import NON_BLANK
+from pollybot_leads.http.fields import CONTROL_RE, NON_BLANK
 from pollybot_leads.idempotency.middleware import KEY_MAX
 from pollybot_leads.leads.documents import new_lead_index_entries
 from pollybot_leads.leads.metadata import (
@@ -194,6 +196,15 @@ def _about_a_missing_header(case: Any) -> bool:
     )
 
 
+def fresh_external_id(lead: dict[str, Any]) -> None:
+    """A valid ``externalId`` (1-255 characters, not blank, no control characters) made
+    unique; an invalid one is left as drawn."""
+    value = lead.get("externalId")
+    if isinstance(value, str) and 0 < len(value) <= 255 and value.strip():
+        if not CONTROL_RE.search(value):
+            lead["externalId"] = f"{value[:200]}-{uuid.uuid4().hex}"
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
     """Every phase's cases pass here, just before each call (schemathesis re-reads their
@@ -206,11 +217,15 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("metadata"), dict):
         body["metadata"] = valid_metadata(body["metadata"])
+    if isinstance(body, dict):
+        fresh_external_id(body)
     if isinstance(body, dict) and isinstance(body.get("leads"), list):
         items = [_int64(item) for item in body["leads"]]
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("metadata"), dict):
                 item["metadata"] = valid_metadata(item["metadata"])
+            if isinstance(item, dict):
+                fresh_external_id(item)
         body["leads"] = within_index_entries(items)
     chatbots = body.get("chatbotIds") if isinstance(body, dict) else None
     if isinstance(chatbots, list) and chatbots and len(chatbots) <= 100:

@@ -41,6 +41,8 @@ async def test_create_returns_the_whole_lead_with_location(api, tenant):
         "name",
         "email",
         "phone",
+        "phoneE164",
+        "externalId",
         "source",
         "status",
         "metadata",

@@ -37,7 +37,12 @@ async def test_schemathesis_finds_nothing(settings, mongo, accounts, tmp_path):
     await client.start_server()
     try:
         config = tmp_path / "schemathesis.toml"
-        config.write_text(f'[parameters]\n"path.chatbotId" = "{tenant.chatbot_id}"\n')
+        # Scenarios of up to 10 steps (6 by default): long enough to follow a create's
+        # links to a read, a change and a deletion whatever the drawn data.
+        config.write_text(
+            f'[parameters]\n"path.chatbotId" = "{tenant.chatbot_id}"\n'
+            "[phases.stateful]\nmax-steps = 10\n"
+        )
         # fmt: off
         args = [
             "--config-file", str(config), "--no-color",
