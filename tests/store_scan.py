@@ -24,6 +24,7 @@ def person(**extra: Any) -> dict[str, Any]:
         "name": f"Secret Person {tag}",
         "email": f"secret.{tag}@private.example",
         "phone": f"+44 20 {digits[:4]} {digits[4:]}",
+        "externalId": f"ext-{tag}",
         "metadata": {"note": f"meta-{tag}-value", "deep": {"list": [f"deep-{tag}"]}},
         **extra,
     }
@@ -31,7 +32,7 @@ def person(**extra: Any) -> dict[str, Any]:
 
 def values_of(body: dict[str, Any]) -> list[str]:
     """The personal values of a :func:`person` a scan looks for: name, email, phone (as
-    sent and in E.164) and metadata values."""
+    sent and in E.164), external id and metadata values."""
     meta = body["metadata"]
     # The phone also as the store compares it (E.164: "+44 20 1234 5678" -> "+442012345678").
     compared = "".join(ch for ch in body["phone"] if ch == "+" or ch.isdigit())
@@ -40,6 +41,7 @@ def values_of(body: dict[str, Any]) -> list[str]:
         body["email"],
         body["phone"],
         compared,
+        body["externalId"],
         meta["note"],
         meta["deep"]["list"][0],
     ]
