@@ -30,8 +30,10 @@ from ..timeutil import utcnow
 from .phones import phone_key
 from .rules import fold
 
-EMAIL, PHONE = "email", "phone"
+EMAIL, PHONE = "email", "phone"  # also the lead fields they are found in
 KINDS = (EMAIL, PHONE)
+# The stored lead field that holds each kind's normalized value (one index each).
+COMPARED_FIELD = {EMAIL: "emailFolded", PHONE: "phoneKey"}
 _SECRET_ID = "suppressions"  # noqa: S105 - the id of the document holding it
 
 SUPPRESSION_INDEXES = {
@@ -43,9 +45,21 @@ SUPPRESSION_INDEXES = {
 
 
 def normalized(kind: str, value: str) -> str | None:
-    """What a suppression of ``kind`` compares: the folded email, or the phone's key
-    (None: a phone without a digit, which no lead can be matched by)."""
+    """What an address of ``kind`` is compared by, in a suppression and on a lead: the
+    folded email, or the phone's key (None: a phone without a digit, which no lead can
+    be matched by)."""
     return fold(value) if kind == EMAIL else phone_key(value)
+
+
+def addresses(fields: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (kind, normalized value) pairs of a new lead's fields (its email and phone)."""
+    found = set()
+    for kind in KINDS:
+        raw = fields.get(kind)
+        value = normalized(kind, raw) if isinstance(raw, str) else None
+        if value is not None:
+            found.add((kind, value))
+    return found
 
 
 @dataclass(frozen=True)

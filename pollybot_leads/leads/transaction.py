@@ -30,9 +30,9 @@ from .event_log import (
     lead_changes,
     redacted,
 )
-from .phones import phone_key
 from .rules import etag_matches, fold, lead_etag
-from .suppressions import EMAIL, PHONE, SuppressionList
+from .suppressions import SuppressionList
+from .suppressions import addresses as new_addresses
 from .writes import (
     CREATE,
     DELETE,
@@ -172,7 +172,7 @@ class Batch:
             for write in unit.writes:
                 if write.kind in (CREATE, UPSERT):
                     workspace_id = workspace_id or unit.workspace_id
-                    addresses.update(_addresses(write.fields))
+                    addresses.update(new_addresses(write.fields))
         if addresses:
             self.suppressed = await self.stores.suppressions.suppressed(
                 self.session, workspace_id, sorted(addresses)
@@ -258,8 +258,10 @@ class Batch:
         return outcomes
 
     async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:
-        if write.kind in (CREATE, UPSERT) and self.suppressed & _addresses(write.fields):
-            raise Suppressed()
+        # A new lead's email and phone, normalized again only if any is suppressed.
+        if write.kind in (CREATE, UPSERT) and self.suppressed:
+            if self.suppressed & new_addresses(write.fields):
+                raise Suppressed()
         if write.kind == ERASE:
             return await self._erase(write)
         if write.kind == CREATE:
@@ -467,14 +469,3 @@ class Batch:
 
 
 _ABSENT = object()
-
-
-def _addresses(fields: dict[str, Any]) -> set[tuple[str, str]]:
-    """The (kind, normalized value) pairs a new lead's fields may be suppressed by."""
-    found = set()
-    if isinstance(fields.get("email"), str):
-        found.add((EMAIL, fold(fields["email"])))
-    key = phone_key(fields.get("phone"))
-    if key is not None:
-        found.add((PHONE, key))
-    return found

@@ -24,10 +24,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..accounts.repository import AccountRepository
-from ..leads.phones import phone_key
 from ..leads.repository import LeadRepository
-from ..leads.rules import fold
-from ..leads.suppressions import EMAIL, PHONE
+from ..leads.suppressions import COMPARED_FIELD, normalized
 from ..leads.writes import Erased
 
 T = TypeVar("T")
@@ -57,14 +55,10 @@ async def erase(
 ) -> Erasure:
     """Erase the person with this email or phone (``kind``) from the workspace; ``step``
     runs each store step (with a budget of its own, in a request)."""
-    if kind == EMAIL:
-        match = {"emailFolded": fold(address)}
-    else:
-        key = phone_key(address)
-        assert key is not None, "validated: a phone has a digit"
-        match = {"phoneKey": key}
+    value = normalized(kind, address)
+    assert value is not None, "validated: a phone has a digit"
+    match = {COMPARED_FIELD[kind]: value}
     if suppress:
-        value = next(iter(match.values()))
         await step(lambda: leads.suppressions.add(workspace_id, kind, value))
     chatbots: list[str] = await step(lambda: accounts.chatbot_ids(workspace_id=workspace_id))
     erased: list[str] = []
@@ -81,6 +75,3 @@ async def erase(
             if not done.more:
                 break
     return Erasure(erased, suppressed=suppress)
-
-
-__all__ = ["EMAIL", "PHONE", "Erasure", "erase"]
