@@ -16,6 +16,10 @@ from .accounts.auth import (
     key_middleware_factory,
 )
 from .accounts.repository import AccountRepository, accounts_repo_key
+from .admin.audit import AuditTrail
+from .admin.deletion import DeletionJobs, running_deletions
+from .admin.routes import add_admin_routes, admin_service_key
+from .admin.service import AdminService
 from .http.activity import RequestActivity, request_activity_key
 from .http.admission import Admission
 from .http.cors import CorsPolicy
@@ -104,7 +108,21 @@ async def _ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app[authenticator_key].close()
         await limiter.close()
+
+
+async def _admin_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The admin API's service, and deletion jobs run in the background."""
+    settings, mongo = app[appkeys.settings_key], app[appkeys.mongo_key]
+    jobs = DeletionJobs(
+        mongo, grace_seconds=settings.key_cache_seconds, busy=app[request_activity_key].busy
+    )
+    app[admin_service_key] = AdminService(
+        app[accounts_repo_key], app[leads_repo_key], AuditTrail(mongo), jobs, app[authenticator_key]
+    )
+    async with running_deletions(jobs):
+        yield
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -164,6 +182,7 @@ def create_app(settings: Settings) -> web.Application:
     app[cursor_codec_key] = CursorCodec(secret.encode())
     app.cleanup_ctx.append(_mongo_ctx)
     app.cleanup_ctx.append(_ratelimit_ctx)
+    app.cleanup_ctx.append(_admin_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app.on_response_prepare.append(add_request_headers)
     app.on_response_prepare.append(add_security_headers)
@@ -175,6 +194,7 @@ def create_app(settings: Settings) -> web.Application:
     add_event_routes(app)
     add_webhook_routes(app)
     add_privacy_routes(app)
+    add_admin_routes(app)
     setup_docs(app)
     app.router.add_get("/", redirect_to_docs)
     setup_ops(app)  # /healthz, /readyz, /metrics: outside /api/v1/, so no key, no tokens

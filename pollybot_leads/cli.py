@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .accounts import admin as account_admin
 from .accounts.repository import AccountRepository
+from .admin import commands as account_admin
 from .app import create_app
 from .errors import AppError, NotFound
 from .http.context import SCOPES
 from .indexes import ensure_all_indexes
+from .leads.phones import is_region
 from .leads.repository import LeadRepository
 from .ops import backup
 from .ops.server import run, serve_app
@@ -62,6 +63,12 @@ def _timestamp(text: str) -> datetime:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError("give a zone, e.g. Z or +02:00")
     return moment.astimezone(UTC)
+
+
+def _region(text: str) -> str:
+    if not is_region(text):
+        raise argparse.ArgumentTypeError(f"not a region code the phone library knows: {text!r}")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -110,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "create-chatbot", "create a chatbot in a workspace")
     p.add_argument("--workspace", required=True, help=workspace_help)
     p.add_argument("--name", required=True, help="the chatbot's name")
+    p.add_argument(
+        "--default-region",
+        type=_region,
+        help="the region reading its phone numbers written without + (e.g. US)",
+    )
     p = _command(sub, "create-key", "issue an API key; its secret is shown only now")
     p.add_argument("--workspace", required=True, help=workspace_help)
     p.add_argument("--name", help="a label for the key (e.g. the integration using it)")
@@ -149,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", help="the key's id (key_…)")
     p.add_argument("--capacity", type=_positive_int, required=True, help="bucket capacity")
     p.add_argument("--refill", type=_positive_float, required=True, help="tokens per second")
+    p = _command(
+        sub,
+        "create-admin-key",
+        "issue an admin key for the admin API (/api/v1/admin/…); its secret is shown only now",
+    )
+    p.add_argument("--name", required=True, help="a label (e.g. the platform using it)")
+    p = _command(sub, "revoke-admin-key", "revoke an admin key")
+    p.add_argument("key_id", help="the admin key's id (adk_…)")
     p = _command(sub, "recount", "recompute a chatbot's lead counters from its leads")
     p.add_argument("--chatbot", required=True, help="the chatbot's id (cb_…)")
     webhook_admin.add_commands(lambda name, text: _command(sub, name, text))
@@ -389,8 +409,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = asyncio.run(with_mongo(ready, lambda mongo: run_recount(args, mongo)))
             else:
                 result = asyncio.run(
-                    with_accounts(
-                        ready, lambda accounts: account_admin.run_account_command(args, accounts)
+                    with_mongo(
+                        ready,
+                        lambda mongo: account_admin.run_account_command(
+                            args,
+                            account_admin.service_for(mongo, grace_seconds=ready.key_cache_seconds),
+                        ),
                     )
                 )
     except AppError as exc:

@@ -65,6 +65,18 @@ class WebhookNotFound(NotFound):
     code, message = "WEBHOOK_NOT_FOUND", "Webhook endpoint not found"
 
 
+class WorkspaceNotFound(NotFound):
+    code, message = "WORKSPACE_NOT_FOUND", "Workspace not found"
+
+
+class ApiKeyNotFound(NotFound):
+    code, message = "API_KEY_NOT_FOUND", "API key not found"
+
+
+class AuditRecordNotFound(NotFound):
+    code, message = "AUDIT_RECORD_NOT_FOUND", "Audit record not found"
+
+
 class MethodNotAllowed(AppError):
     status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
 

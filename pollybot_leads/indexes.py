@@ -4,6 +4,8 @@ the expiries that enforce the configured retention of each kind of kept record."
 from __future__ import annotations
 
 from .accounts.repository import ACCOUNT_INDEXES
+from .admin.audit import AUDIT_INDEXES
+from .admin.deletion import DELETION_INDEXES
 from .idempotency.records import IDEMPOTENCY_INDEXES
 from .leads.indexes import LEADS_INDEXES
 from .leads.suppressions import SUPPRESSION_INDEXES
@@ -18,6 +20,8 @@ FEATURE_INDEXES: tuple[Indexes, ...] = (
     IDEMPOTENCY_INDEXES,
     WEBHOOK_INDEXES,
     SUPPRESSION_INDEXES,
+    AUDIT_INDEXES,
+    DELETION_INDEXES,
 )
 
 # The expiry index (collection, name) that enforces each retention setting

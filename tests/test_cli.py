@@ -127,16 +127,16 @@ async def test_create_key_makes_a_scoped_chatbot_bound_expiring_key(uri_env, api
         "cb_0000000000000000",
         env=uri_env,
     )
-    assert code == 1 and out["error"]["code"] == "NOT_FOUND"
+    assert code == 1 and out["error"]["code"] == "VALIDATION_ERROR"
 
 
 def test_admin_errors_are_json_and_nonzero(uri_env):
     code, out = run_cli(
         "admin", "create-chatbot", "--workspace", "ws_0000000000000000", "--name", "x", env=uri_env
     )
-    assert code == 1 and out["error"]["code"] == "NOT_FOUND"
+    assert code == 1 and out["error"]["code"] == "WORKSPACE_NOT_FOUND"
     code, out = run_cli("admin", "revoke-key", "key_0000000000000000", env=uri_env)
-    assert code == 1 and out["error"]["code"] == "NOT_FOUND"
+    assert code == 1 and out["error"]["code"] == "API_KEY_NOT_FOUND"
     proc = subprocess.run(
         [
             sys.executable,

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from aiohttp import web
@@ -32,12 +34,23 @@ from ..errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from ..http.context import API_KEY, AUTH, PROTECTED_PREFIX, ApiKeyRecord, AuthContext
+from ..http.context import (
+    ADMIN_KEY,
+    ADMIN_PREFIX,
+    API_KEY,
+    AUTH,
+    PROTECTED_PREFIX,
+    AdminKeyRecord,
+    ApiKeyRecord,
+    AuthContext,
+)
 from ..http.spec import required_scope
 from ..ratelimit.base import BucketPolicy, Decision, RateLimiter, RateLimiterUnavailable
 from ..telemetry.metrics import count_ratelimit_decision
-from .repository import AccountRepository
+from ..timeutil import utcnow
+from .repository import LAST_USED_EVERY, AccountRepository
 
+log = logging.getLogger(__name__)
 CACHE_MAX_ENTRIES = 10_000
 CHATBOT_CACHE_SECONDS = 60.0
 # A digest no active key has: secrets are random, so no key is issued with it later.
@@ -66,6 +79,13 @@ class _TtlCache(Generic[V]):
             return None
         return item[1]
 
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def drop_where(self, unwanted: Callable[[V], bool]) -> None:
+        for key in [k for k, (_, value) in self._items.items() if unwanted(value)]:
+            del self._items[key]
+
     def put(self, key: str, value: V) -> None:
         if self.ttl <= 0:
             return
@@ -88,6 +108,10 @@ class Authenticator:
     ) -> None:
         self._accounts = accounts
         self._keys: _TtlCache[ApiKeyRecord] = _TtlCache(key_cache_seconds, cache_entries)
+        self._admin_keys: _TtlCache[AdminKeyRecord] = _TtlCache(key_cache_seconds, cache_entries)
+        # When this process last wrote each key's lastUsedAt (monotonic), and the writes.
+        self._used: dict[str, float] = {}
+        self._use_writes: set[asyncio.Task[None]] = set()
         self._bad_keys: _TtlCache[bool] = _TtlCache(BAD_KEY_CACHE_SECONDS, cache_entries)
         self._key_lookups: dict[str, asyncio.Future[_Lookup]] = {}
         chatbot_seconds = min(CHATBOT_CACHE_SECONDS, max(key_cache_seconds, 1.0))
@@ -105,15 +129,84 @@ class Authenticator:
             key = self._keys.get(digest)
             if key is not None:
                 if not key.expired():  # checked on every request: exact to the second
+                    self._note_use(key)
                     return key
                 self._bad_keys.put(digest, True)
             if self._bad_keys.get(digest) is None:
                 key = await self._look_up(request, digest)
                 if key is not None:
+                    self._note_use(key)
                     return key
                 raise Unauthorized()  # the look-up spent the failure's token
         count_ratelimit_decision("auth_failure", await self._take_failure_token(request))
         raise Unauthorized()
+
+    async def authenticate_admin(self, request: web.Request) -> AdminKeyRecord:
+        """The request's active admin key; else Unauthorized (a workspace key too), or
+        RateLimited once its client address has failed too often."""
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        secret = secret.strip()
+        if scheme.lower() == "bearer" and ids.is_admin_secret(secret):
+            digest = ids.secret_digest(secret)
+            cached = self._admin_keys.get(digest)
+            if cached is not None:
+                return cached
+            if self._bad_keys.get(digest) is None:
+                decision = await self._take_failure_token(request)
+                try:
+                    found = await self._accounts.admin_key_by_digest(digest=digest)
+                except Exception:
+                    await self._give_back_failure_token(request)
+                    raise
+                if found is not None and found.revoked_at is None:
+                    self._admin_keys.put(digest, found)
+                    await self._give_back_failure_token(request)
+                    return found
+                self._bad_keys.put(digest, True)
+                count_ratelimit_decision("auth_failure", decision)
+                raise Unauthorized()
+        count_ratelimit_decision("auth_failure", await self._take_failure_token(request))
+        raise Unauthorized()
+
+    def forget_key(self, key_id: str) -> None:
+        """This process stops using what it cached of the key (revoked, changed, rolled):
+        its next request looks it up. Other processes do within the key cache time."""
+        self._keys.drop_where(lambda key: key.id == key_id)
+        self._bad_keys.drop_where(lambda _: True)  # a secret refused before may work now
+
+    def forget_workspace(self, workspace_id: str) -> None:
+        self._keys.drop_where(lambda key: key.workspace_id == workspace_id)
+        self._chatbots.drop_where(lambda workspace: workspace == workspace_id)
+
+    def forget_chatbot(self, chatbot_id: str) -> None:
+        """The chatbot is being deleted: refused here at once (a 404, as if absent)."""
+        self._chatbots.drop(chatbot_id)
+        self._absent_chatbots.put(chatbot_id, True)
+
+    def _note_use(self, key: ApiKeyRecord) -> None:
+        """Have the key's lastUsedAt written, at most once a minute from this process
+        (and the store keeps it to once a minute from all of them), off the request."""
+        now = time.monotonic()
+        last = self._used.get(key.id)
+        if last is not None and now - last < LAST_USED_EVERY.total_seconds():
+            return
+        if len(self._used) >= CACHE_MAX_ENTRIES:
+            self._used.clear()
+        self._used[key.id] = now
+        task = asyncio.get_running_loop().create_task(self._write_use(key.id))
+        self._use_writes.add(task)
+        task.add_done_callback(self._use_writes.discard)
+
+    async def _write_use(self, key_id: str) -> None:
+        try:
+            await self._accounts.note_key_used(key_id=key_id, at=utcnow())
+        except Exception as exc:  # the store's trouble: the next minute's use writes it
+            log.warning("lastUsedAt of %s not written: %s", key_id, exc)
+
+    async def close(self) -> None:
+        """Wait for the lastUsedAt writes under way."""
+        if self._use_writes:
+            await asyncio.gather(*self._use_writes, return_exceptions=True)
 
     async def authorize(
         self, key: ApiKeyRecord, chatbot_id: str | None, scope: str | None
@@ -260,14 +353,19 @@ authenticator_key = web.AppKey("authenticator", Authenticator)
 
 
 def key_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
-    """Finds the request's key (API_KEY) on the protected routes: else 401, or 429."""
+    """Finds the request's key on the protected routes (API_KEY; ADMIN_KEY on the admin
+    API's): else 401, or 429."""
 
     @web.middleware
     async def key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request.match_info
         if info.http_exception is not None or not request.path.startswith(PROTECTED_PREFIX):
             return await handler(request)
-        request[API_KEY] = await request.app[authenticator_key].authenticate(request)
+        authenticator = request.app[authenticator_key]
+        if request.path.startswith(ADMIN_PREFIX):  # admin keys only, and only here
+            request[ADMIN_KEY] = await authenticator.authenticate_admin(request)
+        else:
+            request[API_KEY] = await authenticator.authenticate(request)
         return await handler(request)
 
     return key_middleware

@@ -12,6 +12,9 @@ from ..timeutil import utcnow
 # What a key may do (contract v1.2, "API keys: scopes, chatbots, expiry"); each route
 # declares the one it needs (http/spec.py, Operation.scope).
 SCOPES = ("leads:read", "leads:write", "webhooks:read", "webhooks:write", "privacy:write")
+# What the admin API's routes declare instead: they need an admin key (and nothing else
+# does: a workspace key there, or an admin key anywhere else, is a 401).
+ADMIN_SCOPE = "admin"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class ApiKeyRecord:
     scopes: frozenset[str] = frozenset(SCOPES)
     chatbot_ids: frozenset[str] | None = None
     expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -54,8 +58,20 @@ class AuthContext:
         return self.key.workspace_id
 
 
-# Every route under it needs an API key (accounts/auth.py) and is documented (spec.py).
+@dataclass(frozen=True)
+class AdminKeyRecord:
+    """A key of the platform running the service: it works only on the admin API."""
+
+    id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+# Every route under it needs an API key (accounts/auth.py) and is documented (spec.py);
+# those under ADMIN_PREFIX need an admin key instead.
 PROTECTED_PREFIX = "/api/v1/"
+ADMIN_PREFIX = "/api/v1/admin/"
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Headers added to whatever response goes out (rate-limit headers).
@@ -63,3 +79,4 @@ RESPONSE_HEADERS = web.RequestKey("response_headers", dict[str, str])
 # The request's key, once found (before the chatbot it names is checked and AUTH is set).
 API_KEY = web.RequestKey("api_key", ApiKeyRecord)
 AUTH = web.RequestKey("auth", AuthContext)
+ADMIN_KEY = web.RequestKey("admin_key", AdminKeyRecord)

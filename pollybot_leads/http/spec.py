@@ -40,7 +40,7 @@ from ..errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from .context import PROTECTED_PREFIX, SCOPES
+from .context import ADMIN_PREFIX, ADMIN_SCOPE, PROTECTED_PREFIX, SCOPES
 from .fields import ServerOwned
 from .responses import ErrorEnvelopeSchema
 
@@ -140,6 +140,8 @@ PATH_PARAMETERS = {  # name: (description, pattern, example)
     "leadId": ("The lead's id", "^lead_[0-9a-f]{16}$", "lead_1234567890abcdef"),
     "webhookId": ("The webhook endpoint's id", "^wh_[0-9a-f]{16}$", "wh_0123456789abcdef"),
     "suppressionId": ("The suppression's id", "^sup_[0-9a-f]{16}$", "sup_0123456789abcdef"),
+    "workspaceId": ("The workspace's id", "^ws_[0-9a-f]{16}$", "ws_1234567890abcdef"),
+    "keyId": ("The API key's id", "^key_[0-9a-f]{16}$", "key_1234567890abcdef"),
 }
 
 # --- response headers ----------------------------------------------------------------------
@@ -212,6 +214,14 @@ BEARER_AUTH = {
     "bearerFormat": "sk-workspace_<secret>",
     "description": "A workspace API key: `Authorization: Bearer sk-workspace_…`.",
 }
+ADMIN_AUTH = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "sk-admin_<secret>",
+    "description": "An admin key of the platform running the service, made with "
+    "`pollybot-leads admin create-admin-key`: `Authorization: Bearer sk-admin_…`. It works "
+    "only on `/api/v1/admin/…`, and only it does.",
+}
 TAGS = [
     {
         "name": "leads",
@@ -234,6 +244,12 @@ TAGS = [
         "description": "Erasure on request: a person's leads removed from every chatbot of "
         "the workspace by email or phone, and the suppression list that keeps them from "
         "being captured again (kept as keyed hashes, never the address).",
+    },
+    {
+        "name": "admin",
+        "description": "For the platform running the service: workspaces, chatbots and API "
+        "keys provisioned and governed over HTTP, deletions run as background jobs, and an "
+        "audit of admin actions and lead deletions. Needs an admin key.",
     },
 ]
 
@@ -298,7 +314,7 @@ class Operation:
     error_descriptions: Mapping[int, str] = field(default_factory=dict)
 
     def __call__(self, handler: _Handler) -> _Handler:
-        if self.scope not in SCOPES:
+        if self.scope not in SCOPES and self.scope != ADMIN_SCOPE:
             raise ValueError(f"{self.operation_id}: unknown scope {self.scope!r}")
         setattr(handler, _DECLARED, self)
         return handler
@@ -402,15 +418,22 @@ def _operation(op: Operation, path: str) -> dict[str, Any]:
     parameters += [p for p in declared if p["in"] == "header"]
     # The idempotency middleware marks a replayed result, whatever its status.
     idempotent = any(p["name"] == IDEMPOTENCY_KEY["name"] for p in declared)
+    if op.scope == ADMIN_SCOPE:
+        needs = "Needs an admin key (`sk-admin_…`); a workspace key is a 401."
+    else:
+        needs = f"Needs a key with the scope `{op.scope}`" + (
+            "." if "{chatbotId}" in path else " and not limited to chatbots."
+        )
     operation: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
-        "description": f"{op.description}\n\nNeeds a key with the scope `{op.scope}`"
-        + ("." if "{chatbotId}" in path else " and not limited to chatbots."),
+        "description": f"{op.description}\n\n{needs}",
         "operationId": op.operation_id,
         "parameters": parameters,
         "x-required-scopes": [op.scope],
     }
+    if op.scope == ADMIN_SCOPE:
+        operation["security"] = [{"adminAuth": []}]
     if op.body is not None:
         media = {"schema": op.body.schema, "example": op.body.example}
         operation["requestBody"] = {"required": True, "content": {"application/json": media}}
@@ -446,6 +469,22 @@ def _check_links(operations: Mapping[str, dict[str, Any]]) -> None:
                     raise LookupError(f"{source} links to {target['operationId']} with {unknown}")
 
 
+def _nullable_nested(document: dict[str, Any]) -> None:
+    """apispec writes a nullable nested schema as ``anyOf: [{$ref}, {type: object,
+    nullable: true}]``, whose second branch takes any object (``{}`` included): say
+    "this schema, or null" instead."""
+    for component in document["components"]["schemas"].values():
+        for name, prop in component.get("properties", {}).items():
+            branches = prop.get("anyOf")
+            if (
+                branches
+                and len(branches) == 2
+                and branches[1] == {"type": "object", "nullable": True}
+            ):
+                rest = {k: v for k, v in prop.items() if k != "anyOf"}
+                component["properties"][name] = {**rest, "allOf": [branches[0]], "nullable": True}
+
+
 def build_spec(app: web.Application) -> dict[str, Any]:
     """Document the routes added so far (call it after the last API route)."""
     spec = APISpec(
@@ -458,6 +497,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         security=[{"bearerAuth": []}],
     )
     spec.components.security_scheme("bearerAuth", BEARER_AUTH)
+    spec.components.security_scheme("adminAuth", ADMIN_AUTH)
     for tag in TAGS:
         spec.tag(tag)
     tag_names = {tag["name"] for tag in TAGS}
@@ -472,10 +512,13 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             continue
         if op.tag not in tag_names:
             raise LookupError(f"{op.operation_id}: tag {op.tag!r} is not in TAGS")
+        if (op.scope == ADMIN_SCOPE) != path.startswith(ADMIN_PREFIX):
+            raise ValueError(f"{op.operation_id}: admin routes, and only they, need an admin key")
         method = route.method.lower()
         spec.path(path=path, operations={method: _operation(op, path)})
         declared.append((path, method, op))
     document = spec.to_dict()
+    _nullable_nested(document)
     operations: dict[str, dict[str, Any]] = {}
     for path, method, op in declared:
         operation = document["paths"][path][method]

@@ -1,6 +1,7 @@
 """Idempotency keys: a request's first result, kept durably and replayed to its retries.
 
-A record is ``{_id, fingerprint, state, token, leaseUntil, createdAt, response?}``, its
+A record is ``{_id, scope, fingerprint, state, token, leaseUntil, createdAt, response?}``
+(``scope``: the API key's id), its
 ``_id`` a digest of the API key and the client's key (keys are scoped to the API key).
 ``begin`` inserts it as *running* under a lease held by a random token; a second request
 with the key then gets the stored response (*done*), a 409 (*running*, lease held), a
@@ -46,6 +47,8 @@ IDEMPOTENCY_INDEXES = {
         # The results holding each lead, for its deletion (forget_leads): sparse, so it
         # holds only the records of lead writes.
         IndexModel([("leadIds", ASCENDING)], name="by_lead", sparse=True),
+        # The records of each API key, for its workspace's deletion (admin/deletion.py).
+        IndexModel([("scope", ASCENDING)], name="by_scope", sparse=True),
     ],
 }
 # A record whose result held a lead since deleted.
@@ -124,6 +127,7 @@ class IdempotencyStore:
                 await self._leases.insert_one(
                     {
                         "_id": rid,
+                        "scope": scope,
                         "fingerprint": fingerprint,
                         "state": "running",
                         "token": token,

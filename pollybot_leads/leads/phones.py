@@ -40,3 +40,8 @@ def phone_key(phone: str | None, region: str | None = None) -> str | None:
         return e164
     digits = "".join(ch for ch in phone or "" if ch.isascii() and ch.isdigit())
     return DIGITS + digits if digits else None
+
+
+def is_region(code: str) -> bool:
+    """A region the library knows (ISO 3166-1 alpha-2, upper case: ``US``, ``GB``)."""
+    return code in phonenumbers.SUPPORTED_REGIONS

@@ -24,7 +24,10 @@ valid or invalid, from what is actually sent:
 - a webhook's ``chatbotIds`` name chatbots of the key's workspace (a drawn list of
   well-formed ids becomes the test tenant's chatbot, or stays empty);
 - an ``externalId`` names one person: a valid drawn one gets a fresh suffix on every
-  call (a drawn id used again, the example's above all, is rightly a 409).
+  call (a drawn id used again, the example's above all, is rightly a 409);
+- an API key's ``expiresAt`` is in the future (a drawn past or out-of-range time becomes
+  a day from now), and a chatbot's ``defaultRegion`` is one the phone library knows (a
+  drawn two capitals it does not know become ``US``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import os
 import re
 import uuid
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import schemathesis
@@ -53,6 +56,7 @@ from pollybot_leads.leads.metadata import (
     MAX_KEYS_PER_OBJECT,
     MAX_SERIALIZED_BYTES,
 )
+from pollybot_leads.leads.phones import is_region
 from pollybot_leads.leads.query import (
     CURSOR_PATTERN,
     DATE_MAX,
@@ -205,6 +209,15 @@ def fresh_external_id(lead: dict[str, Any]) -> None:
             lead["externalId"] = f"{value[:200]}-{uuid.uuid4().hex}"
 
 
+def follow_admin_prose(body: dict[str, Any]) -> None:
+    when = _date(body.get("expiresAt", "")) if isinstance(body.get("expiresAt"), str) else None
+    if when is not None and not datetime.now(UTC) + timedelta(minutes=1) < when <= DATE_MAX:
+        body["expiresAt"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    region = body.get("defaultRegion")
+    if isinstance(region, str) and re.fullmatch("[A-Z]{2}", region) and not is_region(region):
+        body["defaultRegion"] = "US"
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
     """Every phase's cases pass here, just before each call (schemathesis re-reads their
@@ -219,6 +232,7 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
         body["metadata"] = valid_metadata(body["metadata"])
     if isinstance(body, dict):
         fresh_external_id(body)
+        follow_admin_prose(body)
     if isinstance(body, dict) and isinstance(body.get("leads"), list):
         items = [_int64(item) for item in body["leads"]]
         for item in items:

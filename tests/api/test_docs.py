@@ -37,7 +37,30 @@ WEBHOOK_OPERATION_IDS = {
     "replayWebhook",
 }
 PRIVACY_OPERATION_IDS = {"createErasure", "listSuppressions", "deleteSuppression"}
-OPERATION_IDS = LEAD_OPERATION_IDS | WEBHOOK_OPERATION_IDS | PRIVACY_OPERATION_IDS | {"listEvents"}
+ADMIN_OPERATION_IDS = {
+    "adminCreateWorkspace",
+    "adminListWorkspaces",
+    "adminGetWorkspace",
+    "adminDeleteWorkspace",
+    "adminCreateChatbot",
+    "adminListChatbots",
+    "adminGetChatbot",
+    "adminUpdateChatbot",
+    "adminDeleteChatbot",
+    "adminCreateKey",
+    "adminListKeys",
+    "adminUpdateKey",
+    "adminRevokeKey",
+    "adminRollKey",
+    "adminListAudit",
+}
+OPERATION_IDS = (
+    LEAD_OPERATION_IDS
+    | WEBHOOK_OPERATION_IDS
+    | PRIVACY_OPERATION_IDS
+    | ADMIN_OPERATION_IDS
+    | {"listEvents"}
+)
 # Responses that are a file rather than the JSON envelope: their media types.
 FILES = {("exportLeads", "200"): {"application/x-ndjson", "text/csv"}}
 
@@ -61,6 +84,21 @@ OPERATIONS = {
     ("post", "/api/v1/privacy/erasures"),
     ("get", "/api/v1/privacy/suppressions"),
     ("delete", "/api/v1/privacy/suppressions/{suppressionId}"),
+    ("post", "/api/v1/admin/workspaces"),
+    ("get", "/api/v1/admin/workspaces"),
+    ("get", "/api/v1/admin/workspaces/{workspaceId}"),
+    ("delete", "/api/v1/admin/workspaces/{workspaceId}"),
+    ("post", "/api/v1/admin/workspaces/{workspaceId}/chatbots"),
+    ("get", "/api/v1/admin/workspaces/{workspaceId}/chatbots"),
+    ("get", "/api/v1/admin/chatbots/{chatbotId}"),
+    ("patch", "/api/v1/admin/chatbots/{chatbotId}"),
+    ("delete", "/api/v1/admin/chatbots/{chatbotId}"),
+    ("post", "/api/v1/admin/workspaces/{workspaceId}/keys"),
+    ("get", "/api/v1/admin/workspaces/{workspaceId}/keys"),
+    ("patch", "/api/v1/admin/keys/{keyId}"),
+    ("delete", "/api/v1/admin/keys/{keyId}"),
+    ("post", "/api/v1/admin/keys/{keyId}/roll"),
+    ("get", "/api/v1/admin/audit"),
 }
 
 
