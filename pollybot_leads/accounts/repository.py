@@ -18,14 +18,18 @@ from ..timeutil import utcnow
 
 ACCOUNT_INDEXES = {
     "api_keys": [
+        # A key's secret, and a rolled key's previous one while it works (roll_key):
+        # one indexed read finds either, so a bad secret costs the store one read.
         IndexModel([("digest", ASCENDING)], name="by_digest", unique=True),
-        # A rolled key's previous secret, valid until its own time (roll_key).
-        IndexModel([("oldDigest", ASCENDING)], name="by_old_digest", sparse=True),
         IndexModel([("workspaceId", ASCENDING), ("createdAt", ASCENDING)], name="by_workspace"),
     ],
     "chatbots": [IndexModel([("workspaceId", ASCENDING)], name="by_workspace")],
     "admin_keys": [IndexModel([("digest", ASCENDING)], name="by_digest", unique=True)],
 }
+# A rolled key's previous secret is kept as a document of its own in ``api_keys``:
+# ``{_id: <key id>.old, aliasOf, aliasWorkspaceId, digest, aliasExpiresAt}`` (it has no
+# ``workspaceId``: lists and counts of a workspace's keys never see it).
+ALIAS_OF, ALIAS_SUFFIX = "aliasOf", ".old"
 # How long a key's lastUsedAt may lag behind its use (contract: at most once a minute).
 LAST_USED_EVERY = timedelta(minutes=1)
 # How far a roll may keep the old secret working (contract: 0-604800 s).
@@ -88,6 +92,7 @@ class AccountRepository:
     def __init__(self, mongo: Mongo) -> None:
         self._workspaces = mongo.db["workspaces"]
         self._chatbots = mongo.db["chatbots"]
+        self._mongo = mongo
         self._keys = mongo.db["api_keys"]
         self._admin_keys = mongo.db["admin_keys"]
 
@@ -275,14 +280,15 @@ class AccountRepository:
     @store_errors
     async def key_by_digest(self, *, digest: str) -> ApiKeyRecord | None:
         """The key whose secret has this SHA-256 digest (see ids.secret_digest): its
-        current secret's, else a rolled key's previous one while that still works."""
+        current secret's, or a rolled key's previous one while that still works."""
         doc = await self._keys.find_one({"digest": digest})
-        if doc is not None:
-            return _key(doc)
-        doc = await self._keys.find_one({"oldDigest": digest})
-        if doc is None or doc["oldDigestExpiresAt"] <= utcnow():
+        if doc is None or ALIAS_OF not in doc:
+            return None if doc is None else _key(doc)
+        until = doc["aliasExpiresAt"]
+        key = await self._keys.find_one({"_id": doc[ALIAS_OF]})
+        if until <= utcnow() or key is None:
             return None
-        return _key(doc, old_until=doc["oldDigestExpiresAt"])
+        return _key(key, old_until=until)
 
     async def _own_key(self, key_id: str) -> dict[str, Any]:
         found = None
@@ -352,24 +358,35 @@ class AccountRepository:
         if found.get("revokedAt") is not None:
             raise ApiKeyNotFound(f"No API key {key_id}: it is revoked")
         secret = ids.new_secret()
-        update: dict[str, Any] = {"$set": {"digest": ids.secret_digest(secret)}}
-        if expire_old_in_seconds > 0:
-            until = utcnow() + timedelta(seconds=expire_old_in_seconds)
-            update["$set"].update(oldDigest=found["digest"], oldDigestExpiresAt=until)
-        else:
-            update["$unset"] = {"oldDigest": "", "oldDigestExpiresAt": ""}
-        result = await self._keys.update_one(
-            {"_id": key_id, "digest": found["digest"], "revokedAt": None}, update
-        )
-        if result.matched_count == 0:  # revoked or rolled meanwhile
+        alias = {
+            "_id": key_id + ALIAS_SUFFIX,
+            ALIAS_OF: key_id,
+            "aliasWorkspaceId": found["workspaceId"],
+            "digest": found["digest"],
+            "aliasExpiresAt": utcnow() + timedelta(seconds=expire_old_in_seconds),
+        }
+
+        async def swap(session: Any) -> bool:
+            """The new secret on the key and the old one on its alias, together."""
+            await self._keys.delete_one({"_id": alias["_id"]}, session=session)
+            result = await self._keys.update_one(
+                {"_id": key_id, "digest": found["digest"], "revokedAt": None},
+                {"$set": {"digest": ids.secret_digest(secret)}},
+                session=session,
+            )
+            if result.matched_count and expire_old_in_seconds > 0:
+                await self._keys.insert_one(alias, session=session)
+            return bool(result.matched_count)
+
+        if not await self._mongo.transaction(swap):  # revoked or rolled meanwhile
             raise ApiKeyNotFound(f"No API key {key_id} to roll: it changed meanwhile; try again")
         return IssuedKey(_key(await self._own_key(key_id)), secret)
 
     @store_errors
     async def old_secret_expiry(self, *, key_id: str) -> datetime | None:
         """When a rolled key's previous secret stops working (None: it does not)."""
-        doc = await self._keys.find_one({"_id": key_id}, {"oldDigestExpiresAt": 1})
-        return None if doc is None else doc.get("oldDigestExpiresAt")
+        doc = await self._keys.find_one({"_id": key_id + ALIAS_SUFFIX}, {"aliasExpiresAt": 1})
+        return None if doc is None else doc["aliasExpiresAt"]
 
     @store_errors
     async def set_rate_limit(

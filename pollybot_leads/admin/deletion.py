@@ -39,7 +39,7 @@ from .audit import AuditTrail
 log = logging.getLogger(__name__)
 
 CHUNK = 200  # documents removed per step
-LEASE = timedelta(seconds=30)
+LEASE = timedelta(seconds=10)  # renewed every step (and thrice a lease while it waits)
 POLL_SECONDS = 1.0
 SHARE = 0.1  # of the store's time while the API is busy
 WORKSPACE, CHATBOT = "workspace", "chatbot"
@@ -181,6 +181,7 @@ class DeletionJobs:
         if keys:
             await self._drain(workspace_id, "idempotency_keys", {"scope": {"$in": keys}})
         await self._drain(workspace_id, "api_keys", {"workspaceId": workspace_id})
+        await self._drain(workspace_id, "api_keys", {"aliasWorkspaceId": workspace_id})
 
     async def _drain(
         self,

@@ -234,6 +234,14 @@ async def test_a_rolled_key_keeps_its_old_secret_exactly_as_long_as_asked(
     assert again["oldKeyExpiresAt"] is None
     assert await status_of(api, leads, new) == 401
     assert await status_of(api, leads, again["key"]) == 200
+    # A revoked key's previous secret, still in its overlap, is refused with it.
+    last = await admin.call(
+        "POST", f"/keys/{issued['id']}/roll", 200, json={"expireOldInSeconds": 600}
+    )
+    assert await status_of(api, leads, again["key"]) == 200
+    await admin.call("DELETE", f"/keys/{issued['id']}", 200)
+    assert await status_of(api, leads, again["key"]) == 401
+    assert await status_of(api, leads, last["key"]) == 401
 
 
 async def test_a_key_expires_to_the_second(api: TestClient, admin: Admin) -> None:
