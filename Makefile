@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 BENCH_HTTP_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-erasure bench-webhooks soak soak-floor spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-erasure bench-deletion bench-webhooks soak soak-floor spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench-workers: $(VENV)/.dev
 # An erasure of 1,000 leads over 3 chatbots, against as many DELETEs (docs/benchmarks.md).
 bench-erasure: $(VENV)/.dev
 	$(BIN)/python scripts/time_erasure.py --out bench-erasure.json
+
+# Another workspace's GETs and creates while a workspace of 20,000 leads is deleted,
+# against the same load just before (a few minutes: seeding).
+bench-deletion: $(VENV)/.dev
+	$(BIN)/python scripts/bench_deletion.py --out bench-deletion.json
 
 # Webhook deliveries: per-worker throughput and commit-to-delivery latency.
 bench-webhooks: $(VENV)/.dev

@@ -35,6 +35,7 @@ from .indexes import ensure_all_indexes
 from .leads.batch import BATCH_MAX_BYTES, add_batch_route
 from .leads.event_log import EventLog, EventSignal, event_log_key, events_committed_key
 from .leads.export_routes import add_export_route
+from .leads.merge_routes import add_merge_routes
 from .leads.query import CursorCodec, cursor_codec_key
 from .leads.repository import LeadRepository, leads_repo_key
 from .leads.routes import add_routes
@@ -142,7 +143,8 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
-    activity = RequestActivity()  # what the in-process webhook delivery gives way to
+    # What the in-process webhook delivery and deletion jobs give way to.
+    activity = RequestActivity()
     admission = Admission(
         read_limit=settings.store_read_concurrency,
         write_limit=settings.store_write_concurrency,
@@ -150,7 +152,7 @@ def create_app(settings: Settings) -> web.Application:
         budget=settings.mongodb_timeout_ms / 1000,
     )
     middlewares = [
-        front_middleware_factory(activity if settings.webhooks_deliver else None),
+        front_middleware_factory(activity),
         *([cors.middleware()] if cors else []),  # preflights: before auth, no tokens
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, appkeys.mongo_key),
         # Before authentication: finding a key or a chatbot not yet cached is store work.
@@ -191,6 +193,7 @@ def create_app(settings: Settings) -> web.Application:
     add_batch_route(app)
     add_export_route(app)  # before the lead routes, which would take it for a lead id
     add_routes(app)
+    add_merge_routes(app)
     add_event_routes(app)
     add_webhook_routes(app)
     add_privacy_routes(app)

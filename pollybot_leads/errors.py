@@ -61,6 +61,13 @@ class LeadNotFound(NotFound):
     code, message = "LEAD_NOT_FOUND", "Lead not found"
 
 
+class LeadMerged(LeadNotFound):
+    """A lead merged into another (details.mergedInto), for as long as its tombstone is
+    kept (30 days by default)."""
+
+    code, message = "LEAD_MERGED", "This lead was merged into another"
+
+
 class WebhookNotFound(NotFound):
     code, message = "WEBHOOK_NOT_FOUND", "Webhook endpoint not found"
 

@@ -32,6 +32,7 @@ RETENTION_INDEXES = {
     ("webhook_attempts", "expiry"): "delivery_logs",
     ("audit_log", "expiry"): "audit",
     ("idempotency_keys", "expiry"): "idempotency",
+    ("merge_tombstones", "expiry"): "merge_tombstones",
 }
 
 

@@ -125,6 +125,7 @@ class Settings:
     retention_delivery_logs_days: int = 30
     retention_audit_days: int = 365
     retention_idempotency_hours: int = 24
+    retention_merge_tombstones_days: int = 30
 
     def __post_init__(self) -> None:
         if self.mongodb_driver not in DRIVERS:
@@ -200,7 +201,7 @@ class Settings:
                 ) from exc
 
     def _check_retention(self) -> None:
-        for name in ("events_days", "delivery_logs_days", "audit_days"):
+        for name in ("events_days", "delivery_logs_days", "audit_days", "merge_tombstones_days"):
             if not 1 <= getattr(self, f"retention_{name}") <= RETENTION_DAYS_MAX:
                 raise SettingsError(f"retention.{name} must be 1-{RETENTION_DAYS_MAX} (days)")
         if not 1 <= self.retention_idempotency_hours <= RETENTION_HOURS_MAX:
@@ -224,6 +225,7 @@ class Settings:
             "delivery_logs": self.retention_delivery_logs_days * day,
             "audit": self.retention_audit_days * day,
             "idempotency": self.retention_idempotency_hours * 3600,
+            "merge_tombstones": self.retention_merge_tombstones_days * day,
         }
 
     @property
@@ -414,4 +416,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, profile: str | None =
         retention_delivery_logs_days=get(_whole, "retention.delivery_logs_days", 30),
         retention_audit_days=get(_whole, "retention.audit_days", 365),
         retention_idempotency_hours=get(_whole, "retention.idempotency_hours", 24),
+        retention_merge_tombstones_days=get(_whole, "retention.merge_tombstones_days", 30),
     )

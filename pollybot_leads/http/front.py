@@ -24,7 +24,8 @@ CLIENT_GONE = 499  # the client closed the connection before its response (nginx
 
 
 def front_middleware_factory(activity: RequestActivity | None) -> Middleware:
-    """``activity``: what the in-process webhook delivery watches (None: not counted)."""
+    """``activity``: what the in-process webhook delivery and deletion jobs watch (None:
+    not counted)."""
 
     @web.middleware
     async def front_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

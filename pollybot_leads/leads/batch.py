@@ -31,7 +31,7 @@ from .responses import BatchEnvelopeSchema
 from .results import BatchResults, item_error
 from .routes import commit_writes, upsert_write
 from .schemas import LeadCreateSchema
-from .writes import BATCH_MAX_INDEX_ENTRIES, CREATE, LeadWrite, batch_too_heavy
+from .writes import BATCH_MAX_INDEX_ENTRIES, CREATE, UPSERT_ON, LeadWrite, batch_too_heavy
 
 BATCH_MAX_ITEMS = 100
 BATCH_MAX_BYTES = 1024 * 1024
@@ -66,27 +66,28 @@ class LeadBatchSchema(CamelSchema):
     )
     upsert = fields.String(
         metadata={
-            "description": "`email`: each lead is an upsert by email, as "
-            "`POST …/leads?upsert=email` (merged into the chatbot's newest lead with that "
-            "email, case-insensitive, or created).",
-            "enum": ["email"],
+            "description": "`email`, `phone` or `externalId`: each lead is an upsert, as "
+            "`POST …/leads?upsert=…` (merged into the chatbot's newest lead with the same "
+            "email, phone number or external id, or created); an item without a phone "
+            "that parses, or without an externalId, fails alone with a 400.",
+            "enum": list(UPSERT_ON),
         }
     )
 
 
-def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
+def _parse(body: dict[str, Any]) -> tuple[list[Any], str | None]:
     unknown = [name for name in body if name not in ("leads", "upsert")]
     problems: dict[str, list[str]] = {name: ["Unknown field."] for name in unknown}
     items = body.get("leads")
     if not isinstance(items, list) or not 1 <= len(items) <= BATCH_MAX_ITEMS:
         problems["leads"] = [f"Must be a list of 1-{BATCH_MAX_ITEMS} leads."]
     upsert = body.get("upsert")
-    if "upsert" in body and upsert != "email":
-        problems["upsert"] = ["Must be 'email'."]
+    if "upsert" in body and upsert not in UPSERT_ON:
+        problems["upsert"] = [f"Must be one of {', '.join(UPSERT_ON)}."]
     if problems:
         raise ValidationFailed(details=problems)
     assert isinstance(items, list)
-    return items, upsert == "email"
+    return items, upsert
 
 
 @Operation(
@@ -98,9 +99,9 @@ def _parse(body: dict[str, Any]) -> tuple[list[Any], bool]:
     "(its result carries the error) and the others are still written; the answer is a "
     "200 with one result per item, in order. An item whose email or phone the workspace "
     "suppresses (an erasure with `suppress`) fails alone with `SUPPRESSED`. With "
-    "`upsert: email` each item is an upsert by email. The batch costs as many rate-limit "
-    f"tokens as it has items. Body limit 1 MiB; at most {BATCH_MAX_INDEX_ENTRIES:,} index "
-    "entries (see `leads`). Takes no query parameters.",
+    "`upsert: email` (`phone`, `externalId`) each item is an upsert by it. The batch "
+    "costs as many rate-limit tokens as it has items. Body limit 1 MiB; at most "
+    f"{BATCH_MAX_INDEX_ENTRIES:,} index entries (see `leads`). Takes no query parameters.",
     parameters=(IDEMPOTENCY_KEY,),
     body=Body(
         LeadBatchSchema,
@@ -128,10 +129,11 @@ async def create_leads_batch(request: web.Request) -> web.Response:
             if not isinstance(item, dict):
                 raise ValidationFailed("Each lead must be a JSON object")
             fields_ = load_fields(_create_schema, item)
+            write = upsert_write(fields_, item, upsert) if upsert else LeadWrite(CREATE, fields_)
         except AppError as error:
             refused[index] = {"index": index, "status": error.status, "error": item_error(error)}
             continue
-        writes.append(upsert_write(fields_, item) if upsert else LeadWrite(CREATE, fields_))
+        writes.append(write)
         positions.append(index)
         entries += new_lead_index_entries(fields_)
     if entries > BATCH_MAX_INDEX_ENTRIES:  # up front: the store is not asked

@@ -113,6 +113,45 @@ def build_lead_document(
     }
 
 
+def merged_document(
+    target: dict[str, Any], sources: list[dict[str, Any]], now: datetime
+) -> dict[str, Any]:
+    """The stored lead ``target`` with ``sources`` merged into it (contract v1.2, "merge"):
+    its non-null fields win; one it has null takes the value of the most recently updated
+    source that has one; ``metadata`` is the sources' merged oldest-updated first with the
+    target's on top (JSON Merge Patch); ``statusHistory`` holds every entry in time order
+    (the newest STATUS_HISTORY_LIMIT); ``createdAt`` is the earliest."""
+    after = {k: v for k, v in target.items() if k not in LEGACY_FIELDS}
+    newest_first = sorted(sources, key=lambda d: (to_ms(d["updatedAt"]), d["_id"]), reverse=True)
+    for field in ("name", "email", "phone", "source", "externalId"):
+        if after.get(field) is not None:
+            continue
+        value = next((s[field] for s in newest_first if s.get(field) is not None), None)
+        if field == "externalId":
+            after.pop("externalKey", None)
+            after.update(external_id(after["chatbotId"], value))
+        else:
+            after[field] = value
+    after.update(derived(after["name"], after["email"]))
+    after["phoneKey"] = phone_key(after.get("phone"))
+    metadata: dict[str, Any] = {}
+    for source in reversed(newest_first):
+        metadata = apply_merge_patch(metadata, source.get("metadata") or {})
+    metadata = apply_merge_patch(metadata, target.get("metadata") or {})
+    problems = metadata_problems(metadata)
+    if problems:
+        raise ValidationFailed("The merged metadata breaks a limit", details=problems)
+    after["metadata"] = metadata
+    after["metadataIndex"] = metadata_index_entries(metadata)
+    history = [entry for doc in (target, *sources) for entry in doc.get("statusHistory") or []]
+    history.sort(key=lambda entry: to_ms(entry["changedAt"]))
+    after["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
+    after["createdAt"] = min(to_ms(doc["createdAt"]) for doc in (target, *sources))
+    previous = target.get("updatedAt")
+    after["updatedAt"] = max(now, to_ms(previous) + MILLISECOND) if previous else now
+    return after
+
+
 def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The stored lead ``current`` with ``changes`` applied at ``now`` (a new dict)."""
     after = {k: v for k, v in current.items() if k not in LEGACY_FIELDS}

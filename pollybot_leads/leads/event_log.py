@@ -60,6 +60,7 @@ EVENT = "evt_"
 LEAD_CREATED = "lead.created"
 LEAD_UPDATED = "lead.updated"
 LEAD_DELETED = "lead.deleted"
+LEAD_MERGED = "lead.merged"  # on the target, with data.mergedIds (each has a lead.deleted)
 # Fields whose change a lead.updated event reports (the rest follow from these).
 CHANGE_FIELDS = ("name", "email", "phone", "externalId", "source", "status", "metadata")
 

@@ -14,6 +14,7 @@ from .queries import SORTS, LeadQuery
 UPSERT_GUARD_SECONDS = 3600
 # Audit records (lead deletions) are kept this long by default (retention.audit_days).
 AUDIT_RETENTION_SECONDS = 365 * 24 * 3600
+TOMBSTONE_RETENTION_SECONDS = 30 * 24 * 3600  # retention.merge_tombstones_days
 
 
 def _sorted_by(name: str, prefix: list[tuple[str, int]], field: str) -> IndexModel:
@@ -80,6 +81,13 @@ LEADS_INDEXES = {
         IndexModel([("chatbotId", ASCENDING), ("at", DESCENDING)], name="by_chatbot"),
         # The store itself expires them (retention.audit_days).
         IndexModel([("at", ASCENDING)], name="expiry", expireAfterSeconds=AUDIT_RETENTION_SECONDS),
+    ],
+    # A merged lead's id answers 404 LEAD_MERGED while its tombstone is kept.
+    "merge_tombstones": [
+        IndexModel([("chatbotId", ASCENDING)], name="by_chatbot"),
+        IndexModel(
+            [("at", ASCENDING)], name="expiry", expireAfterSeconds=TOMBSTONE_RETENTION_SECONDS
+        ),
     ],
 }
 

@@ -11,21 +11,27 @@ from typing import Any
 from aiohttp import web
 
 from .. import ids
-from ..errors import IdempotencyInProgress, LeadNotFound, ServiceUnavailable
+from ..errors import (
+    IdempotencyInProgress,
+    LeadMerged,
+    LeadNotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+)
 from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.client import Mongo, aggregate, store_errors
 from ..store.driver import BulkWriteError, DuplicateKeyError, UpdateOne
 from ..store.group_commit import GroupCommit, KeyedLocks
 from ..store.lookups import find_in_scope
-from ..timeutil import utcnow
+from ..timeutil import to_ms, utcnow
 from .counters import Bounds, LeadCounters
-from .documents import FULL_PROJECTION, LIST_PROJECTION, to_lead
+from .documents import FULL_PROJECTION, LIST_PROJECTION, merged_document, to_lead
 from .event_log import EventLog, EventSignal
 from .export_reads import LeadExporter
 from .listing import LeadLister
 from .phones import phone_key
 from .queries import LeadPage, LeadQuery
-from .rules import STATUSES
+from .rules import STATUSES, etag_matches, lead_etag
 from .suppressions import SuppressionList
 from .transaction import Batch, LeadStores, LeaseLost, TooHeavy, Unit
 from .writes import CREATE, DELETE, ERASE, UPDATE, Deleted, Erased, LeadWrite, Outcome, Written
@@ -75,6 +81,7 @@ class LeadRepository:
             events=EventLog(mongo.db),
             idempotency=self.idempotency,
             suppressions=self.suppressions,
+            tombstones=mongo.db["merge_tombstones"],
         )
         # All writes of one chatbot take turns in this process, committed in groups.
         self._writes: GroupCommit[Unit, builtins.list[Outcome]] = GroupCommit(
@@ -101,8 +108,63 @@ class LeadRepository:
         scope = {"chatbotId": chatbot_id}
         doc = await find_in_scope(self._leads, lead_id, scope, projection, self._quirks, **kw)
         if doc is None:
+            await self._raise_if_merged(chatbot_id, lead_id)
             raise LeadNotFound()
         return doc
+
+    async def _raise_if_merged(self, chatbot_id: str, lead_id: str) -> None:
+        """LeadMerged (naming the lead it went into) for a lead of the chatbot that a
+        merge removed, while its tombstone is kept."""
+        tomb = await self._stores.tombstones.find_one({"_id": lead_id})
+        if tomb is not None and tomb["chatbotId"] == chatbot_id:
+            raise LeadMerged(details={"mergedInto": tomb["mergedInto"]})
+
+    @store_errors
+    async def merge_preview(
+        self,
+        *,
+        chatbot_id: str,
+        target_id: str,
+        source_ids: builtins.list[str],
+        if_match: str | None,
+    ) -> dict[str, Any]:
+        """The lead a merge of ``source_ids`` into ``target_id`` would make, as of now;
+        nothing is written (a merge's ``dryRun``). The same refusals as the merge."""
+        target = await self._find_lead(chatbot_id, target_id)
+        if if_match is not None and not etag_matches(if_match, lead_etag(to_lead(target))):
+            raise PreconditionFailed()
+        sources = [await self._find_lead(chatbot_id, source_id) for source_id in source_ids]
+        return to_lead(merged_document(target, sources, utcnow()))
+
+    @store_errors
+    async def duplicates(
+        self, *, chatbot_id: str, lead_id: str, limit: int
+    ) -> builtins.list[tuple[dict[str, Any], builtins.list[str]]]:
+        """The chatbot's other leads with the lead's email (case-insensitive) or phone
+        number (E.164), newest first, at most ``limit``, each with what matched: two
+        equality reads (``by_email``, ``by_phone``), never another chatbot's leads."""
+        lead = await self._find_lead(chatbot_id, lead_id)
+        matched: dict[str, tuple[dict[str, Any], builtins.list[str]]] = {}
+        keys = [("email", "emailFolded", lead.get("emailFolded"))]
+        phone = lead.get("phoneKey")
+        if isinstance(phone, str) and phone.startswith("+"):
+            keys.append(("phone", "phoneKey", phone))
+        for name, field, value in keys:
+            if value is None:
+                continue
+            found = (
+                self._leads.find({"chatbotId": chatbot_id, field: value}, LIST_PROJECTION)
+                .sort([("createdAt", -1), ("_id", -1)])
+                .limit(limit + 1)
+            )
+            async for doc in found:
+                if doc["_id"] == lead_id:
+                    continue
+                matched.setdefault(doc["_id"], (doc, []))[1].append(name)
+        ordered = sorted(
+            matched.values(), key=lambda m: (to_ms(m[0]["createdAt"]), m[0]["_id"]), reverse=True
+        )
+        return [(to_lead(doc), names) for doc, names in ordered[:limit]]
 
     @store_errors
     async def write(

@@ -39,6 +39,7 @@ from ..http.spec import (
 )
 from ..idempotency.middleware import kept_response, receipt_for, response_of
 from ..idempotency.records import Answer
+from .phones import to_e164
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
@@ -52,7 +53,7 @@ from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelop
 from .results import LEADS_PATH, LeadGone, OneLead
 from .rules import etag_matches, render_lead, rendered_etag
 from .schemas import LeadCreateSchema, LeadUpdateSchema
-from .writes import CREATE, DELETE, UPDATE, UPSERT, LeadWrite
+from .writes import CREATE, DELETE, UPDATE, UPSERT, UPSERT_ON, LeadWrite
 
 _create_schema = LeadCreateSchema()
 _update_schema = LeadUpdateSchema()
@@ -72,24 +73,37 @@ _CHANGE_LEAD = Link("updateLead", "Change this lead", _THIS_LEAD)
 _DELETE_LEAD = Link("deleteLead", "Delete this lead (confirmed)", {**_THIS_LEAD, "confirm": "true"})
 
 
-def upsert_write(fields: dict[str, Any], body: dict[str, Any]) -> LeadWrite:
-    """Create ``fields``, or merge into the newest lead with the email what was sent."""
-    return LeadWrite(UPSERT, fields, merge={k: v for k, v in fields.items() if camel(k) in body})
+def upsert_write(fields: dict[str, Any], body: dict[str, Any], on: str = "email") -> LeadWrite:
+    """Create ``fields``, or merge what was sent into the newest lead with the same
+    ``on`` (UPSERT_ON). ValidationFailed when the lead lacks what it matches on: an
+    external id, or a phone that parses to E.164 (an email it always has)."""
+    if on == "phone" and to_e164(fields.get("phone")) is None:
+        raise ValidationFailed(
+            details={
+                "phone": ["An upsert by phone needs a number that parses: + and country code."]
+            }
+        )
+    if on == "externalId" and fields.get("external_id") is None:
+        raise ValidationFailed(details={"externalId": ["An upsert by externalId needs one."]})
+    merge = {k: v for k, v in fields.items() if camel(k) in body}
+    return LeadWrite(UPSERT, fields, merge=merge, on=on)
 
 
-def _upsert_mode(query: Any) -> bool:
-    """``?upsert=email`` (the only query parameter a create takes)."""
+def _upsert_mode(query: Any) -> str | None:
+    """``?upsert=email|phone|externalId`` (the only query parameter a create takes)."""
     unknown = [name for name in query if name != "upsert"]
     if unknown:
         reject_query(query)
     values = query.getall("upsert", [])
     if not values:
-        return False
-    if values != ["email"]:
+        return None
+    if len(values) != 1 or values[0] not in UPSERT_ON:
         raise ValidationFailed(
-            "Invalid query parameters", details={"upsert": ["Must be 'email', given once."]}
+            "Invalid query parameters",
+            details={"upsert": [f"Must be one of {', '.join(UPSERT_ON)}, given once."]},
         )
-    return True
+    on: str = values[0]
+    return on
 
 
 async def commit_writes(
@@ -126,11 +140,14 @@ async def commit_writes(
     "Location header pointing at it. Unknown fields and server-owned fields (id, "
     "chatbotId, workspaceId, createdAt, updatedAt, statusHistory) are a 400 naming them; "
     "so are control characters in any string field (metadata values excepted).\n\n"
-    "With `?upsert=email` (the only query parameter a create takes): when the chatbot has "
-    "a lead with the same email (case-insensitive; the most recently created one if "
-    "several), the fields sent are merged into it as a PUT would (metadata merged) and the "
-    "answer is 200; otherwise the lead is created (201). Concurrent upserts of one email "
-    "leave one lead with every change applied.\n\n"
+    "With `?upsert=email`, `phone` or `externalId` (the only query parameter a create "
+    "takes): when the chatbot has a lead with the same email (case-insensitive), the same "
+    "phone number (`phoneE164`: the body's phone must parse, with `+` and country code, "
+    "else 400) or the same externalId (the body must have one, else 400) — the most "
+    "recently created one if several — the fields sent are merged into it as a PUT would "
+    "(metadata merged) and the answer is 200; otherwise the lead is created (201). "
+    "Concurrent upserts of one email, phone or external id leave one lead with every "
+    "change applied.\n\n"
     "An email or phone the workspace suppresses (`POST /api/v1/privacy/erasures` with "
     "`suppress`) is a 422 `SUPPRESSED`, nothing stored.",
     parameters=(
@@ -138,8 +155,9 @@ async def commit_writes(
             "in": "query",
             "name": "upsert",
             "required": False,
-            "schema": {"type": "string", "enum": ["email"]},
-            "description": "`email`: create, or merge into the lead with this email.",
+            "schema": {"type": "string", "enum": list(UPSERT_ON)},
+            "description": "`email`, `phone` or `externalId`: create, or merge into the "
+            "lead with the same one.",
         },
         IDEMPOTENCY_KEY,
     ),
@@ -183,7 +201,7 @@ async def create_lead(request: web.Request) -> web.Response:
     upsert = _upsert_mode(request.query)
     body = await read_json_object(request, request.app[appkeys.settings_key].max_body_bytes)
     fields = load_fields(_create_schema, body)
-    write = upsert_write(fields, body) if upsert else LeadWrite(CREATE, fields)
+    write = upsert_write(fields, body, upsert) if upsert else LeadWrite(CREATE, fields)
     return await commit_writes(request, [write], OneLead(request[REQUEST_ID]))
 
 

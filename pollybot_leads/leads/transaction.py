@@ -13,6 +13,7 @@ from .. import ids
 from ..errors import (
     AppError,
     DuplicateExternalId,
+    LeadMerged,
     LeadNotFound,
     PreconditionFailed,
     Suppressed,
@@ -21,15 +22,23 @@ from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.driver import DeleteOne, UpdateOne
 from ..timeutil import to_ms, utcnow
 from .counters import Bounds, Claim, pair_key
-from .documents import apply_update, build_lead_document, index_entries, to_lead
+from .documents import (
+    apply_update,
+    build_lead_document,
+    index_entries,
+    merged_document,
+    to_lead,
+)
 from .event_log import (
     LEAD_CREATED,
     LEAD_DELETED,
+    LEAD_MERGED,
     LEAD_UPDATED,
     EventLog,
     lead_changes,
     redacted,
 )
+from .phones import DIGITS, to_e164
 from .rules import etag_matches, fold, lead_etag
 from .suppressions import SuppressionList
 from .suppressions import addresses as new_addresses
@@ -38,6 +47,7 @@ from .writes import (
     DELETE,
     ERASE,
     ERASE_CHUNK,
+    MERGE,
     UPDATE,
     UPSERT,
     Deleted,
@@ -59,6 +69,24 @@ def upsert_guard_id(chatbot_id: str, folded_email: str) -> str:
     """
     digest = hmac.new(chatbot_id.encode(), folded_email.encode(), hashlib.sha256).hexdigest()
     return f"{chatbot_id}:{digest}"
+
+
+def upsert_match(on: str, fields: dict[str, Any]) -> tuple[str, str]:
+    """The stored field an upsert matches on, and the value its fields give it: the
+    folded email, the phone in E.164 (routes refuse an upsert by a phone that does not
+    parse) or the external id."""
+    if on == "email":
+        return "emailFolded", fold(fields["email"])
+    if on == "phone":
+        e164 = to_e164(fields["phone"])
+        assert e164 is not None, "an upsert by phone needs a phone that parses"
+        return "phoneKey", e164
+    return "externalId", fields["external_id"]
+
+
+def _guard_key(field: str, value: str) -> str:
+    """What a match's guard id is made of (an email's alone, as before phones)."""
+    return value if field == "emailFolded" else f"{field}:{value}"
 
 
 @dataclass
@@ -86,6 +114,7 @@ class LeadStores:
     events: EventLog
     idempotency: IdempotencyStore
     suppressions: SuppressionList
+    tombstones: Any  # of merged leads: {_id: its id, chatbotId, mergedInto, at}
 
 
 class LeaseLost(Exception):
@@ -122,16 +151,18 @@ class Batch:
         self.deleted: list[str] = []  # lead ids this batch deleted (their copies go too)
         self.deleted_guards: set[str] = set()  # the upsert guards of their emails
         self.missing: set[str] = set()  # lead ids read and not this chatbot's
-        self.by_email: dict[str, list[dict[str, Any]]] = {}  # folded email -> leads read
+        # (field, value) an upsert matches on -> the leads read with it
+        self.by_match: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.entries = 0  # index entries written so far (updated leads: before and after)
         self.suppressed: set[tuple[str, str]] = set()  # (kind, value) new leads may not have
         self.erasing = False  # an erasure ran: the chatbot's event sequence is written
         self.external_holders: dict[str, str] = {}  # external id -> the stored lead with it
+        self.tombstones: list[dict[str, Any]] = []  # of the leads merges removed
 
     async def prefetch(self, units: list[Unit]) -> None:
         """Read what many writes need in one round trip each, rather than one per write:
         the leads that updates and deletes name, and the leads (and guards) of the
-        emails that upserts name."""
+        emails, phones and external ids that upserts match on."""
         lead_ids = sorted(
             {
                 write.lead_id
@@ -150,18 +181,27 @@ class Batch:
             self.missing.update(i for i in lead_ids if i not in self.states)
         await self._read_suppressions(units)
         await self._read_external_ids(units)
-        emails = sorted(
-            {fold(w.fields["email"]) for unit in units for w in unit.writes if w.kind == UPSERT}
+        matches = sorted(
+            {
+                upsert_match(w.on, w.fields)
+                for unit in units
+                for w in unit.writes
+                if w.kind == UPSERT
+            }
         )
-        if emails:
-            await self._guard(emails)
-            self.by_email = {email: [] for email in emails}
-            found = self.stores.leads.find(
-                {"chatbotId": self.chatbot_id, "emailFolded": {"$in": emails}},
-                session=self.session,
-            )
-            async for doc in found:
-                self.by_email[doc["emailFolded"]].append(doc)
+        if matches:
+            await self._guard([_guard_key(field, value) for field, value in matches])
+            self.by_match = {match: [] for match in matches}
+            for field in sorted({field for field, _ in matches}):
+                found = self.stores.leads.find(
+                    {
+                        "chatbotId": self.chatbot_id,
+                        field: {"$in": [value for f, value in matches if f == field]},
+                    },
+                    session=self.session,
+                )
+                async for doc in found:
+                    self.by_match[field, doc[field]].append(doc)
 
     async def _read_suppressions(self, units: list[Unit]) -> None:
         """Which of the new leads' emails and phones the workspace suppresses (one read,
@@ -212,7 +252,7 @@ class Batch:
             raise DuplicateExternalId(details={"externalId": [value]})
 
     async def _guard(self, emails: list[str]) -> None:
-        """Write the upsert guard of each email (see _by_email), all in one round trip."""
+        """Write the upsert guard of each match (see _by_match), all in one round trip."""
         await self.stores.guards.bulk_write(
             [
                 UpdateOne(
@@ -268,7 +308,7 @@ class Batch:
             self._check_external_id(None, write.fields)
             return self._create(workspace_id, write.fields)
         if write.kind == UPSERT:
-            target = await self._by_email(write.fields["email"])
+            target = await self._by_match(*upsert_match(write.on, write.fields))
             if target is None:
                 self._check_external_id(None, write.fields)
                 return self._create(workspace_id, write.fields)
@@ -283,6 +323,8 @@ class Batch:
         if write.kind == UPDATE:
             self._check_external_id(current["_id"], write.fields)
             return self._update(current, write.fields)
+        if write.kind == MERGE:
+            return await self._merge(current, write)
         return self._delete(current, write.audit or {}, write.reason)
 
     def _count(self, changes: dict[str, int], pair: str | None = None, by: int = 1) -> None:
@@ -305,7 +347,36 @@ class Batch:
         return Written(lead, created=True)
 
     def _update(self, current: dict[str, Any], changes: dict[str, Any]) -> Written:
-        after = apply_update(current, changes, self.now)
+        return self._replace(current, apply_update(current, changes, self.now))
+
+    async def _merge(self, target: dict[str, Any], write: LeadWrite) -> Written:
+        """Merge the write's sources into ``target`` (documents.merged_document): each
+        source deleted as a DELETE would (``"reason": "merged"``) and left a tombstone
+        naming the target; the target changed, with a ``lead.merged`` event."""
+        source_ids: list[str] = write.fields["source_ids"]
+        sources = [await self._load(source_id) for source_id in source_ids]
+        after = merged_document(target, sources, self.now)
+        for source in sources:
+            self._delete(source, write.audit or {}, "merged")
+            self.tombstones.append(
+                {
+                    "_id": source["_id"],
+                    "chatbotId": self.chatbot_id,
+                    "mergedInto": target["_id"],
+                    "at": self.now,
+                }
+            )
+        self.bounds.include(after["createdAt"], None)
+        return self._replace(target, after, LEAD_MERGED, {"mergedIds": source_ids})
+
+    def _replace(
+        self,
+        current: dict[str, Any],
+        after: dict[str, Any],
+        kind: str = LEAD_UPDATED,
+        extra: dict[str, Any] | None = None,
+    ) -> Written:
+        """The lead ``current`` is now ``after``: counted, and announced by ``kind``."""
         self.states[current["_id"]] = after
         self.entries += index_entries(current) + index_entries(after)
         if after["status"] != current["status"]:
@@ -319,7 +390,7 @@ class Batch:
             self.bounds.include(None, after["nameSort"])
         lead = to_lead(after)
         changed = lead_changes(to_lead(current), lead)
-        self.events.append((LEAD_UPDATED, {"lead": lead, "changes": changed}))
+        self.events.append((kind, {"lead": lead, "changes": changed, **(extra or {})}))
         return Written(lead, created=False)
 
     async def _erase(self, write: LeadWrite) -> Erased:
@@ -370,6 +441,10 @@ class Batch:
             self.deleted_guards.add(upsert_guard_id(self.chatbot_id, email))
             # As releases before the hashed ids named it (written no more; kept an hour).
             self.deleted_guards.add(f"{self.chatbot_id}:{email}")
+        for field in ("phoneKey", "externalId"):  # the guards of upserts by them
+            value = current.get(field)
+            if value and not (field == "phoneKey" and value.startswith(DIGITS)):
+                self.deleted_guards.add(upsert_guard_id(self.chatbot_id, _guard_key(field, value)))
         # Its events of this batch hold it too (flush redacts those already stored).
         self.events = [
             (kind, redacted(lead_id) if data["lead"].get("id") == lead_id else data)
@@ -388,6 +463,12 @@ class Batch:
             if ids.is_id(ids.LEAD, lead_id) and lead_id not in self.missing:
                 doc = await self.stores.leads.find_one({"_id": lead_id}, session=self.session)
             if doc is None or doc.get("chatbotId") != self.chatbot_id:
+                if ids.is_id(ids.LEAD, lead_id):  # merged into another lead of the chatbot?
+                    tomb = await self.stores.tombstones.find_one(
+                        {"_id": lead_id}, session=self.session
+                    )
+                    if tomb is not None and tomb["chatbotId"] == self.chatbot_id:
+                        raise LeadMerged(details={"mergedInto": tomb["mergedInto"]})
                 raise LeadNotFound()  # another chatbot's lead is never touched
             self._read(doc)
         state = self.states[lead_id]
@@ -395,20 +476,20 @@ class Batch:
             raise LeadNotFound()
         return state
 
-    async def _by_email(self, email: str) -> dict[str, Any] | None:
-        """The chatbot's most recently created lead with this email (case-insensitive),
-        as this batch left it; from the leads ``prefetch`` read (after writing the
-        email's guard: upserts of one email in other processes write that document
-        too, so two of them cannot both miss each other's lead; one conflicts and runs
-        again. Every write of the chatbot also moves its event sequence, which orders
-        them as well; the guard keeps upserts right without relying on that)."""
-        folded = fold(email)
+    async def _by_match(self, field: str, value: str) -> dict[str, Any] | None:
+        """The chatbot's most recently created lead whose ``field`` (``emailFolded``,
+        ``phoneKey``, ``externalId``) is ``value``, as this batch left it; from the leads
+        ``prefetch`` read (after writing the match's guard: upserts of one email, phone
+        or external id in other processes write that document too, so two of them
+        cannot both miss each other's lead; one conflicts and runs again. Every write of
+        the chatbot also moves its event sequence, which orders them as well; the guard
+        keeps upserts right without relying on that)."""
         candidates = [
             state
             for state in self.states.values()
-            if state is not None and state.get("emailFolded") == folded
+            if state is not None and state.get(field) == value
         ]
-        candidates += [doc for doc in self.by_email[folded] if doc["_id"] not in self.states]
+        candidates += [doc for doc in self.by_match[field, value] if doc["_id"] not in self.states]
         if not candidates:
             return None
         best = max(candidates, key=lambda doc: (to_ms(doc["createdAt"]), doc["_id"]))
@@ -430,13 +511,16 @@ class Batch:
         ]
         if new:
             await leads.insert_many(new, session=session)
-        writes: builtins.list[UpdateOne | DeleteOne] = []
+        # Deletions first: a merge's target may take the external id of a source it
+        # deletes, which the unique index holds until the source is gone.
+        writes: builtins.list[UpdateOne | DeleteOne] = [
+            DeleteOne({"_id": lead_id})
+            for lead_id, before in self.stored.items()
+            if before is not None and self.states[lead_id] is None
+        ]
         for lead_id, before in self.stored.items():
             after = self.states[lead_id]
-            if before is None or after is before:
-                continue
-            if after is None:
-                writes.append(DeleteOne({"_id": lead_id}))
+            if before is None or after is before or after is None:
                 continue
             sets = {k: v for k, v in after.items() if before.get(k, _ABSENT) != v}
             update: dict[str, Any] = {"$set": sets}
@@ -448,6 +532,8 @@ class Batch:
             await leads.bulk_write(writes, ordered=True, session=session)
         if self.audits:
             await self.stores.audit.insert_many(self.audits, session=session)
+        if self.tombstones:
+            await self.stores.tombstones.insert_many(self.tombstones, session=session)
         changes = {key: n for key, n in self.counts.items() if n}
         if changes or not self.bounds.empty:
             await counts.add(session, changes, self.bounds)

@@ -6,16 +6,17 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..leads.event_log import LEAD_CREATED, LEAD_DELETED, LEAD_UPDATED
+from ..leads.event_log import LEAD_CREATED, LEAD_DELETED, LEAD_MERGED, LEAD_UPDATED
 from ..leads.routes import lead_json
 from ..timeutil import format_ts
 
-EVENT_TYPES = (LEAD_CREATED, LEAD_UPDATED, LEAD_DELETED)
+EVENT_TYPES = (LEAD_CREATED, LEAD_UPDATED, LEAD_DELETED, LEAD_MERGED)
 # PollyBot's own upper-case names, for receivers written against its webhooks.
 EVENT_NAMES = {
     LEAD_CREATED: "LEAD_CREATED",
     LEAD_UPDATED: "LEAD_UPDATED",
     LEAD_DELETED: "LEAD_DELETED",
+    LEAD_MERGED: "LEAD_MERGED",
 }
 
 
@@ -41,8 +42,10 @@ def event_json(doc: dict[str, Any]) -> dict[str, Any]:
         shown["changes"] = _plain(data["changes"])
     if data.get("redacted"):
         shown["redacted"] = True
-    if "reason" in data:  # lead.deleted by an erasure
+    if "reason" in data:  # lead.deleted by an erasure or a merge
         shown["reason"] = data["reason"]
+    if "mergedIds" in data:  # lead.merged: the leads merged into this one
+        shown["mergedIds"] = list(data["mergedIds"])
     return {
         "id": doc["_id"],
         "type": doc["type"],

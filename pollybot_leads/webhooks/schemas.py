@@ -52,7 +52,8 @@ def events_field(**kwargs: Any) -> fields.List[Any]:
         validate=[validate.Length(1, len(EVENT_TYPES)), _unique],
         metadata={
             "description": "The event types delivered to this endpoint, each once "
-            "(default: all three).",
+            "(default: all of them; an endpoint made before `lead.merged` existed keeps "
+            "the three it had until it is changed).",
             "uniqueItems": True,
             "example": ["lead.created", "lead.updated"],
         },
@@ -172,15 +173,15 @@ class EventDataSchema(CamelSchema):
     lead = fields.Dict(
         required=True,
         metadata=doc(
-            "lead.created and lead.updated: the whole lead as the lead API returns it, "
-            'after the change. lead.deleted: only `{"id"}` (no personal data); so is every '
-            "earlier event of a deleted lead (`redacted`).",
+            "lead.created, lead.updated and lead.merged: the whole lead as the lead API "
+            'returns it, after the change. lead.deleted: only `{"id"}` (no personal data); '
+            "so is every earlier event of a deleted lead (`redacted`).",
             example={"id": "lead_1234567890abcdef", "status": "contacted"},
         ),
     )
     changes = fields.Dict(
         metadata=doc(
-            "lead.updated only: each changed field with its previous and new value.",
+            "lead.updated and lead.merged: each changed field with its previous and new value.",
             example={"status": {"from": "new", "to": "contacted"}},
         )
     )
@@ -195,10 +196,18 @@ class EventDataSchema(CamelSchema):
     reason = fields.String(
         metadata=doc(
             "lead.deleted only, when the lead was not deleted by a `DELETE`: `erasure` (a "
-            "privacy erasure of its email or phone).",
-            enum=["erasure"],
+            "privacy erasure of its email or phone) or `merged` (merged into the lead of "
+            "a lead.merged event of the same commit).",
+            enum=["erasure", "merged"],
             example="erasure",
         )
+    )
+    merged_ids = fields.List(
+        fields.String(metadata=doc("A lead's id.", example="lead_0123456789abcdef")),
+        metadata=doc(
+            "lead.merged only: the leads merged into this one (each now deleted, with a "
+            '`lead.deleted` event carrying `"reason": "merged"`).'
+        ),
     )
 
 

@@ -25,6 +25,13 @@ valid or invalid, from what is actually sent:
   well-formed ids becomes the test tenant's chatbot, or stays empty);
 - an ``externalId`` names one person: a valid drawn one gets a fresh suffix on every
   call (a drawn id used again, the example's above all, is rightly a 409);
+- an upsert has what it matches on: with ``?upsert=phone`` a phone that parses (a drawn
+  one that does not becomes ``+14155552671``), with ``?upsert=externalId`` an external id
+  (a fresh one when none is drawn);
+- a merge and a duplicates read name leads of the chatbot: a drawn well-formed lead id
+  in their path becomes the test's prepared target, a drawn list of well-formed
+  ``sourceIds`` one of its prepared sources (a source merged once is then rightly a 404
+  ``LEAD_MERGED``);
 - an API key's ``expiresAt`` is in the future (a drawn past or out-of-range time becomes
   a day from now), and a chatbot's ``defaultRegion`` is one the phone library knows (a
   drawn two capitals it does not know become ``US``).
@@ -56,7 +63,7 @@ from pollybot_leads.leads.metadata import (
     MAX_KEYS_PER_OBJECT,
     MAX_SERIALIZED_BYTES,
 )
-from pollybot_leads.leads.phones import is_region
+from pollybot_leads.leads.phones import is_region, to_e164
 from pollybot_leads.leads.query import (
     CURSOR_PATTERN,
     DATE_MAX,
@@ -218,6 +225,35 @@ def follow_admin_prose(body: dict[str, Any]) -> None:
         body["defaultRegion"] = "US"
 
 
+LEAD_ID = re.compile(r"^lead_[0-9a-f]{16}$")
+
+
+def follow_upsert_prose(query: dict[str, Any], body: dict[str, Any]) -> None:
+    on = query.get("upsert")
+    if on == "phone" and to_e164(body.get("phone")) is None:
+        body["phone"] = "+14155552671"
+    if on == "externalId" and body.get("externalId") is None:
+        body["externalId"] = f"upsert-{uuid.uuid4().hex}"
+
+
+def follow_merge_prose(case: Any) -> None:
+    """Merges and duplicates reads name the prepared leads (PB_SCHEMATHESIS_LEADS: the
+    target, then the sources)."""
+    prepared = os.environ.get("PB_SCHEMATHESIS_LEADS", "").split(",")
+    path = case.operation.path
+    if len(prepared) < 2 or not path.endswith(("/merge", "/duplicates")):
+        return
+    params = case.path_parameters
+    if isinstance(params, dict) and LEAD_ID.match(str(params.get("leadId", ""))):
+        params["leadId"] = prepared[0]
+    body = case.body
+    sources = body.get("sourceIds") if isinstance(body, dict) else None
+    if isinstance(sources, list) and 1 <= len(sources) <= 10:
+        if all(isinstance(i, str) and LEAD_ID.match(i) for i in sources):
+            if len(set(sources)) == len(sources):
+                body["sourceIds"] = [prepared[1 + uuid.uuid4().int % (len(prepared) - 1)]]
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
     """Every phase's cases pass here, just before each call (schemathesis re-reads their
@@ -233,6 +269,9 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
     if isinstance(body, dict):
         fresh_external_id(body)
         follow_admin_prose(body)
+        if isinstance(case.query, dict):
+            follow_upsert_prose(case.query, body)
+    follow_merge_prose(case)
     if isinstance(body, dict) and isinstance(body.get("leads"), list):
         items = [_int64(item) for item in body["leads"]]
         for item in items:

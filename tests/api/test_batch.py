@@ -81,7 +81,7 @@ async def test_malformed_batches_are_400_and_create_nothing(api, tenant):
         {"leads": []},
         {"leads": [{"name": "A", "email": "a@example.com"}] * 101},
         {"leads": {"name": "A"}},
-        {"leads": [{"name": "A", "email": "a@example.com"}], "upsert": "phone"},
+        {"leads": [{"name": "A", "email": "a@example.com"}], "upsert": "fax"},
         {"leads": [{"name": "A", "email": "a@example.com"}], "extra": 1},
         {},
     ):

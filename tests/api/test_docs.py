@@ -25,6 +25,8 @@ LEAD_OPERATION_IDS = {
     "updateLead",
     "deleteLead",
     "exportLeads",
+    "listLeadDuplicates",
+    "mergeLeads",
 }
 WEBHOOK_OPERATION_IDS = {
     "createWebhook",
@@ -72,6 +74,8 @@ OPERATIONS = {
     ("put", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("delete", "/api/v1/chatbots/{chatbotId}/leads/{leadId}"),
     ("get", "/api/v1/chatbots/{chatbotId}/leads/export"),
+    ("get", "/api/v1/chatbots/{chatbotId}/leads/{leadId}/duplicates"),
+    ("post", "/api/v1/chatbots/{chatbotId}/leads/{leadId}/merge"),
     ("get", "/api/v1/chatbots/{chatbotId}/events"),
     ("post", "/api/v1/webhooks"),
     ("get", "/api/v1/webhooks"),
@@ -277,11 +281,12 @@ async def test_spec_stays_valid_after_the_docs_page_is_viewed(api):
 async def test_operations_have_ids_tags_and_links(spec):
     ops = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
     assert set(ops) == OPERATION_IDS
-    assert [t["name"] for t in spec["tags"]] == ["leads", "events", "webhooks", "privacy"]
+    assert [t["name"] for t in spec["tags"]] == ["leads", "events", "webhooks", "privacy", "admin"]
     assert all(t["description"] for t in spec["tags"])
     assert all(ops[o]["tags"] == ["leads"] for o in LEAD_OPERATION_IDS)
     assert all(ops[o]["tags"] == ["webhooks"] for o in WEBHOOK_OPERATION_IDS)
     assert all(ops[o]["tags"] == ["privacy"] for o in PRIVACY_OPERATION_IDS)
+    assert all(ops[o]["tags"] == ["admin"] for o in ADMIN_OPERATION_IDS)
     assert ops["listEvents"]["tags"] == ["events"]
     hooks = ops["createWebhook"]["responses"]["201"]["links"]
     assert {link["operationId"] for link in hooks.values()} == WEBHOOK_OPERATION_IDS - {
@@ -336,9 +341,10 @@ async def test_response_fields_are_required_and_described(spec):
         ("BatchItemError", "details"),
         ("BatchResult", "lead"),  # one of lead and error, by status
         ("BatchResult", "error"),
-        ("EventData", "changes"),  # lead.updated only
+        ("EventData", "changes"),  # lead.updated and lead.merged only
         ("EventData", "redacted"),  # a deleted lead's earlier events only
-        ("EventData", "reason"),  # lead.deleted by an erasure only
+        ("EventData", "reason"),  # lead.deleted by an erasure or a merge only
+        ("EventData", "mergedIds"),  # lead.merged only
     }
     found = _response_schemas(spec)
     assert {"LeadEnvelope", "Lead", "StatusChange", "Pagination", "ErrorEnvelope"} <= set(found)

@@ -182,8 +182,10 @@ async def test_a_retry_after_the_lead_was_deleted_is_410_and_creates_nothing(api
         await error_of(again, 410, "LEAD_DELETED")
         assert "Idempotent-Replayed" not in again.headers
     assert await lead_count(api, tenant) == 0
-    # The key's record keeps its time alone: no response, no digest of the body.
+    # The key's record keeps its time and API key id alone: no response, no digest of
+    # the body (the key id, for its workspace's deletion).
     record = await mongo.db["idempotency_keys"].find_one({"_id": record_id(tenant.key_id, key)})
-    assert set(record) == {"_id", "state", "createdAt"} and record["state"] == "gone"
+    assert set(record) == {"_id", "state", "createdAt", "scope"} and record["state"] == "gone"
+    assert record["scope"] == tenant.key_id
     fresh = await api.post(tenant.leads_url, json=payload, headers=keyed(tenant, str(uuid.uuid4())))
     assert (await data_of(fresh, 201))["id"] != lead["id"]

@@ -29,8 +29,20 @@ MAX_EXAMPLES = 25  # per operation and phase: about 700 cases in all
 SEED = 20261127  # fixed: a failure reproduces (`st replay` and the printed curl)
 
 
-async def test_schemathesis_finds_nothing(settings, mongo, accounts, tmp_path):
+async def test_schemathesis_finds_nothing(settings, mongo, accounts, leads_repo, tmp_path):
     tenant = await make_tenant(accounts, rate_limit_capacity=100_000, rate_limit_refill=10_000)
+    # Leads for merges and duplicates reads to name (schemathesis_hooks.py): a target and
+    # sources sharing its email.
+    prepared = [
+        (
+            await leads_repo.create(
+                chatbot_id=tenant.chatbot_id,
+                workspace_id=tenant.workspace_id,
+                fields={"name": f"Merge {n}", "email": "merge@example.com"},
+            )
+        )["id"]
+        for n in range(12)
+    ]
     # Scenarios of up to 10 steps (6 by default): long enough to follow a create's links
     # to a read, a change and a deletion whatever the drawn data.
     config = f'[parameters]\n"path.chatbotId" = "{tenant.chatbot_id}"\n'
@@ -41,6 +53,7 @@ async def test_schemathesis_finds_nothing(settings, mongo, accounts, tmp_path):
         chatbot_id=tenant.chatbot_id,
         config=config,
         select=["--exclude-path-regex", "^/api/v1/admin/"],  # an admin key's: below
+        leads=prepared,
     )
     cases = re.search(r"(\d+) generated", report)
     assert cases and int(cases.group(1)) >= 200, report[-3000:]
@@ -79,7 +92,7 @@ async def test_schemathesis_finds_nothing_in_the_admin_api(settings, mongo, acco
 
 
 async def run_schemathesis(
-    settings, tmp_path, *, key, chatbot_id, config, select, max_examples=MAX_EXAMPLES
+    settings, tmp_path, *, key, chatbot_id, config, select, max_examples=MAX_EXAMPLES, leads=()
 ):
     """Run schemathesis with ``key`` against a server of its own (its bad-credential
     probes spend that server's per-address bucket) and return its report."""
@@ -110,6 +123,7 @@ async def run_schemathesis(
             **os.environ,
             "SCHEMATHESIS_HOOKS": str(HOOKS),
             "PB_SCHEMATHESIS_CHATBOT_ID": chatbot_id,  # for chatbotIds
+            "PB_SCHEMATHESIS_LEADS": ",".join(leads),  # for merges and duplicates reads
         }
         output = tmp_path / "schemathesis.txt"
         with output.open("wb") as sink:

@@ -27,7 +27,7 @@ Request = tuple[str, str, Any]
 
 
 def requests_of(
-    t: Tenant, lead_id: str, webhook_id: str, suppression_id: str
+    t: Tenant, lead_id: str, webhook_id: str, suppression_id: str, source_id: str
 ) -> dict[str, Request]:
     chatbot = f"/api/v1/chatbots/{t.chatbot_id}"
     hook = f"/api/v1/webhooks/{webhook_id}"
@@ -37,6 +37,12 @@ def requests_of(
         "listLeads": ("GET", f"{chatbot}/leads", None),
         "getLead": ("GET", f"{chatbot}/leads/{lead_id}", None),
         "updateLead": ("PUT", f"{chatbot}/leads/{lead_id}", {"status": "contacted"}),
+        "listLeadDuplicates": ("GET", f"{chatbot}/leads/{lead_id}/duplicates", None),
+        "mergeLeads": (
+            "POST",
+            f"{chatbot}/leads/{lead_id}/merge",
+            {"sourceIds": [source_id], "dryRun": True},
+        ),
         "deleteLead": ("DELETE", f"{chatbot}/leads/{lead_id}?confirm=true", None),
         "exportLeads": ("GET", f"{chatbot}/leads/export", None),
         "listEvents": ("GET", f"{chatbot}/events", None),
@@ -94,6 +100,7 @@ async def test_each_route_needs_its_scope_and_a_key_without_it_changes_nothing(
 ):
     full = await make_tenant(accounts)
     lead = await data_of(await api.post(full.leads_url, json=person(), headers=full.headers), 201)
+    source = await data_of(await api.post(full.leads_url, json=person(), headers=full.headers), 201)
     hook = {"url": "http://127.0.0.1:9/hook"}
     resp = await api.post("/api/v1/webhooks", json=hook, headers=full.headers)
     webhook = await data_of(resp, 201)
@@ -101,7 +108,7 @@ async def test_each_route_needs_its_scope_and_a_key_without_it_changes_nothing(
     await data_of(await api.post("/api/v1/privacy/erasures", json=erasure, headers=full.headers))
     page = await data_of(await api.get("/api/v1/privacy/suppressions", headers=full.headers))
     suppression = page["suppressions"][0]["id"]
-    table = requests_of(full, lead["id"], webhook["id"], suppression)
+    table = requests_of(full, lead["id"], webhook["id"], suppression, source["id"])
     assert set(table) == set(spec_operations), "a route without a case here"
 
     for operation, request in table.items():

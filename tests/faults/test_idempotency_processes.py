@@ -98,13 +98,22 @@ async def test_a_kept_result_survives_restarts_of_server_redis_and_store(
         redis.close()
 
 
-async def test_fifty_upserts_of_a_new_email_across_two_servers_leave_one_lead(
-    tenant: Tenant, server: ApiServer, second: ApiServer, http: ClientSession
+# A phone in four forms of one number (E.164 +14155552671); an external id as such.
+PHONES = ["+1 (415) 555-2671", "+14155552671", "+1-415-555-2671", "+1 415 555 2671"]
+
+
+@pytest.mark.parametrize("on", ["email", "phone", "externalId"])
+async def test_fifty_upserts_of_a_new_email_phone_or_external_id_across_two_servers_leave_one_lead(
+    tenant: Tenant, server: ApiServer, second: ApiServer, http: ClientSession, on: str
 ):
     async def upsert(n: int) -> int:
         base = (server, second)[n % 2].base_url
         body = {"name": "Zed", "email": "zed@example.com", "metadata": {f"k{n}": n}}
-        url = base + tenant.leads_path + "?upsert=email"
+        if on == "phone":  # each with an email of its own: the phone alone matches
+            body.update(email=f"zed{n}@example.com", phone=PHONES[n % len(PHONES)])
+        if on == "externalId":
+            body.update(email=f"zed{n}@example.com", externalId="crm-7")
+        url = base + tenant.leads_path + f"?upsert={on}"
         status, _ = await post_until_taken(http, url, body, tenant.headers)
         return status
 
