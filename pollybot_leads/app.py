@@ -75,6 +75,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
             max_count=settings.list_max_count,
             committed=committed,
             suppression_secret=settings.suppression_secret,
+            region_ttl=settings.key_cache_seconds,
         )
         await leads.migrate_counters(mongo.db["chatbots"])
         await leads.coarsen_name_bounds()

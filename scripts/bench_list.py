@@ -124,10 +124,13 @@ def fake_lead(rng: random.Random, i: int, now: datetime) -> tuple[dict[str, Any]
     sep = rng.choice([".", "_", "-", ""])
     local = f"{first}{sep}{last}".lower().replace("'", "")
     email = f"{local}{i}@{rng.choice(DOMAINS)}"
+    phone = f"+1-555-{rng.randrange(1000):03d}-{rng.randrange(10000):04d}"
     fields = {
         "name": f"{first} {last}",
         "email": email,
-        "phone": f"+1-555-{rng.randrange(1000):03d}-{rng.randrange(10000):04d}",
+        # Lead 21's phone is known: the phone filter below finds it, written another way.
+        "phone": "+1-555-210-0021" if i == 21 else phone,
+        "external_id": f"crm-{i}",
         "source": rng.choice(SOURCES),
         "status": rng.choices(STATUSES, STATUS_WEIGHTS)[0],
         "metadata": {
@@ -373,6 +376,8 @@ async def main() -> None:
                 "metadata boolean": {"metadata.trial": "true"},
                 "two metadata filters": {"metadata.plan": "pro", "metadata.utm_source": "google"},
                 "email, exact": {"email": "joanna.doe21@example.com"},
+                "phone, as a number": {"phone": "+1 (555) 210-0021"},
+                "externalId, exact": {"externalId": "crm-21"},
                 "search, one word": {"search": "joanna"},
                 "search, two words": {"search": "jo garcía"},
                 "sort createdAt (oldest first)": {"sort": "createdAt"},

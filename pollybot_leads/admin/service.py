@@ -183,6 +183,7 @@ class AdminService:
         """``changes`` of ``name`` and ``defaultRegion`` (None: no region)."""
         stored = {{"default_region": "defaultRegion"}.get(k, k): v for k, v in changes.items()}
         doc = await self.accounts.update_chatbot(chatbot_id=chatbot_id, changes=stored)
+        self.leads.regions.forget(chatbot_id)  # this process reads its phones anew at once
         target = _target(CHATBOT, chatbot_id, doc["workspaceId"])
         await self._record(actor, "chatbot.update", target, stored)
         return chatbot_json(doc)

@@ -90,9 +90,14 @@ def new_lead_index_entries(fields: dict[str, Any]) -> int:
 
 
 def build_lead_document(
-    chatbot_id: str, workspace_id: str, fields: dict[str, Any], now: datetime
+    chatbot_id: str,
+    workspace_id: str,
+    fields: dict[str, Any],
+    now: datetime,
+    region: str | None = None,
 ) -> dict[str, Any]:
-    """A new lead as stored (without its ``_id``): validated fields plus derived ones."""
+    """A new lead as stored (without its ``_id``): validated fields plus derived ones
+    (``region``: the chatbot's, for a phone written without ``+``)."""
     status = fields.get("status") or DEFAULT_STATUS
     return {
         "chatbotId": chatbot_id,
@@ -100,7 +105,7 @@ def build_lead_document(
         "name": fields["name"],
         "email": fields["email"],
         "phone": fields.get("phone"),
-        "phoneKey": phone_key(fields.get("phone")),
+        "phoneKey": phone_key(fields.get("phone"), region),
         **external_id(chatbot_id, fields.get("external_id")),
         "source": fields.get("source"),
         "status": status,
@@ -114,7 +119,10 @@ def build_lead_document(
 
 
 def merged_document(
-    target: dict[str, Any], sources: list[dict[str, Any]], now: datetime
+    target: dict[str, Any],
+    sources: list[dict[str, Any]],
+    now: datetime,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """The stored lead ``target`` with ``sources`` merged into it (contract v1.2, "merge"):
     its non-null fields win; one it has null takes the value of the most recently updated
@@ -133,7 +141,8 @@ def merged_document(
         else:
             after[field] = value
     after.update(derived(after["name"], after["email"]))
-    after["phoneKey"] = phone_key(after.get("phone"))
+    if after.get("phone") != target.get("phone"):  # taken from a source: read it again
+        after["phoneKey"] = phone_key(after.get("phone"), region)
     metadata: dict[str, Any] = {}
     for source in reversed(newest_first):
         metadata = apply_merge_patch(metadata, source.get("metadata") or {})
@@ -152,7 +161,12 @@ def merged_document(
     return after
 
 
-def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+def apply_update(
+    current: dict[str, Any],
+    changes: dict[str, Any],
+    now: datetime,
+    region: str | None = None,
+) -> dict[str, Any]:
     """The stored lead ``current`` with ``changes`` applied at ``now`` (a new dict)."""
     after = {k: v for k, v in current.items() if k not in LEGACY_FIELDS}
     for field in ("name", "email", "phone", "source"):
@@ -163,8 +177,9 @@ def apply_update(current: dict[str, Any], changes: dict[str, Any], now: datetime
         after.update(external_id(after["chatbotId"], changes["external_id"]))
     if "name" in changes or "email" in changes:
         after.update(derived(after["name"], after["email"]))
-    # Kept in step (and set on leads from before it existed, as they change).
-    after["phoneKey"] = phone_key(after.get("phone"))
+    # Kept in step (and set on leads from before it existed, as they change), with the
+    # chatbot's region as it is now.
+    after["phoneKey"] = phone_key(after.get("phone"), region)
     if "status" in changes and changes["status"] != current["status"]:
         history = list(current.get("statusHistory") or [])
         # Times of the history never run backwards, even within one millisecond.

@@ -33,6 +33,7 @@ class LeadQuery:
     sources: tuple[str, ...] = ()
     email: str | None = None  # folded
     phone: str | None = None  # its key (leads/phones.py, phone_key)
+    phone_text: str | None = None  # as given (read again in the chatbot's region)
     external_id: str | None = None
     created_after: datetime | None = None  # inclusive
     created_before: datetime | None = None  # exclusive

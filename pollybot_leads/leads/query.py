@@ -346,6 +346,7 @@ def parse_list_query(query: MultiMapping[str], codec: CursorCodec) -> LeadQuery:
         sources=data.get("source", ()),
         email=fold(data["email"]) if "email" in data else None,
         phone=phone_key(data["phone"]) if "phone" in data else None,
+        phone_text=data.get("phone"),
         external_id=data.get("external_id"),
         created_after=data.get("created_after"),
         created_before=data.get("created_before"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -29,8 +30,9 @@ from .documents import FULL_PROJECTION, LIST_PROJECTION, merged_document, to_lea
 from .event_log import EventLog, EventSignal
 from .export_reads import LeadExporter
 from .listing import LeadLister
-from .phones import phone_key
+from .phones import phone_key, to_e164
 from .queries import LeadPage, LeadQuery
+from .regions import DEFAULT_TTL, ChatbotRegions
 from .rules import STATUSES, etag_matches, lead_etag
 from .suppressions import SuppressionList
 from .transaction import Batch, LeadStores, LeaseLost, TooHeavy, Unit
@@ -62,6 +64,7 @@ class LeadRepository:
         max_count: int = 0,
         committed: EventSignal | None = None,
         suppression_secret: str = "",
+        region_ttl: float = DEFAULT_TTL,
     ) -> None:
         quirks = mongo.quirks  # learnt by mongo.connect()
         # Notified after every commit (its events are then in the log): see EventSignal.
@@ -72,6 +75,8 @@ class LeadRepository:
         self._quirks = quirks
         # The Idempotency-Key records: the middleware begins them, a write completes them.
         self.idempotency = IdempotencyStore(mongo.db, transaction=mongo.transaction)
+        # Each chatbot's defaultRegion, which reads its phones written without "+".
+        self.regions = ChatbotRegions(mongo.db["chatbots"], region_ttl)
         # Erased people a workspace may not capture again (leads/suppressions.py).
         self.suppressions = SuppressionList(mongo.db, suppression_secret)
         self._stores = LeadStores(
@@ -119,6 +124,15 @@ class LeadRepository:
         if tomb is not None and tomb["chatbotId"] == chatbot_id:
             raise LeadMerged(details={"mergedInto": tomb["mergedInto"]})
 
+    async def _in_region(self, chatbot_id: str, query: LeadQuery) -> LeadQuery:
+        """``query`` with its phone filter read in the chatbot's region, when it is
+        written without "+" (one written with it reads the same anywhere)."""
+        text = query.phone_text
+        if text is None or to_e164(text) is not None:
+            return query
+        region = await self.regions.of(chatbot_id)
+        return query if region is None else replace(query, phone=phone_key(text, region))
+
     @store_errors
     async def merge_preview(
         self,
@@ -134,7 +148,8 @@ class LeadRepository:
         if if_match is not None and not etag_matches(if_match, lead_etag(to_lead(target))):
             raise PreconditionFailed()
         sources = [await self._find_lead(chatbot_id, source_id) for source_id in source_ids]
-        return to_lead(merged_document(target, sources, utcnow()))
+        region = await self.regions.of(chatbot_id)
+        return to_lead(merged_document(target, sources, utcnow(), region))
 
     @store_errors
     async def duplicates(
@@ -262,11 +277,12 @@ class LeadRepository:
         # was presumed dead), or that would write more index entries than it may, is
         # left out, and the others committed without it.
         refused: dict[int, Exception] = {}
+        region = await self.regions.of(chatbot_id)
         async with self._counters.claim(chatbot_id) as counts:
 
             async def work(session: Any) -> builtins.list[builtins.list[Outcome] | Exception]:
                 live = [unit for i, unit in enumerate(units) if i not in refused]
-                batch = Batch(self._stores, session, chatbot_id)
+                batch = Batch(self._stores, session, chatbot_id, region)
                 await batch.prefetch(live)
                 results = [await batch.apply(unit) for unit in live]
                 await batch.flush(counts)
@@ -304,7 +320,7 @@ class LeadRepository:
 
     @store_errors
     async def list(self, *, chatbot_id: str, query: LeadQuery) -> LeadPage:
-        page = await self._lister.list(chatbot_id, query)
+        page = await self._lister.list(chatbot_id, await self._in_region(chatbot_id, query))
         return LeadPage(
             [to_lead(doc) for doc in page.leads],
             page.total,
@@ -432,6 +448,7 @@ class LeadRepository:
         empty. Store failures raise as in every method (a 503). With ``explain``, the
         server's explanation of every read is appended to it."""
         exporter = LeadExporter(self._leads, LIST_PROJECTION, quirks=self._quirks)
+        query = await self._in_region(chatbot_id, query)
         async for docs in exporter.pages(chatbot_id, query, explain=explain):
             yield [to_lead(doc) for doc in docs]
 

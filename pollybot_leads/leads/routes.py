@@ -39,7 +39,6 @@ from ..http.spec import (
 )
 from ..idempotency.middleware import kept_response, receipt_for, response_of
 from ..idempotency.records import Answer
-from .phones import to_e164
 from .query import (
     CONFIRM_HEADER,
     LeadListQuerySchema,
@@ -53,6 +52,7 @@ from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelop
 from .results import LEADS_PATH, LeadGone, OneLead
 from .rules import etag_matches, render_lead, rendered_etag
 from .schemas import LeadCreateSchema, LeadUpdateSchema
+from .transaction import UPSERT_PHONE_MESSAGE
 from .writes import CREATE, DELETE, UPDATE, UPSERT, UPSERT_ON, LeadWrite
 
 _create_schema = LeadCreateSchema()
@@ -76,13 +76,10 @@ _DELETE_LEAD = Link("deleteLead", "Delete this lead (confirmed)", {**_THIS_LEAD,
 def upsert_write(fields: dict[str, Any], body: dict[str, Any], on: str = "email") -> LeadWrite:
     """Create ``fields``, or merge what was sent into the newest lead with the same
     ``on`` (UPSERT_ON). ValidationFailed when the lead lacks what it matches on: an
-    external id, or a phone that parses to E.164 (an email it always has)."""
-    if on == "phone" and to_e164(fields.get("phone")) is None:
-        raise ValidationFailed(
-            details={
-                "phone": ["An upsert by phone needs a number that parses: + and country code."]
-            }
-        )
+    external id, or a phone (the write refuses one that does not parse, in the chatbot's
+    region: leads/transaction.py); an email it always has."""
+    if on == "phone" and fields.get("phone") is None:
+        raise ValidationFailed(details={"phone": [UPSERT_PHONE_MESSAGE]})
     if on == "externalId" and fields.get("external_id") is None:
         raise ValidationFailed(details={"externalId": ["An upsert by externalId needs one."]})
     merge = {k: v for k, v in fields.items() if camel(k) in body}

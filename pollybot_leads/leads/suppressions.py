@@ -44,19 +44,19 @@ SUPPRESSION_INDEXES = {
 }
 
 
-def normalized(kind: str, value: str) -> str | None:
+def normalized(kind: str, value: str, region: str | None = None) -> str | None:
     """What an address of ``kind`` is compared by, in a suppression and on a lead: the
     folded email, or the phone's key (None: a phone without a digit, which no lead can
-    be matched by)."""
-    return fold(value) if kind == EMAIL else phone_key(value)
+    be matched by); ``region`` reads a phone written without ``+``."""
+    return fold(value) if kind == EMAIL else phone_key(value, region)
 
 
-def addresses(fields: dict[str, Any]) -> set[tuple[str, str]]:
+def addresses(fields: dict[str, Any], region: str | None = None) -> set[tuple[str, str]]:
     """The (kind, normalized value) pairs of a new lead's fields (its email and phone)."""
     found = set()
     for kind in KINDS:
         raw = fields.get(kind)
-        value = normalized(kind, raw) if isinstance(raw, str) else None
+        value = normalized(kind, raw, region) if isinstance(raw, str) else None
         if value is not None:
             found.add((kind, value))
     return found

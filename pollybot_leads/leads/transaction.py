@@ -17,6 +17,7 @@ from ..errors import (
     LeadNotFound,
     PreconditionFailed,
     Suppressed,
+    ValidationFailed,
 )
 from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.driver import DeleteOne, UpdateOne
@@ -71,17 +72,24 @@ def upsert_guard_id(chatbot_id: str, folded_email: str) -> str:
     return f"{chatbot_id}:{digest}"
 
 
-def upsert_match(on: str, fields: dict[str, Any]) -> tuple[str, str]:
+def upsert_match(
+    on: str, fields: dict[str, Any], region: str | None = None
+) -> tuple[str, str] | None:
     """The stored field an upsert matches on, and the value its fields give it: the
-    folded email, the phone in E.164 (routes refuse an upsert by a phone that does not
-    parse) or the external id."""
+    folded email, the phone in E.164 (read with the chatbot's ``region`` when written
+    without ``+``) or the external id; None when the phone does not parse."""
     if on == "email":
         return "emailFolded", fold(fields["email"])
     if on == "phone":
-        e164 = to_e164(fields["phone"])
-        assert e164 is not None, "an upsert by phone needs a phone that parses"
-        return "phoneKey", e164
+        e164 = to_e164(fields.get("phone"), region)
+        return None if e164 is None else ("phoneKey", e164)
     return "externalId", fields["external_id"]
+
+
+UPSERT_PHONE_MESSAGE = (
+    "An upsert by phone needs a number that parses: with + and its country code, or in "
+    "the chatbot's defaultRegion."
+)
 
 
 def _guard_key(field: str, value: str) -> str:
@@ -137,8 +145,11 @@ class Batch:
     as read in the transaction (and as earlier writes of the batch left them), then
     written out together by ``flush``."""
 
-    def __init__(self, stores: LeadStores, session: Any, chatbot_id: str) -> None:
+    def __init__(
+        self, stores: LeadStores, session: Any, chatbot_id: str, region: str | None = None
+    ) -> None:
         self.stores, self.session, self.chatbot_id = stores, session, chatbot_id
+        self.region = region  # the chatbot's defaultRegion: reads phones without "+"
         self.now = utcnow()
         self.workspace_id = ""
         self.states: dict[str, dict[str, Any] | None] = {}  # lead id -> now (None: gone)
@@ -181,14 +192,13 @@ class Batch:
             self.missing.update(i for i in lead_ids if i not in self.states)
         await self._read_suppressions(units)
         await self._read_external_ids(units)
-        matches = sorted(
-            {
-                upsert_match(w.on, w.fields)
-                for unit in units
-                for w in unit.writes
-                if w.kind == UPSERT
-            }
-        )
+        found_matches = {
+            upsert_match(w.on, w.fields, self.region)
+            for unit in units
+            for w in unit.writes
+            if w.kind == UPSERT
+        }
+        matches = sorted(m for m in found_matches if m is not None)
         if matches:
             await self._guard([_guard_key(field, value) for field, value in matches])
             self.by_match = {match: [] for match in matches}
@@ -212,7 +222,7 @@ class Batch:
             for write in unit.writes:
                 if write.kind in (CREATE, UPSERT):
                     workspace_id = workspace_id or unit.workspace_id
-                    addresses.update(new_addresses(write.fields))
+                    addresses.update(new_addresses(write.fields, self.region))
         if addresses:
             self.suppressed = await self.stores.suppressions.suppressed(
                 self.session, workspace_id, sorted(addresses)
@@ -300,7 +310,7 @@ class Batch:
     async def _apply(self, workspace_id: str, write: LeadWrite) -> Outcome:
         # A new lead's email and phone, normalized again only if any is suppressed.
         if write.kind in (CREATE, UPSERT) and self.suppressed:
-            if self.suppressed & new_addresses(write.fields):
+            if self.suppressed & new_addresses(write.fields, self.region):
                 raise Suppressed()
         if write.kind == ERASE:
             return await self._erase(write)
@@ -308,7 +318,12 @@ class Batch:
             self._check_external_id(None, write.fields)
             return self._create(workspace_id, write.fields)
         if write.kind == UPSERT:
-            target = await self._by_match(*upsert_match(write.on, write.fields))
+            match = upsert_match(write.on, write.fields, self.region)
+            if match is None:
+                raise ValidationFailed(
+                    details={"phone": [UPSERT_PHONE_MESSAGE]},
+                )
+            target = await self._by_match(*match)
             if target is None:
                 self._check_external_id(None, write.fields)
                 return self._create(workspace_id, write.fields)
@@ -336,7 +351,9 @@ class Batch:
 
     def _create(self, workspace_id: str, fields: dict[str, Any]) -> Written:
         doc: dict[str, Any] = {"_id": ids.new_id(ids.LEAD)}
-        doc.update(build_lead_document(self.chatbot_id, workspace_id, fields, self.now))
+        doc.update(
+            build_lead_document(self.chatbot_id, workspace_id, fields, self.now, self.region)
+        )
         self.states[doc["_id"]] = doc
         self.stored[doc["_id"]] = None
         self._count({"total": 1, doc["status"]: 1}, pair_key(doc["status"], doc.get("source")))
@@ -347,7 +364,7 @@ class Batch:
         return Written(lead, created=True)
 
     def _update(self, current: dict[str, Any], changes: dict[str, Any]) -> Written:
-        return self._replace(current, apply_update(current, changes, self.now))
+        return self._replace(current, apply_update(current, changes, self.now, self.region))
 
     async def _merge(self, target: dict[str, Any], write: LeadWrite) -> Written:
         """Merge the write's sources into ``target`` (documents.merged_document): each
@@ -355,7 +372,7 @@ class Batch:
         naming the target; the target changed, with a ``lead.merged`` event."""
         source_ids: list[str] = write.fields["source_ids"]
         sources = [await self._load(source_id) for source_id in source_ids]
-        after = merged_document(target, sources, self.now)
+        after = merged_document(target, sources, self.now, self.region)
         for source in sources:
             self._delete(source, write.audit or {}, "merged")
             self.tombstones.append(

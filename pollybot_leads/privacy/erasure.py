@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from ..accounts.repository import AccountRepository
 from ..leads.repository import LeadRepository
-from ..leads.suppressions import COMPARED_FIELD, normalized
+from ..leads.suppressions import COMPARED_FIELD, PHONE, normalized
 from ..leads.writes import Erased
 
 T = TypeVar("T")
@@ -63,10 +64,16 @@ async def erase(
     chatbots: list[str] = await step(lambda: accounts.chatbot_ids(workspace_id=workspace_id))
     erased: list[str] = []
     for chatbot_id in chatbots:
+        here = match
+        if kind == PHONE and not address.lstrip().startswith("+"):
+            # A number without "+" reads as the chatbot's leads' phones did: in its region.
+            region: str | None = await step(partial(leads.regions.of, chatbot_id))
+            local = normalized(kind, address, region)
+            here = {COMPARED_FIELD[kind]: local} if local is not None else match
 
-        async def chunk(chatbot_id: str = chatbot_id) -> Erased:
+        async def chunk(chatbot_id: str = chatbot_id, here: dict[str, str] = here) -> Erased:
             return await leads.erase(
-                chatbot_id=chatbot_id, workspace_id=workspace_id, match=match, audit=audit
+                chatbot_id=chatbot_id, workspace_id=workspace_id, match=here, audit=audit
             )
 
         while True:

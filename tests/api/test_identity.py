@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from pollybot_leads.admin.commands import service_for
+from pollybot_leads.admin.service import CLI
+from pollybot_leads.leads.repository import leads_repo_key
 from tests.conftest import Tenant, make_tenant
 
 from .helpers import data_of, error_of
@@ -179,3 +182,62 @@ async def test_a_bad_external_id_or_a_server_field_is_a_400_that_stores_nothing(
 async def test_bad_identity_filters_are_a_400(api, tenant, params):
     resp = await api.get(tenant.leads_url, params=params, headers=tenant.headers)
     await error_of(resp, 400, "VALIDATION_ERROR")
+
+
+# --- a chatbot's defaultRegion --------------------------------------------------------------
+
+
+async def regional_tenant(accounts, region: str | None) -> Tenant:
+    """A tenant whose chatbot reads phones without "+" in ``region``."""
+    tenant = await make_tenant(accounts)
+    bot = await accounts.create_chatbot(
+        workspace_id=tenant.workspace_id, name="Regional", default_region=region
+    )
+    return Tenant(tenant.workspace_id, bot["id"], tenant.key_id, tenant.key)
+
+
+async def test_a_chatbots_region_reads_its_national_numbers(api, accounts):
+    us, plain = await regional_tenant(accounts, "US"), await regional_tenant(accounts, None)
+    national = "(415) 555-2671"
+    mine = await create(api, us, phone=national)
+    assert mine["phone"] == national and mine["phoneE164"] == "+14155552671"
+    assert (await create(api, plain, phone=national))["phoneE164"] is None
+    # Lists, upserts and duplicates of the chatbot read it in its region too.
+    assert [lead["id"] for lead in await listed(api, us, phone="415.555.2671")] == [mine["id"]]
+    assert [lead["id"] for lead in await listed(api, us, phone="+14155552671")] == [mine["id"]]
+    resp = await api.post(
+        us.leads_url + "?upsert=phone", json=body(phone="415 555 2671"), headers=us.headers
+    )
+    assert (await data_of(resp, 200))["id"] == mine["id"]
+    resp = await api.post(
+        plain.leads_url + "?upsert=phone", json=body(phone="415 555 2671"), headers=plain.headers
+    )
+    error = await error_of(resp, 400, "VALIDATION_ERROR")
+    assert "phone" in error["details"]
+    # A number with its "+" reads the same anywhere.
+    assert (await create(api, plain, phone="+44 20 7183 8750"))["phoneE164"] == "+442071838750"
+
+
+async def test_a_changed_region_applies_to_numbers_written_from_then_on(api, accounts, mongo):
+    gb = await regional_tenant(accounts, "GB")
+    before = await create(api, gb, phone="020 7183 8750")
+    assert before["phoneE164"] == "+442071838750"
+    # The serving process's own service: its region cache is dropped at once.
+    service = service_for(mongo, grace_seconds=1)
+    service.leads = api.server.app[leads_repo_key]
+    await service.update_chatbot(CLI, gb.chatbot_id, {"default_region": "DE"})
+    after = await create(api, gb, phone="030 901820")
+    assert after["phoneE164"] == "+4930901820"
+    again = await data_of(await api.get(gb.lead_url(before["id"]), headers=gb.headers))
+    assert again["phoneE164"] == "+442071838750"  # kept until the lead's phone is written
+
+
+async def test_an_erasure_by_a_national_number_reads_it_in_each_chatbots_region(api, accounts):
+    us = await regional_tenant(accounts, "US")
+    lead = await create(api, us, phone="+1 415 555 0199")
+    resp = await api.post(
+        "/api/v1/privacy/erasures",
+        json={"phone": "(415) 555-0199", "confirm": True},
+        headers=us.headers,
+    )
+    assert (await data_of(resp))["leadIds"] == [lead["id"]]

@@ -27,7 +27,7 @@ async def test_create_shows_the_secret_once(api, tenant):
     assert re.fullmatch(r"wh_[0-9a-f]{16}", made["id"])
     assert resp.headers["Location"] == f"{BASE}/{made['id']}"
     assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", made["secret"])
-    assert made["events"] == ["lead.created", "lead.updated", "lead.deleted"]
+    assert made["events"] == ["lead.created", "lead.updated", "lead.deleted", "lead.merged"]
     assert made["chatbotIds"] == [] and made["enabled"] is True
     assert made["description"] == "CRM" and made["workspaceId"] == tenant.workspace_id
     assert TS.match(made["createdAt"]) and made["previousSecretExpiresAt"] is None

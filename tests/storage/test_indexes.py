@@ -47,6 +47,7 @@ EXPIRY_INDEXES = {
     ("webhook_attempts", "expiry"): "delivery_logs",
     ("audit_log", "expiry"): "audit",
     ("idempotency_keys", "expiry"): "idempotency",
+    ("merge_tombstones", "expiry"): "merge_tombstones",
 }
 
 
@@ -66,6 +67,7 @@ async def test_each_retention_setting_is_its_expiry_index_changed_in_place(mongo
         "delivery_logs": 30 * 86400,
         "audit": 365 * 86400,
         "idempotency": 24 * 3600,
+        "merge_tombstones": 30 * 86400,
     }
     await ensure_indexes(mongo, settings)
     assert await expiries_of(mongo) == {
@@ -77,6 +79,7 @@ async def test_each_retention_setting_is_its_expiry_index_changed_in_place(mongo
         retention_delivery_logs_days=7,
         retention_audit_days=730,
         retention_idempotency_hours=72,
+        retention_merge_tombstones_days=60,
     )
     counter = CommandCounter()
     try:
@@ -84,7 +87,7 @@ async def test_each_retention_setting_is_its_expiry_index_changed_in_place(mongo
             await ensure_indexes(counted, changed)
             # Dropped: the retired indexes (already gone: each drop finds nothing), no other.
             retired = sum(len(names) for names in RETIRED_INDEXES.values())
-            assert counter.names.count("collMod") == 5
+            assert counter.names.count("collMod") == 6
             assert counter.names.count("dropIndexes") == retired
             counter.names.clear()
             await ensure_indexes(counted, changed)  # as another process starting
@@ -97,6 +100,7 @@ async def test_each_retention_setting_is_its_expiry_index_changed_in_place(mongo
             ("webhook_attempts", "expiry"): 7 * day,
             ("audit_log", "expiry"): 730 * day,
             ("idempotency_keys", "expiry"): 72 * 3600,
+            ("merge_tombstones", "expiry"): 60 * day,
         }
         for collection, _ in EXPIRY_INDEXES:  # the same indexes, only the expiry moved
             after = await mongo.db[collection].index_information()

@@ -80,6 +80,7 @@ def test_retention_defaults_are_the_contracts():
         "delivery_logs": 30 * day,
         "audit": 365 * day,
         "idempotency": 24 * 3600,
+        "merge_tombstones": 30 * day,
     }
 
 
@@ -87,7 +88,7 @@ def test_retention_is_read_from_a_profile(tmp_path):
     (tmp_path / "default.toml").write_text("")
     (tmp_path / "short.toml").write_text(
         "[retention]\nevents_days = 7\ndelivery_logs_days = 4\naudit_days = 90\n"
-        "idempotency_hours = 48\n"
+        "idempotency_hours = 48\nmerge_tombstones_days = 10\n"
     )
     s = load_settings({"PB_CONFIG_DIR": str(tmp_path), "PB_CONFIG": "short"})
     assert s.retention_seconds == {
@@ -95,6 +96,7 @@ def test_retention_is_read_from_a_profile(tmp_path):
         "delivery_logs": 4 * 86400,
         "audit": 90 * 86400,
         "idempotency": 48 * 3600,
+        "merge_tombstones": 10 * 86400,
     }
 
 
