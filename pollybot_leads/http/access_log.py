@@ -2,7 +2,8 @@
 each request's final status, the error envelope's included).
 
 The line holds the method, the route template (never the raw path: no ids, no query),
-the status, the duration in ms, the request id and the API key id once authenticated;
+the status, the duration in ms, the request id and the API (or admin) key id once
+authenticated;
 never a header value, a body or anything personal. Probes of the operations endpoints
 (/healthz, /readyz, /metrics) are logged at DEBUG when they succeed.
 """
@@ -14,7 +15,7 @@ import logging
 from aiohttp import web
 
 from ..telemetry import metrics
-from .context import API_KEY
+from .context import ADMIN_KEY, API_KEY
 
 access_log = logging.getLogger("pollybot_leads.access")
 QUIET_ROUTES = frozenset(("/healthz", "/readyz", "/metrics"))
@@ -35,7 +36,7 @@ def log_access(request: web.Request, status: int, elapsed: float) -> None:
     metrics.count_request(route, method, status, elapsed)
     level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
     if access_log.isEnabledFor(level):
-        key = request.get(API_KEY)
+        key = request.get(API_KEY) or request.get(ADMIN_KEY)  # an admin key: adk_…
         key_id = key.id if key is not None else None
         duration_ms = round(elapsed * 1000, 2)
         access_log.log(
