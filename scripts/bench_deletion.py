@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import secrets
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from bench_http import cpu_seconds  # scripts/ is first on sys.path
+from own_store import report, run_on_own_store
 
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.app import create_app
 from pollybot_leads.indexes import ensure_all_indexes
 from pollybot_leads.settings import Settings
 from pollybot_leads.store.client import Mongo
-from pollybot_leads.store.embedded import EmbeddedStore, free_port
 
 
 def person() -> dict[str, Any]:
@@ -175,17 +172,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", default="bench-deletion.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-deletion-") as data_dir:
-        store = EmbeddedStore(Path(data_dir), free_port())
-        store.start()
-        try:
-            assert store.process is not None
-            result = asyncio.run(run(store.uri, store.process.pid, args))
-        finally:
-            store.discard()
-    text = json.dumps(result, indent=2)
-    print(text)
-    Path(args.out).write_text(text + "\n")
+    result = run_on_own_store("bench-deletion-", lambda uri, pid: run(uri, pid, args))
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import secrets
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench_http import cpu_seconds  # scripts/ is first on sys.path
+from own_store import report, run_on_own_store
 
 from pollybot_leads.accounts.repository import AccountRepository
 from pollybot_leads.idempotency.records import Lease, Receipt
@@ -36,7 +34,6 @@ from pollybot_leads.leads.repository import LeadRepository
 from pollybot_leads.leads.results import OneLead
 from pollybot_leads.leads.writes import CREATE, LeadWrite
 from pollybot_leads.store.client import Mongo
-from pollybot_leads.store.embedded import EmbeddedStore, free_port
 from pollybot_leads.timeutil import utcnow
 
 
@@ -148,15 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     if 2 * args.deletes > args.leads:
         sys.exit("--deletes: at most half of --leads")
-    with tempfile.TemporaryDirectory(prefix="time-delete-") as data_dir:
-        store = EmbeddedStore(Path(data_dir), free_port())
-        store.start()
-        try:
-            assert store.process is not None
-            result = asyncio.run(run(store.uri, store.process.pid, args))
-        finally:
-            store.discard()
-    print(json.dumps(result, indent=2))
+    result = run_on_own_store("time-delete-", lambda uri, pid: run(uri, pid, args))
+    report(result)
 
 
 if __name__ == "__main__":

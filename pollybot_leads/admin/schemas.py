@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from ..accounts.repository import ROLL_OVERLAP_MAX_SECONDS
 from ..http.context import SCOPES
 from ..http.fields import NON_BLANK, CamelSchema, QueryInteger, Text
-from ..http.responses import SUCCESS, TIMESTAMP, doc
+from ..http.responses import SUCCESS, TIMESTAMP, after_pagination, doc
 from ..leads.phones import is_region
 from ..leads.query import UtcDateTime
 from ..timeutil import utcnow
@@ -237,14 +237,7 @@ class WorkspaceDetailSchema(WorkspaceSchema):
     )
 
 
-class WorkspacePaginationSchema(CamelSchema):
-    limit = fields.Integer(required=True, metadata=doc("The page size.", example=20))
-    has_more = fields.Boolean(required=True, metadata=doc("More follow.", example=False))
-    next_cursor = fields.String(
-        required=True,
-        allow_none=True,
-        metadata=doc("`cursor` for the next page; null on the last.", **_WS_ID),
-    )
+WorkspacePaginationSchema = after_pagination("WorkspacePaginationSchema", "cursor", _WS_ID)
 
 
 class WorkspacePageSchema(CamelSchema):
@@ -407,14 +400,7 @@ class AuditEntrySchema(CamelSchema):
     )
 
 
-class AuditPaginationSchema(CamelSchema):
-    limit = fields.Integer(required=True, metadata=doc("The page size.", example=100))
-    has_more = fields.Boolean(required=True, metadata=doc("More follow.", example=False))
-    next_after = fields.String(
-        required=True,
-        allow_none=True,
-        metadata=doc("`after` for the next page; null on the last.", **_AUDIT_ID),
-    )
+AuditPaginationSchema = after_pagination("AuditPaginationSchema", "after", _AUDIT_ID)
 
 
 class AuditPageSchema(CamelSchema):

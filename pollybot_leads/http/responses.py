@@ -99,3 +99,19 @@ class ErrorEnvelopeSchema(CamelSchema):
         required=True, metadata=doc("Always false on an error.", example=False)
     )
     error = fields.Nested(ErrorSchema, required=True, metadata=doc("What went wrong."))
+
+
+def after_pagination(name: str, after: str, id_doc: dict[str, Any]) -> type[CamelSchema]:
+    """The pagination of a list paged by the id of its last item (the query parameter
+    ``after``, given back as ``next<After>``): its schema class, named ``name``."""
+    next_name = "next_" + after
+    attrs = {
+        "limit": fields.Integer(required=True, metadata=doc("The page size.", example=100)),
+        "has_more": fields.Boolean(required=True, metadata=doc("More follow.", example=False)),
+        next_name: fields.String(
+            required=True,
+            allow_none=True,
+            metadata=doc(f"`{after}` for the next page; null on the last.", **id_doc),
+        ),
+    }
+    return type(name, (CamelSchema,), attrs)

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from ..http.fields import CamelSchema, QueryInteger, StrictBoolean, Text
-from ..http.responses import SUCCESS, TIMESTAMP, doc
+from ..http.responses import SUCCESS, TIMESTAMP, after_pagination, doc
 from ..leads.schemas import email_field, phone_field
 from ..leads.suppressions import KINDS
 
@@ -105,14 +105,9 @@ class SuppressionSchema(CamelSchema):
     created_at = fields.String(required=True, metadata=doc("When it was made.", **TIMESTAMP))
 
 
-class SuppressionPaginationSchema(CamelSchema):
-    limit = fields.Integer(required=True, metadata=doc("The page size.", example=100))
-    has_more = fields.Boolean(required=True, metadata=doc("More follow.", example=False))
-    next_after = fields.String(
-        required=True,
-        allow_none=True,
-        metadata=doc("`after` for the next page; null on the last.", **_SUPPRESSION_ID),
-    )
+SuppressionPaginationSchema = after_pagination(
+    "SuppressionPaginationSchema", "after", _SUPPRESSION_ID
+)
 
 
 class SuppressionPageSchema(CamelSchema):
