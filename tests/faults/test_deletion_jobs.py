@@ -83,7 +83,10 @@ async def test_a_workspace_deletion_cut_by_a_sigkill_finishes_after_the_restart(
 
     async with direct_db(store.uri, database) as db:
         job = await db["deletion_jobs"].find_one({"_id": workspace})
-        assert job["state"] == "done" and job["removed"]["leads"] == len(bodies)
+        # Counted step by step: a step the kill cut short is done again, its count lost.
+        assert job["state"] == "done" and len(bodies) - 100 <= job["removed"]["leads"] <= len(
+            bodies
+        )
         sample = [v for body in bodies[::97] for v in values_of(body)]
         left = await copies_in_store(db, [*sample, workspace, tenant.chatbot_id])
         assert {c.collection for c in left} <= {"audit_log", "deletion_jobs"}, left[:5]
