@@ -17,7 +17,7 @@ from .accounts.auth import (
 )
 from .accounts.repository import AccountRepository, accounts_repo_key
 from .admin.audit import AuditTrail
-from .admin.deletion import DeletionJobs, running_deletions
+from .admin.deletion import DeletionJobs, grace_seconds, running_deletions
 from .admin.routes import add_admin_routes, admin_service_key
 from .admin.service import AdminService
 from .http.activity import RequestActivity, request_activity_key
@@ -118,7 +118,7 @@ async def _admin_ctx(app: web.Application) -> AsyncIterator[None]:
     """The admin API's service, and deletion jobs run in the background."""
     settings, mongo = app[appkeys.settings_key], app[appkeys.mongo_key]
     jobs = DeletionJobs(
-        mongo, grace_seconds=settings.key_cache_seconds, busy=app[request_activity_key].busy
+        mongo, grace_seconds=grace_seconds(settings), busy=app[request_activity_key].busy
     )
     app[admin_service_key] = AdminService(
         app[accounts_repo_key], app[leads_repo_key], AuditTrail(mongo), jobs, app[authenticator_key]

@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__
 from .accounts.repository import AccountRepository
 from .admin import commands as account_admin
+from .admin.deletion import grace_seconds
 from .app import create_app
 from .errors import AppError, NotFound
 from .http.context import SCOPES
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                         ready,
                         lambda mongo: account_admin.run_account_command(
                             args,
-                            account_admin.service_for(mongo, grace_seconds=ready.key_cache_seconds),
+                            account_admin.service_for(mongo, grace_seconds=grace_seconds(ready)),
                         ),
                     )
                 )

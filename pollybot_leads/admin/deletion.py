@@ -30,6 +30,7 @@ from typing import Any
 
 from ..cancellation import cancel_and_wait
 from ..leads.counters import shard_filter
+from ..settings import Settings
 from ..store.client import Mongo, store_errors
 from ..store.driver import ASCENDING, IndexModel, ReturnDocument
 from ..timeutil import format_ts, utcnow
@@ -49,6 +50,13 @@ WORKSPACE, CHATBOT = "workspace", "chatbot"
 DELETION_INDEXES = {
     "deletion_jobs": [IndexModel([("state", ASCENDING), ("leaseUntil", ASCENDING)], name="due")]
 }
+
+
+def grace_seconds(settings: Settings) -> float:
+    """How long a job waits before its last sweep: every process's caches have dropped
+    the target (the key cache time), and a request admitted just before the marking has
+    committed or failed (its store budget, with a second to spare)."""
+    return max(settings.key_cache_seconds, settings.mongodb_timeout_ms / 1000 + 1.0)
 
 
 def job_json(doc: dict[str, Any]) -> dict[str, Any]:
