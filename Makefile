@@ -34,13 +34,14 @@ test: $(VENV)/.dev
 
 # mypy reads its settings (strict, on pollybot_leads/) from setup.cfg.
 lint: $(VENV)/.dev
-	$(BIN)/ruff check pollybot_leads tests scripts
-	$(BIN)/ruff format --check pollybot_leads tests scripts
+	$(BIN)/ruff check pollybot_leads tests scripts clients/python
+	$(BIN)/ruff format --check pollybot_leads tests scripts clients/python
 	$(BIN)/mypy
+	$(BIN)/mypy --strict clients/python/src
 
 fmt: $(VENV)/.dev
-	$(BIN)/ruff check --fix pollybot_leads tests scripts
-	$(BIN)/ruff format pollybot_leads tests scripts
+	$(BIN)/ruff check --fix pollybot_leads tests scripts clients/python
+	$(BIN)/ruff format pollybot_leads tests scripts clients/python
 
 spec: $(VENV)/.dev
 	$(BIN)/python scripts/export_spec.py openapi.json

@@ -1,0 +1,124 @@
+"""What the sync and async clients share: how a call is prepared, when it is retried
+and how an answer becomes data or a typed error. Only sending differs between them."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import BY_STATUS, APIError, RateLimitError
+
+__version__ = "0.1.0"
+USER_AGENT = f"pollybot-leads-client/{__version__}"
+# A write carries one Idempotency-Key for all its tries: a retry never writes twice.
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+# Answers worth another try: rate limited, the service briefly unavailable, and a
+# request with the same Idempotency-Key still running.
+RETRIED_STATUSES = frozenset({429, 503})
+BACKOFF_BASE, BACKOFF_MAX = 0.5, 8.0
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Core:
+    def __init__(self, api_key: str, base_url: str, max_retries: int, timeout: float) -> None:
+        if not api_key:
+            raise ValueError("api_key is required")
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max(0, max_retries)
+        self.timeout = timeout
+
+    def headers(self, call: Call) -> dict[str, str]:
+        """The call's headers, the same for every try of it (its Idempotency-Key too)."""
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            **call.headers,
+        }
+        if call.method in WRITE_METHODS and "Idempotency-Key" not in headers:
+            headers["Idempotency-Key"] = str(uuid.uuid4())
+        return headers
+
+    def url(self, call: Call) -> str:
+        return self.base_url + call.path
+
+    def params(self, call: Call) -> dict[str, str] | None:
+        if not call.params:
+            return None
+        return {k: _query_value(v) for k, v in call.params.items() if v is not None}
+
+    def retry_delay(self, attempt: int, response: httpx.Response | None) -> float | None:
+        """Seconds to wait before try ``attempt + 1``, or None: do not retry. A response
+        of None is a connection failure."""
+        if attempt >= self.max_retries:
+            return None
+        if response is not None:
+            retried = response.status_code in RETRIED_STATUSES or (
+                response.status_code == 409 and _code(response) == "IDEMPOTENCY_IN_PROGRESS"
+            )
+            if not retried:
+                return None
+            after = response.headers.get("Retry-After")
+            if after is not None and after.isdigit():
+                return min(float(after), 60.0)
+        backoff: float = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt)
+        return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+
+
+def _code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def data_of(response: httpx.Response) -> Any:
+    """The envelope's ``data``, or the typed error it carries."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success and isinstance(body, dict) and body.get("success") is True:
+        return body.get("data")
+    raise error_of(response, body)
+
+
+def error_of(response: httpx.Response, body: Any) -> APIError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {"code": "UNEXPECTED_RESPONSE", "message": response.text[:200]}
+    kind = BY_STATUS.get(response.status_code, APIError)
+    args = (
+        response.status_code,
+        str(error.get("code")),
+        str(error.get("message")),
+        error.get("details"),
+        error.get("requestId") or response.headers.get("X-Request-Id"),
+    )
+    if kind is RateLimitError:
+        after = response.headers.get("Retry-After")
+        return RateLimitError(*args, retry_after=float(after) if after else None)
+    return kind(*args)

@@ -1,0 +1,394 @@
+"""``Client`` and ``AsyncClient``: the same resources, one sending with httpx's sync
+client and the other with its async one; everything else is ``_core.py``'s."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from ._core import Call, Core, data_of
+from .errors import APIConnectionError, APITimeoutError
+from .models import BatchResult, DeletedLead, Duplicate, Event, Lead, parse_time
+
+_FIELDS = {"external_id": "externalId"}  # the one field whose wire name is not its own
+
+
+def _lead_body(fields: dict[str, Any]) -> dict[str, Any]:
+    return {_FIELDS.get(k, k): v for k, v in fields.items()}
+
+
+def _leads_path(chatbot_id: str) -> str:
+    return f"/api/v1/chatbots/{chatbot_id}/leads"
+
+
+def _if_match(if_match: str | None) -> dict[str, str]:
+    return {"If-Match": if_match} if if_match else {}
+
+
+def _lead(response: httpx.Response) -> Lead:
+    return Lead.from_json(data_of(response), response.headers.get("ETag"))
+
+
+def _batch(response: httpx.Response) -> builtins.list[BatchResult]:
+    return [
+        BatchResult(
+            r["index"],
+            r["status"],
+            Lead.from_json(r["lead"]) if r.get("lead") else None,
+            r.get("error"),
+        )
+        for r in data_of(response)["results"]
+    ]
+
+
+def _deleted(response: httpx.Response) -> DeletedLead:
+    data = data_of(response)
+    return DeletedLead(data["id"], parse_time(data["deletedAt"]))
+
+
+def _duplicates(response: httpx.Response) -> builtins.list[Duplicate]:
+    return [
+        Duplicate(Lead.from_json(d["lead"]), tuple(d["matchedOn"]))
+        for d in data_of(response)["duplicates"]
+    ]
+
+
+class _Calls:
+    """The calls of each operation (what both clients send)."""
+
+    @staticmethod
+    def create(chatbot_id: str, upsert: str | None, fields: dict[str, Any]) -> Call:
+        params = {"upsert": upsert} if upsert else None
+        return Call("POST", _leads_path(chatbot_id), params, _lead_body(fields))
+
+    @staticmethod
+    def get(chatbot_id: str, lead_id: str) -> Call:
+        return Call("GET", f"{_leads_path(chatbot_id)}/{lead_id}")
+
+    @staticmethod
+    def update(chatbot_id: str, lead_id: str, if_match: str | None, fields: Any) -> Call:
+        path = f"{_leads_path(chatbot_id)}/{lead_id}"
+        return Call("PUT", path, json=_lead_body(fields), headers=_if_match(if_match))
+
+    @staticmethod
+    def delete(chatbot_id: str, lead_id: str, if_match: str | None) -> Call:
+        path = f"{_leads_path(chatbot_id)}/{lead_id}"
+        return Call("DELETE", path, {"confirm": "true"}, headers=_if_match(if_match))
+
+    @staticmethod
+    def page(chatbot_id: str, filters: dict[str, Any], cursor: str | None) -> Call:
+        params = {_FIELDS.get(k, k): v for k, v in filters.items()}
+        params.setdefault("limit", 100)
+        if cursor:
+            params["cursor"] = cursor
+        return Call("GET", _leads_path(chatbot_id), params)
+
+    @staticmethod
+    def batch(chatbot_id: str, leads: builtins.list[dict[str, Any]], upsert: str | None) -> Call:
+        body: dict[str, Any] = {"leads": [_lead_body(lead) for lead in leads]}
+        if upsert:
+            body["upsert"] = upsert
+        return Call("POST", _leads_path(chatbot_id) + "/batch", json=body)
+
+    @staticmethod
+    def merge(
+        chatbot_id: str,
+        lead_id: str,
+        source_ids: builtins.list[str],
+        dry_run: bool,
+        if_match: str | None,
+    ) -> Call:
+        path = f"{_leads_path(chatbot_id)}/{lead_id}/merge"
+        body = {"sourceIds": list(source_ids), "dryRun": dry_run}
+        return Call("POST", path, json=body, headers=_if_match(if_match))
+
+    @staticmethod
+    def duplicates(chatbot_id: str, lead_id: str, limit: int) -> Call:
+        path = f"{_leads_path(chatbot_id)}/{lead_id}/duplicates"
+        return Call("GET", path, {"limit": limit})
+
+    @staticmethod
+    def export(chatbot_id: str, filters: dict[str, Any]) -> Call:
+        params = {_FIELDS.get(k, k): v for k, v in filters.items()}
+        params["format"] = "ndjson"
+        return Call("GET", _leads_path(chatbot_id) + "/export", params)
+
+    @staticmethod
+    def events(chatbot_id: str, after: int) -> Call:
+        return Call("GET", f"/api/v1/chatbots/{chatbot_id}/events", {"after": after, "limit": 100})
+
+
+# --- sync --------------------------------------------------------------------------------
+
+
+class Client:
+    """``Client(api_key=…, base_url=…, max_retries=2, timeout=10.0)``; use as a context
+    manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "http://127.0.0.1:8080",
+        max_retries: int = 2,
+        timeout: float = 10.0,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._core = Core(api_key, base_url, max_retries, timeout)
+        self._http = http_client or httpx.Client(timeout=timeout)
+        self.leads = Leads(self)
+        self.events = Events(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, call: Call) -> httpx.Response:
+        """The call's answer after its retries (its last answer), or the connection's
+        error; the same headers, Idempotency-Key included, on every try."""
+        headers = self._core.headers(call)
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = self._http.request(
+                    call.method,
+                    self._core.url(call),
+                    params=self._core.params(call),
+                    json=call.json,
+                    headers=headers,
+                )
+                failure: Exception | None = None
+            except httpx.TimeoutException as exc:
+                failure = APITimeoutError(str(exc) or "timed out")
+            except httpx.TransportError as exc:
+                failure = APIConnectionError(str(exc) or type(exc).__name__)
+            delay = self._core.retry_delay(attempt, response)
+            if delay is None:
+                if failure is not None:
+                    raise failure
+                assert response is not None
+                return response
+            time.sleep(delay)
+            attempt += 1
+
+
+class Leads:
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def create(self, chatbot_id: str, **fields: Any) -> Lead:
+        return _lead(self._c.send(_Calls.create(chatbot_id, None, fields)))
+
+    def upsert(self, chatbot_id: str, on: str = "email", **fields: Any) -> Lead:
+        return _lead(self._c.send(_Calls.create(chatbot_id, on, fields)))
+
+    def get(self, chatbot_id: str, lead_id: str) -> Lead:
+        return _lead(self._c.send(_Calls.get(chatbot_id, lead_id)))
+
+    def update(
+        self, chatbot_id: str, lead_id: str, if_match: str | None = None, **fields: Any
+    ) -> Lead:
+        return _lead(self._c.send(_Calls.update(chatbot_id, lead_id, if_match, fields)))
+
+    def delete(self, chatbot_id: str, lead_id: str, if_match: str | None = None) -> DeletedLead:
+        return _deleted(self._c.send(_Calls.delete(chatbot_id, lead_id, if_match)))
+
+    def list(self, chatbot_id: str, **filters: Any) -> Iterator[Lead]:
+        """Every lead matching ``filters``, paging by cursor as it goes."""
+        cursor: str | None = None
+        while True:
+            data = data_of(self._c.send(_Calls.page(chatbot_id, filters, cursor)))
+            yield from (Lead.from_json(lead) for lead in data["leads"])
+            cursor = data["pagination"].get("nextCursor")
+            if not cursor:
+                return
+
+    def batch(
+        self, chatbot_id: str, leads: builtins.list[dict[str, Any]], upsert: str | None = None
+    ) -> builtins.list[BatchResult]:
+        return _batch(self._c.send(_Calls.batch(chatbot_id, leads, upsert)))
+
+    def merge(
+        self,
+        chatbot_id: str,
+        lead_id: str,
+        source_ids: builtins.list[str],
+        *,
+        dry_run: bool = False,
+        if_match: str | None = None,
+    ) -> Lead:
+        call = _Calls.merge(chatbot_id, lead_id, source_ids, dry_run, if_match)
+        return _lead(self._c.send(call))
+
+    def duplicates(
+        self, chatbot_id: str, lead_id: str, limit: int = 20
+    ) -> builtins.list[Duplicate]:
+        return _duplicates(self._c.send(_Calls.duplicates(chatbot_id, lead_id, limit)))
+
+    def export(self, chatbot_id: str, **filters: Any) -> Iterator[Lead]:
+        """Every matching lead, streamed (NDJSON) as the server writes them."""
+        call = _Calls.export(chatbot_id, filters)
+        headers = self._c._core.headers(call)
+        url, params = self._c._core.url(call), self._c._core.params(call)
+        with self._c._http.stream("GET", url, params=params, headers=headers) as response:
+            if not response.is_success:
+                response.read()
+                data_of(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield Lead.from_json(json.loads(line))
+
+
+class Events:
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def list(self, chatbot_id: str, after: int = 0) -> Iterator[Event]:
+        """The chatbot's events after sequence ``after``, in order, paging as it goes."""
+        while True:
+            data = data_of(self._c.send(_Calls.events(chatbot_id, after)))
+            events = [Event.from_json(e) for e in data["events"]]
+            yield from events
+            if not events:
+                return
+            after = events[-1].sequence
+
+
+# --- async -------------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """The same as ``Client``, awaited: ``async with AsyncClient(api_key=…) as c:``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "http://127.0.0.1:8080",
+        max_retries: int = 2,
+        timeout: float = 10.0,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._core = Core(api_key, base_url, max_retries, timeout)
+        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self.leads = AsyncLeads(self)
+        self.events = AsyncEvents(self)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, call: Call) -> httpx.Response:
+        headers = self._core.headers(call)
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = await self._http.request(
+                    call.method,
+                    self._core.url(call),
+                    params=self._core.params(call),
+                    json=call.json,
+                    headers=headers,
+                )
+                failure: Exception | None = None
+            except httpx.TimeoutException as exc:
+                failure = APITimeoutError(str(exc) or "timed out")
+            except httpx.TransportError as exc:
+                failure = APIConnectionError(str(exc) or type(exc).__name__)
+            delay = self._core.retry_delay(attempt, response)
+            if delay is None:
+                if failure is not None:
+                    raise failure
+                assert response is not None
+                return response
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
+class AsyncLeads:
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+    async def create(self, chatbot_id: str, **fields: Any) -> Lead:
+        return _lead(await self._c.send(_Calls.create(chatbot_id, None, fields)))
+
+    async def upsert(self, chatbot_id: str, on: str = "email", **fields: Any) -> Lead:
+        return _lead(await self._c.send(_Calls.create(chatbot_id, on, fields)))
+
+    async def get(self, chatbot_id: str, lead_id: str) -> Lead:
+        return _lead(await self._c.send(_Calls.get(chatbot_id, lead_id)))
+
+    async def update(
+        self, chatbot_id: str, lead_id: str, if_match: str | None = None, **fields: Any
+    ) -> Lead:
+        return _lead(await self._c.send(_Calls.update(chatbot_id, lead_id, if_match, fields)))
+
+    async def delete(
+        self, chatbot_id: str, lead_id: str, if_match: str | None = None
+    ) -> DeletedLead:
+        return _deleted(await self._c.send(_Calls.delete(chatbot_id, lead_id, if_match)))
+
+    async def list(self, chatbot_id: str, **filters: Any) -> AsyncIterator[Lead]:
+        cursor: str | None = None
+        while True:
+            data = data_of(await self._c.send(_Calls.page(chatbot_id, filters, cursor)))
+            for lead in data["leads"]:
+                yield Lead.from_json(lead)
+            cursor = data["pagination"].get("nextCursor")
+            if not cursor:
+                return
+
+    async def batch(
+        self, chatbot_id: str, leads: builtins.list[dict[str, Any]], upsert: str | None = None
+    ) -> builtins.list[BatchResult]:
+        return _batch(await self._c.send(_Calls.batch(chatbot_id, leads, upsert)))
+
+    async def merge(
+        self,
+        chatbot_id: str,
+        lead_id: str,
+        source_ids: builtins.list[str],
+        *,
+        dry_run: bool = False,
+        if_match: str | None = None,
+    ) -> Lead:
+        call = _Calls.merge(chatbot_id, lead_id, source_ids, dry_run, if_match)
+        return _lead(await self._c.send(call))
+
+    async def duplicates(
+        self, chatbot_id: str, lead_id: str, limit: int = 20
+    ) -> builtins.list[Duplicate]:
+        return _duplicates(await self._c.send(_Calls.duplicates(chatbot_id, lead_id, limit)))
+
+
+class AsyncEvents:
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+    async def list(self, chatbot_id: str, after: int = 0) -> AsyncIterator[Event]:
+        while True:
+            data = data_of(await self._c.send(_Calls.events(chatbot_id, after)))
+            events = [Event.from_json(e) for e in data["events"]]
+            for event in events:
+                yield event
+            if not events:
+                return
+            after = events[-1].sequence
