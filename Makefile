@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 BENCH_HTTP_ARGS ?=
 
-.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-erasure bench-deletion bench-phone bench-webhooks soak soak-floor spec clean
+.PHONY: run test lint fmt bench-ratelimit bench-redis-client bench-list bench-export bench-driver bench-http bench-http-deployed bench-workers bench-batch bench-erasure bench-deletion bench-phone bench-client bench-webhooks soak soak-floor spec clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,10 @@ bench-erasure: $(VENV)/.dev
 # against the same load just before (a few minutes: seeding).
 bench-deletion: $(VENV)/.dev
 	$(BIN)/python scripts/bench_deletion.py --out bench-deletion.json
+
+# The Python client's own CPU per call against raw httpx making the same calls.
+bench-client: $(VENV)/.dev
+	$(BIN)/python scripts/bench_client.py --out bench-client.json
 
 # Creates with a phone against creates without, side by side: CPU per create.
 bench-phone: $(VENV)/.dev

@@ -16,12 +16,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pollybot_leads_client import (
     AsyncClient,
+    Attempt,
     AuthenticationError,
     Client,
     Event,
     Lead,
     NotFoundError,
     PreconditionFailedError,
+    Webhook,
     WebhookVerificationError,
     verify_webhook,
 )
@@ -192,3 +194,34 @@ async def test_the_models_have_every_field_of_the_served_document(api):
     assert {snake(p) for p in schemas["Lead"]["properties"]} == fields_of(Lead) - {"etag"}
     event = {snake(p) for p in schemas["Event"]["properties"]} - {"event"}  # the upper-case name
     assert event == fields_of(Event)
+    assert {snake(p) for p in schemas["WebhookWithSecret"]["properties"]} == fields_of(Webhook)
+    assert {snake(p) for p in schemas["Attempt"]["properties"]} == fields_of(Attempt)
+
+
+async def test_webhook_endpoints_from_the_client(api, tenant):
+    async with AsyncClient(api_key=tenant.key, base_url=base(api)) as c:
+        made = await c.webhooks.create("http://127.0.0.1:9/hook", events=["lead.created"])
+        assert made.secret and made.secret.startswith("whsec_") and made.events == ("lead.created",)
+        assert [w.id for w in await c.webhooks.list()] == [made.id]
+        got = await c.webhooks.get(made.id)
+        assert got.secret is None and got.url == made.url
+        changed = await c.webhooks.update(
+            made.id, events=["lead.merged"], chatbot_ids=[tenant.chatbot_id]
+        )
+        assert changed.events == ("lead.merged",) and changed.chatbot_ids == (tenant.chatbot_id,)
+        rotated = await c.webhooks.rotate_secret(made.id)
+        assert rotated.secret and rotated.secret != made.secret
+        assert rotated.previous_secret_expires_at is not None
+        assert await c.webhooks.deliveries(made.id) == []
+        assert (await c.webhooks.replay(made.id, after=0))["webhookId"] == made.id
+        await c.webhooks.delete(made.id)
+        with pytest.raises(NotFoundError):
+            await c.webhooks.get(made.id)
+
+    def sync_calls() -> list[str]:
+        with Client(api_key=tenant.key, base_url=base(api)) as s:
+            hook = s.webhooks.create("http://127.0.0.1:9/sync")
+            s.webhooks.delete(hook.id)
+            return [w.id for w in s.webhooks.list()]
+
+    assert await asyncio.to_thread(sync_calls) == []

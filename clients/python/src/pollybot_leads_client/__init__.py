@@ -19,7 +19,16 @@ from .errors import (
     UnprocessableEntityError,
     WebhookVerificationError,
 )
-from .models import BatchResult, DeletedLead, Duplicate, Event, Lead, StatusChange
+from .models import (
+    Attempt,
+    BatchResult,
+    DeletedLead,
+    Duplicate,
+    Event,
+    Lead,
+    StatusChange,
+    Webhook,
+)
 from .webhooks import verify_webhook
 
 __all__ = [
@@ -27,6 +36,7 @@ __all__ = [
     "APIError",
     "APITimeoutError",
     "AsyncClient",
+    "Attempt",
     "AuthenticationError",
     "BadRequestError",
     "BatchResult",
@@ -45,6 +55,7 @@ __all__ = [
     "ServiceUnavailableError",
     "StatusChange",
     "UnprocessableEntityError",
+    "Webhook",
     "WebhookVerificationError",
     "__version__",
     "verify_webhook",

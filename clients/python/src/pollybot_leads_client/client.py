@@ -14,9 +14,18 @@ import httpx
 
 from ._core import Call, Core, data_of
 from .errors import APIConnectionError, APITimeoutError
-from .models import BatchResult, DeletedLead, Duplicate, Event, Lead, parse_time
+from .models import (
+    Attempt,
+    BatchResult,
+    DeletedLead,
+    Duplicate,
+    Event,
+    Lead,
+    Webhook,
+    parse_time,
+)
 
-_FIELDS = {"external_id": "externalId"}  # the one field whose wire name is not its own
+_FIELDS = {"external_id": "externalId", "chatbot_ids": "chatbotIds"}  # wire names
 
 
 def _lead_body(fields: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +129,11 @@ class _Calls:
         return Call("GET", _leads_path(chatbot_id) + "/export", params)
 
     @staticmethod
+    def webhook(method: str, webhook_id: str = "", tail: str = "", **kw: Any) -> Call:
+        path = "/api/v1/webhooks" + (f"/{webhook_id}" if webhook_id else "") + tail
+        return Call(method, path, **kw)
+
+    @staticmethod
     def events(chatbot_id: str, after: int) -> Call:
         return Call("GET", f"/api/v1/chatbots/{chatbot_id}/events", {"after": after, "limit": 100})
 
@@ -144,6 +158,7 @@ class Client:
         self._http = http_client or httpx.Client(timeout=timeout)
         self.leads = Leads(self)
         self.events = Events(self)
+        self.webhooks = Webhooks(self)
 
     def __enter__(self) -> Client:
         return self
@@ -266,6 +281,53 @@ class Events:
             after = events[-1].sequence
 
 
+def _webhook(response: httpx.Response) -> Webhook:
+    return Webhook.from_json(data_of(response))
+
+
+def _webhook_body(fields: dict[str, Any]) -> dict[str, Any]:
+    return {_FIELDS.get(k, k): v for k, v in fields.items()}
+
+
+class Webhooks:
+    """The workspace's webhook endpoints (a key not limited to chatbots)."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def create(self, url: str, **fields: Any) -> Webhook:
+        """``events``, ``chatbot_ids``, ``description``, ``enabled``; the answer holds the
+        signing secret (``secret``), shown only here and by ``rotate_secret``."""
+        body = _webhook_body({"url": url, **fields})
+        return _webhook(self._c.send(_Calls.webhook("POST", json=body)))
+
+    def list(self) -> builtins.list[Webhook]:
+        data = data_of(self._c.send(_Calls.webhook("GET")))
+        return [Webhook.from_json(w) for w in data["webhooks"]]
+
+    def get(self, webhook_id: str) -> Webhook:
+        return _webhook(self._c.send(_Calls.webhook("GET", webhook_id)))
+
+    def update(self, webhook_id: str, **fields: Any) -> Webhook:
+        call = _Calls.webhook("PUT", webhook_id, json=_webhook_body(fields))
+        return _webhook(self._c.send(call))
+
+    def delete(self, webhook_id: str) -> None:
+        data_of(self._c.send(_Calls.webhook("DELETE", webhook_id, params={"confirm": "true"})))
+
+    def rotate_secret(self, webhook_id: str) -> Webhook:
+        return _webhook(self._c.send(_Calls.webhook("POST", webhook_id, "/rotate-secret", json={})))
+
+    def deliveries(self, webhook_id: str, limit: int = 100) -> builtins.list[Attempt]:
+        call = _Calls.webhook("GET", webhook_id, "/deliveries", params={"limit": limit})
+        return [Attempt.from_json(a) for a in data_of(self._c.send(call))["deliveries"]]
+
+    def replay(self, webhook_id: str, after: int = 0) -> dict[str, Any]:
+        call = _Calls.webhook("POST", webhook_id, "/replay", json={"after": after})
+        result: dict[str, Any] = data_of(self._c.send(call))
+        return result
+
+
 # --- async -------------------------------------------------------------------------------
 
 
@@ -285,6 +347,7 @@ class AsyncClient:
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
         self.leads = AsyncLeads(self)
         self.events = AsyncEvents(self)
+        self.webhooks = AsyncWebhooks(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -392,3 +455,40 @@ class AsyncEvents:
             if not events:
                 return
             after = events[-1].sequence
+
+
+class AsyncWebhooks:
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+    async def create(self, url: str, **fields: Any) -> Webhook:
+        body = _webhook_body({"url": url, **fields})
+        return _webhook(await self._c.send(_Calls.webhook("POST", json=body)))
+
+    async def list(self) -> builtins.list[Webhook]:
+        data = data_of(await self._c.send(_Calls.webhook("GET")))
+        return [Webhook.from_json(w) for w in data["webhooks"]]
+
+    async def get(self, webhook_id: str) -> Webhook:
+        return _webhook(await self._c.send(_Calls.webhook("GET", webhook_id)))
+
+    async def update(self, webhook_id: str, **fields: Any) -> Webhook:
+        call = _Calls.webhook("PUT", webhook_id, json=_webhook_body(fields))
+        return _webhook(await self._c.send(call))
+
+    async def delete(self, webhook_id: str) -> None:
+        call = _Calls.webhook("DELETE", webhook_id, params={"confirm": "true"})
+        data_of(await self._c.send(call))
+
+    async def rotate_secret(self, webhook_id: str) -> Webhook:
+        call = _Calls.webhook("POST", webhook_id, "/rotate-secret", json={})
+        return _webhook(await self._c.send(call))
+
+    async def deliveries(self, webhook_id: str, limit: int = 100) -> builtins.list[Attempt]:
+        call = _Calls.webhook("GET", webhook_id, "/deliveries", params={"limit": limit})
+        return [Attempt.from_json(a) for a in data_of(await self._c.send(call))["deliveries"]]
+
+    async def replay(self, webhook_id: str, after: int = 0) -> dict[str, Any]:
+        call = _Calls.webhook("POST", webhook_id, "/replay", json={"after": after})
+        result: dict[str, Any] = data_of(await self._c.send(call))
+        return result

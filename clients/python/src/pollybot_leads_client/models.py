@@ -106,3 +106,74 @@ class Event:
             created_at=parse_time(data["createdAt"]),
             data=dict(data["data"]),
         )
+
+
+def _time_or_none(value: str | None) -> datetime | None:
+    return parse_time(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: str
+    workspace_id: str
+    url: str
+    description: str | None
+    events: tuple[str, ...]
+    chatbot_ids: tuple[str, ...]
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    previous_secret_expires_at: datetime | None
+    # The signing secret: only in the answer of a create or a rotation.
+    secret: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Webhook:
+        return cls(
+            id=data["id"],
+            workspace_id=data["workspaceId"],
+            url=data["url"],
+            description=data.get("description"),
+            events=tuple(data["events"]),
+            chatbot_ids=tuple(data.get("chatbotIds") or ()),
+            enabled=data["enabled"],
+            disabled_reason=data.get("disabledReason"),
+            created_at=parse_time(data["createdAt"]),
+            updated_at=parse_time(data["updatedAt"]),
+            previous_secret_expires_at=_time_or_none(data.get("previousSecretExpiresAt")),
+            secret=data.get("secret"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    id: str
+    event_id: str
+    event_type: str
+    chatbot_id: str
+    sequence: int
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    outcome: str
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
+        return cls(
+            id=data["id"],
+            event_id=data["eventId"],
+            event_type=data["eventType"],
+            chatbot_id=data["chatbotId"],
+            sequence=data["sequence"],
+            attempt=data["attempt"],
+            at=parse_time(data["at"]),
+            status_code=data.get("statusCode"),
+            error=data.get("error"),
+            duration_ms=data["durationMs"],
+            outcome=data["outcome"],
+            next_attempt_at=_time_or_none(data.get("nextAttemptAt")),
+        )
