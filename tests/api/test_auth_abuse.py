@@ -60,6 +60,17 @@ async def flood(client: TestClient, requests: list[tuple[str, dict[str, str]]]) 
     return await asyncio.gather(*(one(url, headers) for url, headers in requests))
 
 
+def unavailable(answers: list[Answer]) -> tuple[list[Answer], list[Answer]]:
+    """The 503s a flood met (the store's own stalls: admission refuses what would wait
+    past its budget), split by whether the key's token was taken first (they carry its
+    headers) or not; each is a proper refusal, and they are a small part of the flood."""
+    refused = [a for a in answers if a.status == 503]
+    for answer in refused:
+        assert answer.code == "SERVICE_UNAVAILABLE" and int(answer.headers["Retry-After"]) >= 1
+    assert len(refused) <= len(answers) // 10, len(refused)
+    return [a for a in refused if a.limits], [a for a in refused if not a.limits]
+
+
 def random_chatbot() -> str:
     return "cb_" + secrets.token_hex(8)
 
@@ -80,8 +91,12 @@ async def test_a_flood_of_random_bad_keys_is_refused_before_the_store_is_asked(
     used = await store_operations(mongo) - before - 1
 
     statuses = [a.status for a in answers]
-    assert statuses.count(401) == 20 and statuses.count(429) == FLOOD - 20
-    for answer in answers:
+    # Every failure token went to a 401; the rest were refused without asking the store
+    # (429, or a 503 when a stall of the store made admission refuse them first).
+    _, before_auth = unavailable(answers)
+    assert statuses.count(401) == 20
+    assert statuses.count(429) + len(before_auth) == FLOOD - 20
+    for answer in (a for a in answers if a.status != 503):
         assert answer.code == ("UNAUTHORIZED" if answer.status == 401 else "RATE_LIMITED")
         assert answer.limits is None  # no key, no key's bucket
         if answer.status == 429:
@@ -106,9 +121,13 @@ async def test_a_good_key_flooding_chatbots_it_does_not_have_spends_its_own_toke
 
     not_found = [a for a in answers if a.status == 404]
     limited = [a for a in answers if a.status == 429]
-    assert len(not_found) == 30 and len(limited) == FLOOD - 30
+    # Each of the key's 30 tokens went to one request (a 404, or a 503 when a stall of the
+    # store cut the chatbot's look-up); the rest were refused before (429, or a 503 of
+    # admission under such a stall).
+    spent, before_token = unavailable(answers)
+    assert len(not_found) + len(spent) == 30 and len(limited) + len(before_token) == FLOOD - 30
     assert all(a.code == "CHATBOT_NOT_FOUND" for a in not_found)
-    assert sorted(a.limits[1] for a in not_found) == list(range(30))  # one token each
+    assert sorted(a.limits[1] for a in [*not_found, *spent]) == list(range(30))  # one each
     for answer in limited:
         assert answer.code == "RATE_LIMITED"
         assert answer.limits is not None and answer.limits[:2] == (30, 0)
