@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from ..accounts.repository import ROLL_OVERLAP_MAX_SECONDS
 from ..http.context import SCOPES
-from ..http.fields import NON_BLANK, CamelSchema, QueryInteger, Text
+from ..http.fields import NON_BLANK, CamelSchema, QueryInteger, Text, each_once
 from ..http.responses import SUCCESS, TIMESTAMP, after_pagination, doc
 from ..leads.phones import is_region
 from ..leads.query import UtcDateTime
@@ -21,11 +21,6 @@ _WS_ID = {"pattern": "^ws_[0-9a-f]{16}$", "example": "ws_1234567890abcdef"}
 _CB_ID = {"pattern": "^cb_[0-9a-f]{16}$", "example": "cb_1234567890abcdef"}
 _KEY_ID = {"pattern": "^key_[0-9a-f]{16}$", "example": "key_1234567890abcdef"}
 _AUDIT_ID = {"pattern": "^aud_[0-9a-f]{16}$", "example": "aud_0123456789abcdef"}
-
-
-def _unique(values: list[Any]) -> None:
-    if len(set(values)) != len(values):
-        raise ValidationError("Give each value once.")
 
 
 def _region(code: str | None) -> None:
@@ -107,7 +102,7 @@ class _KeyFields(CamelSchema):
     )
     scopes = fields.List(
         fields.String(validate=validate.OneOf(SCOPES)),
-        validate=[validate.Length(1, len(SCOPES)), _unique],
+        validate=[validate.Length(1, len(SCOPES)), each_once()],
         metadata=doc(
             "What it may do, each once (default: all). " + ", ".join(f"`{s}`" for s in SCOPES),
             uniqueItems=True,
@@ -117,7 +112,7 @@ class _KeyFields(CamelSchema):
     chatbot_ids = fields.List(
         Text(max_length=19, pattern=CHATBOT_PATTERN, pattern_message="Not a chatbot id."),
         allow_none=True,
-        validate=[validate.Length(1, CHATBOTS_MAX), _unique],
+        validate=[validate.Length(1, CHATBOTS_MAX), each_once()],
         metadata=doc(
             "The only chatbots it may touch, each a chatbot of the workspace (else 404); "
             "others answer 404 to it, and it cannot use workspace-wide routes. "

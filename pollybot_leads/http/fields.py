@@ -6,6 +6,7 @@ publishes exactly as the server applies them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields
@@ -119,3 +120,13 @@ class ServerOwned(fields.Raw):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         raise ValidationError(SERVER_OWNED_MESSAGE)
+
+
+def each_once(message: str = "Give each value once.") -> Callable[[list[Any]], None]:
+    """A list validator: no value twice (the document says ``uniqueItems``)."""
+
+    def check(values: list[Any]) -> None:
+        if len(set(values)) != len(values):
+            raise ValidationError(message)
+
+    return check

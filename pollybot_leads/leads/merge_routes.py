@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from marshmallow import ValidationError, fields, validate
+from marshmallow import fields, validate
 
 from .. import appkeys
 from ..errors import LeadMerged, LeadNotFound, PreconditionFailed, ValidationFailed
 from ..http.body import load_fields, load_query, read_json_object
 from ..http.context import AUTH, REQUEST_ID
-from ..http.fields import CamelSchema, QueryInteger, StrictBoolean, Text
+from ..http.fields import CamelSchema, QueryInteger, StrictBoolean, Text, each_once
 from ..http.responses import SUCCESS, doc, ok
 from ..http.spec import (
     BODY_ERRORS,
@@ -35,16 +33,11 @@ LEAD_PATTERN = "lead_[0-9a-f]{16}"
 DUPLICATES_MAX = 100
 
 
-def _unique(values: list[Any]) -> None:
-    if len(set(values)) != len(values):
-        raise ValidationError("Give each id once.")
-
-
 class MergeSchema(CamelSchema):
     source_ids = fields.List(
         Text(max_length=21, pattern=LEAD_PATTERN, pattern_message="Not a lead id."),
         required=True,
-        validate=[validate.Length(1, MERGE_SOURCES_MAX), _unique],
+        validate=[validate.Length(1, MERGE_SOURCES_MAX), each_once("Give each id once.")],
         metadata=doc(
             f"1-{MERGE_SOURCES_MAX} leads of the chatbot to merge into this one, each once "
             "and not this one. Each must exist (else 404, nothing merged).",

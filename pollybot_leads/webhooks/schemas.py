@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, ValidationError, fields, validate
+from marshmallow import EXCLUDE, fields, validate
 
-from ..http.fields import CamelSchema, QueryInteger, StrictBoolean, Text
+from ..http.fields import CamelSchema, QueryInteger, StrictBoolean, Text, each_once
 from ..http.responses import TIMESTAMP, doc
 from .payload import EVENT_NAMES, EVENT_TYPES
 from .targets import URL_MAX, URL_PATTERN
@@ -17,11 +17,6 @@ DESCRIPTION_MAX = 500
 CHATBOT_PATTERN = "cb_[0-9a-f]{16}"
 ATTEMPT_PATTERN = "att_[0-9]{13}[0-9a-f]{8}"
 _ID = {"pattern": "^wh_[0-9a-f]{16}$", "example": "wh_0123456789abcdef"}
-
-
-def _unique(values: list[Any]) -> None:
-    if len(set(values)) != len(values):
-        raise ValidationError("Give each value once.")
 
 
 # --- requests ------------------------------------------------------------------------
@@ -49,7 +44,7 @@ def url_field(**kwargs: Any) -> Text:
 def events_field(**kwargs: Any) -> fields.List[Any]:
     return fields.List(
         fields.String(validate=validate.OneOf(EVENT_TYPES)),
-        validate=[validate.Length(1, len(EVENT_TYPES)), _unique],
+        validate=[validate.Length(1, len(EVENT_TYPES)), each_once()],
         metadata={
             "description": "The event types delivered to this endpoint, each once "
             "(default: all of them; an endpoint made before `lead.merged` existed keeps "
@@ -64,7 +59,7 @@ def events_field(**kwargs: Any) -> fields.List[Any]:
 def chatbots_field(**kwargs: Any) -> fields.List[Any]:
     return fields.List(
         Text(max_length=19, pattern=CHATBOT_PATTERN, pattern_message="Not a chatbot id."),
-        validate=[validate.Length(0, CHATBOTS_MAX), _unique],
+        validate=[validate.Length(0, CHATBOTS_MAX), each_once()],
         metadata={
             "description": "Deliver only these chatbots' events, each once; each must be a "
             f"chatbot of the key's workspace (else 400). Empty (the default): every "

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .errors import BY_STATUS, APIError, RateLimitError
+from .errors import BY_STATUS, APIConnectionError, APIError, APITimeoutError, RateLimitError
 
 __version__ = "0.1.0"
 USER_AGENT = f"pollybot-leads-client/{__version__}"
@@ -60,6 +60,19 @@ class Core:
             return None
         return {k: _query_value(v) for k, v in call.params.items() if v is not None}
 
+    def settle(
+        self, attempt: int, response: httpx.Response | None, failure: Exception | None
+    ) -> httpx.Response | float:
+        """After try ``attempt``: its answer when it is the last (or the connection's
+        error, raised), else the seconds to wait before the next."""
+        delay = self.retry_delay(attempt, response)
+        if delay is not None:
+            return delay
+        if failure is not None:
+            raise failure
+        assert response is not None
+        return response
+
     def retry_delay(self, attempt: int, response: httpx.Response | None) -> float | None:
         """Seconds to wait before try ``attempt + 1``, or None: do not retry. A response
         of None is a connection failure."""
@@ -76,6 +89,13 @@ class Core:
                 return min(float(after), 60.0)
         backoff: float = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt)
         return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+
+
+def connection_failure(exc: httpx.TransportError) -> APIConnectionError:
+    """httpx's failure to reach the server, as this client's error."""
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(str(exc) or "timed out")
+    return APIConnectionError(str(exc) or type(exc).__name__)
 
 
 def _code(response: httpx.Response) -> str | None:

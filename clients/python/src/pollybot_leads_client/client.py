@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 
-from ._core import Call, Core, data_of
-from .errors import APIConnectionError, APITimeoutError
+from ._core import Call, Core, connection_failure, data_of
 from .models import (
     Attempt,
     BatchResult,
@@ -176,6 +175,7 @@ class Client:
         attempt = 0
         while True:
             response: httpx.Response | None = None
+            failure: Exception | None = None
             try:
                 response = self._http.request(
                     call.method,
@@ -184,18 +184,12 @@ class Client:
                     json=call.json,
                     headers=headers,
                 )
-                failure: Exception | None = None
-            except httpx.TimeoutException as exc:
-                failure = APITimeoutError(str(exc) or "timed out")
             except httpx.TransportError as exc:
-                failure = APIConnectionError(str(exc) or type(exc).__name__)
-            delay = self._core.retry_delay(attempt, response)
-            if delay is None:
-                if failure is not None:
-                    raise failure
-                assert response is not None
-                return response
-            time.sleep(delay)
+                failure = connection_failure(exc)
+            outcome = self._core.settle(attempt, response, failure)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            time.sleep(outcome)
             attempt += 1
 
 
@@ -363,6 +357,7 @@ class AsyncClient:
         attempt = 0
         while True:
             response: httpx.Response | None = None
+            failure: Exception | None = None
             try:
                 response = await self._http.request(
                     call.method,
@@ -371,18 +366,12 @@ class AsyncClient:
                     json=call.json,
                     headers=headers,
                 )
-                failure: Exception | None = None
-            except httpx.TimeoutException as exc:
-                failure = APITimeoutError(str(exc) or "timed out")
             except httpx.TransportError as exc:
-                failure = APIConnectionError(str(exc) or type(exc).__name__)
-            delay = self._core.retry_delay(attempt, response)
-            if delay is None:
-                if failure is not None:
-                    raise failure
-                assert response is not None
-                return response
-            await asyncio.sleep(delay)
+                failure = connection_failure(exc)
+            outcome = self._core.settle(attempt, response, failure)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            await asyncio.sleep(outcome)
             attempt += 1
 
 
