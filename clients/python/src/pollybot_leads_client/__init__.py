@@ -1,6 +1,7 @@
 """The Python client of the PollyBot Leads API."""
 
 from ._core import __version__
+from .admin import AdminClient, AsyncAdminClient
 from .client import AsyncClient, Client
 from .errors import (
     APIConnectionError,
@@ -20,14 +21,25 @@ from .errors import (
     WebhookVerificationError,
 )
 from .models import (
+    ApiKey,
     Attempt,
+    AuditActor,
+    AuditEntry,
+    AuditTarget,
     BatchResult,
+    Chatbot,
     DeletedLead,
+    Deletion,
     Duplicate,
+    Erasure,
     Event,
+    KeyRateLimit,
     Lead,
     StatusChange,
+    Suppression,
     Webhook,
+    Workspace,
+    WorkspaceCounts,
 )
 from .webhooks import verify_webhook
 
@@ -35,17 +47,27 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AdminClient",
+    "ApiKey",
+    "AsyncAdminClient",
     "AsyncClient",
     "Attempt",
+    "AuditActor",
+    "AuditEntry",
+    "AuditTarget",
     "AuthenticationError",
     "BadRequestError",
     "BatchResult",
+    "Chatbot",
     "Client",
     "ConflictError",
     "DeletedLead",
+    "Deletion",
     "Duplicate",
+    "Erasure",
     "Event",
     "GoneError",
+    "KeyRateLimit",
     "Lead",
     "NotFoundError",
     "PermissionDeniedError",
@@ -54,9 +76,12 @@ __all__ = [
     "RateLimitError",
     "ServiceUnavailableError",
     "StatusChange",
+    "Suppression",
     "UnprocessableEntityError",
     "Webhook",
     "WebhookVerificationError",
+    "Workspace",
+    "WorkspaceCounts",
     "__version__",
     "verify_webhook",
 ]

@@ -4,8 +4,10 @@ and how an answer becomes data or a typed error. Only sending differs between th
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,6 +31,10 @@ class Call:
     params: dict[str, Any] | None = None
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A write the server keeps no Idempotency-Key for (the admin API's creates and key
+    # rolls): tried again only when it surely was not applied, i.e. refused by the rate
+    # limit (429) or never sent (no connection).
+    once: bool = False
 
 
 class Core:
@@ -48,7 +54,7 @@ class Core:
             "Accept": "application/json",
             **call.headers,
         }
-        if call.method in WRITE_METHODS and "Idempotency-Key" not in headers:
+        if call.method in WRITE_METHODS and not call.once and "Idempotency-Key" not in headers:
             headers["Idempotency-Key"] = str(uuid.uuid4())
         return headers
 
@@ -61,15 +67,23 @@ class Core:
         return {k: _query_value(v) for k, v in call.params.items() if v is not None}
 
     def settle(
-        self, attempt: int, response: httpx.Response | None, failure: Exception | None
+        self,
+        call: Call,
+        attempt: int,
+        response: httpx.Response | None,
+        failure: httpx.TransportError | None,
     ) -> httpx.Response | float:
         """After try ``attempt``: its answer when it is the last (or the connection's
         error, raised), else the seconds to wait before the next."""
-        delay = self.retry_delay(attempt, response)
+        delay: float | None = None
+        if not call.once or (response is not None and response.status_code == 429):
+            delay = self.retry_delay(attempt, response)
+        elif failure is not None and isinstance(failure, UNSENT):
+            delay = self.retry_delay(attempt, None)
         if delay is not None:
             return delay
         if failure is not None:
-            raise failure
+            raise connection_failure(failure) from failure
         assert response is not None
         return response
 
@@ -91,6 +105,10 @@ class Core:
         return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
 
+# Failures before the request went out: nothing can have been applied.
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 def connection_failure(exc: httpx.TransportError) -> APIConnectionError:
     """httpx's failure to reach the server, as this client's error."""
     if isinstance(exc, httpx.TimeoutException):
@@ -107,11 +125,34 @@ def _code(response: httpx.Response) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
+_SNAKE = re.compile(r"_([a-z0-9])")
+
+
+def wire(fields: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments as the API's fields: ``external_id`` is ``externalId``, a
+    ``datetime`` an ISO 8601 time in UTC; a key that is not a Python name (a metadata
+    filter such as ``metadata.plan_tier``) is sent as given."""
+    return {
+        (_SNAKE.sub(lambda m: m.group(1).upper(), k) if k.isidentifier() else k): _wire_value(v)
+        for k, v in fields.items()
+    }
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("give an aware datetime (with its time zone)")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value  # nested objects (metadata) go as given
+
+
 def _query_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
+    if isinstance(value, datetime):
+        return str(_wire_value(value))
     return str(value)
 
 

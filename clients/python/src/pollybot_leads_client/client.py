@@ -3,16 +3,15 @@ client and the other with its async one; everything else is ``_core.py``'s."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 
-from ._core import Call, Core, connection_failure, data_of
+from ._core import Call, data_of, wire
+from ._send import DEFAULT_BASE_URL, AsyncSender, SyncSender
 from .models import (
     Attempt,
     BatchResult,
@@ -23,12 +22,7 @@ from .models import (
     Webhook,
     parse_time,
 )
-
-_FIELDS = {"external_id": "externalId", "chatbot_ids": "chatbotIds"}  # wire names
-
-
-def _lead_body(fields: dict[str, Any]) -> dict[str, Any]:
-    return {_FIELDS.get(k, k): v for k, v in fields.items()}
+from .privacy import AsyncPrivacy, Privacy
 
 
 def _leads_path(chatbot_id: str) -> str:
@@ -73,7 +67,7 @@ class _Calls:
     @staticmethod
     def create(chatbot_id: str, upsert: str | None, fields: dict[str, Any]) -> Call:
         params = {"upsert": upsert} if upsert else None
-        return Call("POST", _leads_path(chatbot_id), params, _lead_body(fields))
+        return Call("POST", _leads_path(chatbot_id), params, wire(fields))
 
     @staticmethod
     def get(chatbot_id: str, lead_id: str) -> Call:
@@ -82,7 +76,7 @@ class _Calls:
     @staticmethod
     def update(chatbot_id: str, lead_id: str, if_match: str | None, fields: Any) -> Call:
         path = f"{_leads_path(chatbot_id)}/{lead_id}"
-        return Call("PUT", path, json=_lead_body(fields), headers=_if_match(if_match))
+        return Call("PUT", path, json=wire(fields), headers=_if_match(if_match))
 
     @staticmethod
     def delete(chatbot_id: str, lead_id: str, if_match: str | None) -> Call:
@@ -91,7 +85,7 @@ class _Calls:
 
     @staticmethod
     def page(chatbot_id: str, filters: dict[str, Any], cursor: str | None) -> Call:
-        params = {_FIELDS.get(k, k): v for k, v in filters.items()}
+        params = wire(filters)
         params.setdefault("limit", 100)
         if cursor:
             params["cursor"] = cursor
@@ -99,7 +93,7 @@ class _Calls:
 
     @staticmethod
     def batch(chatbot_id: str, leads: builtins.list[dict[str, Any]], upsert: str | None) -> Call:
-        body: dict[str, Any] = {"leads": [_lead_body(lead) for lead in leads]}
+        body: dict[str, Any] = {"leads": [wire(lead) for lead in leads]}
         if upsert:
             body["upsert"] = upsert
         return Call("POST", _leads_path(chatbot_id) + "/batch", json=body)
@@ -123,7 +117,7 @@ class _Calls:
 
     @staticmethod
     def export(chatbot_id: str, filters: dict[str, Any]) -> Call:
-        params = {_FIELDS.get(k, k): v for k, v in filters.items()}
+        params = wire(filters)
         params["format"] = "ndjson"
         return Call("GET", _leads_path(chatbot_id) + "/export", params)
 
@@ -140,7 +134,7 @@ class _Calls:
 # --- sync --------------------------------------------------------------------------------
 
 
-class Client:
+class Client(SyncSender):
     """``Client(api_key=…, base_url=…, max_retries=2, timeout=10.0)``; use as a context
     manager, or call ``close()``."""
 
@@ -148,49 +142,22 @@ class Client:
         self,
         *,
         api_key: str,
-        base_url: str = "http://127.0.0.1:8080",
+        base_url: str = DEFAULT_BASE_URL,
         max_retries: int = 2,
         timeout: float = 10.0,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self._core = Core(api_key, base_url, max_retries, timeout)
-        self._http = http_client or httpx.Client(timeout=timeout)
+        super().__init__(api_key, base_url, max_retries, timeout, http_client)
         self.leads = Leads(self)
         self.events = Events(self)
         self.webhooks = Webhooks(self)
+        self.privacy = Privacy(self)
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    def send(self, call: Call) -> httpx.Response:
-        """The call's answer after its retries (its last answer), or the connection's
-        error; the same headers, Idempotency-Key included, on every try."""
-        headers = self._core.headers(call)
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
-            failure: Exception | None = None
-            try:
-                response = self._http.request(
-                    call.method,
-                    self._core.url(call),
-                    params=self._core.params(call),
-                    json=call.json,
-                    headers=headers,
-                )
-            except httpx.TransportError as exc:
-                failure = connection_failure(exc)
-            outcome = self._core.settle(attempt, response, failure)
-            if isinstance(outcome, httpx.Response):
-                return outcome
-            time.sleep(outcome)
-            attempt += 1
 
 
 class Leads:
@@ -248,16 +215,8 @@ class Leads:
 
     def export(self, chatbot_id: str, **filters: Any) -> Iterator[Lead]:
         """Every matching lead, streamed (NDJSON) as the server writes them."""
-        call = _Calls.export(chatbot_id, filters)
-        headers = self._c._core.headers(call)
-        url, params = self._c._core.url(call), self._c._core.params(call)
-        with self._c._http.stream("GET", url, params=params, headers=headers) as response:
-            if not response.is_success:
-                response.read()
-                data_of(response)
-            for line in response.iter_lines():
-                if line.strip():
-                    yield Lead.from_json(json.loads(line))
+        for line in self._c.lines(_Calls.export(chatbot_id, filters)):
+            yield Lead.from_json(json.loads(line))
 
 
 class Events:
@@ -279,10 +238,6 @@ def _webhook(response: httpx.Response) -> Webhook:
     return Webhook.from_json(data_of(response))
 
 
-def _webhook_body(fields: dict[str, Any]) -> dict[str, Any]:
-    return {_FIELDS.get(k, k): v for k, v in fields.items()}
-
-
 class Webhooks:
     """The workspace's webhook endpoints (a key not limited to chatbots)."""
 
@@ -292,7 +247,7 @@ class Webhooks:
     def create(self, url: str, **fields: Any) -> Webhook:
         """``events``, ``chatbot_ids``, ``description``, ``enabled``; the answer holds the
         signing secret (``secret``), shown only here and by ``rotate_secret``."""
-        body = _webhook_body({"url": url, **fields})
+        body = wire({"url": url, **fields})
         return _webhook(self._c.send(_Calls.webhook("POST", json=body)))
 
     def list(self) -> builtins.list[Webhook]:
@@ -303,7 +258,7 @@ class Webhooks:
         return _webhook(self._c.send(_Calls.webhook("GET", webhook_id)))
 
     def update(self, webhook_id: str, **fields: Any) -> Webhook:
-        call = _Calls.webhook("PUT", webhook_id, json=_webhook_body(fields))
+        call = _Calls.webhook("PUT", webhook_id, json=wire(fields))
         return _webhook(self._c.send(call))
 
     def delete(self, webhook_id: str) -> None:
@@ -325,54 +280,29 @@ class Webhooks:
 # --- async -------------------------------------------------------------------------------
 
 
-class AsyncClient:
+class AsyncClient(AsyncSender):
     """The same as ``Client``, awaited: ``async with AsyncClient(api_key=…) as c:``."""
 
     def __init__(
         self,
         *,
         api_key: str,
-        base_url: str = "http://127.0.0.1:8080",
+        base_url: str = DEFAULT_BASE_URL,
         max_retries: int = 2,
         timeout: float = 10.0,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._core = Core(api_key, base_url, max_retries, timeout)
-        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        super().__init__(api_key, base_url, max_retries, timeout, http_client)
         self.leads = AsyncLeads(self)
         self.events = AsyncEvents(self)
         self.webhooks = AsyncWebhooks(self)
+        self.privacy = AsyncPrivacy(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def send(self, call: Call) -> httpx.Response:
-        headers = self._core.headers(call)
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
-            failure: Exception | None = None
-            try:
-                response = await self._http.request(
-                    call.method,
-                    self._core.url(call),
-                    params=self._core.params(call),
-                    json=call.json,
-                    headers=headers,
-                )
-            except httpx.TransportError as exc:
-                failure = connection_failure(exc)
-            outcome = self._core.settle(attempt, response, failure)
-            if isinstance(outcome, httpx.Response):
-                return outcome
-            await asyncio.sleep(outcome)
-            attempt += 1
 
 
 class AsyncLeads:
@@ -430,6 +360,10 @@ class AsyncLeads:
     ) -> builtins.list[Duplicate]:
         return _duplicates(await self._c.send(_Calls.duplicates(chatbot_id, lead_id, limit)))
 
+    async def export(self, chatbot_id: str, **filters: Any) -> AsyncIterator[Lead]:
+        async for line in self._c.lines(_Calls.export(chatbot_id, filters)):
+            yield Lead.from_json(json.loads(line))
+
 
 class AsyncEvents:
     def __init__(self, client: AsyncClient) -> None:
@@ -451,7 +385,7 @@ class AsyncWebhooks:
         self._c = client
 
     async def create(self, url: str, **fields: Any) -> Webhook:
-        body = _webhook_body({"url": url, **fields})
+        body = wire({"url": url, **fields})
         return _webhook(await self._c.send(_Calls.webhook("POST", json=body)))
 
     async def list(self) -> builtins.list[Webhook]:
@@ -462,7 +396,7 @@ class AsyncWebhooks:
         return _webhook(await self._c.send(_Calls.webhook("GET", webhook_id)))
 
     async def update(self, webhook_id: str, **fields: Any) -> Webhook:
-        call = _Calls.webhook("PUT", webhook_id, json=_webhook_body(fields))
+        call = _Calls.webhook("PUT", webhook_id, json=wire(fields))
         return _webhook(await self._c.send(call))
 
     async def delete(self, webhook_id: str) -> None:

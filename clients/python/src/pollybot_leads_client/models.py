@@ -177,3 +177,190 @@ class Attempt:
             outcome=data["outcome"],
             next_attempt_at=_time_or_none(data.get("nextAttemptAt")),
         )
+
+
+# --- privacy -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    erased: int
+    lead_ids: tuple[str, ...]
+    suppressed: bool
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Erasure:
+        return cls(data["erased"], tuple(data["leadIds"]), data["suppressed"])
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    id: str
+    kind: str  # "email" or "phone"; the address itself is never shown
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Suppression:
+        return cls(data["id"], data["kind"], parse_time(data["createdAt"]))
+
+
+# --- the admin API -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """A workspace's or chatbot's deletion job: running, then done (then it is a 404)."""
+
+    state: str
+    requested_at: datetime
+    removed: dict[str, int]
+    finished_at: datetime | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Deletion | None:
+        if data is None:
+            return None
+        return cls(
+            data["state"],
+            parse_time(data["requestedAt"]),
+            dict(data["removed"]),
+            _time_or_none(data.get("finishedAt")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceCounts:
+    chatbots: int
+    keys: int
+    leads: int
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: str
+    name: str
+    status: str
+    created_at: datetime
+    # Only in a single workspace's answer (None in lists).
+    counts: WorkspaceCounts | None = None
+    deletion: Deletion | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Workspace:
+        counts = data.get("counts")
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            status=data["status"],
+            created_at=parse_time(data["createdAt"]),
+            counts=WorkspaceCounts(**counts) if counts else None,
+            deletion=Deletion.from_json(data.get("deletion")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Chatbot:
+    id: str
+    workspace_id: str
+    name: str
+    default_region: str | None
+    status: str
+    created_at: datetime
+    deletion: Deletion | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Chatbot:
+        return cls(
+            id=data["id"],
+            workspace_id=data["workspaceId"],
+            name=data["name"],
+            default_region=data.get("defaultRegion"),
+            status=data["status"],
+            created_at=parse_time(data["createdAt"]),
+            deletion=Deletion.from_json(data.get("deletion")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRateLimit:
+    capacity: int
+    refill_per_second: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    workspace_id: str
+    name: str | None
+    created_at: datetime
+    revoked: bool
+    revoked_at: datetime | None
+    scopes: tuple[str, ...]
+    chatbot_ids: tuple[str, ...] | None
+    expires_at: datetime | None
+    rate_limit: KeyRateLimit | None
+    last_used_at: datetime | None
+    # The secret: only in the answer of a create or a roll.
+    key: str | None = None
+    # After a roll: until when the previous secret still works.
+    old_key_expires_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApiKey:
+        limit = data.get("rateLimit")
+        chatbots = data.get("chatbotIds")
+        return cls(
+            id=data["id"],
+            workspace_id=data["workspaceId"],
+            name=data.get("name"),
+            created_at=parse_time(data["createdAt"]),
+            revoked=data["revoked"],
+            revoked_at=_time_or_none(data.get("revokedAt")),
+            scopes=tuple(data["scopes"]),
+            chatbot_ids=tuple(chatbots) if chatbots is not None else None,
+            expires_at=_time_or_none(data.get("expiresAt")),
+            rate_limit=KeyRateLimit(limit["capacity"], limit["refillPerSecond"]) if limit else None,
+            last_used_at=_time_or_none(data.get("lastUsedAt")),
+            key=data.get("key"),
+            old_key_expires_at=_time_or_none(data.get("oldKeyExpiresAt")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditActor:
+    type: str  # "adminKey", "cli" or "apiKey"
+    id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTarget:
+    type: str
+    id: str
+    workspace_id: str | None
+    chatbot_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: str
+    action: str
+    at: datetime
+    actor: AuditActor
+    target: AuditTarget
+    request_id: str | None
+    details: dict[str, Any] | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuditEntry:
+        target = data["target"]
+        return cls(
+            id=data["id"],
+            action=data["action"],
+            at=parse_time(data["at"]),
+            actor=AuditActor(data["actor"]["type"], data["actor"].get("id")),
+            target=AuditTarget(
+                target["type"], target["id"], target.get("workspaceId"), target.get("chatbotId")
+            ),
+            request_id=data.get("requestId"),
+            details=data.get("details"),
+        )
