@@ -37,7 +37,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check pollybot_leads tests scripts clients/python
 	$(BIN)/ruff format --check pollybot_leads tests scripts clients/python
 	$(BIN)/mypy
-	$(BIN)/mypy --strict clients/python/src
+	$(BIN)/mypy --strict clients/python/src clients/python/examples
 
 fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix pollybot_leads tests scripts clients/python
