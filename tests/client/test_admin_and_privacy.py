@@ -128,9 +128,23 @@ async def test_the_sync_admin_client_and_keys_in_the_wrong_place(api, admin_key,
     def sync_calls() -> tuple[str, list[str]]:
         with AdminClient(api_key=admin_key, base_url=base(api)) as a:
             ws = a.workspaces.create("Sync Co")
+            assert ws.id in [w.id for w in a.workspaces.list()]
             bot = a.chatbots.create(ws.id, "Bot")
+            assert a.chatbots.update(bot.id, default_region="FR").default_region == "FR"
+            assert [b.id for b in a.chatbots.list(ws.id)] == [bot.id]
             key = a.keys.create(ws.id, "all scopes")
-            return ws.id, [bot.id, key.id, a.keys.roll(key.id).id, a.chatbots.get(bot.id).id]
+            assert len(key.scopes) == 5 and a.keys.update(key.id, name="renamed").name == "renamed"
+            assert [k.name for k in a.keys.list(ws.id)] == ["renamed"]
+            rolled = a.keys.roll(key.id)
+            assert a.keys.revoke(key.id).revoked
+            assert a.workspaces.get(ws.id).counts == WorkspaceCounts(chatbots=1, keys=0, leads=0)
+            assert a.chatbots.delete(bot.id).status == "deleting"
+            assert a.workspaces.delete(ws.id).status == "deleting"
+            audit = list(a.audit.list())
+            assert [e.action for e in audit if ws.id in (e.target.id, e.target.workspace_id)][
+                -2:
+            ] == ["chatbot.delete", "workspace.delete"]
+            return ws.id, [bot.id, key.id, rolled.id, a.chatbots.get(bot.id).id]
 
     ws_id, ids = await asyncio.to_thread(sync_calls)
     assert ids[1] == ids[2] and ids[0] == ids[3]
@@ -174,13 +188,14 @@ async def test_erasure_and_suppressions_stay_in_their_workspace(api, accounts, t
         with pytest.raises(ValueError):
             await c.privacy.erase(email="a@example.com", phone="+14155552671")
 
-    def sync_calls() -> tuple[int, int]:
+    def sync_calls() -> tuple[int, int, int]:
         with Client(api_key=tenant.key, base_url=base(api)) as s:
-            return s.privacy.erase(email="nobody@example.com").erased, len(
-                list(s.privacy.suppressions())
-            )
+            erased = s.privacy.erase(email="nobody@example.com", suppress=True).erased
+            (suppression,) = s.privacy.suppressions()
+            s.privacy.lift_suppression(suppression.id)
+            return erased, suppression.kind == "email", len(list(s.privacy.suppressions()))
 
-    assert await asyncio.to_thread(sync_calls) == (0, 0)
+    assert await asyncio.to_thread(sync_calls) == (0, True, 0)
     limited = await make_tenant(accounts, scopes=["leads:read", "leads:write"])
     async with AsyncClient(api_key=limited.key, base_url=base(api)) as narrow:
         with pytest.raises(PermissionDeniedError) as denied:
