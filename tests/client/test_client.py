@@ -18,11 +18,15 @@ from pollybot_leads_client import (
     AsyncClient,
     Attempt,
     AuthenticationError,
+    BatchResult,
     Client,
+    DeletedLead,
+    Duplicate,
     Event,
     Lead,
     NotFoundError,
     PreconditionFailedError,
+    StatusChange,
     Webhook,
     WebhookVerificationError,
     verify_webhook,
@@ -196,6 +200,13 @@ async def test_the_models_have_every_field_of_the_served_document(api):
     assert event == fields_of(Event)
     assert {snake(p) for p in schemas["WebhookWithSecret"]["properties"]} == fields_of(Webhook)
     assert {snake(p) for p in schemas["Attempt"]["properties"]} == fields_of(Attempt)
+    for schema, model in (
+        ("BatchResult", BatchResult),
+        ("Deleted", DeletedLead),
+        ("Duplicate", Duplicate),
+        ("StatusChange", StatusChange),
+    ):
+        assert {snake(p) for p in schemas[schema]["properties"]} == fields_of(model), schema
 
 
 async def test_webhook_endpoints_from_the_client(api, tenant):
