@@ -13,11 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import ConnectionFailure
-
 from ..errors import AppError
 from ..settings import Settings
-from ..store.client import Mongo
+from ..store.client import UNREACHABLE, Mongo
 from .dump import dump
 from .dumpfiles import Progress
 from .restore import restore
@@ -83,7 +81,7 @@ async def run_backup_command(args: argparse.Namespace, settings: Settings) -> di
     try:
         try:
             await mongo.connect()
-        except ConnectionFailure as exc:
+        except UNREACHABLE as exc:
             raise StoreUnreachable(f"The store did not answer: {exc}") from None
         if args.admin_command == "dump":
             return await dump(mongo, args.out, progress)

@@ -4,7 +4,7 @@ A dump is a directory, readable only by its owner (it holds every lead, the API 
 digests and the webhook endpoints' signing secrets):
 
 - ``<collection>.jsonl`` per collection: one document per line, MongoDB Extended JSON
-  in canonical mode (``bson.json_util``), so every BSON type survives the trip (dates,
+  in canonical mode (``store/extjson.py``), so every BSON type survives the trip (dates,
   64-bit integers, doubles, binary), as ``mongoexport`` writes it;
 - ``manifest.json``, written last: for each collection its file, its number of
   documents and the SHA-256 of the file's bytes, beside what the dump was taken from.
@@ -22,13 +22,11 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import IO, Any
 
-from bson import json_util
-
 from ..errors import AppError
+from ..store.extjson import encode
 
 FORMAT = "pollybot-leads-dump"
 FORMAT_VERSION = 1
@@ -36,8 +34,6 @@ MANIFEST = "manifest.json"
 SUFFIX = ".jsonl"
 # Collection names a dump holds (and a restore accepts): no path can be made of one.
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}\Z")
-WRITE_OPTIONS = json_util.CANONICAL_JSON_OPTIONS
-READ_OPTIONS = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 CHUNK = 1 << 20
 
 
@@ -56,15 +52,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def encode(doc: Any) -> bytes:
-    return json_util.dumps(doc, json_options=WRITE_OPTIONS).encode() + b"\n"
-
-
-def decode(line: bytes) -> dict[str, Any]:
-    doc: dict[str, Any] = json_util.loads(line, json_options=READ_OPTIONS)
-    return doc
 
 
 class CollectionFile:

@@ -31,8 +31,9 @@ from ..errors import AppError
 from ..indexes import ensure_all_indexes
 from ..settings import Settings
 from ..store.client import Mongo
+from ..store.extjson import decode
 from .dump import NOT_DUMPED, dumped_collections
-from .dumpfiles import Entry, Progress, decode, read_manifest, verify
+from .dumpfiles import Entry, Progress, read_manifest, verify
 
 WRITE_BATCH = 1000
 

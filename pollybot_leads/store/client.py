@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# What a call raises when the store did not answer at all (unreachable, refused, timed
+# out choosing a server): for callers outside this package, which name no driver.
+UNREACHABLE: tuple[type[Exception], ...] = (ConnectionFailure,)
+
 SERVER_SELECTION_TIMEOUT_MS = 5000
 RETRY_AFTER_SECONDS = 2
 # Transient transaction conflicts are retried this often at most (and never past the
