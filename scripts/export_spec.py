@@ -6,7 +6,7 @@ import json
 import sys
 
 from pollybot_leads.app import create_app
-from pollybot_leads.http.spec import spec_key
+from pollybot_leads.http.openapi import spec_key
 from pollybot_leads.settings import load_settings
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .spec import add_spec_route
+from .openapi import add_spec_route
 
 DOCS_URL = "/api/docs"
 STATIC_URL = "/api/docs/static"

@@ -13,7 +13,8 @@ from openapi_spec_validator import validate
 import pollybot_leads
 from pollybot_leads.errors import ValidationFailed
 from pollybot_leads.http.docs import STATIC_DIR
-from pollybot_leads.http.spec import Link, Operation, Response, build_spec
+from pollybot_leads.http.openapi import build_spec
+from pollybot_leads.http.spec import Link, Operation, Response
 
 from .helpers import create_lead
 
@@ -424,7 +425,7 @@ async def test_list_values_the_patterns_allow_are_accepted(api, tenant):
 
 async def test_every_app_gets_the_same_complete_document(settings, spec):
     from pollybot_leads.app import create_app
-    from pollybot_leads.http.spec import spec_key
+    from pollybot_leads.http.openapi import spec_key
 
     # The decorators' data lives on the shared handler functions: a second app (as the
     # tests and scripts build) must not get a document without request bodies.
