@@ -7,7 +7,7 @@ from .event_log import EVENT_INDEXES
 from .queries import SORTS, LeadQuery
 
 # An upsert guard only matters while upserts of its email are in flight. Guards are keyed
-# by a hash of the email (leads/transaction.py, upsert_guard_id); those of releases that
+# by a hash of the email (leads/upsert_match.py, upsert_guard_id); those of releases that
 # keyed them by the email itself are never written again and expire with this too, and
 # while old and new processes run side by side, upserts of one chatbot still exclude each
 # other: every write transaction of a chatbot moves its event sequence.

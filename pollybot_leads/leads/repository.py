@@ -35,7 +35,8 @@ from .queries import LeadPage, LeadQuery
 from .regions import DEFAULT_TTL, ChatbotRegions
 from .rules import STATUSES, etag_matches, lead_etag
 from .suppressions import SuppressionList
-from .transaction import Batch, LeadStores, LeaseLost, TooHeavy, Unit
+from .transaction import Batch
+from .units import LeadStores, LeaseLost, TooHeavy, Unit
 from .writes import CREATE, DELETE, ERASE, UPDATE, Deleted, Erased, LeadWrite, Outcome, Written
 
 log = logging.getLogger(__name__)

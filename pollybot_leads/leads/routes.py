@@ -52,7 +52,7 @@ from .responses import DeleteEnvelopeSchema, LeadEnvelopeSchema, LeadListEnvelop
 from .results import LEADS_PATH, LeadGone, OneLead
 from .rules import etag_matches, render_lead, rendered_etag
 from .schemas import LeadCreateSchema, LeadUpdateSchema
-from .transaction import UPSERT_PHONE_MESSAGE
+from .upsert_match import UPSERT_PHONE_MESSAGE
 from .writes import CREATE, DELETE, UPDATE, UPSERT, UPSERT_ON, LeadWrite
 
 _create_schema = LeadCreateSchema()

@@ -4,9 +4,6 @@ applied in order to the leads as read in the transaction, then written out toget
 from __future__ import annotations
 
 import builtins
-import hashlib
-import hmac
-from dataclasses import dataclass
 from typing import Any
 
 from .. import ids
@@ -19,7 +16,6 @@ from ..errors import (
     Suppressed,
     ValidationFailed,
 )
-from ..idempotency.records import IdempotencyStore, Receipt
 from ..store.driver import DeleteOne, UpdateOne
 from ..timeutil import to_ms, utcnow
 from .counters import Bounds, Claim, pair_key
@@ -35,14 +31,14 @@ from .event_log import (
     LEAD_DELETED,
     LEAD_MERGED,
     LEAD_UPDATED,
-    EventLog,
     lead_changes,
     redacted,
 )
-from .phones import DIGITS, to_e164
-from .rules import etag_matches, fold, lead_etag
-from .suppressions import SuppressionList
+from .phones import DIGITS
+from .rules import etag_matches, lead_etag
 from .suppressions import addresses as new_addresses
+from .units import LeadStores, LeaseLost, TooHeavy, Unit
+from .upsert_match import UPSERT_PHONE_MESSAGE, guard_key, upsert_guard_id, upsert_match
 from .writes import (
     CREATE,
     DELETE,
@@ -58,86 +54,6 @@ from .writes import (
     Written,
     batch_too_heavy,
 )
-
-
-def upsert_guard_id(chatbot_id: str, folded_email: str) -> str:
-    """The id of the upsert guard of one (folded) email in one chatbot.
-
-    A hash, keyed with the chatbot id, so that no email is kept in the clear as a
-    document id (a guard outlives the lead it guarded: it is kept an hour) and one
-    address gives unrelated ids in different chatbots. Every process computes the same
-    id for the same email, which is all a guard needs (see Batch._by_email).
-    """
-    digest = hmac.new(chatbot_id.encode(), folded_email.encode(), hashlib.sha256).hexdigest()
-    return f"{chatbot_id}:{digest}"
-
-
-def upsert_match(
-    on: str, fields: dict[str, Any], region: str | None = None
-) -> tuple[str, str] | None:
-    """The stored field an upsert matches on, and the value its fields give it: the
-    folded email, the phone in E.164 (read with the chatbot's ``region`` when written
-    without ``+``) or the external id; None when the phone does not parse."""
-    if on == "email":
-        return "emailFolded", fold(fields["email"])
-    if on == "phone":
-        e164 = to_e164(fields.get("phone"), region)
-        return None if e164 is None else ("phoneKey", e164)
-    return "externalId", fields["external_id"]
-
-
-UPSERT_PHONE_MESSAGE = (
-    "An upsert by phone needs a number that parses: with + and its country code, or in "
-    "the chatbot's defaultRegion."
-)
-
-
-def _guard_key(field: str, value: str) -> str:
-    """What a match's guard id is made of (an email's alone, as before phones)."""
-    return value if field == "emailFolded" else f"{field}:{value}"
-
-
-@dataclass
-class Unit:
-    """One request's writes: they commit in one transaction, with its receipt."""
-
-    workspace_id: str
-    writes: list[LeadWrite]
-    receipt: Receipt | None
-    # The most index entries its writes may write (leads it updates count before and
-    # after), or None: no limit. Over it, the unit alone is refused (TooHeavy).
-    max_entries: int | None = None
-
-    def size(self) -> int:
-        return sum(write.weight for write in self.writes)
-
-
-@dataclass(frozen=True)
-class LeadStores:
-    """The collections one transaction of lead writes touches."""
-
-    leads: Any
-    guards: Any
-    audit: Any
-    events: EventLog
-    idempotency: IdempotencyStore
-    suppressions: SuppressionList
-    tombstones: Any  # of merged leads: {_id: its id, chatbotId, mergedInto, at}
-
-
-class LeaseLost(Exception):
-    def __init__(self, unit: Unit) -> None:
-        super().__init__("idempotency lease lost")
-        self.unit = unit
-
-
-class TooHeavy(Exception):
-    """A unit would write more index entries than its ``max_entries``: the transaction is
-    dropped and runs without it, and the unit is refused with ``error``."""
-
-    def __init__(self, unit: Unit, error: AppError) -> None:
-        super().__init__("over the index entry limit")
-        self.unit, self.error = unit, error
 
 
 class Batch:
@@ -200,7 +116,7 @@ class Batch:
         }
         matches = sorted(m for m in found_matches if m is not None)
         if matches:
-            await self._guard([_guard_key(field, value) for field, value in matches])
+            await self._guard([guard_key(field, value) for field, value in matches])
             self.by_match = {match: [] for match in matches}
             for field in sorted({field for field, _ in matches}):
                 found = self.stores.leads.find(
@@ -461,7 +377,7 @@ class Batch:
         for field in ("phoneKey", "externalId"):  # the guards of upserts by them
             value = current.get(field)
             if value and not (field == "phoneKey" and value.startswith(DIGITS)):
-                self.deleted_guards.add(upsert_guard_id(self.chatbot_id, _guard_key(field, value)))
+                self.deleted_guards.add(upsert_guard_id(self.chatbot_id, guard_key(field, value)))
         # Its events of this batch hold it too (flush redacts those already stored).
         self.events = [
             (kind, redacted(lead_id) if data["lead"].get("id") == lead_id else data)
