@@ -11,26 +11,39 @@ import re
 import time
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pollybot_leads_client import (
+    ApiKey,
     AsyncClient,
     Attempt,
+    AuditActor,
+    AuditEntry,
+    AuditTarget,
     AuthenticationError,
     BatchResult,
+    Chatbot,
     Client,
     DeletedLead,
+    Deletion,
     Duplicate,
+    Erasure,
     Event,
+    KeyRateLimit,
     Lead,
     NotFoundError,
     PreconditionFailedError,
     StatusChange,
+    Suppression,
     Webhook,
     WebhookVerificationError,
+    Workspace,
+    WorkspaceCounts,
     verify_webhook,
 )
+from pollybot_leads_client._core import IN_PROGRESS_PATIENCE, Call, Core
 
 from pollybot_leads.webhooks.signing import new_secret, signed_headers
 from tests.conftest import Tenant, make_tenant
@@ -205,6 +218,17 @@ async def test_the_models_have_every_field_of_the_served_document(api):
         ("Deleted", DeletedLead),
         ("Duplicate", Duplicate),
         ("StatusChange", StatusChange),
+        ("ErasureResult", Erasure),
+        ("Suppression", Suppression),
+        ("WorkspaceDetail", Workspace),
+        ("Counts", WorkspaceCounts),
+        ("Deletion", Deletion),
+        ("ChatbotDetail", Chatbot),
+        ("RolledKey", ApiKey),
+        ("KeyRateLimit", KeyRateLimit),
+        ("AuditEntry", AuditEntry),
+        ("AuditActor", AuditActor),
+        ("AuditTarget", AuditTarget),
     ):
         assert {snake(p) for p in schemas[schema]["properties"]} == fields_of(model), schema
 
@@ -236,3 +260,21 @@ async def test_webhook_endpoints_from_the_client(api, tenant):
             return [w.id for w in s.webhooks.list()]
 
     assert await asyncio.to_thread(sync_calls) == []
+
+
+def test_a_key_still_running_is_asked_again_past_max_retries_within_the_patience():
+    """409 IDEMPOTENCY_IN_PROGRESS: the server may hold a key 10 s after a request that
+    failed without freeing it, so the client keeps asking (every Retry-After) for up to
+    IN_PROGRESS_PATIENCE from the call's first try, whatever max_retries says (unless 0)."""
+    body = {"success": False, "error": {"code": "IDEMPOTENCY_IN_PROGRESS", "message": "m"}}
+    request = httpx.Request("POST", "http://h/")
+    running = httpx.Response(409, headers={"Retry-After": "1"}, json=body, request=request)
+    write = Call("POST", "/api/v1/chatbots/x/leads", json={})
+    core = Core("sk-workspace_x", "http://h", max_retries=2, timeout=1)
+    assert core.settle(write, 0, running, None, elapsed=0.0) == 1.0
+    assert core.settle(write, 9, running, None, elapsed=IN_PROGRESS_PATIENCE - 1) == 1.0
+    assert core.settle(write, 9, running, None, elapsed=IN_PROGRESS_PATIENCE - 0.5) is running
+    never = Core("sk-workspace_x", "http://h", max_retries=0, timeout=1)
+    assert never.settle(write, 0, running, None) is running
+    conflict = httpx.Response(409, json={**body, "error": {"code": "DUPLICATE_EXTERNAL_ID"}})
+    assert core.settle(write, 0, conflict, None) is conflict

@@ -22,6 +22,11 @@ WRITE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 # request with the same Idempotency-Key still running.
 RETRIED_STATUSES = frozenset({429, 503})
 BACKOFF_BASE, BACKOFF_MAX = 0.5, 8.0
+# A key found still running (409 IDEMPOTENCY_IN_PROGRESS) is asked again every
+# Retry-After for this long from the call's first try, beyond max_retries: the server
+# holds a key for at most 10 s after a request that failed without freeing it, so the
+# call then gets the kept result or runs, rather than an error about its own retry.
+IN_PROGRESS_PATIENCE = 15.0
 
 
 @dataclass(frozen=True)
@@ -72,14 +77,20 @@ class Core:
         attempt: int,
         response: httpx.Response | None,
         failure: httpx.TransportError | None,
+        elapsed: float = 0.0,
     ) -> httpx.Response | float:
-        """After try ``attempt``: its answer when it is the last (or the connection's
-        error, raised), else the seconds to wait before the next."""
+        """After try ``attempt``, ``elapsed`` seconds after the call's first: its answer
+        when it is the last (or the connection's error, raised), else the seconds to wait
+        before the next."""
         delay: float | None = None
         if not call.once or (response is not None and response.status_code == 429):
             delay = self.retry_delay(attempt, response)
         elif failure is not None and isinstance(failure, UNSENT):
             delay = self.retry_delay(attempt, None)
+        if delay is None and self.max_retries and response is not None and _in_progress(response):
+            patient = self.retry_delay(0, response)
+            if patient is not None and elapsed + patient <= IN_PROGRESS_PATIENCE:
+                delay = patient
         if delay is not None:
             return delay
         if failure is not None:
@@ -93,10 +104,7 @@ class Core:
         if attempt >= self.max_retries:
             return None
         if response is not None:
-            retried = response.status_code in RETRIED_STATUSES or (
-                response.status_code == 409 and _code(response) == "IDEMPOTENCY_IN_PROGRESS"
-            )
-            if not retried:
+            if response.status_code not in RETRIED_STATUSES and not _in_progress(response):
                 return None
             after = response.headers.get("Retry-After")
             if after is not None and after.isdigit():
@@ -114,6 +122,10 @@ def connection_failure(exc: httpx.TransportError) -> APIConnectionError:
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(str(exc) or "timed out")
     return APIConnectionError(str(exc) or type(exc).__name__)
+
+
+def _in_progress(response: httpx.Response) -> bool:
+    return response.status_code == 409 and _code(response) == "IDEMPOTENCY_IN_PROGRESS"
 
 
 def _code(response: httpx.Response) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Self
 
 import httpx
 
@@ -16,16 +17,31 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 
 
 class SyncSender:
+    """A client's connection to the API: ``api_key``, ``base_url``, ``max_retries`` (2),
+    ``timeout`` (seconds, 10) and, optionally, an httpx client of your own. A context
+    manager, or call ``close()``."""
+
     def __init__(
         self,
+        *,
         api_key: str,
-        base_url: str,
-        max_retries: int,
-        timeout: float,
-        http_client: httpx.Client | None,
+        base_url: str = DEFAULT_BASE_URL,
+        max_retries: int = 2,
+        timeout: float = 10.0,
+        http_client: httpx.Client | None = None,
     ) -> None:
         self._core = Core(api_key, base_url, max_retries, timeout)
         self._http = http_client or httpx.Client(timeout=timeout)
+        self._attach()
+
+    def _attach(self) -> None:
+        """Set the client's resources (``leads``, ``workspaces``...)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._http.close()
@@ -34,7 +50,7 @@ class SyncSender:
         """The call's answer after its retries (its last answer), or the connection's
         error; the same headers, Idempotency-Key included, on every try."""
         headers = self._core.headers(call)
-        attempt = 0
+        attempt, start = 0, time.monotonic()
         while True:
             response: httpx.Response | None = None
             failure: httpx.TransportError | None = None
@@ -48,7 +64,8 @@ class SyncSender:
                 )
             except httpx.TransportError as exc:
                 failure = exc
-            outcome = self._core.settle(call, attempt, response, failure)
+            elapsed = time.monotonic() - start
+            outcome = self._core.settle(call, attempt, response, failure, elapsed)
             if isinstance(outcome, httpx.Response):
                 return outcome
             time.sleep(outcome)
@@ -69,23 +86,36 @@ class SyncSender:
 
 
 class AsyncSender:
+    """The same as ``SyncSender``, awaited: ``async with …`` or ``await close()``."""
+
     def __init__(
         self,
+        *,
         api_key: str,
-        base_url: str,
-        max_retries: int,
-        timeout: float,
-        http_client: httpx.AsyncClient | None,
+        base_url: str = DEFAULT_BASE_URL,
+        max_retries: int = 2,
+        timeout: float = 10.0,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self._core = Core(api_key, base_url, max_retries, timeout)
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self._attach()
+
+    def _attach(self) -> None:
+        """Set the client's resources."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def send(self, call: Call) -> httpx.Response:
         headers = self._core.headers(call)
-        attempt = 0
+        attempt, start = 0, time.monotonic()
         while True:
             response: httpx.Response | None = None
             failure: httpx.TransportError | None = None
@@ -99,7 +129,8 @@ class AsyncSender:
                 )
             except httpx.TransportError as exc:
                 failure = exc
-            outcome = self._core.settle(call, attempt, response, failure)
+            elapsed = time.monotonic() - start
+            outcome = self._core.settle(call, attempt, response, failure, elapsed)
             if isinstance(outcome, httpx.Response):
                 return outcome
             await asyncio.sleep(outcome)

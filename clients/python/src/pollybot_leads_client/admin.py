@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Any
 
-import httpx
-
 from ._core import Call, data_of, wire
-from ._send import DEFAULT_BASE_URL, AsyncSender, SyncSender
+from ._send import AsyncSender, SyncSender
 from .models import ApiKey, AuditEntry, Chatbot, KeyRateLimit, Workspace
 
 BASE = "/api/v1/admin"
@@ -75,26 +73,11 @@ class AdminClient(SyncSender):
     """``AdminClient(api_key="sk-admin_…", base_url=…)``: ``workspaces``, ``chatbots``,
     ``keys`` and ``audit``; a context manager, like ``Client``."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        max_retries: int = 2,
-        timeout: float = 10.0,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(api_key, base_url, max_retries, timeout, http_client)
+    def _attach(self) -> None:
         self.workspaces = Workspaces(self)
         self.chatbots = Chatbots(self)
         self.keys = Keys(self)
         self.audit = Audit(self)
-
-    def __enter__(self) -> AdminClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Workspaces:
@@ -198,26 +181,11 @@ class Audit:
 class AsyncAdminClient(AsyncSender):
     """The same as ``AdminClient``, awaited."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        max_retries: int = 2,
-        timeout: float = 10.0,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(api_key, base_url, max_retries, timeout, http_client)
+    def _attach(self) -> None:
         self.workspaces = AsyncWorkspaces(self)
         self.chatbots = AsyncChatbots(self)
         self.keys = AsyncKeys(self)
         self.audit = AsyncAudit(self)
-
-    async def __aenter__(self) -> AsyncAdminClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 class AsyncWorkspaces:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from ._core import Call, data_of, wire
-from ._send import DEFAULT_BASE_URL, AsyncSender, SyncSender
+from ._send import AsyncSender, SyncSender
 from .models import (
     Attempt,
     BatchResult,
@@ -138,26 +138,11 @@ class Client(SyncSender):
     """``Client(api_key=…, base_url=…, max_retries=2, timeout=10.0)``; use as a context
     manager, or call ``close()``."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        max_retries: int = 2,
-        timeout: float = 10.0,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(api_key, base_url, max_retries, timeout, http_client)
+    def _attach(self) -> None:
         self.leads = Leads(self)
         self.events = Events(self)
         self.webhooks = Webhooks(self)
         self.privacy = Privacy(self)
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Leads:
@@ -283,26 +268,11 @@ class Webhooks:
 class AsyncClient(AsyncSender):
     """The same as ``Client``, awaited: ``async with AsyncClient(api_key=…) as c:``."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        max_retries: int = 2,
-        timeout: float = 10.0,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(api_key, base_url, max_retries, timeout, http_client)
+    def _attach(self) -> None:
         self.leads = AsyncLeads(self)
         self.events = AsyncEvents(self)
         self.webhooks = AsyncWebhooks(self)
         self.privacy = AsyncPrivacy(self)
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 class AsyncLeads:
