@@ -28,9 +28,10 @@ run: $(VENV)/.embedded
 # The whole suite on the default driver (PyMongo's AsyncMongoClient), then the storage
 # and HTTP tests again on motor, which stays one setting away (MONGODB_DRIVER=motor).
 MOTOR_TESTS ?= tests/api tests/storage
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	MONGODB_DRIVER=motor $(BIN)/python -m pytest $(PYTEST_ARGS) $(MOTOR_TESTS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	MONGODB_DRIVER=motor $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) $(MOTOR_TESTS)
 
 # mypy reads its settings (strict, on pollybot_leads/) from setup.cfg.
 lint: $(VENV)/.dev

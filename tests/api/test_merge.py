@@ -47,9 +47,13 @@ async def feed(api: TestClient, tenant: Tenant) -> list[dict[str, Any]]:
     ]
 
 
-async def documents(mongo: Mongo) -> dict[str, list[Any]]:
+async def documents(mongo: Mongo, *tenants: Tenant) -> dict[str, list[Any]]:
+    """Every document of every collection that names the tenants' workspaces, chatbots or
+    keys (the rest of the database is other tests' and their background jobs')."""
     names = sorted(await mongo.db.list_collection_names())
-    return {n: await mongo.db[n].find({}).sort("_id", 1).to_list(None) for n in names}
+    ours = [i for t in tenants for i in (t.workspace_id, t.chatbot_id, t.key_id)]
+    found = {n: await mongo.db[n].find({}).sort("_id", 1).to_list(None) for n in names}
+    return {n: [d for d in docs if any(i in repr(d) for i in ours)] for n, docs in found.items()}
 
 
 # --- the field rules -----------------------------------------------------------------------
@@ -133,11 +137,11 @@ async def test_no_copy_of_a_sources_own_data_is_left(api, mongo, tenant):
 async def test_a_dry_run_answers_the_merged_lead_and_changes_nothing(api, mongo, tenant):
     target = await create_lead(api, tenant, email="dry@example.com", metadata={"t": 1})
     source = await create_lead(api, tenant, email="src@example.com", phone="+442071838750")
-    before = await documents(mongo)
+    before = await documents(mongo, tenant)
     resp = await merge(api, tenant, target["id"], [source["id"]], body={"dryRun": True})
     preview = await data_of(resp)
     assert preview["phoneE164"] == "+442071838750" and preview["metadata"] == {"t": 1}
-    assert await documents(mongo) == before
+    assert await documents(mongo, tenant) == before
     merged = await data_of(await merge(api, tenant, target["id"], [source["id"]]))
     assert {k: v for k, v in merged.items() if k != "updatedAt"} == {
         k: v for k, v in preview.items() if k != "updatedAt"
@@ -161,13 +165,13 @@ async def test_another_chatbots_or_workspaces_lead_is_a_404_and_nothing_changes(
         ),
         201,
     )
-    before = await documents(mongo)
+    before = await documents(mongo, tenant, other_tenant)
     for source in (theirs["id"], sibling["id"], "lead_0000000000000000"):
         await error_of(await merge(api, tenant, target["id"], [source]), 404, "LEAD_NOT_FOUND")
     await error_of(
         await merge(api, other_tenant, target["id"], [theirs["id"]]), 404, "LEAD_NOT_FOUND"
     )
-    assert await documents(mongo) == before
+    assert await documents(mongo, tenant, other_tenant) == before
 
 
 @pytest.mark.parametrize(
@@ -186,12 +190,12 @@ async def test_another_chatbots_or_workspaces_lead_is_a_404_and_nothing_changes(
 )
 async def test_bad_merge_bodies_are_400_and_change_nothing(api, mongo, tenant, body):
     target = await create_lead(api, tenant, email="bad@example.com")
-    before = await documents(mongo)
+    before = await documents(mongo, tenant)
     resp = await api.post(
         tenant.lead_url(target["id"]) + "/merge", json=body, headers=tenant.headers
     )
     await error_of(resp, 400, "VALIDATION_ERROR")
-    assert await documents(mongo) == before
+    assert await documents(mongo, tenant) == before
 
 
 async def test_a_lead_is_not_merged_into_itself_and_if_match_holds(api, tenant):
