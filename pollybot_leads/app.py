@@ -27,8 +27,7 @@ from .http.deadline import deadline_middleware_factory
 from .http.docs import redirect_to_docs, setup_docs
 from .http.front import front_middleware_factory
 from .http.ratelimit import ratelimit_middleware_factory
-from .http.request_id import add_request_headers
-from .http.security_headers import add_security_headers
+from .http.request_id import add_response_headers
 from .idempotency.middleware import idempotency_middleware_factory
 from .idempotency.records import idempotency_key
 from .indexes import ensure_all_indexes
@@ -187,8 +186,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_ratelimit_ctx)
     app.cleanup_ctx.append(_admin_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
-    app.on_response_prepare.append(add_request_headers)
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_response_headers)  # with the security headers
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
     add_batch_route(app)
