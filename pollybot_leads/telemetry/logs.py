@@ -102,6 +102,16 @@ def _json_time(created: float) -> str:
 
 
 _second, _second_text = -1, ""
+# This process's id, as a record's ``process``: os.getpid() is a system call each time.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def access_json_line(
@@ -117,7 +127,7 @@ def access_json_line(
     ]
     if request_id != NO_REQUEST:
         parts += (', "requestId": ', encode_basestring(request_id))
-    parts.append(f', "pid": {os.getpid()}')
+    parts.append(f', "pid": {_pid}')
     for name, value in access.items():
         parts += (", ", encode_basestring(name), ": ", _json_value(value))
     parts.append("}")
