@@ -12,8 +12,8 @@ from . import appkeys
 from .accounts.auth import (
     Authenticator,
     authenticator_key,
-    chatbot_middleware_factory,
-    key_middleware_factory,
+    chatbot_step,
+    key_step,
 )
 from .accounts.repository import AccountRepository, accounts_repo_key
 from .admin.audit import AuditTrail
@@ -26,9 +26,9 @@ from .http.cors import CorsPolicy
 from .http.deadline import deadline_middleware_factory
 from .http.docs import redirect_to_docs, setup_docs
 from .http.front import front_middleware_factory
-from .http.ratelimit import ratelimit_middleware_factory
-from .http.request_id import add_request_headers
-from .http.security_headers import add_security_headers
+from .http.ratelimit import ratelimit_step
+from .http.request_id import add_response_headers
+from .http.steps import Step, steps_middleware
 from .idempotency.middleware import idempotency_middleware_factory
 from .idempotency.records import idempotency_key
 from .indexes import ensure_all_indexes
@@ -158,18 +158,20 @@ def create_app(settings: Settings) -> web.Application:
         deadline_middleware_factory(settings.mongodb_timeout_ms / 1000, appkeys.mongo_key),
         # Before authentication: finding a key or a chatbot not yet cached is store work.
         admission.middleware(),
-        key_middleware_factory(authenticator_key),
     ]
+    # The key, its token, its chatbot: one layer (http/steps.py), in this order.
+    guard: list[Step] = [key_step(authenticator_key)]
     if settings.ratelimit_enabled:
-        middlewares.append(
-            ratelimit_middleware_factory(
+        guard.append(
+            ratelimit_step(
                 appkeys.rate_limiter_key,
                 BucketPolicy(settings.ratelimit_capacity, settings.ratelimit_refill_per_second),
             )
         )
     # After the key's token is taken: a request for a chatbot the key does not have is
     # limited like any other, and its 404 carries the key's headers.
-    middlewares.append(chatbot_middleware_factory(authenticator_key))
+    guard.append(chatbot_step(authenticator_key))
+    middlewares.append(steps_middleware(*guard))
     middlewares.append(idempotency_middleware_factory(idempotency_key))
     # Each route enforces its own body limit (read_json_object); the batch route's is
     # the largest.
@@ -187,8 +189,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_ratelimit_ctx)
     app.cleanup_ctx.append(_admin_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
-    app.on_response_prepare.append(add_request_headers)
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_response_headers)  # with the security headers
     if cors is not None:
         app.on_response_prepare.append(cors.add_headers)
     add_batch_route(app)

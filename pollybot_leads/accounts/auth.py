@@ -7,10 +7,11 @@ What a bad request costs is bounded, not the store's to pay: bad credentials spe
 client address's failure bucket, and a key that has to be looked up takes that token
 *before* the store is asked (given back when the key is good), so an address with none
 left is refused without a store query; digests no active key has are remembered for a
-while. The key is found in one middleware and the chatbot checked in another, after the
-rate limit: a request for a chatbot the key does not have spends the key's tokens like
-any other. Negative answers are cached apart from positive ones, so that a flood of
-random keys or chatbot ids never pushes a good one out.
+while. The key is found in one step and the chatbot checked in another, after the
+rate limit's (http/steps.py: one middleware runs the three): a request for a chatbot
+the key does not have spends the key's tokens like any other. Negative answers are
+cached apart from positive ones, so that a flood of random keys or chatbot ids never
+pushes a good one out.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from .. import ids
 from ..errors import (
@@ -45,6 +45,7 @@ from ..http.context import (
     AuthContext,
 )
 from ..http.spec import required_scope
+from ..http.steps import Step
 from ..ratelimit.base import BucketPolicy, Decision, RateLimiter, RateLimiterUnavailable
 from ..telemetry.metrics import count_ratelimit_decision
 from ..timeutil import utcnow
@@ -352,40 +353,36 @@ def _digest(header: str) -> str | None:
 authenticator_key = web.AppKey("authenticator", Authenticator)
 
 
-def key_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
+def key_step(authenticator_key: web.AppKey[Authenticator]) -> Step:
     """Finds the request's key on the protected routes (API_KEY; ADMIN_KEY on the admin
     API's): else 401, or 429."""
 
-    @web.middleware
-    async def key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def find_key(request: web.Request) -> None:
         info = request.match_info
         if info.http_exception is not None or not request.path.startswith(PROTECTED_PREFIX):
-            return await handler(request)
+            return
         authenticator = request.app[authenticator_key]
         if request.path.startswith(ADMIN_PREFIX):  # admin keys only, and only here
             request[ADMIN_KEY] = await authenticator.authenticate_admin(request)
         else:
             request[API_KEY] = await authenticator.authenticate(request)
-        return await handler(request)
 
-    return key_middleware
+    return find_key
 
 
-def chatbot_middleware_factory(authenticator_key: web.AppKey[Authenticator]) -> Middleware:
+def chatbot_step(authenticator_key: web.AppKey[Authenticator]) -> Step:
     """Checks the chatbot the route names against the request's key and sets AUTH; after
     the rate limit, so that a 404 spends a token and carries the key's headers."""
 
-    @web.middleware
-    async def chatbot_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def check_chatbot(request: web.Request) -> None:
         key = request.get(API_KEY)
         if key is None:
-            return await handler(request)
+            return
         info = request.match_info
         # A path's other methods (a "*" route): its handler answers 405, needing no scope.
         scope = ANY_SCOPE if info.route.method == "*" else required_scope(info.handler)
         request[AUTH] = await request.app[authenticator_key].authorize(
             key, info.get("chatbotId"), scope
         )
-        return await handler(request)
 
-    return chatbot_middleware
+    return check_chatbot

@@ -5,16 +5,19 @@ The line holds the method, the route template (never the raw path: no ids, no qu
 the status, the duration in ms, the request id and the API (or admin) key id once
 authenticated;
 never a header value, a body or anything personal. Probes of the operations endpoints
-(/healthz, /readyz, /metrics) are logged at DEBUG when they succeed.
+(/healthz, /readyz, /metrics) are logged at DEBUG when they succeed. With the JSON log
+alone on the way, an INFO line is written without a log record (telemetry/logs.py).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
 from ..telemetry import metrics
+from ..telemetry.logs import NO_REQUEST, access_json_line, access_line_handler, request_id_var
 from .context import ADMIN_KEY, API_KEY
 
 access_log = logging.getLogger("pollybot_leads.access")
@@ -39,6 +42,20 @@ def log_access(request: web.Request, status: int, elapsed: float) -> None:
         key = request.get(API_KEY) or request.get(ADMIN_KEY)  # an admin key: adk_…
         key_id = key.id if key is not None else None
         duration_ms = round(elapsed * 1000, 2)
+        access = {
+            "method": method,
+            "route": route,
+            "status": status,
+            "durationMs": duration_ms,
+            "keyId": key_id,
+        }
+        if level == logging.INFO and (handler := access_line_handler(access_log)) is not None:
+            message = "%s %s %d %.2fms key=%s" % (method, route, status, duration_ms, key_id or "-")  # noqa: UP031
+            request_id = request_id_var.get() or NO_REQUEST
+            handler.write_line(
+                access_json_line(time.time(), access_log.name, message, request_id, access)
+            )
+            return
         access_log.log(
             level,
             "%s %s %d %.2fms key=%s",
@@ -47,13 +64,5 @@ def log_access(request: web.Request, status: int, elapsed: float) -> None:
             status,
             duration_ms,
             key_id or "-",
-            extra={
-                "access": {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "durationMs": duration_ms,
-                    "keyId": key_id,
-                }
-            },
+            extra={"access": access},
         )

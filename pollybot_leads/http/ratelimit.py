@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import RateLimited, ServiceUnavailable
 from ..ratelimit.base import BucketPolicy, RateLimiter, RateLimiterUnavailable
 from .context import API_KEY, RESPONSE_HEADERS
+from .steps import Step
 
 # Takes more tokens for a request that costs more than one (a batch: one per item).
 Charge = Callable[[int], Awaitable[None]]
@@ -26,9 +26,9 @@ async def charge(request: web.Request, tokens: int) -> None:
         await more(tokens)
 
 
-def ratelimit_middleware_factory(
-    limiter_key: web.AppKey[RateLimiter], default_policy: BucketPolicy
-) -> Middleware:
+def ratelimit_step(limiter_key: web.AppKey[RateLimiter], default_policy: BucketPolicy) -> Step:
+    """Takes the request's key's token (none found: nothing to take) and leaves CHARGE for
+    a handler that needs more."""
     # One policy per distinct pair of a key's own limits, built once (a few pairs in all).
     own_policies: dict[tuple[int | None, float | None], BucketPolicy] = {}
 
@@ -42,11 +42,10 @@ def ratelimit_middleware_factory(
         )
         return policy
 
-    @web.middleware
-    async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def limit(request: web.Request) -> None:
         key = request.get(API_KEY)
         if key is None:
-            return await handler(request)
+            return
         policy = default_policy
         if key.rate_limit_capacity or key.rate_limit_refill:  # the key's own limits
             limits = (key.rate_limit_capacity, key.rate_limit_refill)
@@ -77,6 +76,5 @@ def ratelimit_middleware_factory(
 
         await take(1)
         request[CHARGE] = take
-        return await handler(request)
 
-    return ratelimit_middleware
+    return limit

@@ -1,4 +1,5 @@
-"""Headers on every response (on_response_prepare, so errors and aiohttp's own too).
+"""Headers on every response (on_response_prepare, so errors and aiohttp's own too:
+request_id.add_response_headers stamps them).
 
 * ``Server: pollybot-leads``: no framework, language or version to fingerprint.
 * ``X-Content-Type-Options: nosniff``: a browser never reads a JSON error as HTML.
@@ -16,7 +17,7 @@ FIXED_HEADERS = {"Server": SERVER, "X-Content-Type-Options": "nosniff"}
 NO_STORE = "no-store"
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+def stamp_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if request.path.startswith(API_PREFIX) or response.status >= 400:

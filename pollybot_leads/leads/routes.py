@@ -264,7 +264,8 @@ async def list_leads(request: web.Request) -> web.Response:
 )
 @quick
 async def get_lead(request: web.Request) -> web.Response:
-    reject_query(request.query)
+    if request.rel_url.raw_query_string:  # no query string: no parameters to parse
+        reject_query(request.query)
     lead = await request.app[leads_repo_key].get(
         chatbot_id=request[AUTH].chatbot_id, lead_id=request.match_info["leadId"]
     )

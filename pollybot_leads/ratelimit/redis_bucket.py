@@ -25,8 +25,9 @@ probe has answered); on success normal limiting resumes and one INFO line says s
 Failures are logged at WARNING at most once per ``log_interval_seconds``, with the number
 of failures and of requests decided without Redis since the previous line.
 
-``take`` never waits longer than ``timeout_ms`` (a hard ``asyncio.timeout`` over the whole
-call, besides the client's socket timeouts) and raises nothing but
+``take`` never waits longer than ``timeout_ms`` (a hard deadline over the whole call,
+besides the client's socket timeouts: a timer failing the reply's future when the client
+hands it back, else ``asyncio.timeout_at``) and raises nothing but
 :class:`RateLimiterUnavailable` (policy ``deny``) or ``ValueError`` (an invalid policy).
 
 The client. Built from a URL (as :meth:`RedisTokenBucket.from_settings` does), the bucket
@@ -110,6 +111,11 @@ class RedisRateLimiterUnavailable(RateLimiterUnavailable):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def _too_late(reply: asyncio.Future[Any]) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError())
 
 
 def _describe(exc: BaseException) -> str:
@@ -256,10 +262,23 @@ class RedisTokenBucket:
         args: tuple[str | int, ...] = (key, policy.capacity, repr(float(policy.refill_per_second)))
         if cost != 1:
             args = (*args, cost)
-        async with asyncio.timeout(self._timeout):
-            try:
-                reply = await self._redis.evalsha(self._sha, 1, *args)
-            except NoScriptError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        sent = self._redis.evalsha(self._sha, 1, *args)
+        try:
+            if isinstance(sent, asyncio.Future):  # the reply's own future (RespClient)
+                # Failed by a timer at the deadline: asyncio.timeout's bookkeeping costs
+                # more, on every request. The connection drops a reply come too late.
+                timer = loop.call_at(deadline, _too_late, sent)
+                try:
+                    reply = await sent
+                finally:
+                    timer.cancel()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    reply = await sent
+        except NoScriptError:
+            async with asyncio.timeout_at(deadline):
                 loaded = await self._redis.script_load(TAKE_SCRIPT)
                 self._sha = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
                 reply = await self._redis.evalsha(self._sha, 1, *args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -13,6 +14,8 @@ from pollybot_leads.telemetry.logs import (
     JsonFormatter,
     LogThrottle,
     RequestIdFilter,
+    access_json_line,
+    access_line_handler,
     make_formatter,
     request_id_var,
     setup_logging,
@@ -108,3 +111,61 @@ def test_the_throttle_allows_a_burst_then_a_rate_and_counts_what_it_held_back():
     assert throttle.allow() == (True, 2) and throttle.allow() == (False, 0)
     now[0] += 100.0
     assert [throttle.allow()[0] for _ in range(4)] == [True, True, True, False]
+
+
+def test_an_access_line_built_without_a_record_is_the_json_formatters_byte_for_byte():
+    for created in (1700000000.0, 1700000000.9999996, 1700000001.0004999, 1700000001.1235):
+        for request_id in ("rid-9", "-", 'odd "id"\\'):
+            for key_id, duration in (("key_1", 24.35), (None, 0.1), ("k\u00e9y", 1234.0)):
+                access = {"method": "GET", "route": "/x/{id}", "status": 200}
+                access |= {"durationMs": duration, "keyId": key_id}
+                record = _record("GET %s", "/x/{id}", request_id=request_id, access=access)
+                record.created, record.name = created, "pollybot_leads.access"
+                line = access_json_line(
+                    created, "pollybot_leads.access", "GET /x/{id}", request_id, access
+                )
+                assert line == JsonFormatter().format(record)
+
+
+def test_access_lines_skip_logging_only_when_the_json_handler_alone_sees_them():
+    stream = io.StringIO()
+    root = logging.getLogger()
+    access = logging.getLogger("pollybot_leads.access")
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", "text", stream)
+        assert access_line_handler(access) is None  # text lines: through logging
+        setup_logging("INFO", "json", stream)
+        handler = access_line_handler(access)
+        assert handler is not None
+        extra = logging.StreamHandler(io.StringIO())
+        root.addHandler(extra)  # a capture, say: it must see them
+        assert access_line_handler(access) is None
+        root.removeHandler(extra)
+        access.addFilter(lambda record: True)
+        assert access_line_handler(access) is None
+        access.filters.clear()
+
+        # Lines of a loop's turn are written at its end, before any record after them.
+        async def turn() -> str:
+            handler.write_line("first")
+            handler.write_line("second")
+            held = stream.getvalue()
+            logging.getLogger("pollybot_leads.x").warning("third")
+            await asyncio.sleep(0)
+            handler.write_line("fourth")
+            await asyncio.sleep(0)
+            return held
+
+        assert asyncio.run(turn()) == ""
+        lines = stream.getvalue().splitlines()
+        assert lines[:2] == ["first", "second"] and '"message": "third"' in lines[2]
+        assert lines[3:] == ["fourth"]
+        handler.write_line("no loop")  # at once
+        assert stream.getvalue().endswith("no loop\n")
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
