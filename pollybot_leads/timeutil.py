@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bson.tz_util import utc as BSON_UTC  # the tzinfo of the dates PyMongo reads
-
 MILLISECOND = timedelta(milliseconds=1)
 ZERO = timedelta(0)
 
@@ -25,11 +23,10 @@ def to_ms(value: datetime) -> datetime:
 
 def format_ts(value: datetime) -> str:
     """``2024-01-15T10:30:00.000Z``: UTC, truncated to milliseconds, the year in four
-    digits (``0001`` too). A UTC value, as the store returns, skips the conversion (and,
-    in the store's own UTC or datetime's, the offset's look-up)."""
+    digits (``0001`` too). A UTC value, as the store returns, skips the conversion."""
     tz = value.tzinfo
-    if tz is not UTC and tz is not BSON_UTC and value.utcoffset() != ZERO:
-        value = value.astimezone(UTC) if tz is not None else value
+    if tz is not UTC and tz is not None and value.utcoffset() != ZERO:
+        value = value.astimezone(UTC)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (faster than isoformat)
         value.year,
         value.month,
