@@ -85,7 +85,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         app[accounts_repo_key] = AccountRepository(mongo)
         app[idempotency_key] = leads.idempotency
         app[webhooks_repo_key] = WebhookRepository(mongo)
-        app[event_log_key] = EventLog(mongo.db)
+        app[event_log_key] = EventLog(mongo.db, mongo.quirks)
         app[events_committed_key] = committed
         async with mongo.sessions.kept():
             yield

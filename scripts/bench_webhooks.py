@@ -537,7 +537,7 @@ async def main() -> None:
             chatbot_ids=[],
             description="bench",
         )
-        log = EventLog(mongo.db)
+        log = EventLog(mongo.db, mongo.quirks)
 
         throughput: dict[str, float] = {}
         latency: dict[str, float] = {}

@@ -35,7 +35,9 @@ from aiohttp import web
 
 from .. import ids
 from ..store.client import store_errors
-from ..store.driver import ASCENDING, IndexModel, ReturnDocument, UpdateMany
+from ..store.driver import ASCENDING, IndexModel, UpdateMany
+from ..store.lookups import increment
+from ..store.quirks import PLAIN, StoreQuirks
 
 # Events are kept at least this long (the store's TTL monitor removes them after it).
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
@@ -110,9 +112,10 @@ class EventSignal:
 
 
 class EventLog:
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, quirks: StoreQuirks = PLAIN) -> None:
         self._events = db["events"]
         self._sequences = db["event_sequences"]
+        self._quirks = quirks
 
     async def append(
         self,
@@ -126,14 +129,10 @@ class EventLog:
         transaction; returns the stored documents."""
         if not events:
             return []
-        counter = await self._sequences.find_one_and_update(
-            {"_id": chatbot_id},
-            {"$inc": {"last": len(events)}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            session=session,
+        last = await increment(
+            self._sequences, chatbot_id, "last", len(events), self._quirks, session
         )
-        first = counter["last"] - len(events) + 1
+        first = last - len(events) + 1
         docs = [
             {
                 "_id": ids.new_id(EVENT),

@@ -84,7 +84,7 @@ class LeadRepository:
             leads=self._leads,
             guards=mongo.db["upsert_guards"],
             audit=mongo.db["audit_log"],
-            events=EventLog(mongo.db),
+            events=EventLog(mongo.db, quirks),
             idempotency=self.idempotency,
             suppressions=self.suppressions,
             tombstones=mongo.db["merge_tombstones"],

@@ -1,4 +1,5 @@
-"""Looking one document up by ``_id`` within a scope (a tenant), shaped for the store.
+"""One document by ``_id``, shaped for the store: looked up within a scope (a tenant), or
+a number in it incremented and read back.
 
 Plain MongoDB answers ``{_id, chatbotId}`` with a point lookup on the ``_id`` index and
 projects on the server. Where a condition beside the ``_id`` makes the store scan the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .driver import ReturnDocument
 from .quirks import StoreQuirks
 
 
@@ -34,3 +36,28 @@ async def find_in_scope(
     if doc is None or any(doc.get(field) != value for field, value in scope.items()):
         return None
     return doc
+
+
+async def increment(
+    collection: Any, doc_id: Any, field: str, by: int, quirks: StoreQuirks, session: Any
+) -> int:
+    """Add ``by`` to ``field`` of the document ``doc_id`` (made if missing) and return the
+    new value, in ``session``'s transaction. One ``findAndModify``, or, where that scans
+    the collection (``find_and_modify_scans``), the update then the read: the
+    transaction holds the document from its update, so the read sees that update and no
+    other."""
+    change, found = {"$inc": {field: by}}, None
+    if quirks.find_and_modify_scans:
+        await collection.update_one({"_id": doc_id}, change, upsert=True, session=session)
+        found = await collection.find_one({"_id": doc_id}, session=session)
+    else:
+        found = await collection.find_one_and_update(
+            {"_id": doc_id},
+            change,
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+    assert found is not None  # made by the upsert
+    value: int = found[field]
+    return value

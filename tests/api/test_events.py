@@ -9,7 +9,7 @@ from .helpers import TS, data_of, error_of
 
 
 async def _append(mongo, tenant, events):
-    log = EventLog(mongo.db)
+    log = EventLog(mongo.db, mongo.quirks)
     return await mongo.transaction(
         lambda s: log.append(s, tenant.chatbot_id, tenant.workspace_id, events, utcnow())
     )

@@ -92,7 +92,7 @@ async def emit(
     mongo: Mongo, tenant: Tenant, kind: str = LEAD_CREATED, data: dict | None = None, n: int = 1
 ) -> list[dict[str, Any]]:
     """Events appended as a lead write appends them: in a transaction of their own."""
-    log = EventLog(mongo.db)
+    log = EventLog(mongo.db, mongo.quirks)
     events = [(kind, data or {"lead": a_lead(tenant)}) for _ in range(n)]
     return await mongo.transaction(
         lambda session: log.append(
