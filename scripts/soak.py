@@ -333,11 +333,14 @@ class Load:
             ) as resp:
                 raw = await resp.read()
                 status, etag = str(resp.status), resp.headers.get("ETag")
+                after = resp.headers.get("Retry-After", "")
         except TimeoutError:
-            status, raw = "timeout", b""
+            status, raw, after = "timeout", b"", ""
         except aiohttp.ClientError as exc:
-            status, raw = "error", repr(exc).encode()
+            status, raw, after = "error", repr(exc).encode(), ""
         self.record(op, status, started, time.monotonic())
+        if status in ("503", "429") and after.isdigit() and self.spec["honour_retry_after"]:
+            await asyncio.sleep(min(int(after), 10))  # as the contract's client does
         if status in ("200", "201"):
             data = json.loads(raw)["data"] if want else None
         elif len(samples := self.bodies[f"{op} {method} {status}"]) < 2:
@@ -829,7 +832,7 @@ async def soak(args: argparse.Namespace, workdir: Path, procs: Procs) -> dict[st
         if args.overload_clients and args.overload_clients > args.clients:
             extra = args.overload_clients - args.clients
             overload = [args.overload_at, args.overload_for, extra]
-        spec = {k: getattr(args, k) for k in ("clients", "seed", "seconds")}
+        spec = {k: getattr(args, k) for k in ("clients", "seed", "seconds", "honour_retry_after")}
         spec |= {"base": base, "chatbots": chatbots, "overload": overload}
         spec["result"] = str(workdir / "loadgen-result.json")
         (workdir / "loadgen-spec.json").write_text(json.dumps(spec))
@@ -1038,7 +1041,9 @@ def render(report: dict[str, Any]) -> str:
     server = "floor" if s["floor"] else "api"
     lines = [
         *([f"*** {FLOOR_LABEL} ***"] if s["floor"] else []),
-        f"Soak: {s['clients']} clients, {s['seconds']} s, {s['store']}, {s['webhooks']} webhook "
+        f"Soak: {s['clients']} clients"
+        + (" (each waits Retry-After when refused)" if s.get("honour_retry_after") else "")
+        + f", {s['seconds']} s, {s['store']}, {s['webhooks']} webhook "
         f"endpoint(s) per chatbot, {report['machine']['nproc']} CPUs. srv/s: served answers "
         "(not 5xx/429/socket error) per s; latencies in ms (503/429 apart)",
         "",
@@ -1145,6 +1150,12 @@ def main(argv: list[str] | None = None) -> int:
     add("--overload-for", type=float, default=10.0)
     add("--floor", action="store_true", help="the floor (a lower bound on store work), not the API")
     add("--profile-slow-ms", type=int, help="record the store's commands slower than this")
+    add(
+        "--honour-retry-after",
+        action="store_true",
+        help="a client refused (503, 429) waits its Retry-After before its next request, as "
+        "the contract's Python client does (default: it sends the next one at once)",
+    )
     add("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loadgen:  # ourselves, as the load-generator subprocess
