@@ -349,7 +349,10 @@ def store_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             if exc.timeout:  # also a server-side maxTimeMS expiry
                 log.warning("database too slow in %s: %s", func.__qualname__, exc)
                 raise unavailable() from exc
-            if isinstance(exc, OperationFailure):
+            if exc.has_error_label("TransientTransactionError"):
+                # A conflict inside a transaction: its runner tries the whole of it again.
+                log.debug("transient conflict in %s: %s", func.__qualname__, exc)
+            elif isinstance(exc, OperationFailure):
                 log.error("database refused %s: %s", func.__qualname__, exc)
             else:
                 log.error("database error in %s: %r", func.__qualname__, exc)

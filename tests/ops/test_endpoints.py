@@ -15,7 +15,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from pollybot_leads.app import create_app
 from pollybot_leads.ops.endpoints import limiter_ready, mongo_ready
-from pollybot_leads.store.client import unavailable
+from pollybot_leads.store.client import store_errors, unavailable
 from pollybot_leads.store.embedded import free_port
 from pollybot_leads.telemetry import metrics
 from pollybot_leads.telemetry.logs import RequestIdFilter
@@ -206,6 +206,28 @@ def captured_logs() -> list[logging.LogRecord]:
     yield records
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+async def test_a_conflict_in_a_transaction_is_no_error_in_the_log(captured_logs):
+    """A write conflict inside a transaction is retried whole by its runner: it is not an
+    ERROR line (a soak at 64 clients logged ten of them). Any other refusal still is."""
+    from pymongo.errors import OperationFailure
+
+    conflict = OperationFailure(
+        "WriteConflict", 112, {"errorLabels": ["TransientTransactionError"], "code": 112}
+    )
+    refused = OperationFailure("bad", 2, {"code": 2})
+    for exc in (conflict, refused):
+
+        @store_errors
+        async def write(exc: Exception = exc) -> None:
+            raise exc
+
+        with pytest.raises(OperationFailure):
+            await write()
+    assert [(r.levelname, r.getMessage()[:16]) for r in captured_logs] == [
+        ("ERROR", "database refused")
+    ]
 
 
 async def test_every_line_of_a_request_carries_its_id_and_one_access_line(
