@@ -66,6 +66,16 @@ def test_a_json_line_holds_an_exception_on_one_line():
     assert "\n" not in out and "ValueError: boom" in json.loads(out)["exception"]
 
 
+def restore_root(saved: tuple[list[logging.Handler], int]) -> None:
+    """Put back the root logger's handlers and level as they were before setup_logging."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
 def test_setup_logging_writes_every_line_with_the_request_id():
     stream = io.StringIO()
     root = logging.getLogger()
@@ -80,11 +90,7 @@ def test_setup_logging_writes_every_line_with_the_request_id():
         assert lines[0].endswith("INFO pollybot_leads.any.module [rid-3] inside")
         assert lines[1].endswith("WARNING other [-] outside")
     finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
+        restore_root(saved)
     with pytest.raises(ValueError):
         make_formatter("xml")
 
@@ -164,8 +170,4 @@ def test_access_lines_skip_logging_only_when_the_json_handler_alone_sees_them():
         handler.write_line("no loop")  # at once
         assert stream.getvalue().endswith("no loop\n")
     finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
+        restore_root(saved)
