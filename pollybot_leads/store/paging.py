@@ -7,7 +7,10 @@ window is sized to hold the page, and it is widened only when it did not; a curs
 page's window starts at the cursor's own value, so the documents sharing it come in the
 same read. Where a limit does not stop a scan, pages sorted oldest first or on a string
 field start at the scope's extent (store/plans.py). A window has no bound on its
-origin's side but the cursor's, so a stale extent costs reads, never documents.
+origin's side but the cursor's, so a stale extent costs reads, never documents. A
+string extent is coarse (the class of a name's first character: leads/counters.py),
+so the first characters of the first value a first page found start the next one's
+windows instead (held in memory, per scope, field and direction).
 
 A plan that is not ``ordered`` (conditions checked in the application, or a sort its
 index cannot read in order) reads every candidate, keeps those passing the checks,
@@ -22,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .plans import ReadPlan
+from .plans import STRING, Extent, ReadPlan
 from .ranges import sort_key, sort_position
 from .reads import Reads, merge_runs
 from .windows import Window
@@ -40,6 +43,9 @@ WINDOW_SLACK_LEADS = 50  # pages needing up to this many documents get the whole
 WINDOW_GROWTH = 8  # when a window held nothing
 WINDOW_GROWTH_MAX = 64
 SPANS_KEPT = 10_000
+# The characters of a first page's first string value kept as the next one's origin:
+# enough to start a window near it, little of a person's name.
+ORIGIN_CHARS = 3
 # A cursor page's read also returns up to this many documents that share the cursor's
 # value and that earlier pages showed (the cursor's own is one), and drops them.
 TIES_READ = 5
@@ -68,7 +74,10 @@ class Pager:
 
     def __init__(self, projection: dict[str, int]) -> None:
         self._projection = projection
-        self._spans: dict[tuple[Any, str], Any] = {}
+        # Per scope and field: the span its documents cover, and the origin it was
+        # measured from (a first page on a string field trusts only its own origin's).
+        self._spans: dict[tuple[Any, str, int], tuple[Any, Any]] = {}
+        self._origins: dict[tuple[Any, str, int], str] = {}
 
     async def read(
         self, reads: Reads, plan: ReadPlan, *, page: int, limit: int, count: Counter
@@ -104,8 +113,11 @@ class Pager:
         want = limit + 1
         if plan.after is None:
             skip = (page - 1) * limit
+            self._start_near_the_first(plan)
             docs = await self._windows(reads, plan, total, skip=skip, want=want)
             assert docs is not None
+            if skip == 0 and docs:
+                self._remember_the_first(plan, docs[0])
             return docs
         if plan.ties_in_window:
             docs = await self._windows(reads, plan, total, skip=0, want=want, with_ties=True)
@@ -182,6 +194,28 @@ class Pager:
         whole = len(merged) <= limit and all(len(run) < limit for run in runs)
         return merged[skip : skip + want], len(merged), whole
 
+    def _start_near_the_first(self, plan: ReadPlan) -> None:
+        """Move a coarse string extent's near end to the first value a first page found
+        (a few characters of it) when that lies inside it. A value below it (a lead made
+        since) is read all the same: the window holds everything up to its edge."""
+        hint = self._origins.get(self._span_key(plan))
+        if plan.kind != STRING or plan.extent is None or hint is None:
+            return
+        low, high = plan.extent.low, plan.extent.high
+        if plan.direction > 0 and isinstance(low, str) and hint > low:
+            plan.extent = Extent(hint, high)
+        elif plan.direction < 0 and isinstance(high, str) and hint < high:
+            plan.extent = Extent(low, hint)
+
+    def _remember_the_first(self, plan: ReadPlan, doc: dict[str, Any]) -> None:
+        value = doc.get(plan.field)
+        if plan.kind != STRING or not plan.needs_extent or not isinstance(value, str):
+            return
+        key = self._span_key(plan)
+        if key not in self._origins and len(self._origins) >= SPANS_KEPT:
+            self._origins.pop(next(iter(self._origins)))
+        self._origins[key] = value[:ORIGIN_CHARS]
+
     def _first_window(self, plan: ReadPlan, total: int, target: int) -> Window | None:
         """The first window: wide enough to hold ``target`` documents a few times over,
         were the matches spread evenly; None (no window) when there are few matches."""
@@ -190,7 +224,9 @@ class Pager:
         origin = plan.scan_origin()
         if origin is None:
             return None
-        span = self._spans.get(self._span_key(plan), plan.default_span)
+        span, measured_from = self._spans.get(self._span_key(plan), (plan.default_span, None))
+        if plan.kind == STRING and plan.after is None and measured_from != origin:
+            span = plan.default_span
         far = plan.far_bound()
         if far is not None:
             span = min(span, abs(origin - far))
@@ -213,11 +249,11 @@ class Pager:
         key = self._span_key(plan)
         if key not in self._spans and len(self._spans) >= SPANS_KEPT:
             self._spans.pop(next(iter(self._spans)))
-        self._spans[key] = abs(origin - value) * (total / target)
+        self._spans[key] = abs(origin - value) * (total / target), origin
 
     @staticmethod
-    def _span_key(plan: ReadPlan) -> tuple[Any, str]:
-        return tuple(plan.scope.values()), plan.field
+    def _span_key(plan: ReadPlan) -> tuple[Any, str, int]:
+        return tuple(plan.scope.values()), plan.field, plan.direction
 
     async def _by_candidates(self, reads: Reads, plan: ReadPlan, *, page: int, limit: int) -> Page:
         """Read every candidate of the chosen index (this scope's), keep those passing

@@ -364,3 +364,36 @@ async def test_windowed_lists_page_like_one_plain_read(api, tenant, monkeypatch,
             if cursor is None:
                 break
         assert by_cursor == order, limit
+
+
+@pytest.mark.parametrize("sort", ["name", "-name"])
+async def test_a_name_page_starts_where_the_last_one_did_and_still_sees_a_new_first(
+    api, tenant, monkeypatch, sort
+):
+    """A first page by name starts its windows at a few characters of the first name the
+    last first page found (the counters keep only a name's class); a lead made since with
+    a name before it, or one renamed past it, is still where the sort puts it."""
+    monkeypatch.setattr(paging, "FULL_READ_MAX", 0)  # windows even for a few leads
+    made = [
+        await create_lead(api, tenant, name=name, email=f"n{i}@x.io")
+        for i, name in enumerate(["Mary", "Mike", "Mona", "Nick", "Nora", "Otto"])
+    ]
+
+    async def first_names() -> list[str]:
+        data = await listing(api, tenant, sort=sort, limit=3)
+        return [x["name"] for x in data["leads"]]
+
+    expected = ["Mary", "Mike", "Mona"] if sort == "name" else ["Otto", "Nora", "Nick"]
+    assert await first_names() == expected
+    assert await first_names() == expected  # from the remembered start
+    newcomer = "Aaron" if sort == "name" else "Zed"
+    await create_lead(api, tenant, name=newcomer, email="new@x.io")
+    assert await first_names() == [newcomer, *expected[:2]]
+    moved = made[0] if sort == "name" else made[-1]  # the old first goes to the far end
+    resp = await api.put(
+        tenant.lead_url(moved["id"]),
+        json={"name": "Zz" if sort == "name" else "Aa"},
+        headers=tenant.headers,
+    )
+    await data_of(resp)
+    assert await first_names() == [newcomer, *expected[1:3]]
