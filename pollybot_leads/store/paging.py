@@ -44,8 +44,9 @@ WINDOW_GROWTH = 8  # when a window held nothing
 WINDOW_GROWTH_MAX = 64
 SPANS_KEPT = 10_000
 # The characters of a first page's first string value kept as the next one's origin:
-# enough to start a window near it, little of a person's name.
-ORIGIN_CHARS = 3
+# enough to start within a clump of one first name (3 left a window of thousands of
+# leads at 20,000; 8: 3 ms a page). Held in memory only (docs/privacy.md).
+ORIGIN_CHARS = 8
 # A cursor page's read also returns up to this many documents that share the cursor's
 # value and that earlier pages showed (the cursor's own is one), and drops them.
 TIES_READ = 5
