@@ -21,6 +21,8 @@ from ..telemetry.logs import NO_REQUEST, access_json_line, access_line_handler, 
 from .context import ADMIN_KEY, API_KEY
 
 access_log = logging.getLogger("pollybot_leads.access")
+# The line's text (the JSON format adds the fields at top level beside it).
+LINE = "%s %s %d %.2fms key=%s"
 QUIET_ROUTES = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
@@ -49,20 +51,12 @@ def log_access(request: web.Request, status: int, elapsed: float) -> None:
             "durationMs": duration_ms,
             "keyId": key_id,
         }
+        args = (method, route, status, duration_ms, key_id or "-")
         if level == logging.INFO and (handler := access_line_handler(access_log)) is not None:
-            message = "%s %s %d %.2fms key=%s" % (method, route, status, duration_ms, key_id or "-")  # noqa: UP031
+            message = LINE % args
             request_id = request_id_var.get() or NO_REQUEST
             handler.write_line(
                 access_json_line(time.time(), access_log.name, message, request_id, access)
             )
             return
-        access_log.log(
-            level,
-            "%s %s %d %.2fms key=%s",
-            method,
-            route,
-            status,
-            duration_ms,
-            key_id or "-",
-            extra={"access": access},
-        )
+        access_log.log(level, LINE, *args, extra={"access": access})

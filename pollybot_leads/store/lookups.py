@@ -46,7 +46,8 @@ async def increment(
     the collection (``find_and_modify_scans``), the update then the read: the
     transaction holds the document from its update, so the read sees that update and no
     other."""
-    change, found = {"$inc": {field: by}}, None
+    change = {"$inc": {field: by}}
+    found: dict[str, Any] | None
     if quirks.find_and_modify_scans:
         await collection.update_one({"_id": doc_id}, change, upsert=True, session=session)
         found = await collection.find_one({"_id": doc_id}, session=session)

@@ -52,6 +52,13 @@ ORIGIN_CHARS = 8
 TIES_READ = 5
 
 
+def _keep(kept: dict[Any, Any], key: Any, value: Any) -> None:
+    """``kept[key] = value``, the oldest entry forgotten first past SPANS_KEPT."""
+    if key not in kept and len(kept) >= SPANS_KEPT:
+        kept.pop(next(iter(kept)))
+    kept[key] = value
+
+
 def window_slack(target: int) -> float:
     return max(WINDOW_SLACK_DEEP, min(WINDOW_SLACK, WINDOW_SLACK * WINDOW_SLACK_LEADS / target))
 
@@ -212,10 +219,7 @@ class Pager:
         value = doc.get(plan.field)
         if plan.kind != STRING or not plan.needs_extent or not isinstance(value, str):
             return
-        key = self._span_key(plan)
-        if key not in self._origins and len(self._origins) >= SPANS_KEPT:
-            self._origins.pop(next(iter(self._origins)))
-        self._origins[key] = value[:ORIGIN_CHARS]
+        _keep(self._origins, self._span_key(plan), value[:ORIGIN_CHARS])
 
     def _first_window(self, plan: ReadPlan, total: int, target: int) -> Window | None:
         """The first window: wide enough to hold ``target`` documents a few times over,
@@ -247,10 +251,7 @@ class Pager:
         origin, value = plan.scan_origin(), plan.position(doc.get(plan.field))
         if plan.own or origin is None or value is None:
             return  # a range on the sort field says nothing of the scope's span
-        key = self._span_key(plan)
-        if key not in self._spans and len(self._spans) >= SPANS_KEPT:
-            self._spans.pop(next(iter(self._spans)))
-        self._spans[key] = abs(origin - value) * (total / target), origin
+        _keep(self._spans, self._span_key(plan), (abs(origin - value) * (total / target), origin))
 
     @staticmethod
     def _span_key(plan: ReadPlan) -> tuple[Any, str, int]:
